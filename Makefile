@@ -1,0 +1,78 @@
+# nrt-sendrecv: build libnrt.so.1, generate/check headers, run tests and the demo.
+#   make            build build/lib/libnrt.so.1 (+ libnrt.so link)
+#   make demo       the main job: receiver + sender processes on loopback, bandwidth table
+#   make test       every test; last line "N passed, M failed"
+#   make header     regenerate include/nrt/*.h with the pinned cbindgen (tools/gen-header)
+#   make install PREFIX=/usr/local
+
+PREFIX    ?= /usr/local
+CARGO     ?= cargo
+CC        ?= cc
+BUILD     := build
+LIBDIR    := $(BUILD)/lib
+STATIC    := target/release/libnrt_sendrecv.a
+MAP       := src/ffi/libnrt.map
+SONAME    := libnrt.so.1
+LIB       := $(LIBDIR)/$(SONAME)
+GENHDR    := tools/gen-header/target/release/gen-header
+HEADERS   := include/nrt/nrt_status.h include/nrt/nrt.h include/nrt/nrt_async_sendrecv.h
+EXPORTS   := $(shell sed -n 's/^ *\(nrt_[a-z_]*\);$$/\1/p' $(MAP))
+NATIVE    := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+DEMO      := $(BUILD)/bin/nrt_demo
+
+.PHONY: all lib deps header header-check install test demo clean FORCE
+
+all: lib
+
+# Debian packages the build and tests need, installed when missing (root or sudo).
+deps:
+	@scripts/deps.sh
+
+$(STATIC): FORCE
+	$(CARGO) build --release --lib --locked
+
+# The shared object: only the exported names are pulled from the Rust archive (-u), the version
+# script gives each the NRT_2.0.0 version and hides everything else.
+$(LIB): $(STATIC) $(MAP)
+	@mkdir -p $(LIBDIR)
+	$(CC) -shared -o $@ -Wl,-soname,$(SONAME) -Wl,--version-script=$(MAP) -Wl,--gc-sections \
+	    $(addprefix -Wl$(comma)-u$(comma),$(EXPORTS)) $(STATIC) $(NATIVE)
+	ln -sf $(SONAME) $(LIBDIR)/libnrt.so
+
+comma := ,
+
+lib: deps $(LIB)
+
+$(GENHDR): tools/gen-header/src/main.rs tools/gen-header/Cargo.toml
+	$(CARGO) build --release --locked --manifest-path tools/gen-header/Cargo.toml
+
+header: $(GENHDR)
+	$(GENHDR) . include/nrt
+
+# Fails when a fresh generation differs from the committed headers.
+header-check: $(GENHDR)
+	@rm -rf $(BUILD)/header-check && mkdir -p $(BUILD)/header-check
+	@$(GENHDR) . $(BUILD)/header-check
+	@diff -u include/nrt $(BUILD)/header-check && echo "headers: committed files match a fresh generation"
+
+$(DEMO): demo/nrt_demo.c $(HEADERS) $(LIB)
+	@mkdir -p $(BUILD)/bin
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -o $@ $< -L$(LIBDIR) -lnrt -Wl,-rpath,$(abspath $(LIBDIR)) -pthread
+
+demo: lib $(DEMO)
+	$(DEMO)
+
+test: lib $(GENHDR)
+	@scripts/test.sh
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/nrt $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libnrt.so
+	install -m 0644 $(HEADERS) $(DESTDIR)$(PREFIX)/include/nrt/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e "s|@VERSION@|$$(sed -n 's/^version = \"\(.*\)\"/\1/p' Cargo.toml | head -1)|" \
+	    scripts/nrt.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nrt.pc
+
+clean:
+	rm -rf $(BUILD)
+	$(CARGO) clean

@@ -1,0 +1,21 @@
+#!/bin/sh
+# Installs the Debian packages the build, the tests and the demo need, when they are missing.
+set -e
+need=""
+command -v cc >/dev/null 2>&1 || need="$need gcc"
+command -v c++ >/dev/null 2>&1 || need="$need g++"
+command -v nm >/dev/null 2>&1 || need="$need binutils"
+command -v python3 >/dev/null 2>&1 || need="$need python3"
+command -v timeout >/dev/null 2>&1 || need="$need coreutils"
+command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
+if ! command -v cargo >/dev/null 2>&1; then
+    # Debian's own toolchain (edition 2024 needs rustc >= 1.85); rustup's works as well.
+    need="$need cargo rustc"
+fi
+[ -z "$need" ] && exit 0
+echo "deps: installing$need"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq $need

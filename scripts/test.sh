@@ -1,0 +1,74 @@
+#!/bin/bash
+# `make test`: Rust unit tests, header and export checks, the C conformance suite, the Python
+# ctypes pattern. Prints one line per check group and ends with "N passed, M failed".
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+LOGDIR=$ROOT/build/test-logs
+mkdir -p "$LOGDIR"
+passed=0
+failed=0
+
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1"; failed=$((failed + 1)); }
+
+# 1. Rust unit tests (request table, frame decoder, registry, ...): each test counts.
+echo "== cargo test"
+if cargo test --release --locked --lib 2>&1 | tee "$LOGDIR/cargo-test.log" | grep -E "^test result:|FAILED|panicked" ; then :; fi
+r_pass=$(awk '/^test result:/ {for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) s += $i} END {print s + 0}' "$LOGDIR/cargo-test.log")
+r_fail=$(awk '/^test result:/ {for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) s += $i} END {print s + 0}' "$LOGDIR/cargo-test.log")
+if ! grep -q "^test result:" "$LOGDIR/cargo-test.log"; then
+    fail "cargo test (did not run; see $LOGDIR/cargo-test.log)"
+else
+    passed=$((passed + ${r_pass:-0})); failed=$((failed + ${r_fail:-0}))
+    echo "Rust: ${r_pass:-0} passed, ${r_fail:-0} failed"
+fi
+
+# 2. The committed headers are what the pinned cbindgen generates now.
+echo "== header check"
+if make -s header-check >"$LOGDIR/header-check.log" 2>&1; then pass "headers match a fresh cbindgen generation"
+else fail "headers differ from a fresh generation (make header; see $LOGDIR/header-check.log)"; fi
+
+# 3. Exports: exactly the promised names, each @@NRT_2.0.0, nothing else; SONAME libnrt.so.1.
+echo "== exports"
+want=$(sed -n 's/^ *\(nrt_[a-z_]*\);$/\1@@NRT_2.0.0/p' src/ffi/libnrt.map | sort)
+have=$(nm -D --defined-only build/lib/libnrt.so.1 | awk '!($2 == "A" && $3 == "NRT_2.0.0") {print $3}' | sort)
+if [ "$want" = "$have" ] && [ "$(echo "$want" | wc -l)" -eq 24 ]; then pass "exports: 24 names, each @@NRT_2.0.0, nothing else"
+else fail "exports differ:"; diff <(echo "$want") <(echo "$have"); fi
+if readelf -d build/lib/libnrt.so.1 | grep -q 'SONAME.*\[libnrt.so.1\]' && [ "$(readlink build/lib/libnrt.so)" = libnrt.so.1 ]; then
+    pass "SONAME libnrt.so.1 and the libnrt.so link"
+else fail "SONAME or libnrt.so link"; fi
+# Every exported function is declared in the headers, and every declared function is exported.
+declared=$(cat include/nrt/*.h | grep -oE '^[A-Za-z_ *]+[ *](nrt_[a-z_]+)\(' | grep -oE 'nrt_[a-z_]+' | sort)
+if [ "$declared" = "$(echo "$want" | sed 's/@@NRT_2.0.0//')" ]; then pass "headers declare exactly the exported functions"
+else fail "headers and exports disagree"; diff <(echo "$declared") <(echo "$want" | sed 's/@@NRT_2.0.0//'); fi
+
+# 4. make install into a scratch prefix, then build a program with pkg-config against it.
+echo "== install"
+inst=$ROOT/build/install-check
+rm -rf "$inst"
+if make -s install PREFIX="$inst" >"$LOGDIR/install.log" 2>&1 \
+   && PKG_CONFIG_PATH=$inst/lib/pkgconfig cc -std=c11 -Wall -Wextra -Werror -o "$inst/prog" c_tests/t_header_c.c \
+        $(PKG_CONFIG_PATH=$inst/lib/pkgconfig pkg-config --cflags --libs nrt) -Wl,-rpath,"$inst/lib" >>"$LOGDIR/install.log" 2>&1 \
+   && "$inst/prog" >>"$LOGDIR/install.log" 2>&1; then
+    pass "make install + pkg-config build"
+else fail "make install + pkg-config build (see $LOGDIR/install.log)"; fi
+
+# 5. The C conformance suite.
+echo "== C conformance suite"
+c_tests/run.sh "$ROOT" | tee "$LOGDIR/c-suite.log"
+line=$(grep -E "^C: [0-9]+ passed, [0-9]+ failed" "$LOGDIR/c-suite.log" | tail -1)
+if [ -n "$line" ]; then
+    passed=$((passed + $(echo "$line" | sed -E 's/C: ([0-9]+) passed.*/\1/')))
+    failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
+else fail "C suite did not report"; fi
+
+# 6. The Python ctypes pattern of API.md, unchanged, in two processes.
+echo "== python ctypes"
+if NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=29500 NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=error \
+   timeout 120 python3 tests_py/ctypes_pattern.py build/lib/libnrt.so.1 >"$LOGDIR/ctypes.log" 2>&1; then
+    pass "python ctypes pattern (two processes, byte-verified)"
+else fail "python ctypes pattern (see $LOGDIR/ctypes.log)"; tail -5 "$LOGDIR/ctypes.log"; fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,243 @@
+//! Communicators: Connecting → Ready → Failed/Closed, FIFO posting, deadlines.
+
+use crate::config::MAX_PENDING_PER_COMM;
+use crate::engine::Lnc;
+use crate::registry::Table;
+use crate::request::{Kind, Outcome, REQUESTS, Request};
+use crate::status::{Error, NRT_STATUS, Result};
+use crate::tensor::Region;
+use crate::transport::tcp::{CommIo, Stream};
+use parking_lot::Mutex;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::time::Instant;
+
+pub static COMMS: Table<Comm> = Table::new();
+
+const CONNECTING: u8 = 0;
+const READY: u8 = 1;
+const FAILED: u8 = 2;
+const CLOSED: u8 = 3;
+
+pub struct Comm {
+    pub id: u64,
+    pub lnc: Arc<Lnc>,
+    pub kind: Kind,
+    pub peer: IpAddr,
+    pub peer_lnc: i32,
+    /// Position of this communicator among those between the same two cores (call order).
+    pub pair_seq: u64,
+    pub setup_deadline: Instant,
+    state: AtomicU8,
+    ever_ready: AtomicBool,
+    error: Mutex<Option<Error>>,
+    pending: AtomicUsize,
+    pub io: Mutex<CommIo>,
+}
+
+impl Comm {
+    pub fn new(id: u64, lnc: Arc<Lnc>, kind: Kind, peer: IpAddr, peer_lnc: i32, pair_seq: u64) -> Comm {
+        let setup_deadline = Instant::now() + lnc.cfg.connect_timeout;
+        Comm {
+            id,
+            lnc,
+            kind,
+            peer,
+            peer_lnc,
+            pair_seq,
+            setup_deadline,
+            state: AtomicU8::new(CONNECTING),
+            ever_ready: AtomicBool::new(false),
+            error: Mutex::new(None),
+            pending: AtomicUsize::new(0),
+            io: Mutex::new(CommIo::new(kind)),
+        }
+    }
+
+    /// "lnc 0 → 10.0.0.2 lnc 1 (send #2)": the cause prefix of every log line about this comm.
+    pub fn describe(&self) -> String {
+        let arrow = if self.kind == Kind::Send { "→" } else { "←" };
+        format!("lnc {} {arrow} {} lnc {} ({:?} comm #{})", self.lnc.id, self.peer, self.peer_lnc, self.kind, self.pair_seq)
+    }
+
+    pub fn is_connecting(&self) -> bool {
+        self.state.load(Ordering::Acquire) == CONNECTING
+    }
+
+    pub fn ever_ready(&self) -> bool {
+        self.ever_ready.load(Ordering::Acquire)
+    }
+
+    /// Hands the connected streams to the communicator and makes it Ready.
+    pub fn install(&self, streams: Vec<Stream>) -> Result<()> {
+        let mut io = self.io.lock();
+        if self.state.load(Ordering::Acquire) != CONNECTING {
+            return Err(Error::failure("communicator was closed or failed during set-up"));
+        }
+        for (i, s) in streams.iter().enumerate() {
+            self.lnc.watch(s.fd(), self.id).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("epoll add stream {i}"), &e))?;
+        }
+        io.streams = streams;
+        self.ever_ready.store(true, Ordering::Release);
+        self.state.store(READY, Ordering::Release);
+        // Data may already wait in the sockets: edge-triggered epoll reported it at registration,
+        // but progress once here as well so nothing depends on that.
+        if let Err(e) = io.progress() {
+            drop(io);
+            self.fail(e);
+        }
+        Ok(())
+    }
+
+    /// Set-up failed (`TIMEOUT` or `FAILURE`): remembered, reported by test_comm.
+    pub fn setup_failed(&self, e: Error) {
+        let mut g = self.error.lock();
+        if self.state.compare_exchange(CONNECTING, FAILED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            crate::log_error!("{}: connection set-up failed: {}", self.describe(), e);
+            *g = Some(e);
+        }
+    }
+
+    /// The communicator is broken: every pending request fails with `e`'s status, sockets close.
+    pub fn fail(&self, e: Error) {
+        let mut io = self.io.lock();
+        self.fail_locked(&mut io, e);
+    }
+
+    fn fail_locked(&self, io: &mut CommIo, e: Error) {
+        {
+            let mut g = self.error.lock();
+            let s = self.state.load(Ordering::Acquire);
+            if s == READY || s == CONNECTING {
+                if io.has_pending() {
+                    crate::log_error!("{}: {}", self.describe(), e);
+                } else {
+                    // Nothing in flight: usually the peer closed its side first; not an error yet.
+                    crate::log_info!("{}: {}", self.describe(), e);
+                }
+                self.state.store(FAILED, Ordering::Release);
+                *g = Some(e.clone());
+            }
+        }
+        io.fail_all(&e);
+    }
+
+    /// lnc close: like fail, without the log line; the communicator is dead for good.
+    pub fn shut(&self) {
+        let mut io = self.io.lock();
+        self.state.store(CLOSED, Ordering::Release);
+        io.fail_all(&Error::new(NRT_STATUS::NRT_CLOSED, "communicator closed"));
+    }
+
+    /// test_comm.
+    pub fn test(&self) -> Result<bool> {
+        match self.state.load(Ordering::Acquire) {
+            READY => Ok(true),
+            CONNECTING => {
+                if Instant::now() > self.setup_deadline {
+                    self.setup_failed(Error::timeout(format!(
+                        "no connection within {} ms",
+                        self.lnc.cfg.connect_timeout.as_millis()
+                    )));
+                    return Err(self.error());
+                }
+                Ok(false)
+            }
+            FAILED if !self.ever_ready() => Err(self.error()),
+            FAILED => Ok(true), // connected once; its failure shows on requests and posts
+            _ => Err(Error::handle("communicator is closed")),
+        }
+    }
+
+    fn error(&self) -> Error {
+        self.error.lock().clone().unwrap_or_else(|| Error::failure("communicator failed"))
+    }
+
+    /// Posts a send or receive of `region`; returns the request id.
+    pub fn post(self: &Arc<Self>, kind: Kind, region: Region) -> Result<u64> {
+        if kind != self.kind {
+            let what = if kind == Kind::Send { "send on a receive" } else { "receive on a send" };
+            return Err(Error::invalid(format!("{}: {what} communicator", self.describe())));
+        }
+        match self.state.load(Ordering::Acquire) {
+            READY => {}
+            CONNECTING => {
+                return Err(Error::invalid(format!("{}: not connected yet (poll test_comm until done)", self.describe())));
+            }
+            _ => return Err(Error::failure(format!("{}: communicator failed earlier: {}", self.describe(), self.error()))),
+        }
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_PER_COMM {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::resource(format!("{}: {MAX_PENDING_PER_COMM} requests already pending", self.describe())));
+        }
+        let deadline = self.lnc.cfg.request_timeout.map(|t| Instant::now() + t);
+        let Some((id, req)) = REQUESTS.insert_with(|id| Arc::new(Request::new(id, kind, self.clone(), region, deadline))) else {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::resource("request table full"));
+        };
+        let mut io = self.io.lock();
+        if self.state.load(Ordering::Acquire) != READY {
+            drop(io);
+            REQUESTS.remove(id);
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::failure(format!("{}: communicator failed: {}", self.describe(), self.error())));
+        }
+        io.post(req);
+        if let Err(e) = io.progress() {
+            self.fail_locked(&mut io, e);
+        }
+        Ok(id)
+    }
+
+    /// Progress from a caller's thread: skipped when another thread is already at it.
+    pub fn try_progress(&self) {
+        if let Some(mut io) = self.io.try_lock() {
+            if let Err(e) = io.progress() {
+                self.fail_locked(&mut io, e);
+            }
+        }
+    }
+
+    /// Progress from the lnc's thread: waits for the lock so no readiness edge is lost.
+    pub fn progress(&self) {
+        let mut io = self.io.lock();
+        if let Err(e) = io.progress() {
+            self.fail_locked(&mut io, e);
+        }
+    }
+
+    pub fn release_pending(&self) {
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// test_request: `Ok(None)` while pending; the request is freed once it reports an end.
+pub fn test_request(id: u64) -> Result<Option<u64>> {
+    let req = REQUESTS.get(id).ok_or_else(|| Error::handle(format!("request handle {id:#x} is not a live request")))?;
+    if req.is_pending() {
+        req.comm.try_progress();
+    }
+    let mut out = req.outcome();
+    if out == Outcome::Pending {
+        if let Some(d) = req.deadline {
+            if Instant::now() > d {
+                let e = Error::timeout(format!("{}: {:?} request not complete within its deadline", req.comm.describe(), req.kind));
+                req.fail(e.clone());
+                req.comm.fail(Error::timeout("a request timed out; FIFO pairing on this communicator is lost"));
+                out = req.outcome();
+            }
+        }
+    }
+    let res = match out {
+        Outcome::Pending => return Ok(None),
+        Outcome::Done(n) => Ok(Some(n)),
+        Outcome::Failed(e) => Err(e),
+    };
+    // Only the caller that removes it reports the end (a concurrent second test sees a stale handle).
+    if REQUESTS.remove(id).is_none() {
+        return Err(Error::handle(format!("request handle {id:#x} already reported done")));
+    }
+    req.comm.release_pending();
+    res
+}

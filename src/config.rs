@@ -1,0 +1,70 @@
+//! Settings read from the environment when an lnc is initialised.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub const MAX_LNC: i32 = 1023;
+pub const MAX_COMMS_PER_LNC: usize = 128;
+pub const MAX_PENDING_PER_COMM: usize = 128;
+pub const MAX_STREAMS: usize = 16;
+pub const DEFAULT_PORT_BASE: u16 = 31000;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub port_base: u16,
+    pub listen_addr: Option<IpAddr>,
+    pub connect_timeout: Duration,
+    /// `None`: requests never time out.
+    pub request_timeout: Option<Duration>,
+    pub streams: usize,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn env_num(name: &str, default: u64, min: u64, max: u64) -> Result<u64, String> {
+    match env(name) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(format!("{name}={v:?} is not a number in {min}..={max}")),
+        },
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, String> {
+        let port_base = env_num("NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT", DEFAULT_PORT_BASE as u64, 1, 65535)? as u16;
+        let listen_addr = match env("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR") {
+            None => None,
+            Some(v) => Some(
+                v.trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR={v:?} is not an IP address"))?,
+            ),
+        };
+        let ct = env_num("NEURON_RT_ASYNC_SENDRECV_CONNECT_TIMEOUT_MS", 30_000, 1, 86_400_000)?;
+        let rt = env_num("NEURON_RT_ASYNC_SENDRECV_REQUEST_TIMEOUT_MS", 60_000, 0, 86_400_000)?;
+        let streams = env_num("NEURON_RT_ASYNC_SENDRECV_TCP_STREAMS", 4, 1, MAX_STREAMS as u64)? as usize;
+        if let Some(t) = env("NEURON_RT_ASYNC_SENDRECV_TRANSPORT") {
+            match t.trim() {
+                "auto" | "tcp" => {}
+                other => return Err(format!("NEURON_RT_ASYNC_SENDRECV_TRANSPORT={other:?}: this build has only auto|tcp")),
+            }
+        }
+        Ok(Config {
+            port_base,
+            listen_addr,
+            connect_timeout: Duration::from_millis(ct),
+            request_timeout: (rt > 0).then(|| Duration::from_millis(rt)),
+            streams,
+        })
+    }
+
+    pub fn port_of(&self, lnc: i32) -> Option<u16> {
+        u16::try_from(self.port_base as u32 + lnc as u32).ok()
+    }
+}

@@ -1,0 +1,532 @@
+//! One `Lnc` per initialised logical core: its listener, its progress thread, its handshakes.
+//!
+//! The progress thread waits on epoll and moves bytes for every communicator of the lnc; callers
+//! of `test_*` move bytes too when they find the communicator idle. Tokens in epoll are comm ids
+//! (bit 63 clear), handshake ids (bit 63 set), the listener and the wake-up eventfd.
+//!
+//! Set-up: the connecting side runs a short-lived thread that connects `streams` TCP sockets
+//! (retrying while the peer is not listening yet), sends a Hello on each (nonce, connection
+//! sequence, both lnc ids, stream index and count) and waits for one HelloAck per stream. The
+//! accepting side reads Hellos on the progress thread, groups the streams of one connection, and
+//! hands a complete group to the `accept` communicator with the same peer address, peer lnc and
+//! sequence number (the k-th connect pairs with the k-th accept), whichever comes first.
+
+use crate::comm::{COMMS, Comm};
+use crate::config::Config;
+use crate::request::Kind;
+use crate::status::{Error, NRT_STATUS, Result};
+use crate::transport::poll::{Poller, random_u64};
+use crate::transport::tcp::Stream;
+use crate::wire::{Frame, HEADER_LEN, WireError, ack};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const TOKEN_WAKE: u64 = u64::MAX;
+const TOKEN_LISTENER: u64 = u64::MAX - 1;
+const HS_BIT: u64 = 1 << 63;
+/// Connections that have not finished their handshake, per lnc; more are closed at once.
+pub const MAX_HALF_OPEN: usize = 1024;
+/// How long an accepted socket may take to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const TICK: Duration = Duration::from_millis(100);
+
+/// IPv4-mapped IPv6 addresses compare as the IPv4 address they carry.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+struct Handshake {
+    sock: TcpStream,
+    peer: IpAddr,
+    buf: [u8; HEADER_LEN],
+    have: usize,
+    deadline: Instant,
+}
+
+/// The streams of one incoming connection, collected until all have said Hello.
+struct Group {
+    streams: Vec<Option<TcpStream>>,
+    deadline: Instant,
+}
+
+/// (peer address, peer lnc, peer's nonce, connection sequence)
+type GroupKey = (IpAddr, i32, u64, u64);
+
+#[derive(Default)]
+struct AcceptState {
+    next_hs: u64,
+    handshakes: HashMap<u64, Handshake>,
+    groups: HashMap<GroupKey, Group>,
+    /// accept communicators still waiting for their connection: (peer, peer lnc, seq) → comm.
+    waiting: HashMap<(IpAddr, i32, u64), Arc<Comm>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    connects: HashMap<(IpAddr, i32), u64>,
+    accepts: HashMap<(IpAddr, i32), u64>,
+}
+
+pub struct Lnc {
+    pub id: i32,
+    pub cfg: Config,
+    pub port: u16,
+    nonce: u64,
+    poller: Poller,
+    stop: AtomicBool,
+    listener: Mutex<Option<TcpListener>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Every communicator created since init (they count against the limit until close).
+    comms: Mutex<Vec<Arc<Comm>>>,
+    counters: Mutex<Counters>,
+    accept: Mutex<AcceptState>,
+}
+
+fn bind(cfg: &Config, port: u16) -> std::io::Result<TcpListener> {
+    match cfg.listen_addr {
+        Some(ip) => TcpListener::bind(SocketAddr::new(ip, port)),
+        None => match TcpListener::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)) {
+            // Dual stack unless IPv6 is off on this host.
+            Err(e) if e.kind() != ErrorKind::AddrInUse => TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
+            r => r,
+        },
+    }
+}
+
+impl Lnc {
+    /// Binds the lnc's port and starts its progress thread.
+    pub fn start(id: i32, cfg: Config) -> Result<Arc<Lnc>> {
+        let port = cfg
+            .port_of(id)
+            .ok_or_else(|| Error::invalid(format!("lnc {id}: port {} + {id} is beyond 65535", cfg.port_base)))?;
+        let listener = bind(&cfg, port).map_err(|e| {
+            let st = if e.kind() == ErrorKind::AddrInUse { NRT_STATUS::NRT_RESOURCE } else { NRT_STATUS::NRT_FAILURE };
+            Error::io(st, &format!("lnc {id}: cannot listen on TCP port {port} (NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT + lnc)"), &e)
+        })?;
+        listener.set_nonblocking(true).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "listener nonblocking", &e))?;
+        let poller = Poller::new(TOKEN_WAKE).map_err(|e| Error::io(NRT_STATUS::NRT_RESOURCE, "epoll/eventfd", &e))?;
+        poller
+            .watch_listener(listener.as_raw_fd(), TOKEN_LISTENER)
+            .map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "epoll add listener", &e))?;
+        let lnc = Arc::new(Lnc {
+            id,
+            cfg,
+            port,
+            nonce: random_u64(),
+            poller,
+            stop: AtomicBool::new(false),
+            listener: Mutex::new(Some(listener)),
+            thread: Mutex::new(None),
+            comms: Mutex::new(Vec::new()),
+            counters: Mutex::new(Counters::default()),
+            accept: Mutex::new(AcceptState::default()),
+        });
+        let weak = Arc::downgrade(&lnc);
+        let th = std::thread::Builder::new()
+            .name(format!("nrt-sr-lnc{id}"))
+            .spawn(move || {
+                while let Some(l) = weak.upgrade() {
+                    if l.stop.load(Ordering::Acquire) || !l.run_once() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::io(NRT_STATUS::NRT_RESOURCE, "spawn progress thread", &e))?;
+        *lnc.thread.lock() = Some(th);
+        crate::log_info!("lnc {id}: listening on TCP port {port}, transport tcp");
+        Ok(lnc)
+    }
+
+    /// Registers a communicator socket with the progress thread.
+    pub fn watch(&self, fd: RawFd, comm_id: u64) -> std::io::Result<()> {
+        self.poller.watch(fd, comm_id)
+    }
+
+    /// One turn of the progress loop; false when the thread should end.
+    fn run_once(self: &Arc<Self>) -> bool {
+        let mut tokens = Vec::with_capacity(128);
+        if let Err(e) = self.poller.wait(&mut tokens, TICK) {
+            crate::log_error!("lnc {}: epoll_wait failed, progress thread stops: {e}", self.id);
+            return false;
+        }
+        for t in tokens {
+            if self.stop.load(Ordering::Acquire) {
+                return false;
+            }
+            match t {
+                TOKEN_WAKE => self.poller.drain_wake(),
+                TOKEN_LISTENER => self.accept_sockets(),
+                t if t & HS_BIT != 0 => self.handshake_ready(t),
+                id => {
+                    if let Some(c) = COMMS.get(id) {
+                        c.progress();
+                    }
+                }
+            }
+        }
+        self.expire();
+        true
+    }
+
+    fn accept_sockets(&self) {
+        let listener = self.listener.lock();
+        let Some(l) = listener.as_ref() else { return };
+        loop {
+            match l.accept() {
+                Ok((sock, addr)) => {
+                    let mut st = self.accept.lock();
+                    if st.handshakes.len() >= MAX_HALF_OPEN {
+                        crate::log_warn!("lnc {}: {} connections mid-handshake; dropping one from {}", self.id, MAX_HALF_OPEN, addr);
+                        continue;
+                    }
+                    if sock.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    st.next_hs += 1;
+                    let token = HS_BIT | st.next_hs;
+                    if let Err(e) = self.poller.watch(sock.as_raw_fd(), token) {
+                        crate::log_warn!("lnc {}: cannot watch connection from {addr}: {e}", self.id);
+                        continue;
+                    }
+                    let hs = Handshake { sock, peer: canonical(addr.ip()), buf: [0; HEADER_LEN], have: 0, deadline: Instant::now() + HELLO_TIMEOUT };
+                    st.handshakes.insert(token, hs);
+                    drop(st);
+                    // Bytes may have arrived before the socket was watched.
+                    self.handshake_ready(token);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    crate::log_warn!("lnc {}: accept failed: {e} (errno {})", self.id, e.raw_os_error().unwrap_or(0));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads what a handshaking socket sent; a complete Hello joins its connection's group.
+    fn handshake_ready(&self, token: u64) {
+        let mut st = self.accept.lock();
+        let Some(hs) = st.handshakes.get_mut(&token) else { return };
+        let res = loop {
+            if hs.have == HEADER_LEN {
+                break Frame::decode(&hs.buf).map(Some).map_err(Some);
+            }
+            match hs.sock.read(&mut hs.buf[hs.have..]) {
+                Ok(0) => break Err(None),
+                Ok(n) => {
+                    hs.have += n;
+                    // Fail fast on garbage instead of waiting for 40 bytes.
+                    if let Err(WireError::BadMagic) = Frame::decode(&hs.buf[..hs.have]) {
+                        break Err(Some(WireError::BadMagic));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(None),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break Err(None),
+            }
+        };
+        let frame = match res {
+            Ok(None) => return,
+            Ok(Some(f)) => f,
+            Err(why) => {
+                let hs = st.handshakes.remove(&token).expect("present above");
+                self.poller.unwatch(hs.sock.as_raw_fd());
+                match why {
+                    Some(WireError::BadVersion(v)) => {
+                        crate::log_warn!("lnc {}: {} speaks protocol version {v}; refused", self.id, hs.peer);
+                        let _ = (&hs.sock).write(&Frame::HelloAck { status: ack::BAD_VERSION, nonce: 0, conn_seq: 0 }.encode());
+                    }
+                    Some(w) => crate::log_warn!("lnc {}: connection from {} dropped: {w}", self.id, hs.peer),
+                    None => crate::log_debug!("lnc {}: connection from {} closed during handshake", self.id, hs.peer),
+                }
+                return;
+            }
+        };
+        let hs = st.handshakes.remove(&token).expect("present above");
+        self.poller.unwatch(hs.sock.as_raw_fd());
+        let Frame::Hello { stream, nstreams, nonce, conn_seq, src_lnc, dst_lnc } = frame else {
+            crate::log_warn!("lnc {}: connection from {} sent {frame:?} instead of Hello; dropped", self.id, hs.peer);
+            return;
+        };
+        if dst_lnc != self.id as u32 {
+            crate::log_warn!("lnc {}: {} lnc {src_lnc} asked for lnc {dst_lnc} on our port; refused", self.id, hs.peer);
+            let _ = (&hs.sock).write(&Frame::HelloAck { status: ack::REFUSED, nonce, conn_seq }.encode());
+            return;
+        }
+        let key = (hs.peer, src_lnc as i32, nonce, conn_seq);
+        let deadline = Instant::now() + self.cfg.connect_timeout;
+        let g = st.groups.entry(key).or_insert_with(|| Group { streams: (0..nstreams).map(|_| None).collect(), deadline });
+        if g.streams.len() != nstreams as usize || g.streams[stream as usize].is_some() {
+            crate::log_warn!("lnc {}: inconsistent Hello from {} lnc {src_lnc} (stream {stream}/{nstreams}); connection dropped", self.id, hs.peer);
+            st.groups.remove(&key);
+            return;
+        }
+        g.streams[stream as usize] = Some(hs.sock);
+        if g.streams.iter().all(Option::is_some) {
+            self.try_match(&mut st, key);
+        }
+    }
+
+    /// Joins a complete group with its waiting accept communicator, if both exist.
+    fn try_match(&self, st: &mut AcceptState, key: GroupKey) {
+        let (peer, peer_lnc, nonce, seq) = key;
+        if !st.groups.get(&key).is_some_and(|g| g.streams.iter().all(Option::is_some)) {
+            return;
+        }
+        let Some(comm) = st.waiting.remove(&(peer, peer_lnc, seq)) else { return };
+        let g = st.groups.remove(&key).expect("checked above");
+        let socks: Vec<TcpStream> = g.streams.into_iter().map(|s| s.expect("complete group")).collect();
+        let ok = Frame::HelloAck { status: ack::OK, nonce, conn_seq: seq }.encode();
+        let refused = Frame::HelloAck { status: ack::REFUSED, nonce, conn_seq: seq }.encode();
+        if !comm.is_connecting() {
+            crate::log_warn!("{}: connection arrived after set-up had already ended; refused", comm.describe());
+            for s in &socks {
+                let _ = (&*s).write(&refused);
+            }
+            return;
+        }
+        let mut streams = Vec::with_capacity(socks.len());
+        for s in socks {
+            // A 40-byte write into a fresh socket's empty buffer does not block.
+            if let Err(e) = (&s).write_all(&ok) {
+                comm.setup_failed(Error::io(NRT_STATUS::NRT_FAILURE, "sending HelloAck", &e));
+                return;
+            }
+            match Stream::new(s) {
+                Ok(st) => streams.push(st),
+                Err(e) => {
+                    comm.setup_failed(Error::io(NRT_STATUS::NRT_FAILURE, "socket options", &e));
+                    return;
+                }
+            }
+        }
+        if let Err(e) = comm.install(streams) {
+            comm.setup_failed(e);
+        } else {
+            crate::log_info!("{}: connected", comm.describe());
+        }
+    }
+
+    fn expire(&self) {
+        let now = Instant::now();
+        let mut st = self.accept.lock();
+        let before = st.handshakes.len();
+        st.handshakes.retain(|_, hs| {
+            let keep = hs.deadline > now;
+            if !keep {
+                self.poller.unwatch(hs.sock.as_raw_fd());
+            }
+            keep
+        });
+        if st.handshakes.len() < before {
+            crate::log_warn!("lnc {}: {} connection(s) sent no Hello in time; dropped", self.id, before - st.handshakes.len());
+        }
+        st.groups.retain(|(peer, plnc, _, seq), g| {
+            let keep = g.deadline > now;
+            if !keep {
+                crate::log_warn!("lnc {}: connection #{seq} from {peer} lnc {plnc} matched no accept in time; dropped", self.id);
+            }
+            keep
+        });
+        st.waiting.retain(|_, c| c.is_connecting());
+    }
+
+    fn add_comm(self: &Arc<Self>, kind: Kind, peer: IpAddr, peer_lnc: i32) -> Result<Arc<Comm>> {
+        let mut comms = self.comms.lock();
+        if comms.len() >= crate::config::MAX_COMMS_PER_LNC {
+            return Err(Error::resource(format!(
+                "lnc {}: {} communicators already (the limit per lnc)",
+                self.id,
+                crate::config::MAX_COMMS_PER_LNC
+            )));
+        }
+        let seq = {
+            let mut c = self.counters.lock();
+            let m = if kind == Kind::Send { &mut c.connects } else { &mut c.accepts };
+            let n = m.entry((peer, peer_lnc)).or_insert(0);
+            *n += 1;
+            *n - 1
+        };
+        let lnc = self.clone();
+        let (_, comm) = COMMS
+            .insert_with(|id| Arc::new(Comm::new(id, lnc, kind, peer, peer_lnc, seq)))
+            .ok_or_else(|| Error::resource("communicator table full"))?;
+        comms.push(comm.clone());
+        Ok(comm)
+    }
+
+    /// `nrt_async_sendrecv_connect`: returns at once; a thread does the set-up.
+    pub fn connect(self: &Arc<Self>, peer: IpAddr, peer_lnc: i32) -> Result<Arc<Comm>> {
+        let peer = canonical(peer);
+        let port = self
+            .cfg
+            .port_of(peer_lnc)
+            .ok_or_else(|| Error::invalid(format!("peer lnc {peer_lnc}: port beyond 65535")))?;
+        let comm = self.add_comm(Kind::Send, peer, peer_lnc)?;
+        let c = comm.clone();
+        let (nonce, me, streams) = (self.nonce, self.id, self.cfg.streams);
+        let spawned = std::thread::Builder::new()
+            .name(format!("nrt-sr-conn{me}"))
+            .spawn(move || {
+                if let Err(e) = connector(&c, SocketAddr::new(peer, port), me, nonce, streams) {
+                    c.setup_failed(e);
+                }
+            });
+        if let Err(e) = spawned {
+            comm.setup_failed(Error::io(NRT_STATUS::NRT_RESOURCE, "spawn connect thread", &e));
+        }
+        Ok(comm)
+    }
+
+    /// `nrt_async_sendrecv_accept`: registers the communicator; the connection may already wait.
+    pub fn accept(self: &Arc<Self>, peer: IpAddr, peer_lnc: i32) -> Result<Arc<Comm>> {
+        let peer = canonical(peer);
+        let comm = self.add_comm(Kind::Recv, peer, peer_lnc)?;
+        let mut st = self.accept.lock();
+        st.waiting.insert((peer, peer_lnc, comm.pair_seq), comm.clone());
+        let keys: Vec<GroupKey> = st
+            .groups
+            .keys()
+            .filter(|(p, l, _, s)| *p == peer && *l == peer_lnc && *s == comm.pair_seq)
+            .copied()
+            .collect();
+        for k in keys {
+            self.try_match(&mut st, k);
+        }
+        Ok(comm)
+    }
+
+    /// Stops the progress thread and shuts every communicator. Returns the communicators.
+    pub fn shutdown(&self) -> Vec<Arc<Comm>> {
+        self.stop.store(true, Ordering::Release);
+        self.poller.wake();
+        let th = self.thread.lock().take();
+        if let Some(th) = th {
+            if th.thread().id() != std::thread::current().id() {
+                let _ = th.join();
+            }
+        }
+        *self.listener.lock() = None;
+        {
+            let mut st = self.accept.lock();
+            st.handshakes.clear();
+            st.groups.clear();
+            st.waiting.clear();
+        }
+        let comms = std::mem::take(&mut *self.comms.lock());
+        for c in &comms {
+            c.shut();
+        }
+        comms
+    }
+
+    /// Every live communicator of this lnc, for flush.
+    pub fn comms(&self) -> Vec<Arc<Comm>> {
+        self.comms.lock().clone()
+    }
+}
+
+fn connect_once(addr: SocketAddr, deadline: Instant, comm: &Comm) -> Result<TcpStream> {
+    let mut backoff = Duration::from_millis(10);
+    let mut last: Option<std::io::Error> = None;
+    loop {
+        if !comm.is_connecting() {
+            return Err(Error::failure("communicator closed during set-up"));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let why = last.map(|e| format!(" (last error: {e})")).unwrap_or_default();
+            return Err(Error::timeout(format!(
+                "no connection to {addr} within {} ms{why}",
+                comm.lnc.cfg.connect_timeout.as_millis()
+            )));
+        }
+        let slice = (deadline - now).min(Duration::from_secs(1));
+        match TcpStream::connect_timeout(&addr, slice) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                crate::log_debug!("{}: connect to {addr}: {e}; retrying", comm.describe());
+                last = Some(e);
+                std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
+                backoff = (backoff * 2).min(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// The connecting side's set-up; runs on its own thread.
+fn connector(comm: &Arc<Comm>, addr: SocketAddr, me: i32, nonce: u64, nstreams: usize) -> Result<()> {
+    let deadline = comm.setup_deadline;
+    let mut socks = Vec::with_capacity(nstreams);
+    for i in 0..nstreams {
+        let s = connect_once(addr, deadline, comm)?;
+        let hello = Frame::Hello {
+            stream: i as u16,
+            nstreams: nstreams as u16,
+            nonce,
+            conn_seq: comm.pair_seq,
+            src_lnc: me as u32,
+            dst_lnc: comm.peer_lnc as u32,
+        };
+        s.set_write_timeout(Some(Duration::from_secs(1))).ok();
+        (&s).write_all(&hello.encode()).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("sending Hello to {addr}"), &e))?;
+        socks.push(s);
+    }
+    for (i, s) in socks.iter().enumerate() {
+        let mut buf = [0u8; HEADER_LEN];
+        let mut have = 0;
+        while have < HEADER_LEN {
+            if !comm.is_connecting() {
+                return Err(Error::failure("communicator closed during set-up"));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::timeout(format!(
+                    "{addr} did not accept this connection within {} ms (no matching accept?)",
+                    comm.lnc.cfg.connect_timeout.as_millis()
+                )));
+            }
+            s.set_read_timeout(Some((deadline - now).min(TICK))).ok();
+            match (&*s).read(&mut buf[have..]) {
+                Ok(0) => return Err(Error::failure(format!("{addr} closed stream {i} during the handshake"))),
+                Ok(n) => have += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e) => return Err(Error::io(NRT_STATUS::NRT_FAILURE, &format!("handshake with {addr}"), &e)),
+            }
+        }
+        match Frame::decode(&buf) {
+            Ok(Frame::HelloAck { status: ack::OK, nonce: n, conn_seq }) if n == nonce && conn_seq == comm.pair_seq => {}
+            Ok(Frame::HelloAck { status: ack::REFUSED, .. }) => {
+                return Err(Error::failure(format!("{addr} refused the connection (wrong lnc, or its accept had already timed out)")));
+            }
+            Ok(Frame::HelloAck { status: ack::BAD_VERSION, .. }) | Err(WireError::BadVersion(_)) => {
+                return Err(Error::failure(format!("{addr} speaks another protocol version")));
+            }
+            Ok(f) => return Err(Error::failure(format!("{addr} answered the handshake with {f:?}"))),
+            Err(e) => return Err(Error::failure(format!("{addr}: bad handshake answer: {e}"))),
+        }
+    }
+    let mut streams = Vec::with_capacity(nstreams);
+    for s in socks {
+        s.set_read_timeout(None).ok();
+        s.set_write_timeout(None).ok();
+        streams.push(Stream::new(s).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "socket options", &e))?);
+    }
+    comm.install(streams)?;
+    crate::log_info!("{}: connected", comm.describe());
+    Ok(())
+}

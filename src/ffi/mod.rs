@@ -1,0 +1,84 @@
+//! The C ABI: `#[unsafe(no_mangle)] extern "C"` functions with the vendor's exact signatures.
+//!
+//! Every function catches panics (they become `NRT_FAILURE`), checks every pointer it is given,
+//! turns handles into registry ids (never dereferencing them), and logs each error once, naming
+//! the function and the cause.
+
+mod runtime;
+mod sendrecv;
+mod tensor;
+
+pub use runtime::*;
+pub use sendrecv::*;
+pub use tensor::*;
+
+use crate::status::{Error, NRT_STATUS, Result};
+use std::ffi::{CStr, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// Runs `f`, mapping its error (or a panic) to a status; logs the failure once.
+pub(crate) fn guard(func: &str, f: impl FnOnce() -> Result<()>) -> NRT_STATUS {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => NRT_STATUS::NRT_SUCCESS,
+        Ok(Err(e)) => {
+            report(func, &e);
+            e.status
+        }
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            crate::log_error!("{func}: internal error (panic: {what}); returning NRT_FAILURE");
+            NRT_STATUS::NRT_FAILURE
+        }
+    }
+}
+
+/// Like `guard` for functions without a status: a panic gives `default`.
+pub(crate) fn guard_value<T>(func: &str, default: T, f: impl FnOnce() -> Result<T>) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            report(func, &e);
+            default
+        }
+        Err(_) => {
+            crate::log_error!("{func}: internal error (panic)");
+            default
+        }
+    }
+}
+
+fn report(func: &str, e: &Error) {
+    // Time-outs and peer failures are reported by the call that observes them; bad input from
+    // the caller too. All at error level: each is one event the caller will want explained.
+    crate::log_error!("{func}: {e}");
+}
+
+/// A NULL check for out-pointers and buffers.
+pub(crate) fn non_null<T>(p: *const T, name: &str) -> Result<()> {
+    if p.is_null() { Err(Error::invalid(format!("{name} is NULL"))) } else { Ok(()) }
+}
+
+/// Reads a C string argument; `None` for NULL.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string.
+pub(crate) unsafe fn c_str<'a>(p: *const c_char) -> Option<std::borrow::Cow<'a, str>> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy())
+}
+
+/// Handles are registry ids cast to pointers.
+pub(crate) fn handle_id<T>(p: *const T) -> u64 {
+    p as usize as u64
+}
+
+pub(crate) fn id_handle<T>(id: u64) -> *mut T {
+    id as usize as *mut T
+}

@@ -1,0 +1,19 @@
+//! nrt-sendrecv: a drop-in replacement for the Neuron runtime's `nrt_async_sendrecv_*` C API.
+//!
+//! The C ABI lives in `ffi`; everything below it is safe Rust except the transport and tensor
+//! memory modules, which touch raw memory and sockets.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod status;
+pub mod log;
+pub mod config;
+pub mod registry;
+pub mod wire;
+pub mod tensor;
+pub mod request;
+pub mod comm;
+pub mod engine;
+pub mod transport;
+pub mod runtime;
+pub mod ffi;

@@ -1,0 +1,229 @@
+//! Handle tables: what C holds is an id (slot index + generation), never a trusted pointer.
+//!
+//! A table is a list of pages that grow on demand (page k holds `64 << k` slots) and are never
+//! freed or moved, so a lookup is an index computation plus one uncontended per-slot lock: there
+//! is no table-wide lock. Free slot indices go through a lock-free queue. Every slot carries a
+//! generation that changes when its value is removed, so a stale or forged id finds no value.
+
+use crossbeam::queue::SegQueue;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+const PAGES: usize = 20;
+const FIRST_PAGE: usize = 64;
+/// Generations stay below 2^31 so an id never has bit 63 set (the engine uses that bit).
+const GEN_MASK: u32 = 0x7fff_ffff;
+
+struct Slot<T> {
+    inner: Mutex<(u32, Option<Arc<T>>)>,
+}
+
+pub struct Table<T> {
+    pages: [OnceLock<Box<[Slot<T>]>>; PAGES],
+    next_fresh: AtomicU32,
+    free: SegQueue<u32>,
+}
+
+/// Page and offset of a slot index.
+fn locate(idx: u32) -> (usize, usize) {
+    let n = idx as usize / FIRST_PAGE + 1;
+    let page = (usize::BITS - 1 - n.leading_zeros()) as usize;
+    let start = FIRST_PAGE * ((1usize << page) - 1);
+    (page, idx as usize - start)
+}
+
+fn capacity() -> u32 {
+    (FIRST_PAGE * ((1usize << PAGES) - 1)) as u32
+}
+
+pub fn encode(idx: u32, generation: u32) -> u64 {
+    ((generation as u64) << 32) | (idx as u64 + 1)
+}
+
+fn decode(id: u64) -> Option<(u32, u32)> {
+    let low = (id & 0xffff_ffff) as u32;
+    let generation = (id >> 32) as u32;
+    if low == 0 || generation > GEN_MASK {
+        return None;
+    }
+    Some((low - 1, generation))
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Table<T> {
+    pub const fn new() -> Self {
+        Table {
+            pages: [const { OnceLock::new() }; PAGES],
+            next_fresh: AtomicU32::new(0),
+            free: SegQueue::new(),
+        }
+    }
+
+    fn slot(&self, idx: u32) -> Option<&Slot<T>> {
+        if idx >= capacity() {
+            return None;
+        }
+        let (page, off) = locate(idx);
+        self.pages[page].get().map(|p| &p[off])
+    }
+
+    fn slot_or_create(&self, idx: u32) -> &Slot<T> {
+        let (page, off) = locate(idx);
+        let p = self.pages[page].get_or_init(|| {
+            (0..FIRST_PAGE << page)
+                .map(|_| Slot { inner: Mutex::new((1, None)) })
+                .collect::<Vec<_>>()
+                .into_boxed_slice()
+        });
+        &p[off]
+    }
+
+    /// Stores a value; the closure gets the id it will have (so the value can know its own id).
+    /// `None` when the table is full.
+    pub fn insert_with(&self, make: impl FnOnce(u64) -> Arc<T>) -> Option<(u64, Arc<T>)> {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                let i = self.next_fresh.fetch_add(1, Ordering::Relaxed);
+                if i >= capacity() {
+                    self.next_fresh.fetch_sub(1, Ordering::Relaxed);
+                    return None;
+                }
+                i
+            }
+        };
+        let slot = self.slot_or_create(idx);
+        let mut g = slot.inner.lock();
+        let id = encode(idx, g.0);
+        let v = make(id);
+        g.1 = Some(v.clone());
+        Some((id, v))
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<T>> {
+        let (idx, generation) = decode(id)?;
+        let g = self.slot(idx)?.inner.lock();
+        if g.0 == generation { g.1.clone() } else { None }
+    }
+
+    /// Removes the value if `id` is current: afterwards the id is stale.
+    pub fn remove(&self, id: u64) -> Option<Arc<T>> {
+        let (idx, generation) = decode(id)?;
+        let slot = self.slot(idx)?;
+        let mut g = slot.inner.lock();
+        if g.0 != generation || g.1.is_none() {
+            return None;
+        }
+        let v = g.1.take();
+        g.0 = if g.0 >= GEN_MASK { 1 } else { g.0 + 1 };
+        drop(g);
+        self.free.push(idx);
+        v
+    }
+
+    /// Removes every value for which `pred` holds; returns them.
+    pub fn remove_where(&self, mut pred: impl FnMut(&T) -> bool) -> Vec<Arc<T>> {
+        let mut out = Vec::new();
+        let n = self.next_fresh.load(Ordering::Acquire).min(capacity());
+        for idx in 0..n {
+            let Some(slot) = self.slot(idx) else { continue };
+            let id = {
+                let g = slot.inner.lock();
+                match &g.1 {
+                    Some(v) if pred(v) => encode(idx, g.0),
+                    _ => continue,
+                }
+            };
+            if let Some(v) = self.remove(id) {
+                out.push(v);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn locate_covers_pages() {
+        assert_eq!(locate(0), (0, 0));
+        assert_eq!(locate(63), (0, 63));
+        assert_eq!(locate(64), (1, 0));
+        assert_eq!(locate(191), (1, 127));
+        assert_eq!(locate(192), (2, 0));
+    }
+
+    #[test]
+    fn stale_and_forged_ids_find_nothing() {
+        let t: Table<u32> = Table::new();
+        let (id, _) = t.insert_with(|_| Arc::new(5)).unwrap();
+        assert_eq!(*t.get(id).unwrap(), 5);
+        assert!(t.get(0).is_none());
+        assert!(t.get(u64::MAX).is_none());
+        assert!(t.get(id + 1).is_none());
+        assert!(t.get(id ^ (1 << 40)).is_none());
+        assert_eq!(*t.remove(id).unwrap(), 5);
+        assert!(t.get(id).is_none());
+        assert!(t.remove(id).is_none());
+        // the slot is reused with a new generation: the old id stays dead
+        let (id2, _) = t.insert_with(|_| Arc::new(6)).unwrap();
+        assert_ne!(id, id2);
+        assert!(t.get(id).is_none());
+        assert_eq!(*t.get(id2).unwrap(), 6);
+    }
+
+    #[test]
+    fn threads_hammer_insert_get_remove() {
+        let t: Arc<Table<u64>> = Arc::new(Table::new());
+        let threads: Vec<_> = (0..8u64)
+            .map(|th| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    let mut live = Vec::new();
+                    for i in 0..20_000u64 {
+                        let v = th << 32 | i;
+                        let (id, _) = t.insert_with(|_| Arc::new(v)).unwrap();
+                        live.push((id, v));
+                        if i % 3 == 0 {
+                            let (id, v) = live.swap_remove((i as usize * 7) % live.len());
+                            assert_eq!(*t.get(id).unwrap(), v);
+                            assert_eq!(*t.remove(id).unwrap(), v);
+                            assert!(t.get(id).is_none());
+                        }
+                    }
+                    for (id, v) in &live {
+                        assert_eq!(*t.get(*id).unwrap(), *v);
+                    }
+                    live
+                })
+            })
+            .collect();
+        let mut ids = HashSet::new();
+        for h in threads {
+            for (id, v) in h.join().unwrap() {
+                assert!(ids.insert(id), "id handed out twice");
+                assert_eq!(*t.remove(id).unwrap(), v);
+            }
+        }
+    }
+
+    #[test]
+    fn remove_where_takes_only_matches() {
+        let t: Table<u32> = Table::new();
+        let ids: Vec<u64> = (0..100).map(|i| t.insert_with(|_| Arc::new(i)).unwrap().0).collect();
+        let gone = t.remove_where(|v| v % 2 == 0);
+        assert_eq!(gone.len(), 50);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(t.get(*id).is_some(), i % 2 == 1);
+        }
+    }
+}

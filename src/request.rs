@@ -1,0 +1,90 @@
+//! Requests: one posted send or receive, completed by the engine, reaped by `test_request`.
+//!
+//! The state is a single atomic: the engine moves it once from Pending to Done or Failed with
+//! Release after the last byte landed, `test_request` reads it with Acquire, so a caller that sees
+//! Done also sees the bytes.
+
+use crate::comm::Comm;
+use crate::registry::Table;
+use crate::status::{Error, NRT_STATUS};
+use crate::tensor::Region;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Instant;
+
+pub static REQUESTS: Table<Request> = Table::new();
+
+const PENDING: u8 = 0;
+const DONE: u8 = 1;
+const FAILED: u8 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Send,
+    Recv,
+}
+
+pub struct Request {
+    pub id: u64,
+    pub kind: Kind,
+    pub comm: Arc<Comm>,
+    pub region: Region,
+    pub deadline: Option<Instant>,
+    state: AtomicU8,
+    size: AtomicU64,
+    error: Mutex<Option<Error>>,
+}
+
+/// What `test_request` sees.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pending,
+    Done(u64),
+    Failed(Error),
+}
+
+impl Request {
+    pub fn new(id: u64, kind: Kind, comm: Arc<Comm>, region: Region, deadline: Option<Instant>) -> Request {
+        Request {
+            id,
+            kind,
+            comm,
+            region,
+            deadline,
+            state: AtomicU8::new(PENDING),
+            size: AtomicU64::new(0),
+            error: Mutex::new(None),
+        }
+    }
+
+    /// Marks the request done with `size` bytes; false when it had already finished.
+    pub fn complete(&self, size: u64) -> bool {
+        self.size.store(size, Ordering::Relaxed);
+        self.state.compare_exchange(PENDING, DONE, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// Marks the request failed; the first failure (or completion) wins.
+    pub fn fail(&self, e: Error) -> bool {
+        let mut g = self.error.lock();
+        if self.state.load(Ordering::Acquire) != PENDING {
+            return false;
+        }
+        *g = Some(e);
+        self.state.compare_exchange(PENDING, FAILED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.state.load(Ordering::Acquire) == PENDING
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        match self.state.load(Ordering::Acquire) {
+            PENDING => Outcome::Pending,
+            DONE => Outcome::Done(self.size.load(Ordering::Relaxed)),
+            _ => Outcome::Failed(
+                self.error.lock().clone().unwrap_or_else(|| Error::new(NRT_STATUS::NRT_FAILURE, "request failed")),
+            ),
+        }
+    }
+}

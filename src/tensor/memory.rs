@@ -1,0 +1,93 @@
+//! Raw host memory behind tensors: anonymous mappings we own, or buffers the caller attached.
+
+use crate::status::{Error, NRT_STATUS, Result};
+use std::sync::Arc;
+
+pub struct Memory {
+    ptr: *mut u8,
+    len: usize,
+    /// Mapped by us (unmapped on drop) rather than attached by the caller.
+    owned: bool,
+}
+
+// SAFETY: Memory is a plain address range; all access goes through raw pointers whose
+// synchronisation is the request protocol's job (a request's bytes are touched by one side at a time).
+unsafe impl Send for Memory {}
+// SAFETY: as above; &Memory gives out only raw pointers.
+unsafe impl Sync for Memory {}
+
+impl Memory {
+    pub fn allocate(size: usize) -> Result<Memory> {
+        let map_len = size.max(1);
+        // SAFETY: anonymous private mapping, no address hint; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let e = std::io::Error::last_os_error();
+            return Err(Error::io(NRT_STATUS::NRT_FAIL_HOST_MEM_ALLOC, &format!("mmap of {size} bytes"), &e));
+        }
+        Ok(Memory { ptr: p.cast(), len: map_len, owned: true })
+    }
+
+    /// # Safety
+    /// `buf` must be valid for reads and writes of `size` bytes while the memory is in use.
+    pub unsafe fn attach(buf: *mut u8, size: usize) -> Result<Memory> {
+        if buf.is_null() && size > 0 {
+            return Err(Error::invalid("attach_buffer: NULL buffer"));
+        }
+        Ok(Memory { ptr: buf, len: size, owned: false })
+    }
+
+    pub fn ptr_at(&self, offset: usize) -> *mut u8 {
+        self.ptr.wrapping_add(offset)
+    }
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        if self.owned {
+            // SAFETY: ptr/len are exactly the mapping made in allocate, unmapped once.
+            unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        }
+    }
+}
+
+/// A byte range of tensor memory that stays mapped while the region lives.
+#[derive(Clone)]
+pub struct Region {
+    _mem: Option<Arc<Memory>>,
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: see Memory; a Region only hands out its raw pointer.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    pub(super) fn new(mem: Arc<Memory>, offset: usize, len: usize) -> Region {
+        let ptr = mem.ptr_at(offset);
+        Region { _mem: Some(mem), ptr, len }
+    }
+    pub fn empty() -> Region {
+        Region { _mem: None, ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(), len: 0 }
+    }
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}

@@ -1,0 +1,145 @@
+//! Tensors of the standalone library: every placement is backed by host memory.
+//!
+//! A tensor is a view (offset, size) of a `Memory` shared through an `Arc`; slices share their
+//! parent's memory, and a request in flight holds a `Region` (an `Arc` to the memory plus the
+//! byte range), so freeing a tensor while a transfer runs never frees the bytes under it.
+
+mod memory;
+
+pub use memory::{Memory, Region};
+
+use crate::registry::Table;
+use crate::status::{Error, Result};
+use parking_lot::Mutex;
+use std::sync::Arc;
+
+pub static TENSORS: Table<Tensor> = Table::new();
+
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum nrt_tensor_placement_t {
+    NRT_TENSOR_PLACEMENT_DEVICE = 0,
+    NRT_TENSOR_PLACEMENT_HOST = 1,
+    NRT_TENSOR_PLACEMENT_VIRTUAL = 2,
+}
+
+struct View {
+    mem: Option<Arc<Memory>>,
+    offset: usize,
+    size: usize,
+}
+
+pub struct Tensor {
+    pub name: String,
+    view: Mutex<View>,
+}
+
+fn check_range(size: usize, offset: usize, len: usize) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::invalid(format!("range offset={offset} length={len} is outside the tensor of {size} bytes"))),
+    }
+}
+
+impl Tensor {
+    pub fn allocate(size: usize, name: String) -> Result<Tensor> {
+        let mem = Memory::allocate(size)?;
+        Ok(Tensor { name, view: Mutex::new(View { mem: Some(Arc::new(mem)), offset: 0, size }) })
+    }
+
+    pub fn empty(name: String) -> Tensor {
+        Tensor { name, view: Mutex::new(View { mem: None, offset: 0, size: 0 }) }
+    }
+
+    /// # Safety
+    /// `buf` must stay valid for `size` bytes of reads and writes while the tensor uses it.
+    pub unsafe fn attach(&self, buf: *mut u8, size: usize) -> Result<()> {
+        // SAFETY: forwarded from the caller.
+        let mem = unsafe { Memory::attach(buf, size)? };
+        *self.view.lock() = View { mem: Some(Arc::new(mem)), offset: 0, size };
+        Ok(())
+    }
+
+    pub fn slice(&self, offset: usize, size: usize, name: String) -> Result<Tensor> {
+        let v = self.view.lock();
+        check_range(v.size, offset, size)?;
+        let Some(mem) = v.mem.clone() else {
+            return Err(Error::invalid("cannot slice a tensor that has no memory"));
+        };
+        Ok(Tensor { name, view: Mutex::new(View { mem: Some(mem), offset: v.offset + offset, size }) })
+    }
+
+    pub fn size(&self) -> usize {
+        self.view.lock().size
+    }
+
+    pub fn va(&self) -> *mut u8 {
+        let v = self.view.lock();
+        match &v.mem {
+            Some(m) => m.ptr_at(v.offset),
+            None => std::ptr::null_mut(),
+        }
+    }
+
+    /// The bytes `offset..offset+len`, kept alive for as long as the region lives.
+    pub fn region(&self, offset: usize, len: usize) -> Result<Region> {
+        let v = self.view.lock();
+        check_range(v.size, offset, len)?;
+        match &v.mem {
+            Some(m) => Ok(Region::new(m.clone(), v.offset + offset, len)),
+            None if len == 0 => Ok(Region::empty()),
+            None => Err(Error::invalid(format!("tensor {:?} has no memory attached", self.name))),
+        }
+    }
+}
+
+pub fn lookup(id: u64) -> Result<Arc<Tensor>> {
+    TENSORS.get(id).ok_or_else(|| Error::handle(format!("tensor handle {id:#x} is not a live tensor")))
+}
+
+/// `nrt_tensor_read`: copies `len` bytes at `offset` of the tensor into `dst`.
+///
+/// # Safety
+/// `dst` must be valid for `len` bytes of writes and not overlap the tensor.
+pub unsafe fn read(t: &Tensor, dst: *mut u8, offset: usize, len: usize) -> Result<()> {
+    let r = t.region(offset, len)?;
+    if len > 0 {
+        // SAFETY: the region is mapped for len bytes (checked above); dst by the caller's contract.
+        unsafe { std::ptr::copy(r.ptr(), dst, len) };
+    }
+    Ok(())
+}
+
+/// `nrt_tensor_write`: copies `len` bytes from `src` into the tensor at `offset`.
+///
+/// # Safety
+/// `src` must be valid for `len` bytes of reads.
+pub unsafe fn write(t: &Tensor, src: *const u8, offset: usize, len: usize) -> Result<()> {
+    let r = t.region(offset, len)?;
+    if len > 0 {
+        // SAFETY: region mapped for len bytes; src by the caller's contract; copy handles overlap.
+        unsafe { std::ptr::copy(src, r.ptr(), len) };
+    }
+    Ok(())
+}
+
+pub fn copy(src: &Tensor, src_off: usize, dst: &Tensor, dst_off: usize, len: usize) -> Result<()> {
+    let s = src.region(src_off, len)?;
+    let d = dst.region(dst_off, len)?;
+    if len > 0 {
+        // SAFETY: both regions are mapped for len bytes (bounds checked); ptr::copy allows overlap
+        // (a tensor copied onto a slice of itself).
+        unsafe { std::ptr::copy(s.ptr(), d.ptr(), len) };
+    }
+    Ok(())
+}
+
+pub fn memset(t: &Tensor, offset: usize, value: u8, len: usize) -> Result<()> {
+    let r = t.region(offset, len)?;
+    if len > 0 {
+        // SAFETY: region mapped for len bytes (bounds checked).
+        unsafe { std::ptr::write_bytes(r.ptr(), value, len) };
+    }
+    Ok(())
+}

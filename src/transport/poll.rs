@@ -1,0 +1,104 @@
+//! The few system calls the engine needs, behind safe wrappers: epoll, an eventfd to wake the
+//! progress thread, random bytes, and the open-file limit.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// An epoll instance plus an eventfd registered in it under `wake_token`.
+pub struct Poller {
+    ep: OwnedFd,
+    wake: OwnedFd,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+impl Poller {
+    pub fn new(wake_token: u64) -> io::Result<Poller> {
+        // SAFETY: plain system call; the result is checked before use.
+        let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: ep is a fresh descriptor that nothing else owns.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        // SAFETY: plain system call; the result is checked before use.
+        let wake = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: wake is a fresh descriptor that nothing else owns.
+        let wake = unsafe { OwnedFd::from_raw_fd(wake) };
+        let p = Poller { ep, wake };
+        p.add(p.wake.as_raw_fd(), wake_token, libc::EPOLLIN as u32)?;
+        Ok(p)
+    }
+
+    fn add(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: ev is a valid epoll_event; the kernel copies it.
+        cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+        Ok(())
+    }
+
+    /// Watches a socket, edge-triggered, for input, output and hang-up.
+    pub fn watch(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.add(fd, token, (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32)
+    }
+
+    /// Watches a listening socket, level-triggered, for incoming connections.
+    pub fn watch_listener(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.add(fd, token, libc::EPOLLIN as u32)
+    }
+
+    pub fn unwatch(&self, fd: RawFd) {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: as in add; a descriptor that is not watched just returns ENOENT, ignored.
+        unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) };
+    }
+
+    /// Waits up to `timeout` and appends the tokens of ready descriptors to `out`.
+    pub fn wait(&self, out: &mut Vec<u64>, timeout: Duration) -> io::Result<()> {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 128];
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: evs is a writable array of the length we pass.
+        let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), evs.as_mut_ptr(), evs.len() as libc::c_int, ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+        }
+        out.extend(evs[..n as usize].iter().map(|e| e.u64));
+        Ok(())
+    }
+
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd; EAGAIN (counter full) is harmless.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    pub fn drain_wake(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64; EAGAIN when already drained is harmless.
+        unsafe { libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+/// 64 random bits from the kernel (falls back to time and pid if getrandom is unavailable).
+pub fn random_u64() -> u64 {
+    let mut v: u64 = 0;
+    // SAFETY: writes at most 8 bytes into a live u64.
+    let n = unsafe { libc::getrandom((&mut v as *mut u64).cast(), 8, libc::GRND_NONBLOCK) };
+    if n != 8 {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        v = (t.as_nanos() as u64) ^ ((std::process::id() as u64) << 40);
+    }
+    v
+}
+
+/// Raises the soft open-file limit to the hard one: each communicator holds several sockets.
+pub fn raise_nofile_limit() {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: r is a live rlimit the kernel fills in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 && r.rlim_cur < r.rlim_max {
+        r.rlim_cur = r.rlim_max;
+        // SAFETY: r is a valid rlimit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
+    }
+}

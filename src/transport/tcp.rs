@@ -1,0 +1,385 @@
+//! The TCP data path: several streams per communicator, bytes straight between tensor and socket.
+//!
+//! A message of `total` bytes is cut into chunks (one chunk when small), each a Data header
+//! followed by its bytes, dealt round-robin over the streams starting at `seq % streams`. The
+//! receiver reads a header into a 40-byte buffer, then the payload with `recv` straight into the
+//! posted tensor: no staging copy. A chunk whose receive is not posted yet stays in the socket
+//! (the stream is parked) so TCP flow control holds the sender back. The receiver answers every
+//! message with an Ack on stream 0; a send completes when its Ack arrives, so a receive that was
+//! too short fails both sides.
+
+use crate::request::{Kind, Request};
+use crate::status::{Error, NRT_STATUS, Result};
+use crate::wire::{Frame, HEADER_LEN, ack};
+use std::collections::VecDeque;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+/// Messages above this are split into chunks of this size over the streams.
+pub const CHUNK: usize = 512 * 1024;
+const MAX_IOV: usize = 64;
+
+struct TxItem {
+    hdr: [u8; HEADER_LEN],
+    hdr_done: usize,
+    data: *const u8,
+    data_len: usize,
+    data_done: usize,
+    /// Keeps the tensor memory under `data` alive while the item is queued.
+    _req: Option<Arc<Request>>,
+}
+
+// SAFETY: `data` points into memory owned by `_req`'s region, which is Send + Sync.
+unsafe impl Send for TxItem {}
+
+impl TxItem {
+    fn remaining(&self) -> usize {
+        HEADER_LEN - self.hdr_done + self.data_len - self.data_done
+    }
+}
+
+enum Rx {
+    Header { buf: [u8; HEADER_LEN], have: usize },
+    Payload { seq: u64, ptr: *mut u8, remaining: usize, len: u64 },
+    Discard { seq: u64, remaining: usize, len: u64 },
+}
+
+// SAFETY: `ptr` points into the region of a request held in `RecvSide::slots` for as long as the
+// state exists (slots are only dropped after their last chunk, or all at once on failure, which
+// also resets every stream's Rx).
+unsafe impl Send for Rx {}
+
+pub struct Stream {
+    sock: TcpStream,
+    tx: VecDeque<TxItem>,
+    rx: Rx,
+}
+
+impl Stream {
+    pub fn new(sock: TcpStream) -> std::io::Result<Stream> {
+        sock.set_nonblocking(true)?;
+        sock.set_nodelay(true)?;
+        Ok(Stream { sock, tx: VecDeque::new(), rx: Rx::Header { buf: [0; HEADER_LEN], have: 0 } })
+    }
+    pub fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+struct RecvSlot {
+    req: Arc<Request>,
+    total: Option<u64>,
+    got: u64,
+    failed: bool,
+    finished: bool,
+}
+
+pub struct CommIo {
+    kind: Kind,
+    pub streams: Vec<Stream>,
+    next_seq: u64,
+    /// Send side: sends whose Ack has not come yet.
+    awaiting_ack: VecDeque<(u64, Arc<Request>)>,
+    /// Receive side: posted receives, `slots[i]` pairs with message `base_seq + i`.
+    base_seq: u64,
+    slots: VecDeque<RecvSlot>,
+}
+
+enum Io {
+    Done(usize),
+    WouldBlock,
+}
+
+fn os_err(what: &str) -> Error {
+    let e = std::io::Error::last_os_error();
+    Error::io(NRT_STATUS::NRT_FAILURE, what, &e)
+}
+
+/// `recv` into raw memory; `Ok(Done(0))` is end of stream.
+fn recv_raw(fd: RawFd, ptr: *mut u8, len: usize) -> Result<Io> {
+    loop {
+        // SAFETY: ptr is valid for len bytes of writes (callers pass a live buffer or region).
+        let n = unsafe { libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(Io::Done(n as usize));
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return Ok(Io::WouldBlock),
+            _ => return Err(os_err("recv")),
+        }
+    }
+}
+
+impl CommIo {
+    pub fn new(kind: Kind) -> CommIo {
+        CommIo { kind, streams: Vec::new(), next_seq: 0, awaiting_ack: VecDeque::new(), base_seq: 0, slots: VecDeque::new() }
+    }
+
+    /// Queues a request (its chunks on the send side, its slot on the receive side).
+    pub fn post(&mut self, req: Arc<Request>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        match self.kind {
+            Kind::Recv => self.slots.push_back(RecvSlot { req, total: None, got: 0, failed: false, finished: false }),
+            Kind::Send => {
+                let total = req.region.len();
+                let n = self.streams.len().max(1);
+                let nchunks = if n == 1 { 1 } else { total.div_ceil(CHUNK).max(1) };
+                let chunk = if nchunks == 1 { total } else { CHUNK };
+                for k in 0..nchunks {
+                    let off = k * chunk;
+                    let len = chunk.min(total - off);
+                    let hdr = Frame::Data { seq, offset: off as u64, len: len as u64, total: total as u64 }.encode();
+                    let s = (seq as usize + k) % n;
+                    self.streams[s].tx.push_back(TxItem {
+                        hdr,
+                        hdr_done: 0,
+                        data: req.region.ptr().wrapping_add(off),
+                        data_len: len,
+                        data_done: 0,
+                        _req: Some(req.clone()),
+                    });
+                }
+                self.awaiting_ack.push_back((seq, req));
+            }
+        }
+    }
+
+    /// Moves bytes until every socket would block; an error breaks the communicator.
+    pub fn progress(&mut self) -> Result<()> {
+        for i in 0..self.streams.len() {
+            self.flush_tx(i)?;
+            self.pump_rx(i)?;
+        }
+        // Acks queued while reading go out now rather than at the next event.
+        if !self.streams.is_empty() && !self.streams[0].tx.is_empty() {
+            self.flush_tx(0)?;
+        }
+        Ok(())
+    }
+
+    fn flush_tx(&mut self, i: usize) -> Result<()> {
+        let s = &mut self.streams[i];
+        while !s.tx.is_empty() {
+            let mut iov: [libc::iovec; MAX_IOV] = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
+            let mut cnt = 0;
+            for it in s.tx.iter() {
+                if cnt + 2 > MAX_IOV {
+                    break;
+                }
+                if it.hdr_done < HEADER_LEN {
+                    iov[cnt] = libc::iovec {
+                        iov_base: it.hdr[it.hdr_done..].as_ptr() as *mut libc::c_void,
+                        iov_len: HEADER_LEN - it.hdr_done,
+                    };
+                    cnt += 1;
+                }
+                if it.data_done < it.data_len {
+                    iov[cnt] = libc::iovec {
+                        iov_base: it.data.wrapping_add(it.data_done) as *mut libc::c_void,
+                        iov_len: it.data_len - it.data_done,
+                    };
+                    cnt += 1;
+                }
+            }
+            // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = cnt;
+            // SAFETY: every iovec points into a live header array or into tensor memory kept
+            // alive by the item's request, each for the stated length.
+            let n = unsafe { libc::sendmsg(s.sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+            if n < 0 {
+                match std::io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => return Ok(()),
+                    _ => return Err(os_err(&format!("send on stream {i}"))),
+                }
+            }
+            let mut n = n as usize;
+            while n > 0 {
+                let it = s.tx.front_mut().expect("sent bytes belong to queued items");
+                let h = (HEADER_LEN - it.hdr_done).min(n);
+                it.hdr_done += h;
+                n -= h;
+                let d = (it.data_len - it.data_done).min(n);
+                it.data_done += d;
+                n -= d;
+                if it.remaining() == 0 {
+                    s.tx.pop_front();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn pump_rx(&mut self, i: usize) -> Result<()> {
+        let fd = self.streams[i].sock.as_raw_fd();
+        loop {
+            match &mut self.streams[i].rx {
+                Rx::Header { buf, have } => {
+                    if *have < HEADER_LEN {
+                        match recv_raw(fd, buf[*have..].as_mut_ptr(), HEADER_LEN - *have)? {
+                            Io::WouldBlock => return Ok(()),
+                            Io::Done(0) => return Err(Error::failure(format!("peer closed stream {i}"))),
+                            Io::Done(n) => *have += n,
+                        }
+                        continue;
+                    }
+                    let frame = Frame::decode(&buf[..]).map_err(|e| Error::failure(format!("stream {i}: {e}")))?;
+                    let next = match frame {
+                        Frame::Data { seq, offset, len, total } if self.kind == Kind::Recv => {
+                            match self.start_chunk(seq, offset, len, total)? {
+                                Some(rx) => rx,
+                                None => return Ok(()), // receive not posted yet: parked
+                            }
+                        }
+                        Frame::Ack { seq, status, size } if self.kind == Kind::Send => {
+                            self.on_ack(seq, status, size)?;
+                            Rx::Header { buf: [0; HEADER_LEN], have: 0 }
+                        }
+                        f => return Err(Error::failure(format!("stream {i}: unexpected frame {f:?}"))),
+                    };
+                    self.streams[i].rx = next;
+                }
+                Rx::Payload { seq, ptr, remaining, len } => {
+                    if *remaining > 0 {
+                        match recv_raw(fd, *ptr, *remaining)? {
+                            Io::WouldBlock => return Ok(()),
+                            Io::Done(0) => return Err(Error::failure(format!("peer closed stream {i} mid-message"))),
+                            Io::Done(n) => {
+                                *ptr = ptr.wrapping_add(n);
+                                *remaining -= n;
+                            }
+                        }
+                        continue;
+                    }
+                    let (seq, len) = (*seq, *len);
+                    self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
+                    self.end_chunk(seq, len);
+                }
+                Rx::Discard { seq, remaining, len } => {
+                    if *remaining > 0 {
+                        let mut scratch = [0u8; 16384];
+                        let want = (*remaining).min(scratch.len());
+                        match recv_raw(fd, scratch.as_mut_ptr(), want)? {
+                            Io::WouldBlock => return Ok(()),
+                            Io::Done(0) => return Err(Error::failure(format!("peer closed stream {i} mid-message"))),
+                            Io::Done(n) => *remaining -= n,
+                        }
+                        continue;
+                    }
+                    let (seq, len) = (*seq, *len);
+                    self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
+                    self.end_chunk(seq, len);
+                }
+            }
+        }
+    }
+
+    /// A Data header arrived: where its bytes go, or `None` when its receive is not posted yet.
+    fn start_chunk(&mut self, seq: u64, offset: u64, len: u64, total: u64) -> Result<Option<Rx>> {
+        let idx = seq
+            .checked_sub(self.base_seq)
+            .ok_or_else(|| Error::failure(format!("data for message {seq}, which already completed")))?;
+        if idx >= self.slots.len() as u64 {
+            return Ok(None);
+        }
+        let slot = &mut self.slots[idx as usize];
+        if slot.finished {
+            return Err(Error::failure(format!("data for message {seq}, which already completed")));
+        }
+        match slot.total {
+            Some(t) if t != total => {
+                return Err(Error::failure(format!("message {seq}: chunks disagree on its length ({t} vs {total})")));
+            }
+            Some(_) => {}
+            None => {
+                slot.total = Some(total);
+                let cap = slot.req.region.len() as u64;
+                if total > cap {
+                    slot.failed = true;
+                    slot.req.fail(Error::failure(format!(
+                        "{}: receive of {cap} bytes is shorter than the matching send of {total} bytes",
+                        slot.req.comm.describe()
+                    )));
+                    crate::log_error!("{}: receive of {cap} bytes is shorter than the matching send of {total} bytes; both fail", slot.req.comm.describe());
+                    let h = Frame::Ack { seq, status: ack::TOO_LONG, size: 0 }.encode();
+                    self.queue_control(h);
+                }
+            }
+        }
+        let slot = &self.slots[idx as usize];
+        let rx = if slot.failed {
+            Rx::Discard { seq, remaining: len as usize, len }
+        } else {
+            Rx::Payload { seq, ptr: slot.req.region.ptr().wrapping_add(offset as usize), remaining: len as usize, len }
+        };
+        Ok(Some(rx))
+    }
+
+    fn end_chunk(&mut self, seq: u64, len: u64) {
+        let idx = (seq - self.base_seq) as usize;
+        let slot = &mut self.slots[idx];
+        slot.got += len;
+        if Some(slot.got) == slot.total {
+            slot.finished = true;
+            if !slot.failed {
+                slot.req.complete(slot.got);
+                let h = Frame::Ack { seq, status: ack::OK, size: slot.got }.encode();
+                self.queue_control(h);
+            }
+        }
+        while self.slots.front().is_some_and(|s| s.finished) {
+            self.slots.pop_front();
+            self.base_seq += 1;
+        }
+    }
+
+    fn queue_control(&mut self, hdr: [u8; HEADER_LEN]) {
+        self.streams[0].tx.push_back(TxItem { hdr, hdr_done: 0, data: std::ptr::null(), data_len: 0, data_done: 0, _req: None });
+    }
+
+    fn on_ack(&mut self, seq: u64, status: u16, size: u64) -> Result<()> {
+        let pos = self
+            .awaiting_ack
+            .iter()
+            .position(|(s, _)| *s == seq)
+            .ok_or_else(|| Error::failure(format!("ack for unknown message {seq}")))?;
+        let (_, req) = self.awaiting_ack.remove(pos).expect("position is in range");
+        match status {
+            ack::OK if size == req.region.len() as u64 => {
+                req.complete(size);
+            }
+            ack::OK => return Err(Error::failure(format!("message {seq}: peer acknowledged {size} bytes of {}", req.region.len()))),
+            ack::TOO_LONG => {
+                req.fail(Error::failure(format!(
+                    "{}: the peer's matching receive is shorter than this send of {} bytes",
+                    req.comm.describe(),
+                    req.region.len()
+                )));
+            }
+            s => return Err(Error::failure(format!("message {seq}: unknown ack status {s}"))),
+        }
+        Ok(())
+    }
+
+    /// Whether any request is queued or in flight.
+    pub fn has_pending(&self) -> bool {
+        !self.awaiting_ack.is_empty() || !self.slots.is_empty()
+    }
+
+    /// Fails every request still queued and closes the sockets.
+    pub fn fail_all(&mut self, e: &Error) {
+        for (_, r) in self.awaiting_ack.drain(..) {
+            r.fail(e.clone());
+        }
+        for s in self.slots.drain(..) {
+            s.req.fail(e.clone());
+        }
+        self.streams.clear();
+    }
+}
+
