@@ -12,10 +12,18 @@ if ! command -v cargo >/dev/null 2>&1; then
     # Debian's own toolchain (edition 2024 needs rustc >= 1.85); rustup's works as well.
     need="$need cargo rustc"
 fi
-[ -z "$need" ] && exit 0
-echo "deps: installing$need"
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq $need
+if [ -n "$need" ]; then
+    echo "deps: installing$need"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq $need
+fi
+# Edition 2024 needs rustc 1.85 or later (Debian 13's packages, or rustup).
+v=$(rustc --version | awk '{print $2}')
+major=${v%%.*}; rest=${v#*.}; minor=${rest%%.*}
+if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 85 ]; }; then
+    echo "deps: rustc $v is too old: nrt-sendrecv needs 1.85 or later (Debian 13's rustc, or rustup)" >&2
+    exit 1
+fi
