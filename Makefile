@@ -19,8 +19,13 @@ HEADERS   := include/nrt/nrt_status.h include/nrt/nrt.h include/nrt/nrt_async_se
 EXPORTS   := $(shell sed -n 's/^ *\(nrt_[a-z_]*\);$$/\1/p' $(MAP))
 NATIVE    := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 DEMO      := $(BUILD)/bin/nrt_demo
+# LD_PRELOAD mode: the same crate with feature `preload`, only the eleven send/receive exports.
+P_STATIC  := target/preload/release/libnrt_sendrecv.a
+P_MAP     := src/ffi/preload.map
+P_LIB     := $(LIBDIR)/libnrt_async_sendrecv.so
+P_EXPORTS := $(shell sed -n 's/^ *\(nrt_[a-z_]*\);$$/\1/p' $(P_MAP))
 
-.PHONY: all lib deps header header-check install test demo clean FORCE
+.PHONY: all lib preload deps header header-check install test test-preload demo clean FORCE
 
 all: lib
 
@@ -41,7 +46,21 @@ $(LIB): $(STATIC) $(MAP)
 
 comma := ,
 
-lib: deps $(LIB)
+lib: deps $(LIB) $(P_LIB)
+
+$(P_STATIC): FORCE
+	$(CARGO) build --release --lib --locked --features preload --target-dir target/preload
+
+$(P_LIB): $(P_STATIC) $(P_MAP)
+	@mkdir -p $(LIBDIR)
+	$(CC) -shared -o $@ -Wl,-soname,libnrt_async_sendrecv.so -Wl,--version-script=$(P_MAP) -Wl,--gc-sections \
+	    $(addprefix -Wl$(comma)-u$(comma),$(P_EXPORTS)) $(P_STATIC) $(NATIVE)
+
+preload: deps $(P_LIB)
+
+# A stand-in vendor libnrt.so.1 and a program linked against it, run with our library preloaded.
+test-preload: lib
+	@c_tests/preload/run.sh
 
 $(GENHDR): tools/gen-header/src/main.rs tools/gen-header/Cargo.toml
 	$(CARGO) build --release --locked --manifest-path tools/gen-header/Cargo.toml
@@ -68,6 +87,7 @@ test: lib $(GENHDR)
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/nrt $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	install -m 0755 $(P_LIB) $(DESTDIR)$(PREFIX)/lib/libnrt_async_sendrecv.so
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libnrt.so
 	install -m 0644 $(HEADERS) $(DESTDIR)$(PREFIX)/include/nrt/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e "s|@VERSION@|$$(sed -n 's/^version = \"\(.*\)\"/\1/p' Cargo.toml | head -1)|" \

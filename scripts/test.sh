@@ -63,7 +63,16 @@ if [ -n "$line" ]; then
     failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
 else fail "C suite did not report"; fi
 
-# 6. The Python ctypes pattern of API.md, unchanged, in two processes.
+# 6. LD_PRELOAD mode (make test-preload): stand-in vendor library, C and Python.
+echo "== LD_PRELOAD mode"
+NRT_TEST_PORT_BASE=27000 c_tests/preload/run.sh | tee "$LOGDIR/preload.log"
+line=$(grep -E "^preload: [0-9]+ passed, [0-9]+ failed" "$LOGDIR/preload.log" | tail -1)
+if [ -n "$line" ]; then
+    passed=$((passed + $(echo "$line" | sed -E 's/preload: ([0-9]+) passed.*/\1/')))
+    failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
+else fail "preload tests did not report"; fi
+
+# 7. The Python ctypes pattern of API.md, unchanged, in two processes.
 echo "== python ctypes"
 if NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=29500 NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=error \
    timeout 120 python3 tests_py/ctypes_pattern.py build/lib/libnrt.so.1 >"$LOGDIR/ctypes.log" 2>&1; then

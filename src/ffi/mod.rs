@@ -4,13 +4,26 @@
 //! turns handles into registry ids (never dereferencing them), and logs each error once, naming
 //! the function and the cause.
 
+#[cfg(not(feature = "preload"))]
 mod runtime;
 mod sendrecv;
+#[cfg(not(feature = "preload"))]
 mod tensor;
 
+#[cfg(not(feature = "preload"))]
 pub use runtime::*;
 pub use sendrecv::*;
+#[cfg(not(feature = "preload"))]
 pub use tensor::*;
+
+/// A tensor (opaque; in the standalone library the pointer is a checked handle, in preload mode
+/// it is the vendor runtime's own tensor).
+#[allow(non_camel_case_types)]
+pub struct nrt_tensor {
+    _opaque: [u8; 0],
+}
+#[allow(non_camel_case_types)]
+pub type nrt_tensor_t = nrt_tensor;
 
 use crate::status::{Error, NRT_STATUS, Result};
 use std::ffi::{CStr, c_char};
@@ -37,6 +50,7 @@ pub(crate) fn guard(func: &str, f: impl FnOnce() -> Result<()>) -> NRT_STATUS {
 }
 
 /// Like `guard` for functions without a status: a panic gives `default`.
+#[cfg_attr(feature = "preload", allow(dead_code))]
 pub(crate) fn guard_value<T>(func: &str, default: T, f: impl FnOnce() -> Result<T>) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => v,

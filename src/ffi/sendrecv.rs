@@ -5,7 +5,7 @@ use crate::comm::{COMMS, Comm};
 use crate::config::{MAX_COMMS_PER_LNC, MAX_PENDING_PER_COMM};
 use crate::request::Kind;
 use crate::status::{Error, NRT_STATUS, Result};
-use super::tensor::{self as ftensor, nrt_tensor_t};
+use super::nrt_tensor_t;
 use std::ffi::{c_char, c_int};
 use std::sync::Arc;
 
@@ -125,6 +125,16 @@ pub extern "C" fn nrt_async_sendrecv_test_comm(comm: *mut nrt_async_sendrecv_com
     })
 }
 
+#[cfg(not(feature = "preload"))]
+fn tensor_region(t: *const nrt_tensor_t, offset: usize, length: usize) -> Result<crate::tensor::Region> {
+    super::tensor::from_handle(t)?.region(offset, length)
+}
+
+#[cfg(feature = "preload")]
+fn tensor_region(t: *const nrt_tensor_t, offset: usize, length: usize) -> Result<crate::tensor::Region> {
+    crate::tensor::vendor::region(t as *mut std::ffi::c_void, offset, length)
+}
+
 fn post(
     kind: Kind,
     t: *const nrt_tensor_t,
@@ -136,8 +146,7 @@ fn post(
     let c = comm_of(comm)?;
     non_null(req, "request out-pointer")?;
     put(req, std::ptr::null_mut());
-    let t = ftensor::from_handle(t)?;
-    let region = t.region(offset, length).map_err(|e| Error::new(e.status, format!("{}: {}", c.describe(), e.msg)))?;
+    let region = tensor_region(t, offset, length).map_err(|e| Error::new(e.status, format!("{}: {}", c.describe(), e.msg)))?;
     let id = c.post(kind, region)?;
     put(req, id_handle(id));
     Ok(())

@@ -6,13 +6,7 @@ use crate::tensor::{self, TENSORS, Tensor};
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::Arc;
 
-/// A tensor (opaque; the pointer is a checked handle).
-#[allow(non_camel_case_types)]
-pub struct nrt_tensor {
-    _opaque: [u8; 0],
-}
-#[allow(non_camel_case_types)]
-pub type nrt_tensor_t = nrt_tensor;
+use super::nrt_tensor_t;
 
 /// The placement argument as it arrives: any int a caller passes is safe to receive.
 /// (Exported as `nrt_tensor_placement_t` in the header.)

@@ -60,12 +60,23 @@ impl Drop for Memory {
     }
 }
 
-/// A byte range of tensor memory that stays mapped while the region lives.
+/// Device memory reached only through the vendor's `nrt_tensor_read`/`nrt_tensor_write`
+/// (preload mode): bytes are staged through host buffers, a chunk at a time.
+pub trait StagedMemory: Send + Sync {
+    /// Copies `buf.len()` bytes at `offset` (relative to the region) into `buf`.
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()>;
+    /// Copies `buf` into the memory at `offset` (relative to the region).
+    fn write(&self, offset: usize, buf: &[u8]) -> Result<()>;
+}
+
+/// A byte range of tensor memory that stays mapped while the region lives, or (preload mode) a
+/// range of device memory that is reached by staging.
 #[derive(Clone)]
 pub struct Region {
     _mem: Option<Arc<Memory>>,
     ptr: *mut u8,
     len: usize,
+    staged: Option<Arc<dyn StagedMemory>>,
 }
 
 // SAFETY: see Memory; a Region only hands out its raw pointer.
@@ -76,10 +87,18 @@ unsafe impl Sync for Region {}
 impl Region {
     pub(super) fn new(mem: Arc<Memory>, offset: usize, len: usize) -> Region {
         let ptr = mem.ptr_at(offset);
-        Region { _mem: Some(mem), ptr, len }
+        Region { _mem: Some(mem), ptr, len, staged: None }
     }
     pub fn empty() -> Region {
-        Region { _mem: None, ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(), len: 0 }
+        Region { _mem: None, ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(), len: 0, staged: None }
+    }
+    /// Host memory owned by someone else (the vendor runtime), valid while the transfer runs.
+    pub fn borrowed(ptr: *mut u8, len: usize) -> Region {
+        Region { _mem: None, ptr, len, staged: None }
+    }
+    /// Memory with no host address: the transport stages it chunk by chunk.
+    pub fn staged(mem: Arc<dyn StagedMemory>, len: usize) -> Region {
+        Region { _mem: None, ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(), len, staged: Some(mem) }
     }
     pub fn ptr(&self) -> *mut u8 {
         self.ptr
@@ -89,5 +108,8 @@ impl Region {
     }
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+    pub fn staging(&self) -> Option<&Arc<dyn StagedMemory>> {
+        self.staged.as_ref()
     }
 }

@@ -5,8 +5,10 @@
 //! byte range), so freeing a tensor while a transfer runs never frees the bytes under it.
 
 mod memory;
+#[cfg(feature = "preload")]
+pub mod vendor;
 
-pub use memory::{Memory, Region};
+pub use memory::{Memory, Region, StagedMemory};
 
 use crate::registry::Table;
 use crate::status::{Error, Result};

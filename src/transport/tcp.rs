@@ -10,6 +10,7 @@
 
 use crate::request::{Kind, Request};
 use crate::status::{Error, NRT_STATUS, Result};
+use crate::tensor::StagedMemory;
 use crate::wire::{Frame, HEADER_LEN, ack};
 use std::collections::VecDeque;
 use std::net::TcpStream;
@@ -19,6 +20,8 @@ use std::sync::Arc;
 /// Messages above this are split into chunks of this size over the streams.
 pub const CHUNK: usize = 512 * 1024;
 const MAX_IOV: usize = 64;
+/// Staged (device) chunks read into host buffers ahead of the socket, per stream.
+const MAX_STAGED: usize = 4;
 
 struct TxItem {
     hdr: [u8; HEADER_LEN],
@@ -28,6 +31,10 @@ struct TxItem {
     data_done: usize,
     /// Keeps the tensor memory under `data` alive while the item is queued.
     _req: Option<Arc<Request>>,
+    /// Device memory: where to read the chunk from (region offset) when it nears the socket.
+    staged: Option<(Arc<dyn StagedMemory>, usize)>,
+    /// The host copy of a staged chunk; `data` points into it once it exists.
+    buf: Option<Box<[u8]>>,
 }
 
 // SAFETY: `data` points into memory owned by `_req`'s region, which is Send + Sync.
@@ -43,6 +50,8 @@ enum Rx {
     Header { buf: [u8; HEADER_LEN], have: usize },
     Payload { seq: u64, ptr: *mut u8, remaining: usize, len: u64 },
     Discard { seq: u64, remaining: usize, len: u64 },
+    /// Into device memory: through a host buffer, written out whenever it fills.
+    Staged { seq: u64, mem: Arc<dyn StagedMemory>, off: usize, buf: Vec<u8>, fill: usize, remaining: usize, len: u64 },
 }
 
 // SAFETY: `ptr` points into the region of a request held in `RecvSide::slots` for as long as the
@@ -126,8 +135,9 @@ impl CommIo {
             Kind::Send => {
                 let total = req.region.len();
                 let n = self.streams.len().max(1);
-                let nchunks = if n == 1 { 1 } else { total.div_ceil(CHUNK).max(1) };
+                let nchunks = total.div_ceil(CHUNK).max(1);
                 let chunk = if nchunks == 1 { total } else { CHUNK };
+                let staged = req.region.staging().cloned();
                 for k in 0..nchunks {
                     let off = k * chunk;
                     let len = chunk.min(total - off);
@@ -136,10 +146,12 @@ impl CommIo {
                     self.streams[s].tx.push_back(TxItem {
                         hdr,
                         hdr_done: 0,
-                        data: req.region.ptr().wrapping_add(off),
+                        data: if staged.is_some() { std::ptr::null() } else { req.region.ptr().wrapping_add(off) },
                         data_len: len,
                         data_done: 0,
                         _req: Some(req.clone()),
+                        staged: staged.clone().map(|m| (m, off)),
+                        buf: None,
                     });
                 }
                 self.awaiting_ack.push_back((seq, req));
@@ -165,9 +177,22 @@ impl CommIo {
         while !s.tx.is_empty() {
             let mut iov: [libc::iovec; MAX_IOV] = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
             let mut cnt = 0;
-            for it in s.tx.iter() {
+            let mut staged_ahead = 0;
+            for it in s.tx.iter_mut() {
                 if cnt + 2 > MAX_IOV {
                     break;
+                }
+                if let Some((mem, off)) = &it.staged {
+                    if staged_ahead == MAX_STAGED {
+                        break;
+                    }
+                    staged_ahead += 1;
+                    if it.buf.is_none() && it.data_len > 0 {
+                        let mut b = vec![0u8; it.data_len].into_boxed_slice();
+                        mem.read(*off, &mut b)?;
+                        it.data = b.as_ptr();
+                        it.buf = Some(b);
+                    }
                 }
                 if it.hdr_done < HEADER_LEN {
                     iov[cnt] = libc::iovec {
@@ -260,6 +285,31 @@ impl CommIo {
                     self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
                     self.end_chunk(seq, len);
                 }
+                Rx::Staged { seq, mem, off, buf, fill, remaining, len } => {
+                    if *remaining > 0 && *fill < buf.len() {
+                        let want = (*remaining).min(buf.len() - *fill);
+                        match recv_raw(fd, buf[*fill..].as_mut_ptr(), want)? {
+                            Io::WouldBlock => return Ok(()),
+                            Io::Done(0) => return Err(Error::failure(format!("peer closed stream {i} mid-message"))),
+                            Io::Done(n) => {
+                                *fill += n;
+                                *remaining -= n;
+                            }
+                        }
+                        continue;
+                    }
+                    if *fill > 0 {
+                        mem.write(*off, &buf[..*fill])?;
+                        *off += *fill;
+                        *fill = 0;
+                    }
+                    if *remaining > 0 {
+                        continue;
+                    }
+                    let (seq, len) = (*seq, *len);
+                    self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
+                    self.end_chunk(seq, len);
+                }
                 Rx::Discard { seq, remaining, len } => {
                     if *remaining > 0 {
                         let mut scratch = [0u8; 16384];
@@ -314,6 +364,9 @@ impl CommIo {
         let slot = &self.slots[idx as usize];
         let rx = if slot.failed {
             Rx::Discard { seq, remaining: len as usize, len }
+        } else if let Some(mem) = slot.req.region.staging() {
+            let cap = (len as usize).min(CHUNK);
+            Rx::Staged { seq, mem: mem.clone(), off: offset as usize, buf: vec![0; cap], fill: 0, remaining: len as usize, len }
         } else {
             Rx::Payload { seq, ptr: slot.req.region.ptr().wrapping_add(offset as usize), remaining: len as usize, len }
         };
@@ -339,7 +392,16 @@ impl CommIo {
     }
 
     fn queue_control(&mut self, hdr: [u8; HEADER_LEN]) {
-        self.streams[0].tx.push_back(TxItem { hdr, hdr_done: 0, data: std::ptr::null(), data_len: 0, data_done: 0, _req: None });
+        self.streams[0].tx.push_back(TxItem {
+            hdr,
+            hdr_done: 0,
+            data: std::ptr::null(),
+            data_len: 0,
+            data_done: 0,
+            _req: None,
+            staged: None,
+            buf: None,
+        });
     }
 
     fn on_ack(&mut self, seq: u64, status: u16, size: u64) -> Result<()> {
