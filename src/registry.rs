@@ -127,6 +127,14 @@ impl<T> Table<T> {
         v
     }
 
+    /// How many values `pred` holds for (a snapshot: values may come and go meanwhile).
+    pub fn count_where(&self, mut pred: impl FnMut(&T) -> bool) -> usize {
+        let n = self.next_fresh.load(Ordering::Acquire).min(capacity());
+        (0..n)
+            .filter(|&idx| self.slot(idx).is_some_and(|s| s.inner.lock().1.as_deref().is_some_and(&mut pred)))
+            .count()
+    }
+
     /// Removes every value for which `pred` holds; returns them.
     pub fn remove_where(&self, mut pred: impl FnMut(&T) -> bool) -> Vec<Arc<T>> {
         let mut out = Vec::new();

@@ -9,7 +9,7 @@ use crate::engine::Lnc;
 use crate::request::REQUESTS;
 use crate::status::{Error, Result};
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::Arc;
 
@@ -86,17 +86,12 @@ pub fn init_with(lnc: i32, cfg: Option<Config>) -> Result<()> {
 
 /// Stops the lnc and frees every communicator and request; the error says what was unfinished.
 fn teardown(l: &Arc<Lnc>) -> Result<()> {
-    let comms = l.shutdown();
+    // Count what is unfinished before shutting (shutting fails every pending request).
+    let comms = l.comms();
     let unconnected = comms.iter().filter(|c| !c.ever_ready()).count();
-    let mut in_flight = 0;
-    let ids: HashSet<u64> = comms.iter().map(|c| c.id).collect();
-    REQUESTS.remove_where(|r| {
-        let mine = ids.contains(&r.comm.id);
-        if mine && r.is_pending() {
-            in_flight += 1;
-        }
-        mine
-    });
+    let in_flight = REQUESTS.count_where(|r| Arc::ptr_eq(&r.comm.lnc, l) && r.is_pending());
+    let comms = l.shutdown();
+    REQUESTS.remove_where(|r| Arc::ptr_eq(&r.comm.lnc, l));
     for c in &comms {
         COMMS.remove(c.id);
     }
