@@ -28,7 +28,8 @@ typedef enum nrt_tensor_placement_t {
 } nrt_tensor_placement_t;
 
 /*
- A tensor (opaque; the pointer is a checked handle).
+ A tensor (opaque; in the standalone library the pointer is a checked handle, in preload mode
+ it is the vendor runtime's own tensor).
  */
 typedef struct nrt_tensor nrt_tensor;
 
