@@ -36,6 +36,8 @@ pub const MAX_HALF_OPEN: usize = 1024;
 /// How long an accepted socket may take to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(100);
+/// How much longer than the connect deadline an unmatched incoming connection is kept.
+const GROUP_GRACE: Duration = Duration::from_secs(2);
 
 /// IPv4-mapped IPv6 addresses compare as the IPv4 address they carry.
 pub fn canonical(ip: IpAddr) -> IpAddr {
@@ -268,7 +270,9 @@ impl Lnc {
             return;
         }
         let key = (hs.peer, src_lnc as i32, nonce, conn_seq);
-        let deadline = Instant::now() + self.cfg.connect_timeout;
+        // Kept a little past the connect deadline, so that the connecting side, which counts from
+        // its own connect call, reaches its deadline (TIMEOUT) before we close on it (FAILURE).
+        let deadline = Instant::now() + self.cfg.connect_timeout + GROUP_GRACE;
         let g = st.groups.entry(key).or_insert_with(|| Group { streams: (0..nstreams).map(|_| None).collect(), deadline });
         if g.streams.len() != nstreams as usize || g.streams[stream as usize].is_some() {
             crate::log_warn!("lnc {}: inconsistent Hello from {} lnc {src_lnc} (stream {stream}/{nstreams}); connection dropped", self.id, hs.peer);

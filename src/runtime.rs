@@ -396,4 +396,32 @@ mod hostile {
         close(a).unwrap();
         close(b).unwrap();
     }
+
+    /// A connection from an address other than accept's peer_ip never pairs: both sides reach
+    /// their deadline, and a later accept with the right address still pairs with a new connect.
+    #[test]
+    fn peer_address_must_match_accept() {
+        nrt_init();
+        let (a, b) = (912, 913);
+        let mut c = cfg();
+        c.connect_timeout = Duration::from_millis(600);
+        init_with(a, Some(c.clone())).unwrap();
+        init_with(b, Some(c)).unwrap();
+        let s = connect("127.0.0.1", b, a).unwrap();
+        let r = accept("127.0.0.2", a, b).unwrap(); // the connection comes from 127.0.0.1
+        let end = Instant::now() + Duration::from_secs(5);
+        let (mut rs, mut rr) = (Ok(false), Ok(false));
+        while Instant::now() < end {
+            rs = s.test();
+            rr = r.test();
+            if rs.is_err() && rr.is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let e = rs.unwrap_err();
+        assert_eq!(e.status, crate::status::NRT_STATUS::NRT_TIMEOUT, "{e}");
+        assert_eq!(rr.unwrap_err().status, crate::status::NRT_STATUS::NRT_TIMEOUT);
+        assert!(close(a).is_err() && close(b).is_err(), "unconnected comms make close fail");
+    }
 }
