@@ -75,6 +75,8 @@ static inline void test_begin(const char *name) {
     t_name = name;
     port_base();
     if (!getenv("NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL")) setenv("NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL", "error", 1);
+    /* Tests listen on loopback only (the library's default is every address). */
+    setenv("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR", "127.0.0.1", 1);
 }
 
 static inline int test_end(void) {

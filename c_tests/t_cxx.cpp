@@ -32,6 +32,7 @@ static NRT_STATUS poll(F f, double secs) {
 int main() {
     const char *b = std::getenv("NRT_TEST_PORT_BASE");
     setenv("NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT", b ? b : "24500", 1);
+    setenv("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR", "127.0.0.1", 1);
     CHECK(nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0") == NRT_SUCCESS);
     CHECK(nrt_async_sendrecv_init(0) == NRT_SUCCESS);
     CHECK(nrt_async_sendrecv_init(1) == NRT_SUCCESS);

@@ -64,10 +64,18 @@ int main(void) {
     EXPECT(nrt_async_sendrecv_init(0), NRT_SUCCESS);
     EXPECT(nrt_async_sendrecv_init(1), NRT_SUCCESS);
     run("127.0.0.1", 1);
-    if (have_ipv6_loopback()) run("::1", 0);
-    else printf("note: no IPv6 loopback here; the ::1 half was skipped\n");
     EXPECT(nrt_async_sendrecv_close(0), NRT_SUCCESS);
     EXPECT(nrt_async_sendrecv_close(1), NRT_SUCCESS);
+    if (have_ipv6_loopback()) {
+        setenv("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR", "::1", 1); /* read at init */
+        EXPECT(nrt_async_sendrecv_init(0), NRT_SUCCESS);
+        EXPECT(nrt_async_sendrecv_init(1), NRT_SUCCESS);
+        run("::1", 0);
+        EXPECT(nrt_async_sendrecv_close(0), NRT_SUCCESS);
+        EXPECT(nrt_async_sendrecv_close(1), NRT_SUCCESS);
+    } else {
+        printf("note: no IPv6 loopback here; the ::1 half was skipped\n");
+    }
     EXPECT(nrt_close(), NRT_SUCCESS);
     return test_end();
 }

@@ -24,8 +24,9 @@ static int have_ipv6_loopback(void) {
 
 static int child(int nips, const char **ips) {
     EXPECT(nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0"), NRT_SUCCESS);
-    EXPECT(nrt_async_sendrecv_init(1), NRT_SUCCESS);
     for (int i = 0; i < nips; i++) {
+        setenv("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR", ips[i], 1);
+        EXPECT(nrt_async_sendrecv_init(1), NRT_SUCCESS);
         nrt_async_sendrecv_comm_t *r = NULL;
         EXPECT(nrt_async_sendrecv_accept(ips[i], 0, 1, &r), NRT_SUCCESS);
         if (!r || poll_comm(r, 30) != NRT_SUCCESS) { t_failures++; break; }
@@ -40,8 +41,8 @@ static int child(int nips, const char **ips) {
             CHECK(first_bad((uint8_t *)nrt_tensor_get_va(t) + 9, sizes[k], (uint64_t)(k + 10 * i)) == SIZE_MAX, "%s: %zu bytes corrupted", ips[i], sizes[k]);
             nrt_tensor_free(&t);
         }
+        EXPECT(nrt_async_sendrecv_close(1), NRT_SUCCESS);
     }
-    EXPECT(nrt_async_sendrecv_close(1), NRT_SUCCESS);
     EXPECT(nrt_close(), NRT_SUCCESS);
     if (t_failures) fprintf(stderr, "receiver process: %d of %d checks failed\n", t_failures, t_checks);
     return t_failures ? 1 : 0;
@@ -55,8 +56,9 @@ int main(void) {
     pid_t pid = fork();
     if (pid == 0) _exit(child(nips, ips));
     EXPECT(nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0"), NRT_SUCCESS);
-    EXPECT(nrt_async_sendrecv_init(0), NRT_SUCCESS);
     for (int i = 0; i < nips; i++) {
+        setenv("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR", ips[i], 1);
+        EXPECT(nrt_async_sendrecv_init(0), NRT_SUCCESS);
         nrt_async_sendrecv_comm_t *s = NULL;
         EXPECT(nrt_async_sendrecv_connect(ips[i], 1, 0, &s), NRT_SUCCESS);
         if (!s || poll_comm(s, 30) != NRT_SUCCESS) { t_failures++; break; }
@@ -70,6 +72,8 @@ int main(void) {
             CHECK(got == sizes[k], "send size %zu", got);
             nrt_tensor_free(&t);
         }
+        /* Every send was acknowledged, so the receiver has all the bytes: closing is safe. */
+        EXPECT(nrt_async_sendrecv_close(0), NRT_SUCCESS);
     }
     int status = 0;
     double end = now_s() + 60;
@@ -77,7 +81,6 @@ int main(void) {
     while ((w = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < end) usleep(10000);
     if (w == 0) kill(pid, SIGKILL), waitpid(pid, &status, 0);
     CHECK(w == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0, "receiver process failed (status %d)", status);
-    EXPECT(nrt_async_sendrecv_close(0), NRT_SUCCESS);
     EXPECT(nrt_close(), NRT_SUCCESS);
     if (nips == 1) printf("note: no IPv6 loopback here; only 127.0.0.1 was used\n");
     return test_end();

@@ -6,6 +6,8 @@ own traffic over 127.0.0.1; DEVICE tensors of 1 MiB and 8 MiB + 5, one request a
 busy-polled; the receiver checks every byte and flushes. Exit 0 on success."""
 import ctypes, os, sys, time
 
+os.environ.setdefault("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR", "127.0.0.1")  # tests listen on loopback only
+
 LIB = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "build", "lib", "libnrt.so.1")
 SIZES = [1 << 20, (8 << 20) + 5]
 NO_FW, DEVICE, SUCCESS = 1, 0, 0

@@ -11,6 +11,7 @@ mkdir -p "$OUT/vendor"
 passed=0; failed=0
 res() { if [ "$1" -eq 0 ]; then echo "PASS $2"; passed=$((passed + 1)); else echo "FAIL $2"; failed=$((failed + 1)); fi; }
 export NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=${NRT_TEST_PORT_BASE:-27000}
+export NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=127.0.0.1  # loopback only
 export NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=${NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL:-error}
 
 # The stand-in exports its names at NRT_2.0.0, as the vendor's library does.
