@@ -17,7 +17,17 @@ LIB       := $(LIBDIR)/$(SONAME)
 GENHDR    := tools/gen-header/target/release/gen-header
 HEADERS   := include/nrt/nrt_status.h include/nrt/nrt.h include/nrt/nrt_async_sendrecv.h
 EXPORTS   := $(shell sed -n 's/^ *\(nrt_[a-z_]*\);$$/\1/p' $(MAP))
+# VERBS=1 (default): the RDMA verbs transport is built in (needs rdma-core; libibverbs.so.1 at
+# run time). VERBS=0 builds a TCP-only library for hosts without rdma-core.
+VERBS     ?= 1
+ifeq ($(VERBS),1)
+FEATURES  := --features verbs
+NATIVE    := -libverbs -lrdmacm -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+else
+FEATURES  :=
 NATIVE    := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+endif
+P_NATIVE  := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 DEMO      := $(BUILD)/bin/nrt_demo
 # LD_PRELOAD mode: the same crate with feature `preload`, only the eleven send/receive exports.
 P_STATIC  := target/preload/release/libnrt_sendrecv.a
@@ -31,10 +41,10 @@ all: lib
 
 # Debian packages the build and tests need, installed when missing (root or sudo).
 deps:
-	@scripts/deps.sh
+	@VERBS=$(VERBS) scripts/deps.sh
 
 $(STATIC): FORCE
-	$(CARGO) build --release --lib --locked
+	$(CARGO) build --release --lib --locked $(FEATURES)
 
 # The shared object: only the exported names are pulled from the Rust archive (-u), the version
 # script gives each the NRT_2.0.0 version and hides everything else.
@@ -54,7 +64,7 @@ $(P_STATIC): FORCE
 $(P_LIB): $(P_STATIC) $(P_MAP)
 	@mkdir -p $(LIBDIR)
 	$(CC) -shared -o $@ -Wl,-soname,libnrt_async_sendrecv.so -Wl,--version-script=$(P_MAP) -Wl,--gc-sections \
-	    $(addprefix -Wl$(comma)-u$(comma),$(P_EXPORTS)) $(P_STATIC) $(NATIVE)
+	    $(addprefix -Wl$(comma)-u$(comma),$(P_EXPORTS)) $(P_STATIC) $(P_NATIVE)
 
 preload: deps $(P_LIB)
 

@@ -8,6 +8,12 @@ command -v nm >/dev/null 2>&1 || need="$need binutils"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
 command -v timeout >/dev/null 2>&1 || need="$need coreutils"
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
+if [ "${VERBS:-1}" = 1 ]; then
+    # The verbs transport: rdma-sys links libibverbs/librdmacm and runs bindgen (libclang).
+    pkg-config --exists libibverbs 2>/dev/null || need="$need libibverbs-dev"
+    pkg-config --exists librdmacm 2>/dev/null || need="$need librdmacm-dev"
+    ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need="$need libclang-dev"
+fi
 if ! command -v cargo >/dev/null 2>&1; then
     # Debian's own toolchain (edition 2024 needs rustc >= 1.85); rustup's works as well.
     need="$need cargo rustc"

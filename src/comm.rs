@@ -70,7 +70,7 @@ impl Comm {
     }
 
     /// Hands the connected streams to the communicator and makes it Ready.
-    pub fn install(&self, streams: Vec<Stream>) -> Result<()> {
+    pub fn install(&self, streams: Vec<Stream>, rdma: Option<Arc<crate::transport::RdmaDevice>>) -> Result<()> {
         let mut io = self.io.lock();
         if self.state.load(Ordering::Acquire) != CONNECTING {
             return Err(Error::failure("communicator was closed or failed during set-up"));
@@ -79,6 +79,10 @@ impl Comm {
             self.lnc.watch(s.fd(), self.id).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("epoll add stream {i}"), &e))?;
         }
         io.streams = streams;
+        if let Some(dev) = rdma {
+            let fd = io.start_verbs(dev)?;
+            self.lnc.watch(fd, self.id).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "epoll add completion channel", &e))?;
+        }
         self.ever_ready.store(true, Ordering::Release);
         self.state.store(READY, Ordering::Release);
         // Data may already wait in the sockets: edge-triggered epoll reported it at registration,
@@ -183,8 +187,7 @@ impl Comm {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::failure(format!("{}: communicator failed: {}", self.describe(), self.error())));
         }
-        io.post(req);
-        if let Err(e) = io.progress() {
+        if let Err(e) = io.post(req).and_then(|_| io.progress()) {
             self.fail_locked(&mut io, e);
         }
         Ok(id)

@@ -9,8 +9,19 @@ pub const MAX_PENDING_PER_COMM: usize = 128;
 pub const MAX_STREAMS: usize = 16;
 pub const DEFAULT_PORT_BASE: u16 = 31000;
 
+/// `NEURON_RT_ASYNC_SENDRECV_TRANSPORT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// RDMA verbs when a device serves the connection's local address on both sides, else TCP.
+    Auto,
+    Tcp,
+    /// RDMA verbs or nothing: set-up fails when either side has no usable device.
+    Verbs,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
+    pub transport: Transport,
     pub port_base: u16,
     pub listen_addr: Option<IpAddr>,
     pub connect_timeout: Duration,
@@ -49,13 +60,17 @@ impl Config {
         let ct = env_num("NEURON_RT_ASYNC_SENDRECV_CONNECT_TIMEOUT_MS", 30_000, 1, 86_400_000)?;
         let rt = env_num("NEURON_RT_ASYNC_SENDRECV_REQUEST_TIMEOUT_MS", 60_000, 0, 86_400_000)?;
         let streams = env_num("NEURON_RT_ASYNC_SENDRECV_TCP_STREAMS", 4, 1, MAX_STREAMS as u64)? as usize;
-        if let Some(t) = env("NEURON_RT_ASYNC_SENDRECV_TRANSPORT") {
-            match t.trim() {
-                "auto" | "tcp" => {}
-                other => return Err(format!("NEURON_RT_ASYNC_SENDRECV_TRANSPORT={other:?}: this build has only auto|tcp")),
+        let transport = match env("NEURON_RT_ASYNC_SENDRECV_TRANSPORT").as_deref().map(str::trim) {
+            None | Some("auto") => Transport::Auto,
+            Some("tcp") => Transport::Tcp,
+            Some("verbs") if cfg!(feature = "verbs") => Transport::Verbs,
+            Some(other) => {
+                let have = if cfg!(feature = "verbs") { "auto|tcp|verbs" } else { "auto|tcp (built without verbs)" };
+                return Err(format!("NEURON_RT_ASYNC_SENDRECV_TRANSPORT={other:?}: this build has {have}"));
             }
-        }
+        };
         Ok(Config {
+            transport,
             port_base,
             listen_addr,
             connect_timeout: Duration::from_millis(ct),

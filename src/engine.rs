@@ -12,12 +12,13 @@
 //! sequence number (the k-th connect pairs with the k-th accept), whichever comes first.
 
 use crate::comm::{COMMS, Comm};
-use crate::config::Config;
+use crate::config::{Config, Transport};
 use crate::request::Kind;
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::transport::poll::{Poller, random_u64};
 use crate::transport::tcp::Stream;
-use crate::wire::{Frame, HEADER_LEN, WireError, ack};
+use crate::transport::{RdmaDevice, rdma_device_for};
+use crate::wire::{FLAG_VERBS, Frame, HEADER_LEN, WireError, ack};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -61,6 +62,8 @@ struct Handshake {
 /// The streams of one incoming connection, collected until all have said Hello.
 struct Group {
     streams: Vec<Option<TcpStream>>,
+    /// What the connecting side offered (Hello flags; the same on every stream).
+    flags: u32,
     deadline: Instant,
 }
 
@@ -95,6 +98,8 @@ pub struct Lnc {
     comms: Mutex<Vec<Arc<Comm>>>,
     counters: Mutex<Counters>,
     accept: Mutex<AcceptState>,
+    /// The transport last logged for this lnc.
+    announced: Mutex<Option<String>>,
 }
 
 fn bind(cfg: &Config, port: u16) -> std::io::Result<TcpListener> {
@@ -135,6 +140,7 @@ impl Lnc {
             comms: Mutex::new(Vec::new()),
             counters: Mutex::new(Counters::default()),
             accept: Mutex::new(AcceptState::default()),
+            announced: Mutex::new(None),
         });
         let weak = Arc::downgrade(&lnc);
         let th = std::thread::Builder::new()
@@ -250,7 +256,7 @@ impl Lnc {
                 match why {
                     Some(WireError::BadVersion(v)) => {
                         crate::log_warn!("lnc {}: {} speaks protocol version {v}; refused", self.id, hs.peer);
-                        let _ = (&hs.sock).write(&Frame::HelloAck { status: ack::BAD_VERSION, nonce: 0, conn_seq: 0 }.encode());
+                        let _ = (&hs.sock).write(&Frame::HelloAck { status: ack::BAD_VERSION, nonce: 0, conn_seq: 0, flags: 0 }.encode());
                     }
                     Some(w) => crate::log_warn!("lnc {}: connection from {} dropped: {w}", self.id, hs.peer),
                     None => crate::log_debug!("lnc {}: connection from {} closed during handshake", self.id, hs.peer),
@@ -260,21 +266,21 @@ impl Lnc {
         };
         let hs = st.handshakes.remove(&token).expect("present above");
         self.poller.unwatch(hs.sock.as_raw_fd());
-        let Frame::Hello { stream, nstreams, nonce, conn_seq, src_lnc, dst_lnc } = frame else {
+        let Frame::Hello { stream, nstreams, nonce, conn_seq, src_lnc, dst_lnc, flags } = frame else {
             crate::log_warn!("lnc {}: connection from {} sent {frame:?} instead of Hello; dropped", self.id, hs.peer);
             return;
         };
         if dst_lnc != self.id as u32 {
             crate::log_warn!("lnc {}: {} lnc {src_lnc} asked for lnc {dst_lnc} on our port; refused", self.id, hs.peer);
-            let _ = (&hs.sock).write(&Frame::HelloAck { status: ack::REFUSED, nonce, conn_seq }.encode());
+            let _ = (&hs.sock).write(&Frame::HelloAck { status: ack::REFUSED, nonce, conn_seq, flags: 0 }.encode());
             return;
         }
         let key = (hs.peer, src_lnc as i32, nonce, conn_seq);
         // Kept a little past the connect deadline, so that the connecting side, which counts from
         // its own connect call, reaches its deadline (TIMEOUT) before we close on it (FAILURE).
         let deadline = Instant::now() + self.cfg.connect_timeout + GROUP_GRACE;
-        let g = st.groups.entry(key).or_insert_with(|| Group { streams: (0..nstreams).map(|_| None).collect(), deadline });
-        if g.streams.len() != nstreams as usize || g.streams[stream as usize].is_some() {
+        let g = st.groups.entry(key).or_insert_with(|| Group { streams: (0..nstreams).map(|_| None).collect(), flags, deadline });
+        if g.streams.len() != nstreams as usize || g.streams[stream as usize].is_some() || g.flags != flags {
             crate::log_warn!("lnc {}: inconsistent Hello from {} lnc {src_lnc} (stream {stream}/{nstreams}); connection dropped", self.id, hs.peer);
             st.groups.remove(&key);
             return;
@@ -294,8 +300,18 @@ impl Lnc {
         let Some(comm) = st.waiting.remove(&(peer, peer_lnc, seq)) else { return };
         let g = st.groups.remove(&key).expect("checked above");
         let socks: Vec<TcpStream> = g.streams.into_iter().map(|s| s.expect("complete group")).collect();
-        let ok = Frame::HelloAck { status: ack::OK, nonce, conn_seq: seq }.encode();
-        let refused = Frame::HelloAck { status: ack::REFUSED, nonce, conn_seq: seq }.encode();
+        let refused = Frame::HelloAck { status: ack::REFUSED, nonce, conn_seq: seq, flags: 0 }.encode();
+        let dev = match self.choose_rdma(&comm, g.flags & FLAG_VERBS != 0, &socks[0]) {
+            Ok(d) => d,
+            Err(e) => {
+                for s in &socks {
+                    let _ = (&*s).write(&refused);
+                }
+                comm.setup_failed(e);
+                return;
+            }
+        };
+        let ok = Frame::HelloAck { status: ack::OK, nonce, conn_seq: seq, flags: if dev.is_some() { FLAG_VERBS } else { 0 } }.encode();
         if !comm.is_connecting() {
             crate::log_warn!("{}: connection arrived after set-up had already ended; refused", comm.describe());
             for s in &socks {
@@ -318,10 +334,55 @@ impl Lnc {
                 }
             }
         }
-        if let Err(e) = comm.install(streams) {
+        if let Err(e) = comm.install(streams, dev) {
             comm.setup_failed(e);
         } else {
             crate::log_info!("{}: connected", comm.describe());
+        }
+    }
+
+    /// The RDMA device for a communicator whose first stream is `sock`, per the transport
+    /// setting: `None` for TCP; an error when verbs is required but impossible.
+    fn choose_rdma(&self, comm: &Comm, peer_offers: bool, sock: &TcpStream) -> Result<Option<Arc<RdmaDevice>>> {
+        let local = sock.local_addr().map(|a| canonical(a.ip()));
+        let dev = match (self.cfg.transport, &local) {
+            (Transport::Tcp, _) => None,
+            (_, Ok(ip)) => match rdma_device_for(*ip) {
+                Ok(d) => d,
+                Err(e) if self.cfg.transport == Transport::Verbs => return Err(e),
+                Err(e) => {
+                    crate::log_warn!("{}: RDMA device lookup failed, using TCP: {e}", comm.describe());
+                    None
+                }
+            },
+            (_, Err(e)) => return Err(Error::io(NRT_STATUS::NRT_FAILURE, "local address of the connection", e)),
+        };
+        let dev = if peer_offers { dev } else { None };
+        if self.cfg.transport == Transport::Verbs && dev.is_none() {
+            let why = if peer_offers { "no RDMA device here serves" } else { "the peer offers no RDMA for" };
+            return Err(Error::failure(format!(
+                "{}: NEURON_RT_ASYNC_SENDRECV_TRANSPORT=verbs, but {why} local address {}",
+                comm.describe(),
+                local.map(|a| a.to_string()).unwrap_or_default()
+            )));
+        }
+        self.announce(comm, dev.as_deref());
+        Ok(dev)
+    }
+
+    /// Logs the transport of the lnc's first communicator, and every later change.
+    fn announce(&self, comm: &Comm, dev: Option<&RdmaDevice>) {
+        #[cfg(feature = "verbs")]
+        let what = dev.map(|d| format!("verbs on {d}")).unwrap_or_else(|| "tcp".into());
+        #[cfg(not(feature = "verbs"))]
+        let what = {
+            let _ = dev;
+            "tcp".to_string()
+        };
+        let mut last = self.announced.lock();
+        if last.as_deref() != Some(what.as_str()) {
+            crate::log_info!("lnc {}: transport {what} (first used by {})", self.id, comm.describe());
+            *last = Some(what);
         }
     }
 
@@ -382,11 +443,11 @@ impl Lnc {
             .ok_or_else(|| Error::invalid(format!("peer lnc {peer_lnc}: port beyond 65535")))?;
         let comm = self.add_comm(Kind::Send, peer, peer_lnc)?;
         let c = comm.clone();
-        let (nonce, me, streams) = (self.nonce, self.id, self.cfg.streams);
+        let lnc = self.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("nrt-sr-conn{me}"))
+            .name(format!("nrt-sr-conn{}", self.id))
             .spawn(move || {
-                if let Err(e) = connector(&c, SocketAddr::new(peer, port), me, nonce, streams) {
+                if let Err(e) = connector(&lnc, &c, SocketAddr::new(peer, port)) {
                     c.setup_failed(e);
                 }
             });
@@ -473,12 +534,19 @@ fn connect_once(addr: SocketAddr, deadline: Instant, comm: &Comm) -> Result<TcpS
 }
 
 /// The connecting side's set-up; runs on its own thread.
-fn connector(comm: &Arc<Comm>, addr: SocketAddr, me: i32, nonce: u64, nstreams: usize) -> Result<()> {
+fn connector(lnc: &Lnc, comm: &Arc<Comm>, addr: SocketAddr) -> Result<()> {
+    let (me, nonce, nstreams) = (lnc.id, lnc.nonce, lnc.cfg.streams);
     let deadline = comm.setup_deadline;
     let mut socks = Vec::with_capacity(nstreams);
+    let mut dev = None;
     for i in 0..nstreams {
         let s = connect_once(addr, deadline, comm)?;
+        if i == 0 {
+            // Offer verbs when a device serves the address this connection leaves from.
+            dev = lnc.choose_rdma(comm, true, &s)?;
+        }
         let hello = Frame::Hello {
+            flags: if dev.is_some() { FLAG_VERBS } else { 0 },
             stream: i as u16,
             nstreams: nstreams as u16,
             nonce,
@@ -513,7 +581,15 @@ fn connector(comm: &Arc<Comm>, addr: SocketAddr, me: i32, nonce: u64, nstreams: 
             }
         }
         match Frame::decode(&buf) {
-            Ok(Frame::HelloAck { status: ack::OK, nonce: n, conn_seq }) if n == nonce && conn_seq == comm.pair_seq => {}
+            Ok(Frame::HelloAck { status: ack::OK, nonce: n, conn_seq, flags }) if n == nonce && conn_seq == comm.pair_seq => {
+                if flags & FLAG_VERBS == 0 && dev.is_some() {
+                    if lnc.cfg.transport == Transport::Verbs {
+                        return Err(Error::failure(format!("{addr} declined RDMA verbs (NEURON_RT_ASYNC_SENDRECV_TRANSPORT=verbs here)")));
+                    }
+                    dev = None;
+                    lnc.announce(comm, None);
+                }
+            }
             Ok(Frame::HelloAck { status: ack::REFUSED, .. }) => {
                 return Err(Error::failure(format!("{addr} refused the connection (wrong lnc, or its accept had already timed out)")));
             }
@@ -530,7 +606,7 @@ fn connector(comm: &Arc<Comm>, addr: SocketAddr, me: i32, nonce: u64, nstreams: 
         s.set_write_timeout(None).ok();
         streams.push(Stream::new(s).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "socket options", &e))?);
     }
-    comm.install(streams)?;
+    comm.install(streams, dev)?;
     crate::log_info!("{}: connected", comm.describe());
     Ok(())
 }

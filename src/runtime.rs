@@ -183,6 +183,7 @@ mod tests {
 
     fn cfg(port_base: u16) -> Config {
         Config {
+            transport: crate::config::Transport::Tcp,
             port_base,
             listen_addr: Some("127.0.0.1".parse().unwrap()),
             connect_timeout: Duration::from_secs(10),
@@ -326,6 +327,7 @@ mod hostile {
 
     fn cfg() -> Config {
         Config {
+            transport: crate::config::Transport::Tcp,
             port_base: 26100,
             listen_addr: Some("127.0.0.1".parse().unwrap()),
             connect_timeout: Duration::from_secs(10),
@@ -358,7 +360,7 @@ mod hostile {
         init_with(b, Some(cfg())).unwrap();
         let port = 26100 + b as u16;
         let hello = |ver: u8, dst: u32| {
-            let mut h = crate::wire::Frame::Hello { stream: 0, nstreams: 1, nonce: 1, conn_seq: 0, src_lnc: 5, dst_lnc: dst }.encode();
+            let mut h = crate::wire::Frame::Hello { stream: 0, nstreams: 1, nonce: 1, conn_seq: 0, src_lnc: 5, dst_lnc: dst, flags: 0 }.encode();
             h[4] = ver;
             h
         };

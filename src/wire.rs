@@ -6,10 +6,15 @@
 //! ```
 //! | kind      | aux        | a        | b          | c                       | d        |
 //! |-----------|------------|----------|------------|-------------------------|----------|
-//! | Hello     | stream idx | nonce    | conn seq   | src lnc << 32 | dst lnc | nstreams |
-//! | HelloAck  | status     | nonce    | conn seq   | 0                       | 0        |
+//! | Hello     | stream idx | nonce    | conn seq   | src lnc << 32 | dst lnc | flags << 32 \| nstreams |
+//! | HelloAck  | status     | nonce    | conn seq   | flags                   | 0        |
 //! | Data      | 0          | msg seq  | offset     | chunk length            | total    |
 //! | Ack       | status     | msg seq  | size       | 0                       | 0        |
+//! | QpInfo    | 0          | psn << 32 \| qpn | gid[0..8] | gid[8..16]       | lid      |
+//! | Cts       | 0          | msg seq  | address    | length                  | rkey     |
+//!
+//! Flags (Hello: what the connecting side offers; HelloAck: what the accepting side chose):
+//! bit 0 = RDMA verbs for the data, with the TCP streams kept for control (QpInfo, Cts, Ack).
 //!
 //! A Data header is followed by `chunk length` payload bytes; nothing else carries payload.
 //! The decoder rejects everything it does not fully understand, so a garbage stream fails the
@@ -23,6 +28,9 @@ pub const MAX_MESSAGE: u64 = 1 << 48;
 /// Largest chunk one Data frame may announce.
 pub const MAX_CHUNK: u64 = 1 << 30;
 pub const MAX_STREAMS: u64 = crate::config::MAX_STREAMS as u64;
+/// Hello/HelloAck flag: RDMA verbs data path.
+pub const FLAG_VERBS: u32 = 1;
+const KNOWN_FLAGS: u64 = FLAG_VERBS as u64;
 
 /// Status carried by HelloAck and Ack frames.
 pub mod ack {
@@ -38,10 +46,14 @@ pub mod ack {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frame {
-    Hello { stream: u16, nstreams: u16, nonce: u64, conn_seq: u64, src_lnc: u32, dst_lnc: u32 },
-    HelloAck { status: u16, nonce: u64, conn_seq: u64 },
+    Hello { stream: u16, nstreams: u16, nonce: u64, conn_seq: u64, src_lnc: u32, dst_lnc: u32, flags: u32 },
+    HelloAck { status: u16, nonce: u64, conn_seq: u64, flags: u32 },
     Data { seq: u64, offset: u64, len: u64, total: u64 },
     Ack { seq: u64, status: u16, size: u64 },
+    /// A queue pair's address (verbs set-up): 24-bit QPN and PSN, GID, LID.
+    QpInfo { qpn: u32, psn: u32, gid: [u8; 16], lid: u16 },
+    /// Clear to send (verbs): the receive for message `seq` waits at `addr` (`len` bytes, `rkey`).
+    Cts { seq: u64, addr: u64, len: u64, rkey: u32 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +82,8 @@ const K_HELLO: u8 = 1;
 const K_HELLO_ACK: u8 = 2;
 const K_DATA: u8 = 3;
 const K_ACK: u8 = 4;
+const K_QP_INFO: u8 = 5;
+const K_CTS: u8 = 6;
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
@@ -80,12 +94,22 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 impl Frame {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let (kind, aux, a, b, c, d) = match *self {
-            Frame::Hello { stream, nstreams, nonce, conn_seq, src_lnc, dst_lnc } => {
-                (K_HELLO, stream, nonce, conn_seq, (src_lnc as u64) << 32 | dst_lnc as u64, nstreams as u64)
-            }
-            Frame::HelloAck { status, nonce, conn_seq } => (K_HELLO_ACK, status, nonce, conn_seq, 0, 0),
+            Frame::Hello { stream, nstreams, nonce, conn_seq, src_lnc, dst_lnc, flags } => (
+                K_HELLO,
+                stream,
+                nonce,
+                conn_seq,
+                (src_lnc as u64) << 32 | dst_lnc as u64,
+                (flags as u64) << 32 | nstreams as u64,
+            ),
+            Frame::HelloAck { status, nonce, conn_seq, flags } => (K_HELLO_ACK, status, nonce, conn_seq, flags as u64, 0),
             Frame::Data { seq, offset, len, total } => (K_DATA, 0, seq, offset, len, total),
             Frame::Ack { seq, status, size } => (K_ACK, status, seq, size, 0, 0),
+            Frame::QpInfo { qpn, psn, gid, lid } => {
+                let (g0, g1) = (u64::from_le_bytes(gid[..8].try_into().unwrap()), u64::from_le_bytes(gid[8..].try_into().unwrap()));
+                (K_QP_INFO, 0, (psn as u64) << 32 | qpn as u64, g0, g1, lid as u64)
+            }
+            Frame::Cts { seq, addr, len, rkey } => (K_CTS, 0, seq, addr, len, rkey as u64),
         };
         let mut h = [0u8; HEADER_LEN];
         h[0..4].copy_from_slice(&MAGIC);
@@ -118,6 +142,11 @@ impl Frame {
         let (a, b, c, d) = (u64_at(buf, 8), u64_at(buf, 16), u64_at(buf, 24), u64_at(buf, 32));
         match buf[5] {
             K_HELLO => {
+                let flags = d >> 32;
+                let d = d & 0xffff_ffff;
+                if flags & !KNOWN_FLAGS != 0 {
+                    return Err(WireError::BadField("hello flags"));
+                }
                 if d == 0 || d > MAX_STREAMS {
                     return Err(WireError::BadField("stream count"));
                 }
@@ -128,13 +157,37 @@ impl Frame {
                 if src > crate::config::MAX_LNC as u32 || dst > crate::config::MAX_LNC as u32 {
                     return Err(WireError::BadField("lnc"));
                 }
-                Ok(Frame::Hello { stream: aux, nstreams: d as u16, nonce: a, conn_seq: b, src_lnc: src, dst_lnc: dst })
+                Ok(Frame::Hello {
+                    stream: aux,
+                    nstreams: d as u16,
+                    nonce: a,
+                    conn_seq: b,
+                    src_lnc: src,
+                    dst_lnc: dst,
+                    flags: flags as u32,
+                })
             }
             K_HELLO_ACK => {
-                if aux > ack::MAX || c != 0 || d != 0 {
+                if aux > ack::MAX || c & !KNOWN_FLAGS != 0 || d != 0 {
                     return Err(WireError::BadField("hello ack"));
                 }
-                Ok(Frame::HelloAck { status: aux, nonce: a, conn_seq: b })
+                Ok(Frame::HelloAck { status: aux, nonce: a, conn_seq: b, flags: c as u32 })
+            }
+            K_QP_INFO => {
+                let (qpn, psn) = (a & 0xffff_ffff, a >> 32);
+                if aux != 0 || qpn >= 1 << 24 || psn >= 1 << 24 || d > 0xffff {
+                    return Err(WireError::BadField("qp info"));
+                }
+                let mut gid = [0u8; 16];
+                gid[..8].copy_from_slice(&b.to_le_bytes());
+                gid[8..].copy_from_slice(&c.to_le_bytes());
+                Ok(Frame::QpInfo { qpn: qpn as u32, psn: psn as u32, gid, lid: d as u16 })
+            }
+            K_CTS => {
+                if aux != 0 || c > MAX_MESSAGE || d > u32::MAX as u64 || b.checked_add(c).is_none() {
+                    return Err(WireError::BadField("clear to send"));
+                }
+                Ok(Frame::Cts { seq: a, addr: b, len: c, rkey: d as u32 })
             }
             K_DATA => {
                 if aux != 0 {
@@ -169,8 +222,12 @@ mod tests {
 
     fn samples() -> Vec<Frame> {
         vec![
-            Frame::Hello { stream: 3, nstreams: 4, nonce: 0xdead_beef_0123, conn_seq: 7, src_lnc: 0, dst_lnc: 1023 },
-            Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1 },
+            Frame::Hello { stream: 3, nstreams: 4, nonce: 0xdead_beef_0123, conn_seq: 7, src_lnc: 0, dst_lnc: 1023, flags: 0 },
+            Frame::Hello { stream: 0, nstreams: 1, nonce: 1, conn_seq: 0, src_lnc: 5, dst_lnc: 6, flags: FLAG_VERBS },
+            Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: 0 },
+            Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: FLAG_VERBS },
+            Frame::QpInfo { qpn: 0xab_cdef, psn: 0x12_3456, gid: [7; 16], lid: 0xffff },
+            Frame::Cts { seq: 3, addr: 0x7fff_0000_1000, len: 1 << 30, rkey: 0xdead_beef },
             Frame::Data { seq: 5, offset: 1 << 20, len: 4096, total: (1 << 20) + 4096 },
             Frame::Data { seq: 0, offset: 0, len: 0, total: 0 },
             Frame::Ack { seq: u64::MAX, status: ack::TOO_LONG, size: 12 },
@@ -209,7 +266,7 @@ mod tests {
         let mut h = Frame::Ack { seq: 1, status: 0, size: 0 }.encode();
         h[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(Frame::decode(&h).is_err());
-        let mut h = Frame::Hello { stream: 0, nstreams: 1, nonce: 0, conn_seq: 0, src_lnc: 0, dst_lnc: 0 }.encode();
+        let mut h = Frame::Hello { stream: 0, nstreams: 1, nonce: 0, conn_seq: 0, src_lnc: 0, dst_lnc: 0, flags: 0 }.encode();
         h[32..40].copy_from_slice(&(MAX_STREAMS + 1).to_le_bytes());
         assert_eq!(Frame::decode(&h), Err(WireError::BadField("stream count")));
         h[32..40].copy_from_slice(&2u64.to_le_bytes());
@@ -219,14 +276,15 @@ mod tests {
 
     #[test]
     fn garbage_is_rejected() {
-        let mut h = samples()[2].encode();
+        let data = Frame::Data { seq: 5, offset: 1 << 20, len: 4096, total: (1 << 20) + 4096 };
+        let mut h = data.encode();
         h[0] = b'X';
         assert_eq!(Frame::decode(&h), Err(WireError::BadMagic));
         assert_eq!(Frame::decode(b"GET / HTTP/1.1"), Err(WireError::BadMagic));
-        let mut h = samples()[2].encode();
+        let mut h = data.encode();
         h[4] = 9;
         assert_eq!(Frame::decode(&h), Err(WireError::BadVersion(9)));
-        let mut h = samples()[2].encode();
+        let mut h = data.encode();
         h[5] = 77;
         assert_eq!(Frame::decode(&h), Err(WireError::BadKind(77)));
         // pseudo-random garbage after a valid magic and version: never a panic, never accepted
@@ -242,7 +300,7 @@ mod tests {
             }
             b[0..4].copy_from_slice(&MAGIC);
             b[4] = VERSION;
-            b[5] = (x % 6) as u8;
+            b[5] = (x % 8) as u8;
             if let Ok(f) = Frame::decode(&b) {
                 assert_eq!(f.encode(), b, "accepted frame must re-encode identically");
             }

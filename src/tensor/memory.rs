@@ -49,10 +49,30 @@ impl Memory {
     pub fn ptr_at(&self, offset: usize) -> *mut u8 {
         self.ptr.wrapping_add(offset)
     }
+    pub fn base(&self) -> *mut u8 {
+        self.ptr
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Called with a memory's base address just before it is released (the RDMA registration
+/// cache drops its entry, so a later mapping at the same address is never served a stale key).
+static FREE_HOOK: std::sync::OnceLock<fn(usize)> = std::sync::OnceLock::new();
+
+pub fn set_free_hook(f: fn(usize)) {
+    let _ = FREE_HOOK.set(f);
 }
 
 impl Drop for Memory {
     fn drop(&mut self) {
+        if let Some(f) = FREE_HOOK.get() {
+            f(self.ptr as usize);
+        }
         if self.owned {
             // SAFETY: ptr/len are exactly the mapping made in allocate, unmapped once.
             unsafe { libc::munmap(self.ptr.cast(), self.len) };
@@ -108,6 +128,10 @@ impl Region {
     }
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+    /// The tensor memory this region lies in, when it is ours.
+    pub fn memory(&self) -> Option<&Arc<Memory>> {
+        self._mem.as_ref()
     }
     pub fn staging(&self) -> Option<&Arc<dyn StagedMemory>> {
         self.staged.as_ref()

@@ -8,7 +8,7 @@ mod memory;
 #[cfg(feature = "preload")]
 pub mod vendor;
 
-pub use memory::{Memory, Region, StagedMemory};
+pub use memory::{Memory, Region, StagedMemory, set_free_hook};
 
 use crate::registry::Table;
 use crate::status::{Error, Result};

@@ -93,6 +93,9 @@ pub struct CommIo {
     /// Receive side: posted receives, `slots[i]` pairs with message `base_seq + i`.
     base_seq: u64,
     slots: VecDeque<RecvSlot>,
+    /// RDMA data path (the streams then carry control frames only).
+    #[cfg(feature = "verbs")]
+    verbs: Option<super::verbs::VerbsIo>,
 }
 
 enum Io {
@@ -123,11 +126,59 @@ fn recv_raw(fd: RawFd, ptr: *mut u8, len: usize) -> Result<Io> {
 
 impl CommIo {
     pub fn new(kind: Kind) -> CommIo {
-        CommIo { kind, streams: Vec::new(), next_seq: 0, awaiting_ack: VecDeque::new(), base_seq: 0, slots: VecDeque::new() }
+        CommIo {
+            kind,
+            streams: Vec::new(),
+            next_seq: 0,
+            awaiting_ack: VecDeque::new(),
+            base_seq: 0,
+            slots: VecDeque::new(),
+            #[cfg(feature = "verbs")]
+            verbs: None,
+        }
+    }
+
+    /// Switches the data path to RDMA verbs; returns the completion channel to watch.
+    pub fn start_verbs(&mut self, dev: std::sync::Arc<super::RdmaDevice>) -> Result<RawFd> {
+        #[cfg(feature = "verbs")]
+        {
+            let v = super::verbs::VerbsIo::new(dev, self.kind)?;
+            let fd = v.fd();
+            self.verbs = Some(v);
+            self.drain_verbs_out();
+            Ok(fd)
+        }
+        #[cfg(not(feature = "verbs"))]
+        match *dev {}
+    }
+
+    #[cfg(feature = "verbs")]
+    fn drain_verbs_out(&mut self) {
+        let frames = match self.verbs.as_mut() {
+            Some(v) => std::mem::take(&mut v.out),
+            None => return,
+        };
+        for f in frames {
+            self.queue_control(f.encode());
+        }
+    }
+
+    /// Whether the data moves over RDMA verbs.
+    pub fn is_verbs(&self) -> bool {
+        #[cfg(feature = "verbs")]
+        return self.verbs.is_some();
+        #[cfg(not(feature = "verbs"))]
+        false
     }
 
     /// Queues a request (its chunks on the send side, its slot on the receive side).
-    pub fn post(&mut self, req: Arc<Request>) {
+    pub fn post(&mut self, req: Arc<Request>) -> Result<()> {
+        #[cfg(feature = "verbs")]
+        if let Some(v) = self.verbs.as_mut() {
+            v.post(req)?;
+            self.drain_verbs_out();
+            return Ok(());
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         match self.kind {
@@ -157,6 +208,7 @@ impl CommIo {
                 self.awaiting_ack.push_back((seq, req));
             }
         }
+        Ok(())
     }
 
     /// Moves bytes until every socket would block; an error breaks the communicator.
@@ -164,6 +216,11 @@ impl CommIo {
         for i in 0..self.streams.len() {
             self.flush_tx(i)?;
             self.pump_rx(i)?;
+        }
+        #[cfg(feature = "verbs")]
+        if let Some(v) = self.verbs.as_mut() {
+            v.poll()?;
+            self.drain_verbs_out();
         }
         // Acks queued while reading go out now rather than at the next event.
         if !self.streams.is_empty() && !self.streams[0].tx.is_empty() {
@@ -261,8 +318,20 @@ impl CommIo {
                                 None => return Ok(()), // receive not posted yet: parked
                             }
                         }
-                        Frame::Ack { seq, status, size } if self.kind == Kind::Send => {
+                        Frame::Ack { seq, status, size } if self.kind == Kind::Send && !self.is_verbs() => {
                             self.on_ack(seq, status, size)?;
+                            Rx::Header { buf: [0; HEADER_LEN], have: 0 }
+                        }
+                        #[cfg(feature = "verbs")]
+                        f @ (Frame::QpInfo { .. } | Frame::Cts { .. } | Frame::Ack { .. }) if self.verbs.is_some() => {
+                            let v = self.verbs.as_mut().expect("checked");
+                            match f {
+                                Frame::QpInfo { qpn, psn, gid, lid } => v.on_qp_info(qpn, psn, gid, lid)?,
+                                Frame::Cts { seq, addr, len, rkey } => v.on_cts(seq, addr, len, rkey)?,
+                                Frame::Ack { seq, status: ack::TOO_LONG, .. } if self.kind == Kind::Recv => v.on_refused(seq)?,
+                                f => return Err(Error::failure(format!("stream {i}: unexpected frame {f:?}"))),
+                            }
+                            self.drain_verbs_out();
                             Rx::Header { buf: [0; HEADER_LEN], have: 0 }
                         }
                         f => return Err(Error::failure(format!("stream {i}: unexpected frame {f:?}"))),
@@ -430,6 +499,10 @@ impl CommIo {
 
     /// Whether any request is queued or in flight.
     pub fn has_pending(&self) -> bool {
+        #[cfg(feature = "verbs")]
+        if self.verbs.as_ref().is_some_and(|v| v.has_pending()) {
+            return true;
+        }
         !self.awaiting_ack.is_empty() || !self.slots.is_empty()
     }
 
@@ -440,6 +513,10 @@ impl CommIo {
         }
         for s in self.slots.drain(..) {
             s.req.fail(e.clone());
+        }
+        #[cfg(feature = "verbs")]
+        if let Some(mut v) = self.verbs.take() {
+            v.fail_all(e);
         }
         self.streams.clear();
     }

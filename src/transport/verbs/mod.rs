@@ -1,0 +1,435 @@
+//! RDMA verbs data path (libibverbs through `rdma-sys`): RoCE, InfiniBand, Soft-RoCE.
+//!
+//! A communicator keeps its TCP streams for control and liveness and moves data over one RC
+//! queue pair. Every message is a zero-copy rendezvous: the receiver registers its buffer and
+//! sends Clear-To-Send (seq, address, length, rkey) over TCP stream 0; the sender, holding the
+//! matching send, RDMA-WRITEs its bytes straight into that buffer with immediate data = seq. The
+//! receiver's completion (RECV_RDMA_WITH_IMM) carries the byte count; the sender's completion
+//! comes after the peer's NIC acknowledged the write, so a completed send means the bytes landed.
+//! A receive shorter than its send is refused by the sender (Ack TOO_LONG over TCP): both fail,
+//! nothing is written. Why WRITE rather than READ: one network trip after CTS instead of a READ
+//! request plus response, the receiver learns completion from its own CQ (no extra "done"
+//! message), and rxe/EFA-class devices handle writes with less responder state.
+//!
+//! Queue pair addresses (QPN, PSN, GID, LID) travel as QpInfo frames over the TCP bootstrap.
+//! Completions arrive through a completion channel whose descriptor sits in the lnc's epoll.
+
+mod device;
+mod mr;
+
+pub use device::{Device, device_for_ip};
+
+use crate::request::{Kind, Request};
+use crate::status::{Error, NRT_STATUS, Result};
+use crate::wire::{Frame, ack};
+use rdma_sys::*;
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+/// Work requests a queue may hold (sends in flight; receive credits for write-with-immediate).
+const QUEUE_DEPTH: u32 = 512;
+/// The largest single RDMA write; longer messages are refused over verbs (see README).
+pub const MAX_VERBS_MESSAGE: usize = 1 << 30;
+
+fn os_err(what: &str) -> Error {
+    let e = std::io::Error::last_os_error();
+    Error::io(NRT_STATUS::NRT_FAILURE, what, &e)
+}
+
+/// One posted send waiting for its Clear-To-Send, or in flight.
+struct SendItem {
+    seq: u64,
+    req: Arc<Request>,
+    mr: mr::Registration,
+}
+
+/// One posted receive, advertised (or to be advertised) to the sender.
+struct RecvItem {
+    seq: u64,
+    req: Arc<Request>,
+    _mr: mr::Registration,
+    done: bool,
+}
+
+pub struct VerbsIo {
+    dev: Arc<Device>,
+    channel: *mut ibv_comp_channel,
+    cq: *mut ibv_cq,
+    qp: *mut ibv_qp,
+    psn: u32,
+    kind: Kind,
+    /// The peer's address arrived and the QP is ready to send (RTS).
+    connected: bool,
+    next_seq: u64,
+    /// Sender: sends waiting for their CTS (FIFO) and the CTS that arrived before their send.
+    waiting: VecDeque<SendItem>,
+    cts: VecDeque<(u64, u64, u64, u32)>,
+    /// Sender: writes posted, completing in order (RC).
+    in_flight: VecDeque<SendItem>,
+    /// Receiver: posted receives; CTS frames not yet sent (the QP was not ready).
+    recvs: VecDeque<RecvItem>,
+    unsent_cts: VecDeque<Frame>,
+    /// Control frames for TCP stream 0, drained by the caller.
+    pub out: Vec<Frame>,
+}
+
+// SAFETY: the verbs objects are used only under the communicator's io lock (one thread at a
+// time); libibverbs allows their use from any thread.
+unsafe impl Send for VerbsIo {}
+
+impl VerbsIo {
+    /// Creates the completion channel, CQ and RC queue pair (moved to INIT) and queues this
+    /// side's QpInfo for the peer.
+    pub fn new(dev: Arc<Device>, kind: Kind) -> Result<VerbsIo> {
+        // SAFETY: dev.ctx is an open device context for the device's lifetime (Arc held).
+        let channel = unsafe { ibv_create_comp_channel(dev.ctx) };
+        if channel.is_null() {
+            return Err(os_err("ibv_create_comp_channel"));
+        }
+        let mut v = VerbsIo {
+            dev,
+            channel,
+            cq: std::ptr::null_mut(),
+            qp: std::ptr::null_mut(),
+            psn: (crate::transport::poll::random_u64() & 0xff_ffff) as u32,
+            kind,
+            connected: false,
+            next_seq: 0,
+            waiting: VecDeque::new(),
+            cts: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            recvs: VecDeque::new(),
+            unsent_cts: VecDeque::new(),
+            out: Vec::new(),
+        };
+        // From here on Drop releases whatever was created.
+        // SAFETY: the channel fd is ours; making it non-blocking only changes how reads behave.
+        unsafe {
+            let fd = (*v.channel).fd;
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
+                return Err(os_err("fcntl(O_NONBLOCK) on the completion channel"));
+            }
+        }
+        // SAFETY: valid context and channel; 2 * depth entries cover sends and receives.
+        v.cq = unsafe { ibv_create_cq(v.dev.ctx, (2 * QUEUE_DEPTH) as i32, std::ptr::null_mut(), v.channel, 0) };
+        if v.cq.is_null() {
+            return Err(os_err("ibv_create_cq"));
+        }
+        // SAFETY: a zeroed ibv_qp_init_attr is valid; the fields we need are set below.
+        let mut init: ibv_qp_init_attr = unsafe { std::mem::zeroed() };
+        init.send_cq = v.cq;
+        init.recv_cq = v.cq;
+        init.qp_type = ibv_qp_type::IBV_QPT_RC;
+        init.cap.max_send_wr = QUEUE_DEPTH;
+        init.cap.max_recv_wr = QUEUE_DEPTH;
+        init.cap.max_send_sge = 1;
+        init.cap.max_recv_sge = 1;
+        // SAFETY: pd and attributes are valid.
+        v.qp = unsafe { ibv_create_qp(v.dev.pd, &mut init) };
+        if v.qp.is_null() {
+            return Err(os_err("ibv_create_qp"));
+        }
+        // SAFETY: a zeroed ibv_qp_attr is valid; INIT needs state, pkey, port and access.
+        let mut a: ibv_qp_attr = unsafe { std::mem::zeroed() };
+        a.qp_state = ibv_qp_state::IBV_QPS_INIT;
+        a.pkey_index = 0;
+        a.port_num = v.dev.port;
+        a.qp_access_flags = (ibv_access_flags::IBV_ACCESS_REMOTE_WRITE | ibv_access_flags::IBV_ACCESS_LOCAL_WRITE).0;
+        let mask = ibv_qp_attr_mask::IBV_QP_STATE
+            | ibv_qp_attr_mask::IBV_QP_PKEY_INDEX
+            | ibv_qp_attr_mask::IBV_QP_PORT
+            | ibv_qp_attr_mask::IBV_QP_ACCESS_FLAGS;
+        // SAFETY: qp and attr are valid.
+        if unsafe { ibv_modify_qp(v.qp, &mut a, mask.0 as i32) } != 0 {
+            return Err(os_err("ibv_modify_qp(INIT)"));
+        }
+        // Receive credits: write-with-immediate consumes one receive request (no buffer needed).
+        for _ in 0..QUEUE_DEPTH {
+            v.post_credit()?;
+        }
+        // SAFETY: valid CQ; arm it before anything can complete.
+        if unsafe { ibv_req_notify_cq(v.cq, 0) } != 0 {
+            return Err(os_err("ibv_req_notify_cq"));
+        }
+        // SAFETY: qp is valid; qp_num is plain data.
+        let qpn = unsafe { (*v.qp).qp_num };
+        v.out.push(Frame::QpInfo { qpn, psn: v.psn, gid: v.dev.gid, lid: v.dev.lid });
+        Ok(v)
+    }
+
+    /// The completion channel's descriptor, for the lnc's epoll.
+    pub fn fd(&self) -> RawFd {
+        // SAFETY: channel is valid for self's lifetime.
+        unsafe { (*self.channel).fd }
+    }
+
+    fn post_credit(&mut self) -> Result<()> {
+        // SAFETY: a zeroed recv WR with no scatter entries is a valid credit.
+        let mut wr: ibv_recv_wr = unsafe { std::mem::zeroed() };
+        wr.wr_id = u64::MAX;
+        let mut bad: *mut ibv_recv_wr = std::ptr::null_mut();
+        // SAFETY: valid qp, WR and out-pointer.
+        if unsafe { ibv_post_recv(self.qp, &mut wr, &mut bad) } != 0 {
+            return Err(os_err("ibv_post_recv"));
+        }
+        Ok(())
+    }
+
+    /// The peer's QpInfo: move the QP to RTR and RTS, then release what waited for it.
+    pub fn on_qp_info(&mut self, qpn: u32, psn: u32, gid: [u8; 16], lid: u16) -> Result<()> {
+        if self.connected {
+            return Err(Error::failure("second QpInfo from the peer"));
+        }
+        // SAFETY: zeroed attrs are valid; every field RTR needs is set.
+        let mut a: ibv_qp_attr = unsafe { std::mem::zeroed() };
+        a.qp_state = ibv_qp_state::IBV_QPS_RTR;
+        a.path_mtu = self.dev.mtu;
+        a.dest_qp_num = qpn;
+        a.rq_psn = psn;
+        a.max_dest_rd_atomic = 1;
+        a.min_rnr_timer = 12;
+        a.ah_attr.is_global = 1;
+        a.ah_attr.dlid = lid;
+        a.ah_attr.port_num = self.dev.port;
+        a.ah_attr.grh.dgid = ibv_gid { raw: gid };
+        a.ah_attr.grh.sgid_index = self.dev.gid_index;
+        a.ah_attr.grh.hop_limit = 64;
+        let mask = ibv_qp_attr_mask::IBV_QP_STATE
+            | ibv_qp_attr_mask::IBV_QP_AV
+            | ibv_qp_attr_mask::IBV_QP_PATH_MTU
+            | ibv_qp_attr_mask::IBV_QP_DEST_QPN
+            | ibv_qp_attr_mask::IBV_QP_RQ_PSN
+            | ibv_qp_attr_mask::IBV_QP_MAX_DEST_RD_ATOMIC
+            | ibv_qp_attr_mask::IBV_QP_MIN_RNR_TIMER;
+        // SAFETY: valid qp and attributes.
+        if unsafe { ibv_modify_qp(self.qp, &mut a, mask.0 as i32) } != 0 {
+            return Err(os_err("ibv_modify_qp(RTR)"));
+        }
+        // SAFETY: as above.
+        let mut a: ibv_qp_attr = unsafe { std::mem::zeroed() };
+        a.qp_state = ibv_qp_state::IBV_QPS_RTS;
+        a.sq_psn = self.psn;
+        a.timeout = 14; // 4.096 us * 2^14 ≈ 67 ms per try
+        a.retry_cnt = 7;
+        a.rnr_retry = 7;
+        a.max_rd_atomic = 1;
+        let mask = ibv_qp_attr_mask::IBV_QP_STATE
+            | ibv_qp_attr_mask::IBV_QP_SQ_PSN
+            | ibv_qp_attr_mask::IBV_QP_TIMEOUT
+            | ibv_qp_attr_mask::IBV_QP_RETRY_CNT
+            | ibv_qp_attr_mask::IBV_QP_RNR_RETRY
+            | ibv_qp_attr_mask::IBV_QP_MAX_QP_RD_ATOMIC;
+        // SAFETY: valid qp and attributes.
+        if unsafe { ibv_modify_qp(self.qp, &mut a, mask.0 as i32) } != 0 {
+            return Err(os_err("ibv_modify_qp(RTS)"));
+        }
+        self.connected = true;
+        self.out.extend(self.unsent_cts.drain(..));
+        self.issue()
+    }
+
+    /// Queues a send or a receive.
+    pub fn post(&mut self, req: Arc<Request>) -> Result<()> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let len = req.region.len();
+        if len > MAX_VERBS_MESSAGE {
+            // Checked at posting (comm.rs) too; this is the transport's own guard.
+            req.fail(Error::invalid(format!("{len} bytes exceed the verbs transport's {MAX_VERBS_MESSAGE}-byte message limit")));
+            return Ok(());
+        }
+        let mr = mr::register(&self.dev, &req.region)?;
+        match self.kind {
+            Kind::Send => {
+                self.waiting.push_back(SendItem { seq, req, mr });
+                self.issue()
+            }
+            Kind::Recv => {
+                let cts = Frame::Cts { seq, addr: req.region.ptr() as u64, len: len as u64, rkey: mr.rkey() };
+                self.recvs.push_back(RecvItem { seq, req, _mr: mr, done: false });
+                if self.connected {
+                    self.out.push(cts);
+                } else {
+                    self.unsent_cts.push_back(cts);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sender: a CTS arrived.
+    pub fn on_cts(&mut self, seq: u64, addr: u64, len: u64, rkey: u32) -> Result<()> {
+        if self.kind != Kind::Send {
+            return Err(Error::failure("clear-to-send on a receive communicator"));
+        }
+        self.cts.push_back((seq, addr, len, rkey));
+        self.issue()
+    }
+
+    /// Sender: pairs waiting sends with CTS in order and posts the writes.
+    fn issue(&mut self) -> Result<()> {
+        while self.connected && !self.waiting.is_empty() && !self.cts.is_empty() {
+            let item = self.waiting.pop_front().expect("checked");
+            let (seq, addr, cap, rkey) = self.cts.pop_front().expect("checked");
+            if seq != item.seq {
+                return Err(Error::failure(format!("clear-to-send for message {seq} while message {} is next", item.seq)));
+            }
+            let len = item.req.region.len() as u64;
+            if len > cap {
+                item.req.fail(Error::failure(format!(
+                    "{}: the peer's matching receive of {cap} bytes is shorter than this send of {len} bytes",
+                    item.req.comm.describe()
+                )));
+                self.out.push(Frame::Ack { seq, status: ack::TOO_LONG, size: 0 });
+                continue;
+            }
+            let mut sge = ibv_sge { addr: item.req.region.ptr() as u64, length: len as u32, lkey: item.mr.lkey() };
+            // SAFETY: zeroed send WR is valid; fields set below.
+            let mut wr: ibv_send_wr = unsafe { std::mem::zeroed() };
+            wr.wr_id = seq;
+            wr.sg_list = &mut sge;
+            wr.num_sge = if len > 0 { 1 } else { 0 };
+            wr.opcode = ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM;
+            wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+            wr.imm_data_invalidated_rkey_union.imm_data = (seq as u32).to_be();
+            wr.wr.rdma.remote_addr = addr;
+            wr.wr.rdma.rkey = rkey;
+            let mut bad: *mut ibv_send_wr = std::ptr::null_mut();
+            // SAFETY: valid qp; sge and wr live across the call; memory is registered (mr).
+            if unsafe { ibv_post_send(self.qp, &mut wr, &mut bad) } != 0 {
+                return Err(os_err("ibv_post_send(RDMA_WRITE_WITH_IMM)"));
+            }
+            self.in_flight.push_back(item);
+        }
+        Ok(())
+    }
+
+    /// Receiver: the sender refused message `seq` (our receive was too short).
+    pub fn on_refused(&mut self, seq: u64) -> Result<()> {
+        let r = self
+            .recvs
+            .iter_mut()
+            .find(|r| r.seq == seq && !r.done)
+            .ok_or_else(|| Error::failure(format!("refusal for unknown message {seq}")))?;
+        r.done = true;
+        r.req.fail(Error::failure(format!(
+            "{}: receive of {} bytes is shorter than the matching send",
+            r.req.comm.describe(),
+            r.req.region.len()
+        )));
+        self.reap();
+        Ok(())
+    }
+
+    fn reap(&mut self) {
+        while self.recvs.front().is_some_and(|r| r.done) {
+            self.recvs.pop_front();
+        }
+    }
+
+    /// Drains the completion channel, re-arms the CQ and handles every completion.
+    pub fn poll(&mut self) -> Result<()> {
+        let mut n_events = 0u32;
+        loop {
+            let mut cq: *mut ibv_cq = std::ptr::null_mut();
+            let mut ctx: *mut std::ffi::c_void = std::ptr::null_mut();
+            // SAFETY: valid channel (non-blocking); out-pointers are live.
+            if unsafe { ibv_get_cq_event(self.channel, &mut cq, &mut ctx) } != 0 {
+                break;
+            }
+            n_events += 1;
+        }
+        if n_events > 0 {
+            // SAFETY: acknowledges exactly the events we took from this CQ.
+            unsafe { ibv_ack_cq_events(self.cq, n_events) };
+            // SAFETY: valid CQ.
+            if unsafe { ibv_req_notify_cq(self.cq, 0) } != 0 {
+                return Err(os_err("ibv_req_notify_cq"));
+            }
+        }
+        loop {
+            // SAFETY: zeroed work completions are valid output buffers.
+            let mut wc: [ibv_wc; 16] = unsafe { std::mem::zeroed() };
+            // SAFETY: valid CQ and buffer of 16 entries.
+            let n = unsafe { ibv_poll_cq(self.cq, 16, wc.as_mut_ptr()) };
+            if n < 0 {
+                return Err(Error::failure("ibv_poll_cq failed"));
+            }
+            for w in &wc[..n as usize] {
+                self.completion(w)?;
+            }
+            if n < 16 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn completion(&mut self, w: &ibv_wc) -> Result<()> {
+        if w.status != ibv_wc_status::IBV_WC_SUCCESS {
+            return Err(Error::failure(format!(
+                "RDMA completion error: status {} (vendor error {:#x}) on {}",
+                w.status,
+                w.vendor_err,
+                if w.wr_id == u64::MAX { "a receive credit".to_string() } else { format!("message {}", w.wr_id) }
+            )));
+        }
+        match w.opcode {
+            ibv_wc_opcode::IBV_WC_RDMA_WRITE => {
+                let item = self.in_flight.pop_front().ok_or_else(|| Error::failure("write completion with nothing in flight"))?;
+                if item.seq != w.wr_id {
+                    return Err(Error::failure(format!("write completion for {} while {} was first", w.wr_id, item.seq)));
+                }
+                item.req.complete(item.req.region.len() as u64);
+            }
+            ibv_wc_opcode::IBV_WC_RECV_RDMA_WITH_IMM => {
+                self.post_credit()?;
+                // SAFETY: the completion carries immediate data (opcode says so).
+                let imm = u32::from_be(unsafe { w.imm_data_invalidated_rkey_union.imm_data });
+                let r = self
+                    .recvs
+                    .iter_mut()
+                    .find(|r| !r.done && r.seq as u32 == imm)
+                    .ok_or_else(|| Error::failure(format!("data for unknown message {imm}")))?;
+                r.done = true;
+                r.req.complete(w.byte_len as u64);
+                self.reap();
+            }
+            op => return Err(Error::failure(format!("unexpected completion opcode {op}"))),
+        }
+        Ok(())
+    }
+
+    /// Fails everything queued (the communicator broke).
+    pub fn fail_all(&mut self, e: &Error) {
+        for s in self.waiting.drain(..).chain(self.in_flight.drain(..)) {
+            s.req.fail(e.clone());
+        }
+        for r in self.recvs.drain(..) {
+            r.req.fail(e.clone());
+        }
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.waiting.is_empty() || !self.in_flight.is_empty() || !self.recvs.is_empty()
+    }
+}
+
+impl Drop for VerbsIo {
+    fn drop(&mut self) {
+        // SAFETY: each object was created by us and is destroyed once, QP before CQ before channel.
+        unsafe {
+            if !self.qp.is_null() {
+                ibv_destroy_qp(self.qp);
+            }
+            if !self.cq.is_null() {
+                ibv_destroy_cq(self.cq);
+            }
+            if !self.channel.is_null() {
+                ibv_destroy_comp_channel(self.channel);
+            }
+        }
+    }
+}
