@@ -35,7 +35,7 @@ P_MAP     := src/ffi/preload.map
 P_LIB     := $(LIBDIR)/libnrt_async_sendrecv.so
 P_EXPORTS := $(shell sed -n 's/^ *\(nrt_[a-z_]*\);$$/\1/p' $(P_MAP))
 
-.PHONY: all lib preload deps header header-check install test test-preload demo clean FORCE
+.PHONY: all lib preload deps header header-check install test test-preload test-rdma demo demo-bin clean FORCE
 
 all: lib
 
@@ -90,6 +90,13 @@ $(DEMO): demo/nrt_demo.c $(HEADERS) $(LIB)
 
 demo: lib $(DEMO)
 	$(DEMO)
+
+demo-bin: lib $(DEMO)
+
+# The C suite and the demo over RDMA verbs between two Soft-RoCE devices in a qemu VM.
+test-rdma: lib $(DEMO)
+	@C_TESTS_BUILD_ONLY=1 c_tests/run.sh >/dev/null
+	@scripts/rdma-vm.sh
 
 test: lib $(GENHDR)
 	@scripts/test.sh

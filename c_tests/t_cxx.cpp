@@ -10,6 +10,13 @@
 #include <string>
 #include <vector>
 
+static const char *env_or(const char *n, const char *d) {
+    const char *v = std::getenv(n);
+    return v && *v ? v : d;
+}
+#define IP_A env_or("NRT_TEST_IP_A", "127.0.0.1")
+#define IP_B env_or("NRT_TEST_IP_B", "127.0.0.1")
+
 static int failures = 0;
 #define CHECK(c)                                                        \
     do {                                                                \
@@ -32,13 +39,13 @@ static NRT_STATUS poll(F f, double secs) {
 int main() {
     const char *b = std::getenv("NRT_TEST_PORT_BASE");
     setenv("NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT", b ? b : "24500", 1);
-    setenv("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR", "127.0.0.1", 1);
+    setenv("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR", env_or("NRT_TEST_LISTEN_ADDR", "127.0.0.1"), 1);
     CHECK(nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0") == NRT_SUCCESS);
     CHECK(nrt_async_sendrecv_init(0) == NRT_SUCCESS);
     CHECK(nrt_async_sendrecv_init(1) == NRT_SUCCESS);
     nrt_async_sendrecv_comm_t *s = nullptr, *r = nullptr;
-    CHECK(nrt_async_sendrecv_connect("127.0.0.1", 1, 0, &s) == NRT_SUCCESS);
-    CHECK(nrt_async_sendrecv_accept("127.0.0.1", 0, 1, &r) == NRT_SUCCESS);
+    CHECK(nrt_async_sendrecv_connect(IP_B, 1, 0, &s) == NRT_SUCCESS);
+    CHECK(nrt_async_sendrecv_accept(IP_A, 0, 1, &r) == NRT_SUCCESS);
     CHECK(poll([&](bool *d) { return nrt_async_sendrecv_test_comm(s, d); }, 20) == NRT_SUCCESS);
     CHECK(poll([&](bool *d) { return nrt_async_sendrecv_test_comm(r, d); }, 20) == NRT_SUCCESS);
     const size_t n = 3 * 1024 * 1024 + 11;

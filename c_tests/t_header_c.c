@@ -1,5 +1,6 @@
-/* The headers in C11 (-pedantic), each on its own first and in every order, and the ABI facts:
- * enum values, sizes, and the function types (assigned to pointers of the vendor's prototypes). */
+/* The headers in C11 (-pedantic) and the ABI facts: enum values, sizes, and the function types
+ * (assigned to pointers of the vendor's prototypes). Each header on its own and all six include
+ * orders are compiled by run.sh (the t_header_order line), in C11 and C++11. */
 #include <nrt/nrt_status.h>
 #include <nrt/nrt.h>
 #include <nrt/nrt_async_sendrecv.h>

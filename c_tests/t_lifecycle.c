@@ -2,6 +2,23 @@
  * an unconnected communicator or a pending request (error, then re-init refused until
  * nrt_close + nrt_init), nrt_close closing everything, and 20 init/transfer/close rounds. */
 #include "common.h"
+#include <arpa/inet.h>
+
+/* A listening socket on 127.0.0.1:port, or -1. */
+static int occupy(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 1) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
 
 int main(void) {
     test_begin("t_lifecycle");
@@ -10,8 +27,15 @@ int main(void) {
     /* Before nrt_init. */
     EXPECT(nrt_async_sendrecv_init(0), NRT_UNINITIALIZED);
     EXPECT(nrt_async_sendrecv_close(0), NRT_UNINITIALIZED);
-    EXPECT(nrt_async_sendrecv_connect("127.0.0.1", 1, 0, &c), NRT_UNINITIALIZED);
+    EXPECT(nrt_async_sendrecv_connect(IP_B, 1, 0, &c), NRT_UNINITIALIZED);
     EXPECT(nrt_async_sendrecv_flush(0), NRT_UNINITIALIZED);
+    EXPECT(nrt_async_sendrecv_accept(IP_A, 1, 0, &c), NRT_UNINITIALIZED);
+    CHECK(c == NULL, "a refused connect/accept leaves *comm NULL");
+    /* Tensor functions need no runtime state. */
+    nrt_tensor_t *early = NULL;
+    EXPECT(nrt_tensor_allocate(NRT_TENSOR_PLACEMENT_HOST, 0, 64, "early", &early), NRT_SUCCESS);
+    CHECK(early != NULL && nrt_tensor_get_size(early) == 64, "tensor allocated before nrt_init");
+    nrt_tensor_free(&early);
     /* Limits need no init; NULL out-pointers are INVALID. */
     EXPECT(nrt_async_sendrecv_get_max_num_communicators_per_lnc(&n), NRT_SUCCESS);
     CHECK(n == 128, "communicators per lnc: %d", n);
@@ -25,19 +49,39 @@ int main(void) {
     EXPECT(nrt_init((nrt_framework_type_t)77, "1.0", "1.0"), NRT_INVALID);
     EXPECT(nrt_async_sendrecv_init(-1), NRT_INVALID);
     EXPECT(nrt_async_sendrecv_init(1024), NRT_INVALID);
+    EXPECT(nrt_async_sendrecv_init(INT32_MIN), NRT_INVALID);
     EXPECT(nrt_async_sendrecv_close(-1), NRT_INVALID);
+    EXPECT(nrt_async_sendrecv_close(1024), NRT_INVALID);
+    EXPECT(nrt_async_sendrecv_flush(-1), NRT_INVALID);
+    EXPECT(nrt_async_sendrecv_flush(1024), NRT_INVALID);
+    EXPECT(nrt_async_sendrecv_connect(IP_B, 1, 1024, &c), NRT_INVALID);
+    EXPECT(nrt_async_sendrecv_accept(IP_A, 1, -1, &c), NRT_INVALID);
+    /* An lnc whose port someone else holds: RESOURCE, and it stays uninitialised. */
+    int fd = occupy(port_base() + 5);
+    CHECK(fd >= 0, "could not occupy port %d for the test", port_base() + 5);
+    if (fd >= 0) {
+        EXPECT(nrt_async_sendrecv_init(5), NRT_RESOURCE);
+        EXPECT(nrt_async_sendrecv_close(5), NRT_UNINITIALIZED);
+        close(fd);
+        EXPECT(nrt_async_sendrecv_init(5), NRT_SUCCESS); /* free again */
+        EXPECT(nrt_async_sendrecv_close(5), NRT_SUCCESS);
+    }
+    /* The highest lnc id is valid (it listens on base + 1023). */
+    EXPECT(nrt_async_sendrecv_init(1023), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_flush(1023), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_close(1023), NRT_SUCCESS);
     EXPECT(nrt_async_sendrecv_init(0), NRT_SUCCESS);
     EXPECT(nrt_async_sendrecv_init(0), NRT_INVALID); /* already initialised */
     EXPECT(nrt_async_sendrecv_flush(0), NRT_SUCCESS);
-    EXPECT(nrt_async_sendrecv_connect("127.0.0.1", 1, 2, &c), NRT_UNINITIALIZED); /* lnc 2 not initialised */
-    EXPECT(nrt_async_sendrecv_accept("127.0.0.1", 1, 2, &c), NRT_UNINITIALIZED);
+    EXPECT(nrt_async_sendrecv_connect(IP_B, 1, 2, &c), NRT_UNINITIALIZED); /* lnc 2 not initialised */
+    EXPECT(nrt_async_sendrecv_accept(IP_A, 1, 2, &c), NRT_UNINITIALIZED);
     EXPECT(nrt_async_sendrecv_close(0), NRT_SUCCESS);
     EXPECT(nrt_async_sendrecv_close(0), NRT_UNINITIALIZED); /* second close */
     EXPECT(nrt_async_sendrecv_flush(0), NRT_UNINITIALIZED);
 
     /* Close with a communicator that never connected: error, freed anyway, handle dead. */
     EXPECT(nrt_async_sendrecv_init(0), NRT_SUCCESS);
-    EXPECT(nrt_async_sendrecv_connect("127.0.0.1", 9, 0, &c), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_connect(IP_B, 9, 0, &c), NRT_SUCCESS);
     bool done = true;
     EXPECT(nrt_async_sendrecv_test_comm(c, &done), NRT_SUCCESS);
     CHECK(!done, "nobody listens on lnc 9: not done");
@@ -61,6 +105,8 @@ int main(void) {
         size_t sz = 0;
         EXPECT(nrt_async_sendrecv_test_request(q, &done, &sz), NRT_INVALID_HANDLE);
         EXPECT(nrt_async_sendrecv_test_comm(r, &done), NRT_INVALID_HANDLE);
+        EXPECT(nrt_async_sendrecv_recv_tensor(t, 0, 4096, r, &q), NRT_INVALID_HANDLE);
+        EXPECT(nrt_async_sendrecv_init(1), NRT_FAILURE); /* its close failed */
         nrt_tensor_free(&t);
     }
     EXPECT(nrt_async_sendrecv_close(0), NRT_SUCCESS); /* its comm connected; nothing was pending */
@@ -73,6 +119,23 @@ int main(void) {
     EXPECT(nrt_async_sendrecv_init(3), NRT_SUCCESS);
     EXPECT(nrt_close(), NRT_SUCCESS);
     EXPECT(nrt_async_sendrecv_close(3), NRT_UNINITIALIZED);
+    /* Handles of lncs that nrt_close closed are stale (checked after a fresh nrt_init). */
+    EXPECT(nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0"), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_init(0), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_init(1), NRT_SUCCESS);
+    nrt_async_sendrecv_request_t *live = NULL;
+    nrt_tensor_t *lt = tensor(100);
+    if (pair("127.0.0.1", 0, 1, &s, &r)) EXPECT(nrt_async_sendrecv_recv_tensor(lt, 0, 100, r, &live), NRT_SUCCESS);
+    EXPECT(nrt_close(), NRT_SUCCESS); /* closes lnc 0 and 1, pending receive included */
+    EXPECT(nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0"), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_test_comm(s, &done), NRT_INVALID_HANDLE);
+    EXPECT(nrt_async_sendrecv_test_comm(r, &done), NRT_INVALID_HANDLE);
+    size_t lsz = 0;
+    EXPECT(nrt_async_sendrecv_test_request(live, &done, &lsz), NRT_INVALID_HANDLE);
+    nrt_tensor_free(&lt);
+    EXPECT(nrt_async_sendrecv_init(0), NRT_SUCCESS); /* nrt_close cleared any failed-close mark */
+    EXPECT(nrt_async_sendrecv_init(1), NRT_SUCCESS);
+    EXPECT(nrt_close(), NRT_SUCCESS);
 
     /* 20 rounds of init, transfer, close: ports are reusable at once. */
     EXPECT(nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0"), NRT_SUCCESS);

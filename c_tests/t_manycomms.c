@@ -12,12 +12,12 @@ int main(void) {
     EXPECT(nrt_async_sendrecv_init(1), NRT_SUCCESS);
     nrt_async_sendrecv_comm_t *s[K] = {0}, *r[K] = {0};
     /* Interleaved: accepts run ahead of connects for the first half, behind for the rest. */
-    for (int k = 0; k < K / 2; k++) EXPECT(nrt_async_sendrecv_accept("127.0.0.1", 0, 1, &r[k]), NRT_SUCCESS);
+    for (int k = 0; k < K / 2; k++) EXPECT(nrt_async_sendrecv_accept(IP_A, 0, 1, &r[k]), NRT_SUCCESS);
     for (int k = 0; k < K; k++) {
-        EXPECT(nrt_async_sendrecv_connect("127.0.0.1", 1, 0, &s[k]), NRT_SUCCESS);
+        EXPECT(nrt_async_sendrecv_connect(IP_B, 1, 0, &s[k]), NRT_SUCCESS);
         if (k % 3 == 0) usleep(2000);
     }
-    for (int k = K / 2; k < K; k++) EXPECT(nrt_async_sendrecv_accept("127.0.0.1", 0, 1, &r[k]), NRT_SUCCESS);
+    for (int k = K / 2; k < K; k++) EXPECT(nrt_async_sendrecv_accept(IP_A, 0, 1, &r[k]), NRT_SUCCESS);
     for (int k = 0; k < K; k++) {
         EXPECT(poll_comm(s[k], 20), NRT_SUCCESS);
         EXPECT(poll_comm(r[k], 20), NRT_SUCCESS);
@@ -47,6 +47,31 @@ int main(void) {
     nrt_async_sendrecv_comm_t *s2 = NULL, *r2 = NULL;
     if (pair("127.0.0.1", 2, 0, &s2, &r2)) xfer(s2, r2, 123457, 1, 2, 77);
     for (int k = 0; k < K; k++) xfer(s[k], r[k], 4096 + (size_t)k, 1, 3, 2000 + (uint64_t)k);
+    /* A peer that starts late: connect to lnc 4 before it is initialised (the connect keeps
+     * retrying), and an accept on lnc 5 from lnc 6 before lnc 6 exists; both pair once it does. */
+    nrt_async_sendrecv_comm_t *ls = NULL, *lr = NULL, *ls2 = NULL, *lr2 = NULL;
+    EXPECT(nrt_async_sendrecv_connect(IP_B, 4, 2, &ls), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_init(5), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_accept(IP_A, 6, 5, &lr2), NRT_SUCCESS);
+    sleep_ms(300);
+    bool done = true;
+    if (ls) EXPECT(nrt_async_sendrecv_test_comm(ls, &done), NRT_SUCCESS);
+    CHECK(!done, "a connect to an lnc not yet initialised is not done");
+    EXPECT(nrt_async_sendrecv_init(4), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_init(6), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_accept(IP_A, 2, 4, &lr), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_connect(IP_B, 5, 6, &ls2), NRT_SUCCESS);
+    if (ls && lr && ls2 && lr2) {
+        EXPECT(poll_comm(ls, 20), NRT_SUCCESS);
+        EXPECT(poll_comm(lr, 20), NRT_SUCCESS);
+        EXPECT(poll_comm(ls2, 20), NRT_SUCCESS);
+        EXPECT(poll_comm(lr2, 20), NRT_SUCCESS);
+        xfer(ls, lr, 100000, 1, 2, 88);
+        xfer(ls2, lr2, 100001, 2, 1, 89);
+    }
+    EXPECT(nrt_async_sendrecv_close(4), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_close(5), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_close(6), NRT_SUCCESS);
     EXPECT(nrt_async_sendrecv_close(2), NRT_SUCCESS);
     EXPECT(nrt_async_sendrecv_close(0), NRT_SUCCESS);
     EXPECT(nrt_async_sendrecv_close(1), NRT_SUCCESS);

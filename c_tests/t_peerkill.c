@@ -17,7 +17,7 @@ int main(void) {
         nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0");
         nrt_async_sendrecv_init(1);
         nrt_async_sendrecv_comm_t *r = NULL;
-        nrt_async_sendrecv_accept("127.0.0.1", 0, 1, &r);
+        nrt_async_sendrecv_accept(IP_A, 0, 1, &r);
         if (poll_comm(r, 30) != NRT_SUCCESS) _exit(3);
         nrt_tensor_t *t = tensor(BIG);
         nrt_async_sendrecv_request_t *q = NULL;
@@ -35,7 +35,7 @@ int main(void) {
     EXPECT(nrt_async_sendrecv_init(2), NRT_SUCCESS);
     EXPECT(nrt_async_sendrecv_init(3), NRT_SUCCESS);
     nrt_async_sendrecv_comm_t *s = NULL, *s2 = NULL, *r2 = NULL;
-    EXPECT(nrt_async_sendrecv_connect("127.0.0.1", 1, 0, &s), NRT_SUCCESS);
+    EXPECT(nrt_async_sendrecv_connect(IP_B, 1, 0, &s), NRT_SUCCESS);
     EXPECT(poll_comm(s, 30), NRT_SUCCESS);
     CHECK(pair("127.0.0.1", 2, 3, &s2, &r2), "second pair");
     nrt_tensor_t *t = tensor(BIG);

@@ -29,16 +29,28 @@ int main(void) {
         CHECK(memcmp(back, buf + 10, 5) == 0, "partial read");
         /* memset */
         EXPECT(nrt_tensor_memset(a, 7, 0x1FF, 13), NRT_SUCCESS); /* value converted to unsigned char */
-        for (int i = 0; i < 13; i++) CHECK(va[7 + i] == 0xFF, "memset byte %d", i);
-        CHECK(va[6] == buf[6] && va[20] == buf[20], "memset stays in range");
+        verify_const(va + 7, 13, 0xFF, "memset range");
+        CHECK(memcmp(va, buf, 7) == 0 && memcmp(va + 20, buf + 20, n - 20) == 0, "memset stays in range");
+        EXPECT(nrt_tensor_memset(a, 0, 0, n), NRT_SUCCESS); /* the whole tensor */
+        verify_const(va, n, 0, "memset of the whole tensor");
+        EXPECT(nrt_tensor_memset(a, n, 9, 0), NRT_SUCCESS); /* empty range at the end */
         EXPECT(nrt_tensor_memset(a, n - 1, 1, 2), NRT_INVALID);
         EXPECT(nrt_tensor_memset(a, UINT64_MAX, 1, 2), NRT_INVALID);
         /* copy between tensors and within one (overlapping) */
         EXPECT(nrt_tensor_write(a, buf, 0, n), NRT_SUCCESS);
         EXPECT(nrt_tensor_copy(a, 100, b, 1, 5000), NRT_SUCCESS);
         CHECK(memcmp((uint8_t *)nrt_tensor_get_va(b) + 1, buf + 100, 5000) == 0, "copy");
+        CHECK(((uint8_t *)nrt_tensor_get_va(b))[0] == 0 && ((uint8_t *)nrt_tensor_get_va(b))[5001] == 0, "copy stays in range");
         EXPECT(nrt_tensor_copy(a, 0, a, 10, 1000), NRT_SUCCESS);
-        CHECK(memcmp(va + 10, buf, 1000) == 0, "overlapping copy behaves as memmove");
+        CHECK(memcmp(va + 10, buf, 1000) == 0, "overlapping copy (forward) behaves as memmove");
+        EXPECT(nrt_tensor_write(a, buf, 0, n), NRT_SUCCESS);
+        EXPECT(nrt_tensor_copy(a, 10, a, 0, 1000), NRT_SUCCESS);
+        CHECK(memcmp(va, buf + 10, 1000) == 0, "overlapping copy (backward) behaves as memmove");
+        EXPECT(nrt_tensor_write(a, buf, 0, n), NRT_SUCCESS);
+        EXPECT(nrt_tensor_copy(a, 0, b, 0, 0), NRT_SUCCESS); /* zero bytes */
+        EXPECT(nrt_tensor_copy(NULL, 0, b, 0, 1), NRT_INVALID_HANDLE);
+        EXPECT(nrt_tensor_copy(a, 0, NULL, 0, 1), NRT_INVALID_HANDLE);
+        EXPECT(nrt_tensor_copy(a, SIZE_MAX, b, 0, 2), NRT_INVALID);
         EXPECT(nrt_tensor_copy(a, n - 10, b, 0, 11), NRT_INVALID);
         EXPECT(nrt_tensor_copy(a, 0, b, n - 10, 11), NRT_INVALID);
         /* slices share memory, survive the parent */
@@ -48,8 +60,21 @@ int main(void) {
         CHECK((uint8_t *)nrt_tensor_get_va(s) == (uint8_t *)nrt_tensor_get_va(b) + 1000, "slice va");
         EXPECT(nrt_tensor_memset(s, 0, 0x42, 2000), NRT_SUCCESS);
         CHECK(((uint8_t *)nrt_tensor_get_va(b))[1000] == 0x42 && ((uint8_t *)nrt_tensor_get_va(b))[2999] == 0x42, "slice writes reach the parent");
+        /* a slice of a slice */
+        nrt_tensor_t *s2 = NULL;
+        EXPECT(nrt_tensor_allocate_slice(s, 10, 20, "s2", &s2), NRT_SUCCESS);
+        CHECK((uint8_t *)nrt_tensor_get_va(s2) == (uint8_t *)nrt_tensor_get_va(b) + 1010 && nrt_tensor_get_size(s2) == 20, "slice of a slice");
+        EXPECT(nrt_tensor_write(s2, buf, 0, 20), NRT_SUCCESS);
+        CHECK(memcmp((uint8_t *)nrt_tensor_get_va(b) + 1010, buf, 20) == 0, "writes through a slice of a slice reach the parent");
+        EXPECT(nrt_tensor_allocate_slice(s, 1990, 11, "x", &s2), NRT_INVALID);
+        nrt_tensor_free(&s2);
+        EXPECT(nrt_tensor_memset(s, 0, 0x42, 2000), NRT_SUCCESS);
         nrt_tensor_t *bad = NULL;
         EXPECT(nrt_tensor_allocate_slice(b, n - 5, 6, "x", &bad), NRT_INVALID);
+        EXPECT(nrt_tensor_allocate_slice(b, n, 1, "x", &bad), NRT_INVALID);
+        EXPECT(nrt_tensor_allocate_slice(b, 1, SIZE_MAX, "x", &bad), NRT_INVALID);
+        EXPECT(nrt_tensor_allocate_slice(NULL, 0, 1, "x", &bad), NRT_INVALID_HANDLE);
+        CHECK(bad == NULL, "refused slices leave *slice NULL");
         EXPECT(nrt_tensor_allocate_slice(b, SIZE_MAX, 2, "x", &bad), NRT_INVALID);
         EXPECT(nrt_tensor_allocate_slice(b, 0, 1, "x", NULL), NRT_INVALID);
         nrt_tensor_free(&b);
@@ -70,6 +95,8 @@ int main(void) {
         EXPECT(nrt_tensor_write(stale, buf, 0, 1), NRT_INVALID_HANDLE);
         EXPECT(nrt_tensor_memset(stale, 0, 0, 1), NRT_INVALID_HANDLE);
         EXPECT(nrt_tensor_copy(stale, 0, stale, 0, 1), NRT_INVALID_HANDLE);
+        EXPECT(nrt_tensor_allocate_slice(stale, 0, 1, "x", &bad), NRT_INVALID_HANDLE);
+        EXPECT(nrt_tensor_attach_buffer(stale, buf, 10), NRT_INVALID_HANDLE);
         CHECK(nrt_tensor_get_size(stale) == 0, "size of a stale tensor is 0");
         CHECK(nrt_tensor_get_va(stale) == NULL, "va of a stale tensor is NULL");
         nrt_tensor_free(&stale); /* stale: ignored, pointer NULLed */
@@ -88,6 +115,24 @@ int main(void) {
     uint8_t v[4] = {1, 2, 3, 4};
     EXPECT(nrt_tensor_write(e, v, 100, 4), NRT_SUCCESS);
     CHECK(mine[100] == 1 && mine[103] == 4, "writes reach the caller's buffer");
+    fill(mine, sizeof mine, 77);
+    uint8_t rb[256];
+    EXPECT(nrt_tensor_read(e, rb, 0, sizeof rb), NRT_SUCCESS);
+    verify(rb, sizeof rb, 77, "reads of an attached tensor come from the caller's buffer");
+    EXPECT(nrt_tensor_read(e, rb, 200, 57), NRT_INVALID); /* bounded by the attached size */
+    /* attach to an allocated tensor: it becomes a view of the buffer instead */
+    nrt_tensor_t *h = NULL;
+    uint8_t other[100];
+    fill(other, sizeof other, 78);
+    EXPECT(nrt_tensor_allocate(NRT_TENSOR_PLACEMENT_HOST, 0, 4096, "h", &h), NRT_SUCCESS);
+    EXPECT(nrt_tensor_attach_buffer(h, other, sizeof other), NRT_SUCCESS);
+    CHECK(nrt_tensor_get_va(h) == other && nrt_tensor_get_size(h) == sizeof other, "attach replaces an allocated tensor's memory");
+    EXPECT(nrt_tensor_read(h, rb, 0, sizeof other), NRT_SUCCESS);
+    verify(rb, sizeof other, 78, "read after attach to an allocated tensor");
+    EXPECT(nrt_tensor_memset(h, 0, 0xEE, sizeof other), NRT_SUCCESS);
+    verify_const(other, sizeof other, 0xEE, "memset through an attached tensor");
+    nrt_tensor_free(&h);
+    verify_const(other, sizeof other, 0xEE, "the caller's buffer after freeing the tensor");
     EXPECT(nrt_tensor_attach_buffer(e, NULL, 10), NRT_INVALID);
     EXPECT(nrt_tensor_attach_buffer(NULL, mine, 10), NRT_INVALID_HANDLE);
     nrt_tensor_free(&e);

@@ -10,25 +10,14 @@
 static const size_t sizes[] = {0, 1, 4095, 65536, (1u << 20) + 3, (64u << 20) + 1};
 enum { NS = sizeof sizes / sizeof sizes[0] };
 
-static int have_ipv6_loopback(void) {
-    int fd = socket(AF_INET6, SOCK_STREAM, 0);
-    if (fd < 0) return 0;
-    struct sockaddr_in6 a;
-    memset(&a, 0, sizeof a);
-    a.sin6_family = AF_INET6;
-    a.sin6_addr = in6addr_loopback;
-    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
 
 static int child(int nips, const char **ips) {
     EXPECT(nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0"), NRT_SUCCESS);
     for (int i = 0; i < nips; i++) {
-        setenv("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR", ips[i], 1);
+        setenv("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR", i == 0 ? LISTEN_ADDR : ips[i], 1);
         EXPECT(nrt_async_sendrecv_init(1), NRT_SUCCESS);
         nrt_async_sendrecv_comm_t *r = NULL;
-        EXPECT(nrt_async_sendrecv_accept(ips[i], 0, 1, &r), NRT_SUCCESS);
+        EXPECT(nrt_async_sendrecv_accept(i == 0 ? IP_A : ips[i], 0, 1, &r), NRT_SUCCESS);
         if (!r || poll_comm(r, 30) != NRT_SUCCESS) { t_failures++; break; }
         for (int k = 0; k < NS; k++) {
             nrt_tensor_t *t = tensor(sizes[k] + 9);
@@ -51,16 +40,16 @@ static int child(int nips, const char **ips) {
 int main(void) {
     test_begin("t_twoproc");
     const char *ips[2] = {"127.0.0.1", "::1"};
-    int nips = have_ipv6_loopback() ? 2 : 1;
+    int nips = ipv6_loopback_ok() ? 2 : 1;
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) _exit(child(nips, ips));
     EXPECT(nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0"), NRT_SUCCESS);
     for (int i = 0; i < nips; i++) {
-        setenv("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR", ips[i], 1);
+        setenv("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR", i == 0 ? LISTEN_ADDR : ips[i], 1);
         EXPECT(nrt_async_sendrecv_init(0), NRT_SUCCESS);
         nrt_async_sendrecv_comm_t *s = NULL;
-        EXPECT(nrt_async_sendrecv_connect(ips[i], 1, 0, &s), NRT_SUCCESS);
+        EXPECT(nrt_async_sendrecv_connect(i == 0 ? IP_B : ips[i], 1, 0, &s), NRT_SUCCESS);
         if (!s || poll_comm(s, 30) != NRT_SUCCESS) { t_failures++; break; }
         for (int k = 0; k < NS; k++) {
             nrt_tensor_t *t = tensor(sizes[k] + 3);

@@ -4,7 +4,10 @@
  * and the sender prints size, GB/s and microseconds per message. The receiver checks every byte
  * of the last message in each slot of each size; any error ends the demo with a non-zero status.
  *
- * Usage: nrt_demo [peer-ip]   (default 127.0.0.1; "::1" for IPv6 loopback)
+ * Usage: nrt_demo [receiver-ip [sender-ip]]
+ *   receiver-ip: the address the sender connects to; sender-ip: the address the receiver accepts
+ *   from. Both default to 127.0.0.1 ("::1" for IPv6 loopback); two addresses let each side use its
+ *   own interface (and RDMA device).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <nrt/nrt.h>
@@ -38,16 +41,25 @@ static uint8_t pattern(size_t size, int slot, size_t i) {
     return (uint8_t)((i * 131u) ^ (size >> 12) ^ ((size_t)slot * 29u) ^ (i >> 9));
 }
 
+/* Environment overrides (the VM harness runs a short demo): NRT_DEMO_BYTES_PER_SIZE,
+ * NRT_DEMO_MAX_SIZE, NRT_DEMO_MIN_ITERS, NRT_DEMO_WINDOW (1: one message at a time, so
+ * microseconds per message is a round trip: the send completes when the peer has the bytes). */
+static size_t env_size(const char *name, size_t dflt) {
+    const char *v = getenv(name);
+    return v && *v ? (size_t)strtoull(v, NULL, 0) : dflt;
+}
+
 static int window_for(size_t size) {
-    size_t w = MEM_PER_SIDE / size;
-    if (w > MAX_WINDOW) w = MAX_WINDOW;
+    size_t w = MEM_PER_SIDE / size, most = env_size("NRT_DEMO_WINDOW", MAX_WINDOW);
+    if (most < 1 || most > MAX_WINDOW) most = MAX_WINDOW;
+    if (w > most) w = most;
     if (w < 1) w = 1;
     return (int)w;
 }
 
 static int iters_for(size_t size) {
-    size_t n = BYTES_PER_SIZE / size;
-    if (n < 16) n = 16;
+    size_t n = env_size("NRT_DEMO_BYTES_PER_SIZE", BYTES_PER_SIZE) / size, lo = env_size("NRT_DEMO_MIN_ITERS", 16);
+    if (n < lo) n = lo;
     if (n > 20000) n = 20000;
     return (int)n;
 }
@@ -87,6 +99,7 @@ static int pump(int is_sender, nrt_async_sendrecv_comm_t *comm, nrt_tensor_t **t
 }
 
 static int run(int is_sender, const char *peer) {
+    /* peer: for the sender, the receiver's address; for the receiver, the sender's. */
     const char *who = is_sender ? "sender" : "receiver";
     int lnc = is_sender ? 0 : 1, peer_lnc = is_sender ? 1 : 0;
     NRT_STATUS st;
@@ -104,7 +117,7 @@ static int run(int is_sender, const char *peer) {
         printf("%12s %10s %10s %14s %8s %8s\n", "size", "GB/s", "Gbit/s", "us/message", "iters", "window");
         fflush(stdout);
     }
-    for (size_t size = MIN_SIZE; size <= MAX_SIZE; size *= 4) {
+    for (size_t size = MIN_SIZE; size <= env_size("NRT_DEMO_MAX_SIZE", MAX_SIZE); size *= 4) {
         int window = window_for(size), iters = iters_for(size);
         nrt_tensor_t *t[MAX_WINDOW] = {0};
         for (int s = 0; s < window; s++) {
@@ -148,11 +161,12 @@ static int run(int is_sender, const char *peer) {
 }
 
 int main(int argc, char **argv) {
-    const char *peer = argc > 1 ? argv[1] : "127.0.0.1";
+    const char *recv_ip = argc > 1 ? argv[1] : "127.0.0.1";
+    const char *send_ip = argc > 2 ? argv[2] : recv_ip;
     pid_t child = fork();
     if (child < 0) { perror("fork"); return 1; }
-    if (child == 0) _exit(run(0, peer));
-    int rc = run(1, peer);
+    if (child == 0) _exit(run(0, send_ip));
+    int rc = run(1, recv_ip);
     int status = 0;
     if (waitpid(child, &status, 0) < 0) { perror("waitpid"); return 1; }
     int child_ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;

@@ -154,7 +154,7 @@ impl Lnc {
             })
             .map_err(|e| Error::io(NRT_STATUS::NRT_RESOURCE, "spawn progress thread", &e))?;
         *lnc.thread.lock() = Some(th);
-        crate::log_info!("lnc {id}: listening on TCP port {port}, transport tcp");
+        crate::log_info!("lnc {id}: listening on TCP port {port} (transport setting {:?}; chosen per connection)", lnc.cfg.transport);
         Ok(lnc)
     }
 

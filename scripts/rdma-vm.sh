@@ -1,0 +1,225 @@
+#!/bin/bash
+# make test-rdma: the C conformance suite and the demo over the RDMA verbs transport, between two
+# Soft-RoCE (rdma_rxe) devices, inside a qemu VM running Debian's own kernel (the host kernel has
+# no RDMA). Nothing on the host's boot set-up is touched: the kernel package is only unpacked.
+#
+# Inside the VM: a veth pair vethA (10.9.0.1) / vethB (10.9.0.2) in the main namespace (rxe is not
+# namespace-aware), policy routing so traffic between the two local addresses really crosses the
+# veth, rxeA on vethA and rxeB on vethB. Every test runs with NEURON_RT_ASYNC_SENDRECV_TRANSPORT=verbs:
+# senders connect to 10.9.0.2 from 10.9.0.1 (rxeA), receivers accept on 10.9.0.2 (rxeB). Then the
+# demo over verbs beside ib_write_bw / ib_send_lat in the same VM.
+#
+# Prints the guest's console; ends with "rdma-vm: N passed, M failed" and the verbs/perftest ratios.
+# Environment: VM_TIMEOUT (default 1500 s), VM_MEM (4G), VM_SMP (2), RDMA_VM_WORK (build/rdma-vm),
+# RDMA_VM_TESTS (only these test programs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+WORK=${RDMA_VM_WORK:-$ROOT/build/rdma-vm}
+VM_TIMEOUT=${VM_TIMEOUT:-1500}
+INITRD_ROOT=$WORK/initrd-root
+mkdir -p "$WORK"
+
+# ---------------------------------------------------------------- 1. packages and kernel
+PKGS="qemu-system-x86 busybox-static rdma-core ibverbs-providers ibverbs-utils perftest iproute2 kmod cpio"
+if ! dpkg -s $PKGS >/dev/null 2>&1; then
+    echo "[rdma-vm] installing $PKGS"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    apt-cache show perftest >/dev/null 2>&1 || $SUDO timeout 300 apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO timeout 900 apt-get install -y -qq --no-install-recommends $PKGS
+fi
+if ! ls "$WORK"/kroot/boot/vmlinuz-* >/dev/null 2>&1; then
+    KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+    echo "[rdma-vm] fetching kernel package $KPKG"
+    (cd "$WORK" && rm -f linux-image-*.deb && timeout 600 apt-get download "$KPKG" 2>&1 | grep -v 'unsandboxed' || true)
+    rm -rf "$WORK/kroot" && dpkg -x "$WORK"/linux-image-*.deb "$WORK/kroot"
+fi
+KVER=$(ls "$WORK/kroot/lib/modules" | head -1)
+[ -f "$WORK/kroot/lib/modules/$KVER/modules.dep" ] || depmod -b "$WORK/kroot" "$KVER"
+
+# ---------------------------------------------------------------- 2. what runs inside
+for f in build/lib/libnrt.so.1 build/bin/nrt_demo; do
+    [ -e "$f" ] || { echo "[rdma-vm] $f missing: run make test-rdma (it builds what runs in the VM)" >&2; exit 1; }
+done
+ls build/c_tests/t_* >/dev/null 2>&1 || { echo "[rdma-vm] no test binaries in build/c_tests" >&2; exit 1; }
+
+rm -rf "$INITRD_ROOT"
+mkdir -p "$INITRD_ROOT"/{usr/bin,usr/sbin,usr/lib/x86_64-linux-gnu/libibverbs,usr/lib64,etc/libibverbs.d,proc,sys,dev,tmp,run,tests,var}
+ln -s usr/bin "$INITRD_ROOT/bin"; ln -s usr/sbin "$INITRD_ROOT/sbin"; ln -s usr/lib "$INITRD_ROOT/lib"; ln -s usr/lib64 "$INITRD_ROOT/lib64"
+cp /bin/busybox "$INITRD_ROOT/usr/bin/busybox"
+for a in $(/bin/busybox --list-full); do
+    [ -e "$INITRD_ROOT/$a" ] || [ -L "$INITRD_ROOT/$a" ] || ln -s /usr/bin/busybox "$INITRD_ROOT/$a"
+done
+
+# Kernel modules in dependency order. crc32_generic is needed by rdma_rxe but not listed.
+: > "$INITRD_ROOT/etc/modules.order"
+for m in crc32_generic rdma_rxe veth; do
+    modprobe -d "$WORK/kroot" -S "$KVER" --show-depends "$m" | awk '$1=="insmod"{print $2}'
+done | awk '!seen[$0]++' | while read -r ko; do
+    rel=${ko#"$WORK"/kroot/}
+    mkdir -p "$INITRD_ROOT/$(dirname "$rel")"; cp "$ko" "$INITRD_ROOT/$rel"
+    echo "/$rel" >> "$INITRD_ROOT/etc/modules.order"
+done
+
+# Programs and every library they (and the rxe provider) load. --remove-destination: some
+# targets are busybox applet links, and cp must never write through them into the host's files.
+BINS="ip rdma ibv_devices ibv_devinfo ib_write_bw ib_send_lat"
+LIBS=""
+for b in $BINS; do
+    p=$(command -v "$b"); d=/usr/bin; case "$p" in */sbin/*) d=/usr/sbin;; esac
+    cp -L --remove-destination "$p" "$INITRD_ROOT$d/$b"; LIBS="$LIBS $p"
+done
+for t in build/c_tests/t_*; do
+    case "$t" in *.log) continue;; esac
+    # RDMA_VM_TESTS="t_a t_b": run only these (debugging).
+    [ -n "${RDMA_VM_TESTS:-}" ] && ! echo " $RDMA_VM_TESTS " | grep -q " $(basename "$t") " && continue
+    [ -x "$t" ] && cp "$t" "$INITRD_ROOT/tests/" && LIBS="$LIBS $t"
+done
+cp build/bin/nrt_demo "$INITRD_ROOT/usr/bin/"; LIBS="$LIBS build/bin/nrt_demo"
+cp -L build/lib/libnrt.so.1 "$INITRD_ROOT/usr/lib/x86_64-linux-gnu/"; LIBS="$LIBS build/lib/libnrt.so.1"
+PROV=$(ls /usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav*.so)
+cp -L $PROV "$INITRD_ROOT/usr/lib/x86_64-linux-gnu/libibverbs/"
+cp /etc/libibverbs.d/rxe.driver "$INITRD_ROOT/etc/libibverbs.d/"
+LD_LIBRARY_PATH=$ROOT/build/lib ldd $LIBS $PROV 2>/dev/null \
+    | awk '$2=="=>" && $3 ~ /^\//{print $3} $1 ~ /^\/.*ld-linux/{print $1}' | sort -u | while read -r l; do
+    case "$l" in
+        */ld-linux-x86-64.so.2) cp -L --remove-destination "$l" "$INITRD_ROOT/usr/lib64/" ;;
+        "$ROOT"/*) ;;
+        *) cp -L --remove-destination "$l" "$INITRD_ROOT/usr/lib/x86_64-linux-gnu/" ;;
+    esac
+done
+cp -L --remove-destination /lib/x86_64-linux-gnu/libgcc_s.so.1 "$INITRD_ROOT/usr/lib/x86_64-linux-gnu/"
+printf '127.0.0.1 localhost\n' > "$INITRD_ROOT/etc/hosts"
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$INITRD_ROOT/etc/passwd"
+
+cat > "$INITRD_ROOT/init" <<'EOF'
+#!/bin/sh
+export PATH=/usr/sbin:/usr/bin LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /tmp; mount -t tmpfs tmpfs /run
+for ko in $(cat /etc/modules.order); do insmod $ko || echo "insmod $ko FAILED"; done
+echo "=== guest up $(cut -d' ' -f1 /proc/uptime)s, kernel $(uname -r)"
+sh /guest.sh 2>&1
+echo "=== guest done $(cut -d' ' -f1 /proc/uptime)s"
+sync
+poweroff -f
+EOF
+chmod +x "$INITRD_ROOT/init"
+
+cat > "$INITRD_ROOT/guest.sh" <<'EOF'
+# Busybox's shell prefers its own applets: iproute2's ip by full path.
+IP2=/usr/sbin/ip
+$IP2 link set lo up
+$IP2 link add vethA type veth peer name vethB
+$IP2 addr add 10.9.0.1/24 dev vethA; $IP2 addr add 10.9.0.2/24 dev vethB
+$IP2 link set vethA up; $IP2 link set vethB up
+for f in all default vethA vethB; do
+    echo 1 > /proc/sys/net/ipv4/conf/$f/accept_local; echo 0 > /proc/sys/net/ipv4/conf/$f/rp_filter
+done
+# Traffic between the two local addresses leaves through one end and enters through the other.
+$IP2 rule add pref 10 iif lo to 10.9.0.2 lookup 100; $IP2 route add 10.9.0.2 dev vethA src 10.9.0.1 table 100
+$IP2 rule add pref 10 iif lo to 10.9.0.1 lookup 101; $IP2 route add 10.9.0.1 dev vethB src 10.9.0.2 table 101
+$IP2 rule add pref 100 lookup local; $IP2 rule del pref 0
+rdma link add rxeA type rxe netdev vethA || echo "rdma link add rxeA FAILED"
+rdma link add rxeB type rxe netdev vethB || echo "rdma link add rxeB FAILED"
+sleep 1
+ibv_devices
+gid_v4() { for g in /sys/class/infiniband/$1/ports/1/gids/*; do
+    case "$(cat $g)" in 0000:0000:0000:0000:0000:ffff:*) basename $g; return;; esac; done; echo 1; }
+ulimit -l unlimited
+
+export NEURON_RT_ASYNC_SENDRECV_TRANSPORT=verbs
+export NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=0.0.0.0
+export NRT_TEST_IP_A=10.9.0.1 NRT_TEST_IP_B=10.9.0.2 NRT_TEST_NO_IPV6=1 NRT_TEST_LISTEN_ADDR=0.0.0.0
+export NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info
+passed=0; failed=0; port=20000
+for t in /tests/t_*; do
+    n=$(basename $t)
+    start=$(cut -d' ' -f1 /proc/uptime)
+    NRT_TEST_PORT_BASE=$port timeout 600 $t > /tmp/$n.log 2>&1
+    rc=$?
+    end=$(cut -d' ' -f1 /proc/uptime)
+    verbs=$(grep -c "transport verbs" /tmp/$n.log)
+    tcp=$(grep -c "transport tcp" /tmp/$n.log)
+    if [ $rc = 0 ]; then
+        echo "PASS $n (rc 0, $start..$end s, lncs logging transport verbs: $verbs, tcp: $tcp)"; passed=$((passed+1))
+    else
+        echo "FAIL $n (rc $rc)"; grep -v " INFO: " /tmp/$n.log | tail -25 | sed 's/^/    /'; failed=$((failed+1))
+    fi
+    grep -m2 "transport verbs" /tmp/$n.log | sed 's/^/    log: /'
+    port=$((port+816))
+done
+echo "rdma-vm suite: $passed passed, $failed failed"
+
+echo "===== demo over verbs (rxeA -> rxeB)"
+NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info NRT_DEMO_BYTES_PER_SIZE=16777216 NRT_DEMO_MAX_SIZE=4194304 NRT_DEMO_MIN_ITERS=4 \
+    timeout 600 nrt_demo 10.9.0.2 10.9.0.1 > /tmp/demo.log 2>&1
+echo "demo rc=$?"; cat /tmp/demo.log
+echo "===== demo over verbs, one message at a time (round trip per message)"
+NRT_DEMO_BYTES_PER_SIZE=0 NRT_DEMO_MAX_SIZE=4096 NRT_DEMO_MIN_ITERS=200 NRT_DEMO_WINDOW=1 \
+    timeout 600 nrt_demo 10.9.0.2 10.9.0.1 > /tmp/demo1.log 2>&1
+echo "demo rc=$?"; sed 's/^ *4 KiB/ONE 4 KiB/' /tmp/demo1.log
+echo "===== perftest (rxeA <-> rxeB)"
+# perftest converts cycles to time with "cpu MHz" from /proc/cpuinfo, which the emulated CPU
+# lacks (latencies print as inf): give it the TSC rate the guest kernel calibrated.
+mhz=$(dmesg | sed -n 's/.*tsc: Detected \([0-9.]*\) MHz.*/\1/p' | head -1)
+if [ -n "$mhz" ] && ! grep -q "cpu MHz" /proc/cpuinfo; then
+    sed "s/^processor.*/&\ncpu MHz\t\t: $mhz/" /proc/cpuinfo > /tmp/cpuinfo && mount -o bind /tmp/cpuinfo /proc/cpuinfo
+    echo "perftest clock: TSC $mhz MHz"
+fi
+XA=$(gid_v4 rxeA); XB=$(gid_v4 rxeB)
+timeout 300 ib_write_bw -d rxeA -i 1 -x $XA -F -s 1048576 -n 64 > /tmp/wbw_srv.log 2>&1 &
+sleep 2
+timeout 300 ib_write_bw -d rxeB -i 1 -x $XB -F -s 1048576 -n 64 10.9.0.1 > /tmp/wbw.log 2>&1
+wait
+cat /tmp/wbw.log
+timeout 300 ib_send_lat -d rxeA -i 1 -x $XA -F -s 8 -n 500 > /tmp/lat_srv.log 2>&1 &
+sleep 2
+timeout 300 ib_send_lat -d rxeB -i 1 -x $XB -F -s 8 -n 500 10.9.0.1 > /tmp/lat.log 2>&1
+wait
+cat /tmp/lat.log
+echo "===== END"
+EOF
+
+(cd "$INITRD_ROOT" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$WORK/initrd.cpio.gz"
+
+# ---------------------------------------------------------------- 3. boot
+# Software emulation: this host's KVM cannot run the guest (see README, "RDMA in a VM").
+if [ -z "${ACCEL:-}" ]; then
+    if [ -w /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ] && grep -qE 'vmx|svm' /proc/cpuinfo; then ACCEL=kvm; else ACCEL=tcg; fi
+fi
+if [ "$ACCEL" = kvm ]; then ACC="-enable-kvm -cpu host"; else ACC="-accel tcg,thread=multi -cpu max"; fi
+echo "[rdma-vm] accel=$ACCEL kernel=$KVER initrd=$(du -h "$WORK/initrd.cpio.gz" | cut -f1)"
+set +e
+timeout -k 10 "$VM_TIMEOUT" qemu-system-x86_64 $ACC -m "${VM_MEM:-4G}" -smp "${VM_SMP:-2}" \
+    -kernel "$WORK/kroot/boot/vmlinuz-$KVER" -initrd "$WORK/initrd.cpio.gz" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3" -nic none \
+    -display none -monitor none -serial stdio -no-reboot </dev/null 2>&1 | tr -d '\r' | tee "$WORK/serial.log"
+QRC=${PIPESTATUS[0]}
+set -e
+
+# ---------------------------------------------------------------- 4. results
+LOG=$WORK/serial.log
+line=$(grep -E "^rdma-vm suite: [0-9]+ passed, [0-9]+ failed" "$LOG" | tail -1)
+p=$(echo "$line" | sed -nE 's/.* ([0-9]+) passed.*/\1/p'); f=$(echo "$line" | sed -nE 's/.* ([0-9]+) failed/\1/p')
+p=${p:-0}; f=${f:-0}
+[ -z "$line" ] && f=$((f + 1)) && echo "[rdma-vm] the suite did not report (qemu rc $QRC)"
+used=$(grep -c "transport verbs on rxe" "$LOG" || true)
+echo "[rdma-vm] log lines showing the verbs transport in use: $used"
+[ "$used" -gt 0 ] || { echo "[rdma-vm] no test logged the verbs transport"; f=$((f + 1)); }
+# Demo at 1 MiB beside ib_write_bw at 1 MiB (MB/s); latency: demo 4 KiB us/message is a
+# pipelined figure, so the latency ratio uses ib_send_lat's typical half round trip.
+demo_gbs=$(awk '$1=="1" && $2=="MiB" {print $3}' "$LOG" | tail -1)
+wbw_mbs=$(awk '$1=="1048576" {print $4}' "$LOG" | tail -1)
+lat_us=$(awk '$1=="8" && NF>=5 {print $5}' "$LOG" | tail -1)
+one_us=$(awk '$1=="ONE" {print $6}' "$LOG" | tail -1)
+if [ -n "$demo_gbs" ] && [ -n "$wbw_mbs" ]; then
+    awk -v d="$demo_gbs" -v w="$wbw_mbs" 'BEGIN {printf "[rdma-vm] bandwidth at 1 MiB: nrt-sendrecv verbs %.1f MB/s, ib_write_bw %.1f MB/s, ratio %.2f\n", d*1000, w*1.048576, (d*1000)/(w*1.048576)}'
+fi
+[ -n "$lat_us" ] && echo "[rdma-vm] ib_send_lat 8 B typical: $lat_us us"
+if [ -n "$lat_us" ] && [ -n "$one_us" ]; then
+    awk -v o="$one_us" -v l="$lat_us" 'BEGIN {if (l + 0 > 0) printf "[rdma-vm] round trip: nrt-sendrecv verbs 4 KiB %.1f us, ib_send_lat 8 B x2 %.1f us, ratio %.2f\n", o, 2*l, o/(2*l)}'
+fi
+echo "rdma-vm: $p passed, $f failed"
+[ "$f" -eq 0 ]
