@@ -129,12 +129,44 @@ static void stream_small(nrt_async_sendrecv_comm_t *s, nrt_async_sendrecv_comm_t
     }
 }
 
+/* Sends of mixed sizes (small ones may travel eagerly, large ones wait for the receiver) all
+ * posted before any receive, then the receives, then the same again with receives first: every
+ * message lands in its own receive, in order, every byte checked. */
+static void mixed_before_receives(nrt_async_sendrecv_comm_t *s, nrt_async_sendrecv_comm_t *r) {
+    enum { K = 24 };
+    for (int round = 0; round < 2; round++) {
+        nrt_tensor_t *src[K], *dst[K];
+        nrt_async_sendrecv_request_t *sq[K], *rq[K];
+        for (int k = 0; k < K; k++) {
+            size_t n = (k % 5 == 4) ? (size_t)(300000 + k) : (size_t)(k * 173 % 4097);
+            src[k] = tensor(n);
+            dst[k] = tensor(n + 8);
+            fill(nrt_tensor_get_va(src[k]), n, 9000 + (uint64_t)(round * K + k));
+        }
+        for (int phase = 0; phase < 2; phase++)
+            for (int k = 0; k < K; k++) {
+                if (phase == round) EXPECT(nrt_async_sendrecv_send_tensor(src[k], 0, nrt_tensor_get_size(src[k]), s, &sq[k]), NRT_SUCCESS);
+                else EXPECT(nrt_async_sendrecv_recv_tensor(dst[k], 0, nrt_tensor_get_size(dst[k]), r, &rq[k]), NRT_SUCCESS);
+            }
+        for (int k = 0; k < K; k++) {
+            size_t n = nrt_tensor_get_size(src[k]), a = 0, b = 0;
+            EXPECT(wait_req(rq[k], 60, &b), NRT_SUCCESS);
+            EXPECT(wait_req(sq[k], 60, &a), NRT_SUCCESS);
+            CHECK(a == n && b == n, "mixed round %d message %d: sizes %zu/%zu, want %zu", round, k, a, b, n);
+            CHECK(first_bad(nrt_tensor_get_va(dst[k]), n, 9000 + (uint64_t)(round * K + k)) == SIZE_MAX, "mixed round %d message %d corrupted or misrouted", round, k);
+            nrt_tensor_free(&src[k]);
+            nrt_tensor_free(&dst[k]);
+        }
+    }
+}
+
 static void run(const char *ip, int big) {
     nrt_async_sendrecv_comm_t *s = NULL, *r = NULL;
     if (!pair(ip, 0, 1, &s, &r)) return;
     const size_t sizes[] = {0, 1, 4095, (1u << 20) + 3};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) xfer(s, r, sizes[i], 7, 13, i);
     if (big) xfer(s, r, (size_t)256 << 20, 7, 13, 99);
+    mixed_before_receives(s, r);
     /* Receives longer than the send complete with the send's size; bytes beyond stay untouched. */
     xfer_ex(s, r, 100, 7, 13, (size_t)1 << 20, 40);
     xfer_ex(s, r, 0, 0, 1, 4096, 41);

@@ -150,16 +150,20 @@ for t in /tests/t_*; do
     grep -m2 "transport verbs" /tmp/$n.log | sed 's/^/    log: /'
     port=$((port+816))
 done
-echo "rdma-vm suite: $passed passed, $failed failed"
 
 echo "===== demo over verbs (rxeA -> rxeB)"
 NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info NRT_DEMO_BYTES_PER_SIZE=16777216 NRT_DEMO_MAX_SIZE=4194304 NRT_DEMO_MIN_ITERS=4 \
     timeout 600 nrt_demo 10.9.0.2 10.9.0.1 > /tmp/demo.log 2>&1
-echo "demo rc=$?"; cat /tmp/demo.log
+rc=$?; echo "demo rc=$rc"; cat /tmp/demo.log
+if [ $rc = 0 ]; then echo "PASS demo over verbs (every message, every checked byte)"; passed=$((passed+1))
+else echo "FAIL demo over verbs (rc $rc)"; failed=$((failed+1)); fi
 echo "===== demo over verbs, one message at a time (round trip per message)"
 NRT_DEMO_BYTES_PER_SIZE=0 NRT_DEMO_MAX_SIZE=4096 NRT_DEMO_MIN_ITERS=200 NRT_DEMO_WINDOW=1 \
     timeout 600 nrt_demo 10.9.0.2 10.9.0.1 > /tmp/demo1.log 2>&1
-echo "demo rc=$?"; sed 's/^ *4 KiB/ONE 4 KiB/' /tmp/demo1.log
+rc=$?; echo "demo rc=$rc"; sed 's/^ *4 KiB/ONE 4 KiB/' /tmp/demo1.log
+if [ $rc = 0 ]; then echo "PASS demo over verbs, one message at a time"; passed=$((passed+1))
+else echo "FAIL demo over verbs, one message at a time (rc $rc)"; failed=$((failed+1)); fi
+echo "rdma-vm suite: $passed passed, $failed failed"
 echo "===== perftest (rxeA <-> rxeB)"
 # perftest converts cycles to time with "cpu MHz" from /proc/cpuinfo, which the emulated CPU
 # lacks (latencies print as inf): give it the TSC rate the guest kernel calibrated.

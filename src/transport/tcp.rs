@@ -329,6 +329,7 @@ impl CommIo {
                                 Frame::QpInfo { qpn, psn, gid, lid } => v.on_qp_info(qpn, psn, gid, lid)?,
                                 Frame::Cts { seq, addr, len, rkey } => v.on_cts(seq, addr, len, rkey)?,
                                 Frame::Ack { seq, status: ack::TOO_LONG, .. } if self.kind == Kind::Recv => v.on_refused(seq)?,
+                                Frame::Ack { seq, status, size } if self.kind == Kind::Send => v.on_verdict(seq, status, size)?,
                                 f => return Err(Error::failure(format!("stream {i}: unexpected frame {f:?}"))),
                             }
                             self.drain_verbs_out();

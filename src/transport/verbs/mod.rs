@@ -1,7 +1,11 @@
 //! RDMA verbs data path (libibverbs through `rdma-sys`): RoCE, InfiniBand, Soft-RoCE.
 //!
 //! A communicator keeps its TCP streams for control and liveness and moves data over one RC
-//! queue pair. Every message is a zero-copy rendezvous: the receiver registers its buffer and
+//! queue pair. Small messages (up to `EAGER_MAX`) whose Clear-To-Send has not arrived yet go
+//! eagerly: a SEND with immediate data = seq into one of the receiver's pre-posted, registered
+//! bounce buffers, copied out into the receive when it is (or once it gets) posted; the receiver
+//! answers with an Ack (OK, or TOO_LONG when its receive is shorter: both fail) and the send
+//! completes on that Ack. Every other message is a zero-copy rendezvous: the receiver registers its buffer and
 //! sends Clear-To-Send (seq, address, length, rkey) over TCP stream 0; the sender, holding the
 //! matching send, RDMA-WRITEs its bytes straight into that buffer with immediate data = seq. The
 //! receiver's completion (RECV_RDMA_WITH_IMM) carries the byte count; the sender's completion
@@ -27,8 +31,15 @@ use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-/// Work requests a queue may hold (sends in flight; receive credits for write-with-immediate).
+/// Send work requests a queue may hold (messages in flight are at most 128 per communicator).
 const QUEUE_DEPTH: u32 = 512;
+/// Receive work requests, each with a bounce buffer: every message consumes one (an eager SEND,
+/// or a WRITE with immediate), and at most 128 messages per communicator are outstanding.
+const RECV_DEPTH: usize = 160;
+/// Messages up to this size may go eagerly (copied once, out of the bounce buffer).
+pub const EAGER_MAX: usize = 4096;
+/// Tags receive work requests (bounce slot in the low bits) apart from sends (seq).
+const RECV_TAG: u64 = 1 << 63;
 /// The largest single RDMA write; longer messages are refused over verbs (see README).
 pub const MAX_VERBS_MESSAGE: usize = 1 << 30;
 
@@ -42,6 +53,8 @@ struct SendItem {
     seq: u64,
     req: Arc<Request>,
     mr: mr::Registration,
+    /// Sent eagerly: completes on the receiver's Ack, not on the local completion.
+    eager: bool,
 }
 
 /// One posted receive, advertised (or to be advertised) to the sender.
@@ -70,6 +83,14 @@ pub struct VerbsIo {
     /// Receiver: posted receives; CTS frames not yet sent (the QP was not ready).
     recvs: VecDeque<RecvItem>,
     unsent_cts: VecDeque<Frame>,
+    /// Receiver: bounce buffers (RECV_DEPTH × EAGER_MAX, registered) and eager messages that
+    /// arrived before their receive was posted: (seq, slot, length).
+    bounce: Box<[u8]>,
+    bounce_mr: Option<Arc<mr::Mr>>,
+    unexpected: VecDeque<(u64, usize, usize)>,
+    /// Sender: eager sends waiting for the receiver's verdict; seqs whose CTS is to be dropped.
+    verdicts: VecDeque<(u64, Arc<Request>)>,
+    eager_unmatched: VecDeque<u64>,
     /// Control frames for TCP stream 0, drained by the caller.
     pub out: Vec<Frame>,
 }
@@ -101,6 +122,11 @@ impl VerbsIo {
             in_flight: VecDeque::new(),
             recvs: VecDeque::new(),
             unsent_cts: VecDeque::new(),
+            bounce: Box::new([]),
+            bounce_mr: None,
+            unexpected: VecDeque::new(),
+            verdicts: VecDeque::new(),
+            eager_unmatched: VecDeque::new(),
             out: Vec::new(),
         };
         // From here on Drop releases whatever was created.
@@ -123,7 +149,7 @@ impl VerbsIo {
         init.recv_cq = v.cq;
         init.qp_type = ibv_qp_type::IBV_QPT_RC;
         init.cap.max_send_wr = QUEUE_DEPTH;
-        init.cap.max_recv_wr = QUEUE_DEPTH;
+        init.cap.max_recv_wr = RECV_DEPTH as u32;
         init.cap.max_send_sge = 1;
         init.cap.max_recv_sge = 1;
         // SAFETY: pd and attributes are valid.
@@ -145,9 +171,14 @@ impl VerbsIo {
         if unsafe { ibv_modify_qp(v.qp, &mut a, mask.0 as i32) } != 0 {
             return Err(os_err("ibv_modify_qp(INIT)"));
         }
-        // Receive credits: write-with-immediate consumes one receive request (no buffer needed).
-        for _ in 0..QUEUE_DEPTH {
-            v.post_credit()?;
+        // Receive requests with bounce buffers: an eager SEND lands in one, a WRITE with immediate
+        // only consumes one. The sending side receives nothing over verbs.
+        if kind == Kind::Recv {
+            v.bounce = vec![0u8; RECV_DEPTH * EAGER_MAX].into_boxed_slice();
+            v.bounce_mr = Some(mr::register_raw(&v.dev, v.bounce.as_mut_ptr(), v.bounce.len())?);
+            for slot in 0..RECV_DEPTH {
+                v.post_credit(slot)?;
+            }
         }
         // SAFETY: valid CQ; arm it before anything can complete.
         if unsafe { ibv_req_notify_cq(v.cq, 0) } != 0 {
@@ -165,12 +196,17 @@ impl VerbsIo {
         unsafe { (*self.channel).fd }
     }
 
-    fn post_credit(&mut self) -> Result<()> {
-        // SAFETY: a zeroed recv WR with no scatter entries is a valid credit.
+    /// Posts the receive request of bounce slot `slot`.
+    fn post_credit(&mut self, slot: usize) -> Result<()> {
+        let lkey = self.bounce_mr.as_ref().map_or(0, |m| m.lkey());
+        let mut sge = ibv_sge { addr: self.bounce[slot * EAGER_MAX..].as_ptr() as u64, length: EAGER_MAX as u32, lkey };
+        // SAFETY: a zeroed recv WR is valid; fields set below.
         let mut wr: ibv_recv_wr = unsafe { std::mem::zeroed() };
-        wr.wr_id = u64::MAX;
+        wr.wr_id = RECV_TAG | slot as u64;
+        wr.sg_list = &mut sge;
+        wr.num_sge = 1;
         let mut bad: *mut ibv_recv_wr = std::ptr::null_mut();
-        // SAFETY: valid qp, WR and out-pointer.
+        // SAFETY: valid qp, WR and out-pointer; the slot lies in the registered bounce pool.
         if unsafe { ibv_post_recv(self.qp, &mut wr, &mut bad) } != 0 {
             return Err(os_err("ibv_post_recv"));
         }
@@ -243,11 +279,24 @@ impl VerbsIo {
         let mr = mr::register(&self.dev, &req.region)?;
         match self.kind {
             Kind::Send => {
-                self.waiting.push_back(SendItem { seq, req, mr });
+                self.waiting.push_back(SendItem { seq, req, mr, eager: false });
                 self.issue()
             }
             Kind::Recv => {
                 let cts = Frame::Cts { seq, addr: req.region.ptr() as u64, len: len as u64, rkey: mr.rkey() };
+                if let Some(pos) = self.unexpected.iter().position(|u| u.0 == seq) {
+                    // Its eager message is already here. The CTS still goes (the sender drops
+                    // it): one CTS per receive, in order, keeps the sender's bookkeeping bounded.
+                    let (_, slot, n) = self.unexpected.remove(pos).expect("position is in range");
+                    let mut item = RecvItem { seq, req, _mr: mr, done: false };
+                    self.deliver(&mut item, slot, n)?;
+                    if self.connected {
+                        self.out.push(cts);
+                    } else {
+                        self.unsent_cts.push_back(cts);
+                    }
+                    return Ok(());
+                }
                 self.recvs.push_back(RecvItem { seq, req, _mr: mr, done: false });
                 if self.connected {
                     self.out.push(cts);
@@ -268,9 +317,34 @@ impl VerbsIo {
         self.issue()
     }
 
-    /// Sender: pairs waiting sends with CTS in order and posts the writes.
+    /// Sender: pairs waiting sends with CTS in order and posts the writes; small sends whose
+    /// CTS is not here yet go eagerly.
     fn issue(&mut self) -> Result<()> {
-        while self.connected && !self.waiting.is_empty() && !self.cts.is_empty() {
+        while self.connected {
+            // A CTS for a message that already went eagerly is not needed. (The receiver sends
+            // one CTS per receive, in order, so an eager seq below the first CTS has had its CTS.)
+            loop {
+                match (self.cts.front(), self.eager_unmatched.front()) {
+                    (Some(c), Some(e)) if c.0 == *e => {
+                        self.cts.pop_front();
+                        self.eager_unmatched.pop_front();
+                    }
+                    (Some(c), Some(e)) if *e < c.0 => {
+                        self.eager_unmatched.pop_front();
+                    }
+                    _ => break,
+                }
+            }
+            let Some(front) = self.waiting.front() else { break };
+            let have_cts = self.cts.front().is_some_and(|c| c.0 == front.seq);
+            if !have_cts {
+                if front.req.region.len() > EAGER_MAX {
+                    break;
+                }
+                let item = self.waiting.pop_front().expect("checked");
+                self.send_eager(item)?;
+                continue;
+            }
             let item = self.waiting.pop_front().expect("checked");
             let (seq, addr, cap, rkey) = self.cts.pop_front().expect("checked");
             if seq != item.seq {
@@ -304,6 +378,76 @@ impl VerbsIo {
             self.in_flight.push_back(item);
         }
         Ok(())
+    }
+
+    fn send_eager(&mut self, mut item: SendItem) -> Result<()> {
+        let len = item.req.region.len();
+        let mut sge = ibv_sge { addr: item.req.region.ptr() as u64, length: len as u32, lkey: item.mr.lkey() };
+        // SAFETY: zeroed send WR is valid; fields set below.
+        let mut wr: ibv_send_wr = unsafe { std::mem::zeroed() };
+        wr.wr_id = item.seq;
+        wr.sg_list = &mut sge;
+        wr.num_sge = if len > 0 { 1 } else { 0 };
+        wr.opcode = ibv_wr_opcode::IBV_WR_SEND_WITH_IMM;
+        wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+        wr.imm_data_invalidated_rkey_union.imm_data = (item.seq as u32).to_be();
+        let mut bad: *mut ibv_send_wr = std::ptr::null_mut();
+        // SAFETY: valid qp; sge and wr live across the call; the memory is registered.
+        if unsafe { ibv_post_send(self.qp, &mut wr, &mut bad) } != 0 {
+            return Err(os_err("ibv_post_send(SEND_WITH_IMM)"));
+        }
+        item.eager = true;
+        self.eager_unmatched.push_back(item.seq);
+        self.verdicts.push_back((item.seq, item.req.clone()));
+        self.in_flight.push_back(item);
+        Ok(())
+    }
+
+    /// Sender: the receiver's verdict on an eager message.
+    pub fn on_verdict(&mut self, seq: u64, status: u16, size: u64) -> Result<()> {
+        let pos = self
+            .verdicts
+            .iter()
+            .position(|v| v.0 == seq)
+            .ok_or_else(|| Error::failure(format!("acknowledgement for unknown eager message {seq}")))?;
+        let (_, req) = self.verdicts.remove(pos).expect("position is in range");
+        let len = req.region.len() as u64;
+        match status {
+            ack::OK if size == len => {
+                req.complete(len);
+            }
+            ack::TOO_LONG => {
+                req.fail(Error::failure(format!(
+                    "{}: the peer's matching receive is shorter than this send of {len} bytes",
+                    req.comm.describe()
+                )));
+            }
+            s => return Err(Error::failure(format!("eager message {seq}: ack status {s}, size {size} of {len}"))),
+        }
+        Ok(())
+    }
+
+    /// Receiver: copies eager message bytes from bounce `slot` into `item`'s receive, answers the
+    /// sender, and gives the slot back to the NIC.
+    fn deliver(&mut self, item: &mut RecvItem, slot: usize, n: usize) -> Result<()> {
+        let cap = item.req.region.len();
+        if n > cap {
+            item.req.fail(Error::failure(format!(
+                "{}: receive of {cap} bytes is shorter than the matching send of {n} bytes",
+                item.req.comm.describe()
+            )));
+            self.out.push(Frame::Ack { seq: item.seq, status: ack::TOO_LONG, size: 0 });
+        } else {
+            if n > 0 {
+                // SAFETY: the slot holds n <= EAGER_MAX received bytes; the receive's region is
+                // mapped for cap >= n bytes and kept alive by the request.
+                unsafe { std::ptr::copy_nonoverlapping(self.bounce[slot * EAGER_MAX..].as_ptr(), item.req.region.ptr(), n) };
+            }
+            item.req.complete(n as u64);
+            self.out.push(Frame::Ack { seq: item.seq, status: ack::OK, size: n as u64 });
+        }
+        item.done = true;
+        self.post_credit(slot)
     }
 
     /// Receiver: the sender refused message `seq` (our receive was too short).
@@ -373,19 +517,46 @@ impl VerbsIo {
                 "RDMA completion error: status {} (vendor error {:#x}) on {}",
                 w.status,
                 w.vendor_err,
-                if w.wr_id == u64::MAX { "a receive credit".to_string() } else { format!("message {}", w.wr_id) }
+                if w.wr_id & RECV_TAG != 0 { "a receive request".to_string() } else { format!("message {}", w.wr_id) }
             )));
         }
         match w.opcode {
-            ibv_wc_opcode::IBV_WC_RDMA_WRITE => {
-                let item = self.in_flight.pop_front().ok_or_else(|| Error::failure("write completion with nothing in flight"))?;
+            ibv_wc_opcode::IBV_WC_RDMA_WRITE | ibv_wc_opcode::IBV_WC_SEND => {
+                let item = self.in_flight.pop_front().ok_or_else(|| Error::failure("send completion with nothing in flight"))?;
                 if item.seq != w.wr_id {
-                    return Err(Error::failure(format!("write completion for {} while {} was first", w.wr_id, item.seq)));
+                    return Err(Error::failure(format!("send completion for {} while {} was first", w.wr_id, item.seq)));
                 }
-                item.req.complete(item.req.region.len() as u64);
+                if !item.eager {
+                    item.req.complete(item.req.region.len() as u64);
+                }
+            }
+            ibv_wc_opcode::IBV_WC_RECV => {
+                // An eager message: immediate data = seq, bytes in the bounce slot.
+                let slot = (w.wr_id & !RECV_TAG) as usize;
+                if w.wr_id & RECV_TAG == 0 || slot >= RECV_DEPTH || w.byte_len as usize > EAGER_MAX {
+                    return Err(Error::failure(format!("bad eager completion (wr {:#x}, {} bytes)", w.wr_id, w.byte_len)));
+                }
+                // SAFETY: the peer always sends eager messages with immediate data.
+                let imm = u32::from_be(unsafe { w.imm_data_invalidated_rkey_union.imm_data });
+                let n = w.byte_len as usize;
+                match self.recvs.iter().position(|r| !r.done && r.seq as u32 == imm) {
+                    Some(pos) => {
+                        let mut item = self.recvs.remove(pos).expect("position is in range");
+                        self.deliver(&mut item, slot, n)?;
+                        self.reap();
+                    }
+                    None => {
+                        // Not posted yet: its seq is the next one the receiver will assign.
+                        let seq = self.next_seq + self.unexpected.len() as u64;
+                        if seq as u32 != imm {
+                            return Err(Error::failure(format!("eager message {imm} arrived out of order (expected {seq})")));
+                        }
+                        self.unexpected.push_back((seq, slot, n));
+                    }
+                }
             }
             ibv_wc_opcode::IBV_WC_RECV_RDMA_WITH_IMM => {
-                self.post_credit()?;
+                self.post_credit((w.wr_id & !RECV_TAG) as usize)?;
                 // SAFETY: the completion carries immediate data (opcode says so).
                 let imm = u32::from_be(unsafe { w.imm_data_invalidated_rkey_union.imm_data });
                 let r = self

@@ -61,6 +61,18 @@ fn reg(dev: &Device, ptr: *mut u8, len: usize) -> Result<Arc<Mr>> {
     Ok(Arc::new(Mr(mr)))
 }
 
+impl Mr {
+    pub fn lkey(&self) -> u32 {
+        // SAFETY: the MR is valid while self lives.
+        unsafe { (*self.0).lkey }
+    }
+}
+
+/// Registers memory the transport owns (bounce buffers) for as long as the result lives.
+pub fn register_raw(dev: &Device, ptr: *mut u8, len: usize) -> Result<Arc<Mr>> {
+    reg(dev, ptr, len)
+}
+
 pub fn register(dev: &Device, region: &Region) -> Result<Registration> {
     if region.is_empty() {
         return Ok(Registration(None));
