@@ -35,7 +35,7 @@ P_MAP     := src/ffi/preload.map
 P_LIB     := $(LIBDIR)/libnrt_async_sendrecv.so
 P_EXPORTS := $(shell sed -n 's/^ *\(nrt_[a-z_]*\);$$/\1/p' $(P_MAP))
 
-.PHONY: all lib preload deps header header-check install test test-preload test-rdma demo demo-bin clean FORCE
+.PHONY: all lib preload deps header header-check install test test-preload test-rdma test-faults demo demo-bin clean FORCE
 
 all: lib
 
@@ -92,6 +92,10 @@ demo: lib $(DEMO)
 	$(DEMO)
 
 demo-bin: lib $(DEMO)
+
+# Faults between two network namespaces (root): link down, peer killed/stopped, port taken, leaks.
+test-faults: lib
+	@scripts/faults.sh
 
 # The C suite and the demo over RDMA verbs between two Soft-RoCE devices in a qemu VM.
 test-rdma: lib $(DEMO)

@@ -79,7 +79,16 @@ if NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=29500 NEURON_RT_ASYNC_SENDRECV_LOG_LE
     pass "python ctypes pattern (two processes, byte-verified)"
 else fail "python ctypes pattern (see $LOGDIR/ctypes.log)"; tail -5 "$LOGDIR/ctypes.log"; fi
 
-# 8. RDMA verbs (make test-rdma): the C suite and the demo between two Soft-RoCE devices in a VM.
+# 8. Faults between network namespaces (make test-faults).
+echo "== faults"
+scripts/faults.sh 2>&1 | tee "$LOGDIR/faults.log" | grep -E "^(PASS|FAIL) "
+line=$(grep -E "^faults: [0-9]+ passed, [0-9]+ failed" "$LOGDIR/faults.log" | tail -1)
+if [ -n "$line" ]; then
+    passed=$((passed + $(echo "$line" | sed -E 's/faults: ([0-9]+) passed.*/\1/')))
+    failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
+else fail "fault tests did not report (see $LOGDIR/faults.log)"; fi
+
+# 9. RDMA verbs (make test-rdma): the C suite and the demo between two Soft-RoCE devices in a VM.
 echo "== RDMA verbs in a VM"
 make -s test-rdma >"$LOGDIR/rdma-vm.log" 2>&1
 grep -E "^(PASS|FAIL) |^    |^\[rdma-vm\]|^rdma-vm" "$LOGDIR/rdma-vm.log" | grep -v "    log: "

@@ -1,0 +1,134 @@
+#!/bin/bash
+# make test-faults: faults injected between two network namespaces joined by a veth pair (created
+# here, removed on exit). A sender in namespace A (10.77.0.1, lnc 0) and a receiver in namespace B
+# (10.77.0.2, lnc 1) move 1 MiB messages, every byte checked by the receiver (c_tests/faults/f_node.c).
+# Cases: the link down for 2 s mid-transfer (must recover, nothing lost), the link down for good
+# (NRT_TIMEOUT at the request deadline), the receiver SIGKILLed (NRT_FAILURE within 2 s) and
+# SIGSTOPped (NRT_TIMEOUT at the deadline), and 1,000 init/transfer/close rounds (descriptors and
+# RSS back to where they were). Each case prints the time to the error it measured; the matrix
+# also goes to build/faults/matrix.md. Ends with "faults: N passed, M failed".
+# (Packet loss, delay, reordering and duplication need tc netem, which this host kernel lacks;
+# see README, "Fault matrix".)
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+OUT=$ROOT/build/faults
+mkdir -p "$OUT"
+A=nrtfA$$ B=nrtfB$$
+IPA=10.77.0.1 IPB=10.77.0.2
+passed=0; failed=0
+MATRIX=$OUT/matrix.md
+printf '| fault | expected | measured | bytes verified |\n|---|---|---|---|\n' > "$MATRIX"
+res() { # ok name detail
+    if [ "$1" -eq 0 ]; then echo "PASS $2 ($3)"; passed=$((passed + 1)); else echo "FAIL $2 ($3)"; failed=$((failed + 1)); fi
+}
+row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" >> "$MATRIX"; }
+
+cleanup() {
+    ip netns pids "$A" 2>/dev/null | xargs -r kill -9 2>/dev/null
+    ip netns pids "$B" 2>/dev/null | xargs -r kill -9 2>/dev/null
+    ip netns del "$A" 2>/dev/null; ip netns del "$B" 2>/dev/null
+}
+trap cleanup EXIT
+
+cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -o "$OUT/f_node" c_tests/faults/f_node.c \
+    -Lbuild/lib -lnrt -Wl,-rpath,"$ROOT/build/lib" || { echo "FAIL f_node does not build"; echo "faults: 0 passed, 1 failed"; exit 1; }
+cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -o "$OUT/f_cycles" c_tests/faults/f_cycles.c \
+    -Lbuild/lib -lnrt -Wl,-rpath,"$ROOT/build/lib" -pthread || { echo "FAIL f_cycles does not build"; echo "faults: 0 passed, 1 failed"; exit 1; }
+
+if ! ip netns add "$A" 2>"$OUT/netns.err" || ! ip netns add "$B" 2>>"$OUT/netns.err"; then
+    echo "FAIL cannot create network namespaces (needs root / CAP_NET_ADMIN): $(cat "$OUT/netns.err")"
+    echo "faults: 0 passed, 1 failed"; exit 1
+fi
+ip link add vA netns "$A" type veth peer name vB netns "$B"
+ip -n "$A" addr add $IPA/24 dev vA; ip -n "$B" addr add $IPB/24 dev vB
+for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
+ip -n "$A" link set vA up; ip -n "$B" link set vB up
+
+export NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=error NEURON_RT_ASYNC_SENDRECV_TRANSPORT=tcp
+export NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=23000
+MB=1048576
+
+# start_pair COUNT [extra env...]: receiver in B, sender in A, outputs in $OUT/{recv,send}.out
+start_pair() {
+    local count=$1; shift
+    : >"$OUT/recv.out"; : >"$OUT/send.out"
+    env "$@" ip netns exec "$B" timeout 120 "$OUT/f_node" recv 1 $IPA 0 "$count" $MB >"$OUT/recv.out" 2>&1 &
+    RPID=$!
+    env "$@" ip netns exec "$A" timeout 120 "$OUT/f_node" send 0 $IPB 1 "$count" $MB >"$OUT/send.out" 2>&1 &
+    SPID=$!
+}
+# wait_progress FILE N: until FILE reports message N (bounded: 60 s)
+wait_progress() {
+    local end=$((SECONDS + 60))
+    while ! grep -q "^progress $2\$" "$1" && [ $SECONDS -lt $end ]; do sleep 0.05; done
+    grep -q "^progress $2\$" "$1"
+}
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
+node_pid() { pgrep -f "^$OUT/f_node $1 " | head -1; }
+
+# 0. Baseline.
+start_pair 300
+wait $SPID; s=$?; wait $RPID; r=$?
+res $(( s || r )) "baseline: 300 x 1 MiB across the veth" "sender $(tail -1 "$OUT/send.out"), receiver $(tail -1 "$OUT/recv.out")"
+row "none" "all delivered" "$(tail -1 "$OUT/recv.out")" "300 MiB"
+
+# 1. Link down for 2 s in the middle of a transfer: TCP retransmits; everything arrives.
+start_pair 3000
+if wait_progress "$OUT/recv.out" 300; then
+    ip -n "$A" link set vA down; sleep 2; ip -n "$A" link set vA up
+    ip -n "$A" addr replace $IPA/24 dev vA 2>/dev/null
+fi
+t0=$(now); wait $SPID; s=$?; wait $RPID; r=$?
+res $(( s || r )) "link down 2 s mid-transfer recovers" "receiver: $(tail -1 "$OUT/recv.out"); finished $(since "$t0") s after the link came back"
+row "link down 2 s mid-transfer" "recovers, nothing lost" "$(tail -1 "$OUT/recv.out")" "3000 MiB"
+
+# 2. Link down for good: NRT_TIMEOUT (5) at the request deadline (3 s here).
+start_pair 100000 NEURON_RT_ASYNC_SENDRECV_REQUEST_TIMEOUT_MS=3000
+if wait_progress "$OUT/recv.out" 100; then ip -n "$A" link set vA down; fi
+t0=$(now); wait $SPID; s=$?; ts=$(since "$t0"); wait $RPID; r=$?; tr=$(since "$t0")
+ok=1
+grep -q "^status 5 after" "$OUT/send.out" && grep -q "^status 5 after" "$OUT/recv.out" && awk -v a="$ts" -v b="$tr" 'BEGIN {exit !(a <= 4.5 && b <= 4.5)}' && ok=0
+res $ok "link down for good: NRT_TIMEOUT at the 3 s deadline" "sender: $(tail -1 "$OUT/send.out") (exit $s, ${ts} s after the cut); receiver: $(tail -1 "$OUT/recv.out") (exit $r)"
+row "link down for good (deadline 3 s)" "NRT_TIMEOUT at the deadline" "sender ${ts} s, receiver ${tr} s after the cut" "every completed message"
+ip -n "$A" link set vA up; ip -n "$A" addr replace $IPA/24 dev vA 2>/dev/null
+
+# 3. Receiver SIGKILLed mid-transfer: the sender's requests fail (NRT_FAILURE = 1) within 2 s.
+start_pair 100000
+if wait_progress "$OUT/recv.out" 100; then kill -9 "$(node_pid recv)"; fi
+t0=$(now); wait $SPID; s=$?; ts=$(since "$t0"); wait $RPID 2>/dev/null
+ok=1
+grep -q "^status 1 after" "$OUT/send.out" && awk -v a="$ts" 'BEGIN {exit !(a <= 2.0)}' && ok=0
+res $ok "receiver SIGKILLed: NRT_FAILURE within 2 s" "sender: $(tail -1 "$OUT/send.out"), exited ${ts} s after the kill"
+row "peer SIGKILLed" "NRT_FAILURE within 2 s" "${ts} s" "every completed message"
+
+# 4. Receiver SIGSTOPped: the sender gets NRT_TIMEOUT at its deadline (3 s).
+start_pair 100000 NEURON_RT_ASYNC_SENDRECV_REQUEST_TIMEOUT_MS=3000
+if wait_progress "$OUT/recv.out" 100; then kill -STOP "$(node_pid recv)"; fi
+t0=$(now); wait $SPID; s=$?; ts=$(since "$t0")
+kill -9 "$(node_pid recv)" 2>/dev/null; wait $RPID 2>/dev/null
+ok=1
+grep -q "^status 5 after" "$OUT/send.out" && awk -v a="$ts" 'BEGIN {exit !(a <= 4.5)}' && ok=0
+res $ok "receiver SIGSTOPped: NRT_TIMEOUT at the 3 s deadline" "sender: $(tail -1 "$OUT/send.out"), exited ${ts} s after the stop"
+row "peer SIGSTOPped (deadline 3 s)" "NRT_TIMEOUT at the deadline" "${ts} s" "every completed message"
+
+# 5. The lnc's port already taken by another process: NRT_RESOURCE naming the port.
+ip netns exec "$A" python3 -c "
+import socket, subprocess, sys, os
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 23000)); s.listen()
+env = dict(os.environ, NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL='error')
+p = subprocess.run(['$OUT/f_node', 'send', '0', '$IPB', '1', '1', '1'], capture_output=True, text=True, timeout=30, env=env)
+print(p.stdout.strip()); print(p.stderr.strip())
+sys.exit(0 if 'status init 4' in p.stdout and '23000' in p.stderr else 1)
+" >"$OUT/port.out" 2>&1
+res $? "port taken: NRT_RESOURCE, the log names the port" "$(grep -m1 'port 23000' "$OUT/port.out" | cut -c1-150)"
+row "lnc port taken by another process" "NRT_RESOURCE at init, port named in the log" "$(grep -c 'port 23000' "$OUT/port.out") log line(s)" "-"
+
+# 6. 1,000 rounds of init / connect / transfer / close in one process: no descriptor or memory leak.
+ip netns exec "$A" timeout 300 "$OUT/f_cycles" 1000 >"$OUT/cycles.out" 2>&1
+res $? "1000 init/transfer/close rounds: descriptors and RSS return" "$(tail -1 "$OUT/cycles.out")"
+row "1,000 init/transfer/close rounds" "fds and RSS back to start" "$(tail -1 "$OUT/cycles.out")" "1,000 x 64 KiB"
+
+echo "faults: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
