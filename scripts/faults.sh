@@ -7,8 +7,8 @@
 # SIGSTOPped (NRT_TIMEOUT at the deadline), and 1,000 init/transfer/close rounds (descriptors and
 # RSS back to where they were). Each case prints the time to the error it measured; the matrix
 # also goes to build/faults/matrix.md. Ends with "faults: N passed, M failed".
-# (Packet loss, delay, reordering and duplication need tc netem, which this host kernel lacks;
-# see README, "Fault matrix".)
+# (Packet loss, delay, reordering, duplication and a rate cap need tc netem, which this host kernel
+# lacks: scripts/rdma-vm.sh runs those inside its VM; see README, "Fault matrix".)
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)

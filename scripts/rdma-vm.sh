@@ -53,7 +53,7 @@ done
 
 # Kernel modules in dependency order. crc32_generic is needed by rdma_rxe but not listed.
 : > "$INITRD_ROOT/etc/modules.order"
-for m in crc32_generic rdma_rxe veth; do
+for m in crc32_generic rdma_rxe veth sch_netem; do
     modprobe -d "$WORK/kroot" -S "$KVER" --show-depends "$m" | awk '$1=="insmod"{print $2}'
 done | awk '!seen[$0]++' | while read -r ko; do
     rel=${ko#"$WORK"/kroot/}
@@ -63,7 +63,7 @@ done
 
 # Programs and every library they (and the rxe provider) load. --remove-destination: some
 # targets are busybox applet links, and cp must never write through them into the host's files.
-BINS="ip rdma ibv_devices ibv_devinfo ib_write_bw ib_send_lat"
+BINS="ip tc rdma ibv_devices ibv_devinfo ib_write_bw ib_send_lat"
 LIBS=""
 for b in $BINS; do
     p=$(command -v "$b"); d=/usr/bin; case "$p" in */sbin/*) d=/usr/sbin;; esac
@@ -76,6 +76,9 @@ for t in build/c_tests/t_*; do
     [ -x "$t" ] && cp "$t" "$INITRD_ROOT/tests/" && LIBS="$LIBS $t"
 done
 cp build/bin/nrt_demo "$INITRD_ROOT/usr/bin/"; LIBS="$LIBS build/bin/nrt_demo"
+# The fault-injection node (tc netem runs here: the host kernel has no netem).
+cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -o "$WORK/f_node" c_tests/faults/f_node.c -Lbuild/lib -lnrt
+cp "$WORK/f_node" "$INITRD_ROOT/usr/bin/"; LIBS="$LIBS $WORK/f_node"
 cp -L build/lib/libnrt.so.1 "$INITRD_ROOT/usr/lib/x86_64-linux-gnu/"; LIBS="$LIBS build/lib/libnrt.so.1"
 PROV=$(ls /usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav*.so)
 cp -L $PROV "$INITRD_ROOT/usr/lib/x86_64-linux-gnu/libibverbs/"
@@ -163,6 +166,41 @@ NRT_DEMO_BYTES_PER_SIZE=0 NRT_DEMO_MAX_SIZE=4096 NRT_DEMO_MIN_ITERS=200 NRT_DEMO
 rc=$?; echo "demo rc=$rc"; sed 's/^ *4 KiB/ONE 4 KiB/' /tmp/demo1.log
 if [ $rc = 0 ]; then echo "PASS demo over verbs, one message at a time"; passed=$((passed+1))
 else echo "FAIL demo over verbs, one message at a time (rc $rc)"; failed=$((failed+1)); fi
+
+echo "===== network faults with tc netem (TCP), between two namespaces"
+# netem shapes what leaves fA (A -> B data) and fB (B -> A acknowledgements).
+$IP2 netns add nA; $IP2 netns add nB
+$IP2 link add fA netns nA type veth peer name fB netns nB
+$IP2 -n nA addr add 10.88.0.1/24 dev fA; $IP2 -n nB addr add 10.88.0.2/24 dev fB
+for n in nA nB; do $IP2 -n $n link set lo up; done
+$IP2 -n nA link set fA up; $IP2 -n nB link set fB up
+netem_case() { # name count size netem-args...
+    name=$1; count=$2; size=$3; shift 3
+    $IP2 netns exec nA tc qdisc replace dev fA root netem "$@" || echo "tc on fA failed"
+    $IP2 netns exec nB tc qdisc replace dev fB root netem "$@" || echo "tc on fB failed"
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    NEURON_RT_ASYNC_SENDRECV_TRANSPORT=tcp NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=24000 NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=error \
+        $IP2 netns exec nB timeout 300 f_node recv 1 10.88.0.1 0 $count $size > /tmp/fr.log 2>&1 &
+    rp=$!
+    NEURON_RT_ASYNC_SENDRECV_TRANSPORT=tcp NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=24000 NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=error \
+        $IP2 netns exec nA timeout 300 f_node send 0 10.88.0.2 1 $count $size > /tmp/fs.log 2>&1
+    s=$?; wait $rp; r=$?
+    t1=$(cut -d' ' -f1 /proc/uptime)
+    secs=$(awk -v a=$t0 -v b=$t1 'BEGIN {printf "%.1f", b - a}')
+    mbit=$(awk -v a=$t0 -v b=$t1 -v n=$((count * size)) 'BEGIN {printf "%.1f", n * 8 / (b - a) / 1e6}')
+    $IP2 netns exec nA tc qdisc del dev fA root; $IP2 netns exec nB tc qdisc del dev fB root
+    if [ $s = 0 ] && [ $r = 0 ] && grep -q "^done $count" /tmp/fr.log; then
+        echo "PASS netem $name: $count x $size bytes, every byte checked, ${secs} s, ${mbit} Mbit/s"; passed=$((passed+1))
+        echo "NETEM| $name | all delivered and verified | ${secs} s, ${mbit} Mbit/s | $((count * size / 1024)) KiB |"
+    else
+        echo "FAIL netem $name (sender rc $s: $(tail -1 /tmp/fs.log); receiver rc $r: $(tail -1 /tmp/fr.log))"; failed=$((failed+1))
+    fi
+}
+netem_case "2% loss" 200 65536 loss 2%
+netem_case "50 ms delay, 10 ms jitter" 100 65536 delay 50ms 10ms
+netem_case "reordering (25%, 10 ms)" 200 65536 delay 10ms reorder 25% 50%
+netem_case "5% duplication" 200 65536 duplicate 5%
+netem_case "20 Mbit/s cap" 40 262144 rate 20mbit
 echo "rdma-vm suite: $passed passed, $failed failed"
 echo "===== perftest (rxeA <-> rxeB)"
 # perftest converts cycles to time with "cpu MHz" from /proc/cpuinfo, which the emulated CPU
