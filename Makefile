@@ -35,7 +35,7 @@ P_MAP     := src/ffi/preload.map
 P_LIB     := $(LIBDIR)/libnrt_async_sendrecv.so
 P_EXPORTS := $(shell sed -n 's/^ *\(nrt_[a-z_]*\);$$/\1/p' $(P_MAP))
 
-.PHONY: all lib preload deps header header-check install test test-preload test-rdma test-faults demo demo-bin clean FORCE
+.PHONY: all lib preload deps header header-check install test test-preload test-rdma test-faults test-sanitizers demo demo-bin clean FORCE
 
 all: lib
 
@@ -92,6 +92,11 @@ demo: lib $(DEMO)
 	$(DEMO)
 
 demo-bin: lib $(DEMO)
+
+# The C suite under ASan/UBSan, and three programs under valgrind memcheck.
+test-sanitizers: lib
+	@C_TESTS_BUILD_ONLY=1 c_tests/run.sh >/dev/null
+	@scripts/sanitize.sh
 
 # Faults between two network namespaces (root): link down, peer killed/stopped, port taken, leaks.
 test-faults: lib

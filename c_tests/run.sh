@@ -19,15 +19,17 @@
 # C_TESTS_BUILD_ONLY=1 builds the programs without running them.
 set -u
 ROOT=$(cd "${1:-$(dirname "$0")/..}" && pwd)
-OUT=$ROOT/build/c_tests
+# C_TESTS_OUT (a folder under build/) and C_TESTS_CFLAGS (extra compiler flags, e.g. sanitizers)
+# let scripts/sanitize.sh build a second copy of the suite.
+OUT=$ROOT/build/${C_TESTS_OUT:-c_tests}
 LIB=$ROOT/build/lib
 INC=$ROOT/include
 mkdir -p "$OUT"
 export NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=${NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL:-error}
 CC=${CC:-cc}
 CXX=${CXX:-c++}
-CFLAGS_C=(-std=c11 -Wall -Wextra -Werror -pedantic)
-CFLAGS_CXX=(-std=c++11 -Wall -Wextra -Werror -pedantic)
+CFLAGS_C=(-std=c11 -Wall -Wextra -Werror -pedantic ${C_TESTS_CFLAGS:-})
+CFLAGS_CXX=(-std=c++11 -Wall -Wextra -Werror -pedantic ${C_TESTS_CFLAGS:-})
 
 passed=0; failed=0
 pass() { echo "PASS $1${2:+ ($2)}"; passed=$((passed + 1)); }

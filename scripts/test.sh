@@ -79,7 +79,16 @@ if NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=29500 NEURON_RT_ASYNC_SENDRECV_LOG_LE
     pass "python ctypes pattern (two processes, byte-verified)"
 else fail "python ctypes pattern (see $LOGDIR/ctypes.log)"; tail -5 "$LOGDIR/ctypes.log"; fi
 
-# 8. Faults between network namespaces (make test-faults).
+# 8. Sanitizers (make test-sanitizers): ASan/UBSan build of the C suite, valgrind memcheck.
+echo "== sanitizers"
+scripts/sanitize.sh 2>&1 | tee "$LOGDIR/sanitize.log" | grep -E "^(asan: )?(PASS|FAIL) "
+line=$(grep -E "^sanitizers: [0-9]+ passed, [0-9]+ failed" "$LOGDIR/sanitize.log" | tail -1)
+if [ -n "$line" ]; then
+    passed=$((passed + $(echo "$line" | sed -E 's/sanitizers: ([0-9]+) passed.*/\1/')))
+    failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
+else fail "sanitizer runs did not report (see $LOGDIR/sanitize.log)"; fi
+
+# 8b. Faults between network namespaces (make test-faults).
 echo "== faults"
 scripts/faults.sh 2>&1 | tee "$LOGDIR/faults.log" | grep -E "^(PASS|FAIL) "
 line=$(grep -E "^faults: [0-9]+ passed, [0-9]+ failed" "$LOGDIR/faults.log" | tail -1)
