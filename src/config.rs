@@ -28,6 +28,8 @@ pub struct Config {
     /// `None`: requests never time out.
     pub request_timeout: Option<Duration>,
     pub streams: usize,
+    /// Shared secret for the HMAC challenge in the handshake (`None`: no authentication).
+    pub auth_secret: Option<Vec<u8>>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -69,7 +71,9 @@ impl Config {
                 return Err(format!("NEURON_RT_ASYNC_SENDRECV_TRANSPORT={other:?}: this build has {have}"));
             }
         };
+        let auth_secret = std::env::var("NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET").ok().filter(|v| !v.is_empty()).map(String::into_bytes);
         Ok(Config {
+            auth_secret,
             transport,
             port_base,
             listen_addr,

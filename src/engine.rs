@@ -18,7 +18,7 @@ use crate::status::{Error, NRT_STATUS, Result};
 use crate::transport::poll::{Poller, random_u64};
 use crate::transport::tcp::Stream;
 use crate::transport::{RdmaDevice, rdma_device_for};
-use crate::wire::{FLAG_VERBS, Frame, HEADER_LEN, WireError, ack};
+use crate::wire::{FLAG_AUTH, FLAG_VERBS, Frame, HEADER_LEN, WireError, ack};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -57,6 +57,19 @@ struct Handshake {
     buf: [u8; HEADER_LEN],
     have: usize,
     deadline: Instant,
+    /// Authentication: the Hello received and the challenge sent, while the Proof is awaited.
+    challenged: Option<(Frame, [u8; HEADER_LEN], [u8; 16])>,
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// HMAC-SHA256(secret, challenge ‖ Hello frame bytes).
+fn auth_mac(secret: &[u8], challenge: &[u8; 16], hello: &[u8; HEADER_LEN]) -> HmacSha256 {
+    use hmac::Mac;
+    let mut m = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
+    m.update(challenge);
+    m.update(hello);
+    m
 }
 
 /// The streams of one incoming connection, collected until all have said Hello.
@@ -209,7 +222,14 @@ impl Lnc {
                         crate::log_warn!("lnc {}: cannot watch connection from {addr}: {e}", self.id);
                         continue;
                     }
-                    let hs = Handshake { sock, peer: canonical(addr.ip()), buf: [0; HEADER_LEN], have: 0, deadline: Instant::now() + HELLO_TIMEOUT };
+                    let hs = Handshake {
+                        sock,
+                        peer: canonical(addr.ip()),
+                        buf: [0; HEADER_LEN],
+                        have: 0,
+                        deadline: Instant::now() + HELLO_TIMEOUT,
+                        challenged: None,
+                    };
                     st.handshakes.insert(token, hs);
                     drop(st);
                     // Bytes may have arrived before the socket was watched.
@@ -262,6 +282,46 @@ impl Lnc {
                     None => crate::log_debug!("lnc {}: connection from {} closed during handshake", self.id, hs.peer),
                 }
                 return;
+            }
+        };
+        // Authentication: a Hello is answered with a Challenge; the Proof must match.
+        let frame = {
+            let hs = st.handshakes.get_mut(&token).expect("present above");
+            match (hs.challenged.take(), &self.cfg.auth_secret, frame) {
+                (None, Some(secret), hello @ Frame::Hello { .. }) => {
+                    let mut challenge = [0u8; 16];
+                    challenge[..8].copy_from_slice(&random_u64().to_le_bytes());
+                    challenge[8..].copy_from_slice(&random_u64().to_le_bytes());
+                    // 40 bytes into a fresh socket's empty send buffer: written whole.
+                    if (&hs.sock).write_all(&Frame::Challenge { nonce: challenge }.encode()).is_err() {
+                        let hs = st.handshakes.remove(&token).expect("present above");
+                        self.poller.unwatch(hs.sock.as_raw_fd());
+                        return;
+                    }
+                    let _ = secret;
+                    hs.challenged = Some((hello, hs.buf, challenge));
+                    hs.have = 0;
+                    drop(st);
+                    // The Proof may already be waiting.
+                    return self.handshake_ready(token);
+                }
+                (Some((hello, hello_bytes, challenge)), Some(secret), Frame::Proof { mac }) => {
+                    use hmac::Mac;
+                    if auth_mac(secret, &challenge, &hello_bytes).verify_slice(&mac).is_err() {
+                        let hs = st.handshakes.remove(&token).expect("present above");
+                        self.poller.unwatch(hs.sock.as_raw_fd());
+                        crate::log_warn!("lnc {}: connection from {} failed authentication (NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET); dropped", self.id, hs.peer);
+                        return;
+                    }
+                    hello
+                }
+                (Some(_), _, f) => {
+                    let hs = st.handshakes.remove(&token).expect("present above");
+                    self.poller.unwatch(hs.sock.as_raw_fd());
+                    crate::log_warn!("lnc {}: connection from {} sent {f:?} instead of its authentication proof; dropped", self.id, hs.peer);
+                    return;
+                }
+                (None, _, f) => f,
             }
         };
         let hs = st.handshakes.remove(&token).expect("present above");
@@ -533,6 +593,32 @@ fn connect_once(addr: SocketAddr, deadline: Instant, comm: &Comm) -> Result<TcpS
     }
 }
 
+/// Reads one 40-byte frame of the handshake, within the set-up deadline.
+fn read_frame(comm: &Comm, s: &TcpStream, deadline: Instant, addr: SocketAddr, i: usize) -> Result<[u8; HEADER_LEN]> {
+    let mut buf = [0u8; HEADER_LEN];
+    let mut have = 0;
+    while have < HEADER_LEN {
+        if !comm.is_connecting() {
+            return Err(Error::failure("communicator closed during set-up"));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::timeout(format!(
+                "{addr} did not accept this connection within {} ms (no matching accept?)",
+                comm.lnc.cfg.connect_timeout.as_millis()
+            )));
+        }
+        s.set_read_timeout(Some((deadline - now).min(TICK))).ok();
+        match (&*s).read(&mut buf[have..]) {
+            Ok(0) => return Err(Error::failure(format!("{addr} closed stream {i} during the handshake"))),
+            Ok(n) => have += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(e) => return Err(Error::io(NRT_STATUS::NRT_FAILURE, &format!("handshake with {addr}"), &e)),
+        }
+    }
+    Ok(buf)
+}
+
 /// The connecting side's set-up; runs on its own thread.
 fn connector(lnc: &Lnc, comm: &Arc<Comm>, addr: SocketAddr) -> Result<()> {
     let (me, nonce, nstreams) = (lnc.id, lnc.nonce, lnc.cfg.streams);
@@ -546,7 +632,7 @@ fn connector(lnc: &Lnc, comm: &Arc<Comm>, addr: SocketAddr) -> Result<()> {
             dev = lnc.choose_rdma(comm, true, &s)?;
         }
         let hello = Frame::Hello {
-            flags: if dev.is_some() { FLAG_VERBS } else { 0 },
+            flags: if dev.is_some() { FLAG_VERBS } else { 0 } | if lnc.cfg.auth_secret.is_some() { FLAG_AUTH } else { 0 },
             stream: i as u16,
             nstreams: nstreams as u16,
             nonce,
@@ -556,29 +642,24 @@ fn connector(lnc: &Lnc, comm: &Arc<Comm>, addr: SocketAddr) -> Result<()> {
         };
         s.set_write_timeout(Some(Duration::from_secs(1))).ok();
         (&s).write_all(&hello.encode()).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("sending Hello to {addr}"), &e))?;
-        socks.push(s);
+        socks.push((s, hello.encode()));
     }
-    for (i, s) in socks.iter().enumerate() {
-        let mut buf = [0u8; HEADER_LEN];
-        let mut have = 0;
-        while have < HEADER_LEN {
-            if !comm.is_connecting() {
-                return Err(Error::failure("communicator closed during set-up"));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::timeout(format!(
-                    "{addr} did not accept this connection within {} ms (no matching accept?)",
-                    comm.lnc.cfg.connect_timeout.as_millis()
-                )));
-            }
-            s.set_read_timeout(Some((deadline - now).min(TICK))).ok();
-            match (&*s).read(&mut buf[have..]) {
-                Ok(0) => return Err(Error::failure(format!("{addr} closed stream {i} during the handshake"))),
-                Ok(n) => have += n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-                Err(e) => return Err(Error::io(NRT_STATUS::NRT_FAILURE, &format!("handshake with {addr}"), &e)),
-            }
+    for (i, (s, hello_bytes)) in socks.iter().enumerate() {
+        let mut buf = read_frame(comm, s, deadline, addr, i)?;
+        if let Ok(Frame::Challenge { nonce: challenge }) = Frame::decode(&buf) {
+            use hmac::Mac;
+            let Some(secret) = &lnc.cfg.auth_secret else {
+                return Err(Error::failure(format!("{addr} requires authentication: set NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET")));
+            };
+            let mut mac = [0u8; 32];
+            mac.copy_from_slice(&auth_mac(secret, &challenge, hello_bytes).finalize().into_bytes());
+            (&*s)
+                .write_all(&Frame::Proof { mac }.encode())
+                .map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("sending the authentication proof to {addr}"), &e))?;
+            buf = read_frame(comm, s, deadline, addr, i).map_err(|e| match e.status {
+                NRT_STATUS::NRT_FAILURE => Error::failure(format!("{addr} rejected this side's authentication (different secret?): {}", e.msg)),
+                _ => e,
+            })?;
         }
         match Frame::decode(&buf) {
             Ok(Frame::HelloAck { status: ack::OK, nonce: n, conn_seq, flags }) if n == nonce && conn_seq == comm.pair_seq => {
@@ -601,7 +682,7 @@ fn connector(lnc: &Lnc, comm: &Arc<Comm>, addr: SocketAddr) -> Result<()> {
         }
     }
     let mut streams = Vec::with_capacity(nstreams);
-    for s in socks {
+    for (s, _) in socks {
         s.set_read_timeout(None).ok();
         s.set_write_timeout(None).ok();
         streams.push(Stream::new(s).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "socket options", &e))?);

@@ -184,6 +184,7 @@ mod tests {
     fn cfg(port_base: u16) -> Config {
         Config {
             transport: crate::config::Transport::Tcp,
+            auth_secret: None,
             port_base,
             listen_addr: Some("127.0.0.1".parse().unwrap()),
             connect_timeout: Duration::from_secs(10),
@@ -328,6 +329,7 @@ mod hostile {
     fn cfg() -> Config {
         Config {
             transport: crate::config::Transport::Tcp,
+            auth_secret: None,
             port_base: 26100,
             listen_addr: Some("127.0.0.1".parse().unwrap()),
             connect_timeout: Duration::from_secs(10),
@@ -425,5 +427,54 @@ mod hostile {
         assert_eq!(e.status, crate::status::NRT_STATUS::NRT_TIMEOUT, "{e}");
         assert_eq!(rr.unwrap_err().status, crate::status::NRT_STATUS::NRT_TIMEOUT);
         assert!(close(a).is_err() && close(b).is_err(), "unconnected comms make close fail");
+    }
+
+    /// Shared-secret authentication: same secret connects; a missing or different secret on the
+    /// connecting side is refused, with a status from test_comm and nothing paired.
+    #[test]
+    fn hmac_challenge_in_the_handshake() {
+        nrt_init();
+        let with = |secret: Option<&str>| {
+            let mut c = cfg();
+            c.port_base = 26200;
+            c.connect_timeout = Duration::from_secs(5);
+            c.auth_secret = secret.map(|s| s.as_bytes().to_vec());
+            c
+        };
+        let wait = |c: &Comm| -> crate::status::Result<bool> {
+            let end = Instant::now() + Duration::from_secs(8);
+            loop {
+                match c.test() {
+                    Ok(true) => return Ok(true),
+                    Ok(false) if Instant::now() < end => std::thread::sleep(Duration::from_millis(5)),
+                    other => return other,
+                }
+            }
+        };
+        let cases: [(Option<&str>, Option<&str>, bool, &str); 3] = [
+            (Some("s3cret"), Some("s3cret"), true, ""),
+            (None, Some("s3cret"), false, "requires authentication"),
+            (Some("other"), Some("s3cret"), false, "rejected"),
+        ];
+        for (i, (conn_secret, acc_secret, ok, why)) in cases.into_iter().enumerate() {
+            let (a, b) = (920 + 2 * i as i32, 921 + 2 * i as i32);
+            init_with(a, Some(with(conn_secret))).unwrap();
+            init_with(b, Some(with(acc_secret))).unwrap();
+            let s = connect("127.0.0.1", b, a).unwrap();
+            let r = accept("127.0.0.1", a, b).unwrap();
+            let rs = wait(&s);
+            if ok {
+                assert_eq!(rs, Ok(true), "case {i}");
+                assert_eq!(wait(&r), Ok(true), "case {i}");
+                assert!(close(a).is_ok() && close(b).is_ok());
+            } else {
+                let e = rs.expect_err("connect must fail");
+                assert_eq!(e.status, crate::status::NRT_STATUS::NRT_FAILURE, "case {i}: {e}");
+                assert!(e.msg.contains(why), "case {i}: {e}");
+                assert!(!r.test().unwrap_or(false), "case {i}: the accept must not pair");
+                let _ = close(a);
+                let _ = close(b);
+            }
+        }
     }
 }

@@ -12,6 +12,8 @@
 //! | Ack       | status     | msg seq  | size       | 0                       | 0        |
 //! | QpInfo    | 0          | psn << 32 \| qpn | gid[0..8] | gid[8..16]       | lid      |
 //! | Cts       | 0          | msg seq  | address    | length                  | rkey     |
+//! | Challenge | 0          | random   | random     | 0                       | 0        |
+//! | Proof     | 0          | HMAC-SHA256(secret, challenge ‖ Hello), 32 bytes over a..d        |
 //!
 //! Flags (Hello: what the connecting side offers; HelloAck: what the accepting side chose):
 //! bit 0 = RDMA verbs for the data, with the TCP streams kept for control (QpInfo, Cts, Ack).
@@ -30,7 +32,9 @@ pub const MAX_CHUNK: u64 = 1 << 30;
 pub const MAX_STREAMS: u64 = crate::config::MAX_STREAMS as u64;
 /// Hello/HelloAck flag: RDMA verbs data path.
 pub const FLAG_VERBS: u32 = 1;
-const KNOWN_FLAGS: u64 = FLAG_VERBS as u64;
+/// Hello flag: the connecting side holds a shared secret (it can answer a Challenge).
+pub const FLAG_AUTH: u32 = 2;
+const KNOWN_FLAGS: u64 = (FLAG_VERBS | FLAG_AUTH) as u64;
 
 /// Status carried by HelloAck and Ack frames.
 pub mod ack {
@@ -54,6 +58,9 @@ pub enum Frame {
     QpInfo { qpn: u32, psn: u32, gid: [u8; 16], lid: u16 },
     /// Clear to send (verbs): the receive for message `seq` waits at `addr` (`len` bytes, `rkey`).
     Cts { seq: u64, addr: u64, len: u64, rkey: u32 },
+    /// Authentication: the accepting side's random challenge, answered by a Proof.
+    Challenge { nonce: [u8; 16] },
+    Proof { mac: [u8; 32] },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +91,8 @@ const K_DATA: u8 = 3;
 const K_ACK: u8 = 4;
 const K_QP_INFO: u8 = 5;
 const K_CTS: u8 = 6;
+const K_CHALLENGE: u8 = 7;
+const K_PROOF: u8 = 8;
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
@@ -110,6 +119,13 @@ impl Frame {
                 (K_QP_INFO, 0, (psn as u64) << 32 | qpn as u64, g0, g1, lid as u64)
             }
             Frame::Cts { seq, addr, len, rkey } => (K_CTS, 0, seq, addr, len, rkey as u64),
+            Frame::Challenge { nonce } => {
+                (K_CHALLENGE, 0, u64::from_le_bytes(nonce[..8].try_into().unwrap()), u64::from_le_bytes(nonce[8..].try_into().unwrap()), 0, 0)
+            }
+            Frame::Proof { mac } => {
+                let w = |i: usize| u64::from_le_bytes(mac[8 * i..8 * i + 8].try_into().unwrap());
+                (K_PROOF, 0, w(0), w(1), w(2), w(3))
+            }
         };
         let mut h = [0u8; HEADER_LEN];
         h[0..4].copy_from_slice(&MAGIC);
@@ -211,6 +227,25 @@ impl Frame {
                 }
                 Ok(Frame::Ack { seq: a, status: aux, size: b })
             }
+            K_CHALLENGE => {
+                if aux != 0 || c != 0 || d != 0 {
+                    return Err(WireError::BadField("challenge"));
+                }
+                let mut nonce = [0u8; 16];
+                nonce[..8].copy_from_slice(&a.to_le_bytes());
+                nonce[8..].copy_from_slice(&b.to_le_bytes());
+                Ok(Frame::Challenge { nonce })
+            }
+            K_PROOF => {
+                if aux != 0 {
+                    return Err(WireError::BadField("proof"));
+                }
+                let mut mac = [0u8; 32];
+                for (i, v) in [a, b, c, d].into_iter().enumerate() {
+                    mac[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
+                }
+                Ok(Frame::Proof { mac })
+            }
             k => Err(WireError::BadKind(k)),
         }
     }
@@ -228,6 +263,8 @@ mod tests {
             Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: FLAG_VERBS },
             Frame::QpInfo { qpn: 0xab_cdef, psn: 0x12_3456, gid: [7; 16], lid: 0xffff },
             Frame::Cts { seq: 3, addr: 0x7fff_0000_1000, len: 1 << 30, rkey: 0xdead_beef },
+            Frame::Challenge { nonce: [0x5a; 16] },
+            Frame::Proof { mac: [0xa5; 32] },
             Frame::Data { seq: 5, offset: 1 << 20, len: 4096, total: (1 << 20) + 4096 },
             Frame::Data { seq: 0, offset: 0, len: 0, total: 0 },
             Frame::Ack { seq: u64::MAX, status: ack::TOO_LONG, size: 12 },
@@ -300,7 +337,7 @@ mod tests {
             }
             b[0..4].copy_from_slice(&MAGIC);
             b[4] = VERSION;
-            b[5] = (x % 8) as u8;
+            b[5] = (x % 10) as u8;
             if let Ok(f) = Frame::decode(&b) {
                 assert_eq!(f.encode(), b, "accepted frame must re-encode identically");
             }
