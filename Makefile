@@ -35,7 +35,7 @@ P_MAP     := src/ffi/preload.map
 P_LIB     := $(LIBDIR)/libnrt_async_sendrecv.so
 P_EXPORTS := $(shell sed -n 's/^ *\(nrt_[a-z_]*\);$$/\1/p' $(P_MAP))
 
-.PHONY: all lib preload deps header header-check install test test-preload test-rdma test-faults test-sanitizers demo demo-bin clean FORCE
+.PHONY: all lib preload deps header header-check install test test-preload test-rdma test-faults test-sanitizers soak demo demo-bin clean FORCE
 
 all: lib
 
@@ -97,6 +97,14 @@ demo-bin: lib $(DEMO)
 test-sanitizers: lib
 	@C_TESTS_BUILD_ONLY=1 c_tests/run.sh >/dev/null
 	@scripts/sanitize.sh
+
+# Random sizes over 16 communicators and 8 threads for NRT_SOAK_SECONDS (600); RSS must stay flat.
+# Not part of make test.
+soak: lib
+	@mkdir -p $(BUILD)/bin
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -o $(BUILD)/bin/soak c_tests/soak/soak.c -L$(LIBDIR) -lnrt \
+	    -Wl,-rpath,$(abspath $(LIBDIR)) -pthread
+	NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=127.0.0.1 NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=$${NRT_SOAK_PORT:-25000} $(BUILD)/bin/soak
 
 # Faults between two network namespaces (root): link down, peer killed/stopped, port taken, leaks.
 test-faults: lib

@@ -63,13 +63,16 @@ pub struct Stream {
     sock: TcpStream,
     tx: VecDeque<TxItem>,
     rx: Rx,
+    /// The peer closed this (non-control) stream between frames. Not an error by itself: the
+    /// peer's Acks may still be on their way on stream 0, whose end decides. Sending on it is.
+    peer_closed: bool,
 }
 
 impl Stream {
     pub fn new(sock: TcpStream) -> std::io::Result<Stream> {
         sock.set_nonblocking(true)?;
         sock.set_nodelay(true)?;
-        Ok(Stream { sock, tx: VecDeque::new(), rx: Rx::Header { buf: [0; HEADER_LEN], have: 0 } })
+        Ok(Stream { sock, tx: VecDeque::new(), rx: Rx::Header { buf: [0; HEADER_LEN], have: 0 }, peer_closed: false })
     }
     pub fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
@@ -215,7 +218,9 @@ impl CommIo {
     pub fn progress(&mut self) -> Result<()> {
         for i in 0..self.streams.len() {
             self.flush_tx(i)?;
-            self.pump_rx(i)?;
+            if !self.streams[i].peer_closed {
+                self.pump_rx(i)?;
+            }
         }
         #[cfg(feature = "verbs")]
         if let Some(v) = self.verbs.as_mut() {
@@ -231,6 +236,9 @@ impl CommIo {
 
     fn flush_tx(&mut self, i: usize) -> Result<()> {
         let s = &mut self.streams[i];
+        if s.peer_closed && !s.tx.is_empty() {
+            return Err(Error::failure(format!("peer closed stream {i}")));
+        }
         while !s.tx.is_empty() {
             let mut iov: [libc::iovec; MAX_IOV] = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
             let mut cnt = 0;
@@ -299,12 +307,19 @@ impl CommIo {
 
     fn pump_rx(&mut self, i: usize) -> Result<()> {
         let fd = self.streams[i].sock.as_raw_fd();
+        let idle_tx = self.streams[i].tx.is_empty();
         loop {
             match &mut self.streams[i].rx {
                 Rx::Header { buf, have } => {
                     if *have < HEADER_LEN {
                         match recv_raw(fd, buf[*have..].as_mut_ptr(), HEADER_LEN - *have)? {
                             Io::WouldBlock => return Ok(()),
+                            Io::Done(0) if i != 0 && *have == 0 && idle_tx => {
+                                // Between frames, nothing to send here: wait for stream 0's end
+                                // (under reordering it can come after this one, with Acks before it).
+                                self.streams[i].peer_closed = true;
+                                return Ok(());
+                            }
                             Io::Done(0) => return Err(Error::failure(format!("peer closed stream {i}"))),
                             Io::Done(n) => *have += n,
                         }
