@@ -6,6 +6,7 @@
  * warm) by at most 16 MiB, and descriptors must be equal. Exit 0 when all of it holds. */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <limits.h>
 #include <nrt/nrt.h>
 #include <nrt/nrt_async_sendrecv.h>
 #include <pthread.h>
@@ -48,44 +49,69 @@ static int wait_req(nrt_async_sendrecv_request_t *q, size_t *got) {
     return st == NRT_SUCCESS;
 }
 
-static void *worker(void *arg) {
-    int id = (int)(intptr_t)arg, sender = id < THREADS, t = id % THREADS;
+/* Posted-message counts each side publishes when the run stops, so both finish at the same count. */
+static atomic_long published[2][PAIRS];
+
+struct side {
+    int sender;
     nrt_tensor_t *buf[PAIRS / THREADS][INFLIGHT];
     nrt_async_sendrecv_request_t *q[PAIRS / THREADS][INFLIGHT];
-    long next[PAIRS / THREADS] = {0}, done[PAIRS / THREADS] = {0};
-    for (int k = 0; k < PAIRS / THREADS; k++)
-        for (int w = 0; w < INFLIGHT; w++) nrt_tensor_allocate(NRT_TENSOR_PLACEMENT_HOST, 0, MAXN, "soak", &buf[k][w]);
-    while (!atomic_load(&stop_flag) && !atomic_load(&errors)) {
-        for (int k = 0; k < PAIRS / THREADS; k++) {
-            int p = t * (PAIRS / THREADS) + k;
-            while (next[k] - done[k] < INFLIGHT) {
-                int w = (int)(next[k] % INFLIGHT);
-                size_t n = size_of(p, next[k]);
-                if (sender) {
-                    uint8_t *va = nrt_tensor_get_va(buf[k][w]);
-                    for (size_t i = 0; i < n; i++) va[i] = byte_of(p, next[k], i);
-                }
-                NRT_STATUS st = sender ? nrt_async_sendrecv_send_tensor(buf[k][w], 0, n, S[p], &q[k][w])
-                                       : nrt_async_sendrecv_recv_tensor(buf[k][w], 0, MAXN, R[p], &q[k][w]);
-                if (st != NRT_SUCCESS) { fprintf(stderr, "post failed: %d\n", st); atomic_fetch_add(&errors, 1); return NULL; }
-                next[k]++;
-            }
-            int w = (int)(done[k] % INFLIGHT);
-            size_t got = 0, n = size_of(p, done[k]);
-            if (!wait_req(q[k][w], &got) || got != n) { fprintf(stderr, "pair %d message %ld failed\n", p, done[k]); atomic_fetch_add(&errors, 1); return NULL; }
-            if (!sender) {
-                const uint8_t *va = nrt_tensor_get_va(buf[k][w]);
-                for (size_t i = 0; i < n; i++)
-                    if (va[i] != byte_of(p, done[k], i)) { fprintf(stderr, "pair %d message %ld byte %zu corrupt\n", p, done[k], i); atomic_fetch_add(&errors, 1); return NULL; }
-                atomic_fetch_add(&messages, 1);
-                atomic_fetch_add(&bytes, (long)n);
-            }
-            done[k]++;
+    long next[PAIRS / THREADS], done[PAIRS / THREADS];
+};
+
+/* Posts up to `limit` messages (at most INFLIGHT outstanding) on slot k, then reaps one. */
+static int step(struct side *sd, int t, int k, long limit) {
+    int p = t * (PAIRS / THREADS) + k;
+    while (sd->next[k] < limit && sd->next[k] - sd->done[k] < INFLIGHT) {
+        int w = (int)(sd->next[k] % INFLIGHT);
+        size_t n = size_of(p, sd->next[k]);
+        if (sd->sender) {
+            uint8_t *va = nrt_tensor_get_va(sd->buf[k][w]);
+            for (size_t i = 0; i < n; i++) va[i] = byte_of(p, sd->next[k], i);
         }
+        NRT_STATUS st = sd->sender ? nrt_async_sendrecv_send_tensor(sd->buf[k][w], 0, n, S[p], &sd->q[k][w])
+                                   : nrt_async_sendrecv_recv_tensor(sd->buf[k][w], 0, MAXN, R[p], &sd->q[k][w]);
+        if (st != NRT_SUCCESS) { fprintf(stderr, "post failed: %d\n", st); return 0; }
+        sd->next[k]++;
     }
-    /* Drain what is in flight so that close finds nothing pending. */
+    if (sd->done[k] == sd->next[k]) return 1;
+    int w = (int)(sd->done[k] % INFLIGHT);
+    size_t got = 0, n = size_of(p, sd->done[k]);
+    if (!wait_req(sd->q[k][w], &got) || got != n) { fprintf(stderr, "pair %d message %ld failed\n", p, sd->done[k]); return 0; }
+    if (!sd->sender) {
+        const uint8_t *va = nrt_tensor_get_va(sd->buf[k][w]);
+        for (size_t i = 0; i < n; i++)
+            if (va[i] != byte_of(p, sd->done[k], i)) { fprintf(stderr, "pair %d message %ld byte %zu corrupt\n", p, sd->done[k], i); return 0; }
+        atomic_fetch_add(&messages, 1);
+        atomic_fetch_add(&bytes, (long)n);
+    }
+    sd->done[k]++;
+    return 1;
+}
+
+static void *worker(void *arg) {
+    int id = (int)(intptr_t)arg, t = id % THREADS;
+    struct side *sd = calloc(1, sizeof *sd);
+    sd->sender = id < THREADS;
     for (int k = 0; k < PAIRS / THREADS; k++)
-        while (done[k] < next[k]) { size_t got; wait_req(q[k][done[k] % INFLIGHT], &got); done[k]++; }
+        for (int w = 0; w < INFLIGHT; w++) nrt_tensor_allocate(NRT_TENSOR_PLACEMENT_HOST, 0, MAXN, "soak", &sd->buf[k][w]);
+    while (!atomic_load(&stop_flag) && !atomic_load(&errors))
+        for (int k = 0; k < PAIRS / THREADS; k++)
+            if (!step(sd, t, k, LONG_MAX)) { atomic_fetch_add(&errors, 1); break; }
+    /* Finish at the same message count on both sides: the larger of the two posted counts. */
+    for (int k = 0; k < PAIRS / THREADS; k++) atomic_store(&published[sd->sender][t * (PAIRS / THREADS) + k], sd->next[k]);
+    for (int k = 0; k < PAIRS / THREADS && !atomic_load(&errors); k++) {
+        int p = t * (PAIRS / THREADS) + k;
+        double end = now_s() + 30;
+        while (atomic_load(&published[!sd->sender][p]) < 0 && now_s() < end && !atomic_load(&errors)) usleep(1000);
+        long target = atomic_load(&published[!sd->sender][p]);
+        if (target < sd->next[k]) target = sd->next[k];
+        while (sd->done[k] < target && !atomic_load(&errors))
+            if (!step(sd, t, k, target)) atomic_fetch_add(&errors, 1);
+    }
+    for (int k = 0; k < PAIRS / THREADS; k++)
+        for (int w = 0; w < INFLIGHT; w++) nrt_tensor_free(&sd->buf[k][w]);
+    free(sd);
     return NULL;
 }
 
@@ -117,6 +143,7 @@ int main(void) {
             if (nrt_async_sendrecv_test_comm(S[p], &a) || nrt_async_sendrecv_test_comm(R[p], &b)) return 1;
         if (!a || !b) return 1;
     }
+    for (int p = 0; p < PAIRS; p++) published[0][p] = published[1][p] = -1;
     pthread_t th[2 * THREADS];
     for (int i = 0; i < 2 * THREADS; i++) pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i);
     double t0 = now_s(), next_sample = t0 + 60;
@@ -137,8 +164,9 @@ int main(void) {
     int ok = atomic_load(&errors) == 0 && rss_last - rss_first <= 16384 && fd_last == fd_first;
     printf("soak: %s: %ld messages, %.2f GB, every byte checked; RSS %ld -> %ld KiB, descriptors %d -> %d\n", ok ? "PASS" : "FAIL",
            atomic_load(&messages), (double)atomic_load(&bytes) / 1e9, rss_first, rss_last, fd_first, fd_last);
-    nrt_async_sendrecv_close(0);
-    nrt_async_sendrecv_close(1);
+    /* Everything was reaped: closing finds nothing unfinished. */
+    ok = (nrt_async_sendrecv_close(0) == NRT_SUCCESS) & (nrt_async_sendrecv_close(1) == NRT_SUCCESS) & ok;
     nrt_close();
+    if (!ok) printf("soak: FAIL\n");
     return ok ? 0 : 1;
 }
