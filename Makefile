@@ -35,7 +35,7 @@ P_MAP     := src/ffi/preload.map
 P_LIB     := $(LIBDIR)/libnrt_async_sendrecv.so
 P_EXPORTS := $(shell sed -n 's/^ *\(nrt_[a-z_]*\);$$/\1/p' $(P_MAP))
 
-.PHONY: all lib preload deps header header-check install test test-preload test-rdma test-faults test-sanitizers soak demo demo-bin clean FORCE
+.PHONY: all lib preload deps header header-check install test test-preload test-rdma test-faults test-sanitizers test-fuzz soak demo demo-bin clean FORCE
 
 all: lib
 
@@ -97,6 +97,10 @@ demo-bin: lib $(DEMO)
 test-sanitizers: lib
 	@C_TESTS_BUILD_ONLY=1 c_tests/run.sh >/dev/null
 	@scripts/sanitize.sh
+
+# cargo fuzz on the frame decoder and the handshake, FUZZ_SECONDS (30) each.
+test-fuzz:
+	@scripts/fuzz.sh
 
 # Random sizes over 16 communicators and 8 threads for NRT_SOAK_SECONDS (600); RSS must stay flat.
 # Not part of make test.

@@ -99,7 +99,7 @@ start_pair 100000
 if wait_progress "$OUT/recv.out" 100; then kill -9 "$(node_pid recv)"; fi
 t0=$(now); wait $SPID; s=$?; ts=$(since "$t0"); wait $RPID 2>/dev/null
 ok=1
-grep -q "^status 1 after" "$OUT/send.out" && awk -v a="$ts" 'BEGIN {exit !(a <= 2.0)}' && ok=0
+grep -qE "^status (post )?1 after" "$OUT/send.out" && awk -v a="$ts" 'BEGIN {exit !(a <= 2.0)}' && ok=0
 res $ok "receiver SIGKILLed: NRT_FAILURE within 2 s" "sender: $(tail -1 "$OUT/send.out"), exited ${ts} s after the kill"
 row "peer SIGKILLed" "NRT_FAILURE within 2 s" "${ts} s" "every completed message"
 

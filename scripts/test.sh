@@ -88,6 +88,15 @@ if [ -n "$line" ]; then
     failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
 else fail "sanitizer runs did not report (see $LOGDIR/sanitize.log)"; fi
 
+# 8a. Fuzzing (make test-fuzz): the frame decoder and the handshake, 30 s each.
+echo "== fuzz"
+scripts/fuzz.sh 2>&1 | tee "$LOGDIR/fuzz.log" | grep -E "^(PASS|FAIL) "
+line=$(grep -E "^fuzz: [0-9]+ passed, [0-9]+ failed" "$LOGDIR/fuzz.log" | tail -1)
+if [ -n "$line" ]; then
+    passed=$((passed + $(echo "$line" | sed -E 's/fuzz: ([0-9]+) passed.*/\1/')))
+    failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
+else fail "fuzzing did not report (see $LOGDIR/fuzz.log)"; fi
+
 # 8b. Faults between network namespaces (make test-faults).
 echo "== faults"
 scripts/faults.sh 2>&1 | tee "$LOGDIR/faults.log" | grep -E "^(PASS|FAIL) "
