@@ -49,9 +49,24 @@ export NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=error NEURON_RT_ASYNC_SENDRECV_TRANSPO
 export NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=23000
 MB=1048576
 
+# A bystander: another communicator pair (lnc 4 -> lnc 5, loopback inside namespace A) that runs
+# through every fault case and must finish untouched.
+start_bystander() {
+    : >"$OUT/by_recv.out"; : >"$OUT/by_send.out"
+    ip netns exec "$A" timeout 120 "$OUT/f_node" recv 5 127.0.0.1 4 "$1" $MB >"$OUT/by_recv.out" 2>&1 &
+    BRPID=$!
+    ip netns exec "$A" timeout 120 "$OUT/f_node" send 4 127.0.0.1 5 "$1" $MB >"$OUT/by_send.out" 2>&1 &
+    BSPID=$!
+}
+check_bystander() { # name
+    wait $BSPID; local s=$?; wait $BRPID; local r=$?
+    res $(( s || r )) "$1: other communicators unaffected" "bystander receiver: $(tail -1 "$OUT/by_recv.out")"
+}
+
 # start_pair COUNT [extra env...]: receiver in B, sender in A, outputs in $OUT/{recv,send}.out
 start_pair() {
     local count=$1; shift
+    start_bystander 2000
     : >"$OUT/recv.out"; : >"$OUT/send.out"
     env "$@" ip netns exec "$B" timeout 120 "$OUT/f_node" recv 1 $IPA 0 "$count" $MB >"$OUT/recv.out" 2>&1 &
     RPID=$!
@@ -66,11 +81,12 @@ wait_progress() {
 }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
-node_pid() { pgrep -f "^$OUT/f_node $1 " | head -1; }
+node_pid() { pgrep -f "^$OUT/f_node $1 1 " | head -1; }  # the faulted receiver (lnc 1), not the bystander
 
 # 0. Baseline.
 start_pair 300
 wait $SPID; s=$?; wait $RPID; r=$?
+check_bystander "baseline"
 res $(( s || r )) "baseline: 300 x 1 MiB across the veth" "sender $(tail -1 "$OUT/send.out"), receiver $(tail -1 "$OUT/recv.out")"
 row "none" "all delivered" "$(tail -1 "$OUT/recv.out")" "300 MiB"
 
@@ -81,6 +97,7 @@ if wait_progress "$OUT/recv.out" 300; then
     ip -n "$A" addr replace $IPA/24 dev vA 2>/dev/null
 fi
 t0=$(now); wait $SPID; s=$?; wait $RPID; r=$?
+check_bystander "link down 2 s"
 res $(( s || r )) "link down 2 s mid-transfer recovers" "receiver: $(tail -1 "$OUT/recv.out"); finished $(since "$t0") s after the link came back"
 row "link down 2 s mid-transfer" "recovers, nothing lost" "$(tail -1 "$OUT/recv.out")" "3000 MiB"
 
@@ -88,6 +105,7 @@ row "link down 2 s mid-transfer" "recovers, nothing lost" "$(tail -1 "$OUT/recv.
 start_pair 100000 NEURON_RT_ASYNC_SENDRECV_REQUEST_TIMEOUT_MS=3000
 if wait_progress "$OUT/recv.out" 100; then ip -n "$A" link set vA down; fi
 t0=$(now); wait $SPID; s=$?; ts=$(since "$t0"); wait $RPID; r=$?; tr=$(since "$t0")
+check_bystander "link down for good"
 ok=1
 grep -q "^status 5 after" "$OUT/send.out" && grep -q "^status 5 after" "$OUT/recv.out" && awk -v a="$ts" -v b="$tr" 'BEGIN {exit !(a <= 4.5 && b <= 4.5)}' && ok=0
 res $ok "link down for good: NRT_TIMEOUT at the 3 s deadline" "sender: $(tail -1 "$OUT/send.out") (exit $s, ${ts} s after the cut); receiver: $(tail -1 "$OUT/recv.out") (exit $r)"
@@ -98,6 +116,7 @@ ip -n "$A" link set vA up; ip -n "$A" addr replace $IPA/24 dev vA 2>/dev/null
 start_pair 100000
 if wait_progress "$OUT/recv.out" 100; then kill -9 "$(node_pid recv)"; fi
 t0=$(now); wait $SPID; s=$?; ts=$(since "$t0"); wait $RPID 2>/dev/null
+check_bystander "peer SIGKILLed"
 ok=1
 grep -qE "^status (post )?1 after" "$OUT/send.out" && awk -v a="$ts" 'BEGIN {exit !(a <= 2.0)}' && ok=0
 res $ok "receiver SIGKILLed: NRT_FAILURE within 2 s" "sender: $(tail -1 "$OUT/send.out"), exited ${ts} s after the kill"
@@ -108,6 +127,7 @@ start_pair 100000 NEURON_RT_ASYNC_SENDRECV_REQUEST_TIMEOUT_MS=3000
 if wait_progress "$OUT/recv.out" 100; then kill -STOP "$(node_pid recv)"; fi
 t0=$(now); wait $SPID; s=$?; ts=$(since "$t0")
 kill -9 "$(node_pid recv)" 2>/dev/null; wait $RPID 2>/dev/null
+check_bystander "peer SIGSTOPped"
 ok=1
 grep -q "^status 5 after" "$OUT/send.out" && awk -v a="$ts" 'BEGIN {exit !(a <= 4.5)}' && ok=0
 res $ok "receiver SIGSTOPped: NRT_TIMEOUT at the 3 s deadline" "sender: $(tail -1 "$OUT/send.out"), exited ${ts} s after the stop"

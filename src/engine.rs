@@ -559,6 +559,11 @@ impl Lnc {
         comms
     }
 
+    /// Connections accepted and still mid-handshake (bounded by `MAX_HALF_OPEN`).
+    pub fn half_open(&self) -> usize {
+        self.accept.lock().handshakes.len()
+    }
+
     /// Every live communicator of this lnc, for flush.
     pub fn comms(&self) -> Vec<Arc<Comm>> {
         self.comms.lock().clone()

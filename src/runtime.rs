@@ -120,7 +120,7 @@ pub fn close(lnc: i32) -> Result<()> {
     r
 }
 
-fn lookup(lnc: i32) -> Result<Arc<Lnc>> {
+pub(crate) fn lookup(lnc: i32) -> Result<Arc<Lnc>> {
     check_lnc("lnc", lnc)?;
     STATE
         .lock()
@@ -476,5 +476,49 @@ mod hostile {
                 let _ = close(b);
             }
         }
+    }
+
+    fn rss_kib() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 4
+    }
+
+    /// A flood of idle connections (more than the half-open limit): the excess is closed at
+    /// once, memory stays bounded, and a real connection still pairs.
+    #[test]
+    fn connection_flood_is_bounded() {
+        nrt_init();
+        let (a, b) = (930, 931);
+        let mut c = cfg();
+        c.port_base = 26300;
+        init_with(a, Some(c.clone())).unwrap();
+        init_with(b, Some(c)).unwrap();
+        let lnc_b = lookup(b).unwrap();
+        let rss0 = rss_kib();
+        let n = crate::engine::MAX_HALF_OPEN + 476;
+        let flood: Vec<TcpStream> = (0..n).filter_map(|_| TcpStream::connect(("127.0.0.1", 26300 + b as u16)).ok()).collect();
+        assert!(flood.len() > crate::engine::MAX_HALF_OPEN, "only {} connections made", flood.len());
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut most = 0;
+        while Instant::now() < end {
+            most = most.max(lnc_b.half_open());
+            if most >= crate::engine::MAX_HALF_OPEN {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(lnc_b.half_open() <= crate::engine::MAX_HALF_OPEN, "half-open connections beyond the limit");
+        let grown = rss_kib().saturating_sub(rss0);
+        assert!(grown < 32 * 1024, "RSS grew by {grown} KiB under a flood of {} connections", flood.len());
+        drop(flood);
+        let s = connect("127.0.0.1", b, a).unwrap();
+        let r = accept("127.0.0.1", a, b).unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while !(s.test().unwrap() && r.test().unwrap()) {
+            assert!(Instant::now() < end, "real connection not made after the flood");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        close(a).unwrap();
+        close(b).unwrap();
     }
 }
