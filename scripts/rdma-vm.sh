@@ -167,6 +167,20 @@ rc=$?; echo "demo rc=$rc"; sed 's/^ *4 KiB/ONE 4 KiB/' /tmp/demo1.log
 if [ $rc = 0 ]; then echo "PASS demo over verbs, one message at a time"; passed=$((passed+1))
 else echo "FAIL demo over verbs, one message at a time (rc $rc)"; failed=$((failed+1)); fi
 
+echo "===== device named in the environment (NEURON_RT_ASYNC_SENDRECV_RDMA_DEVICE)"
+# Bootstrap over 127.0.0.1, which no RDMA device carries: each side uses the device it names.
+NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=127.0.0.1 NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=25000 NEURON_RT_ASYNC_SENDRECV_RDMA_DEVICE=rxeB \
+    timeout 300 f_node recv 1 127.0.0.1 0 64 65536 > /tmp/er.log 2>&1 &
+rp=$!
+NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=127.0.0.1 NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=25000 NEURON_RT_ASYNC_SENDRECV_RDMA_DEVICE=rxeA \
+    timeout 300 f_node send 0 127.0.0.1 1 64 65536 > /tmp/es.log 2>&1
+s=$?; wait $rp; r=$?
+if [ $s = 0 ] && [ $r = 0 ] && grep -q "verbs on rxeA" /tmp/es.log && grep -q "verbs on rxeB" /tmp/er.log; then
+    echo "PASS device from the environment: 64 x 64 KiB over rxeA -> rxeB with a loopback bootstrap"; passed=$((passed+1))
+else
+    echo "FAIL device from the environment (sender rc $s, receiver rc $r)"; tail -5 /tmp/es.log /tmp/er.log | sed 's/^/    /'; failed=$((failed+1))
+fi
+
 echo "===== network faults with tc netem (TCP), between two namespaces"
 # netem shapes what leaves fA (A -> B data) and fB (B -> A acknowledgements).
 $IP2 netns add nA; $IP2 netns add nB

@@ -78,7 +78,8 @@ pub fn device_for_ip(ip: IpAddr) -> Result<Option<Arc<Device>>> {
         if let Some(d) = open.iter().find(|d| {
             want_dev.as_ref().is_none_or(|n| *n == d.name)
                 && want_gid.is_none_or(|g| g == d.gid_index as i32)
-                && (target == Some(d.gid) || (want_dev.is_some() && want_gid.is_some()))
+                // By address; or, for a device named in the environment, whatever GID it was opened with.
+                && (target == Some(d.gid) || want_dev.is_some())
         }) {
             return Ok(Some(d.clone()));
         }
@@ -138,6 +139,9 @@ fn find(want_dev: Option<&str>, want_gid: Option<i32>, target: Option<[u8; 16]>)
                 continue;
             }
             let mut best: Option<(i32, [u8; 16], bool)> = None;
+            // For a device named in the environment whose GIDs do not carry the address: its first
+            // RoCE v2 GID, else its first GID.
+            let mut fallback: Option<(i32, [u8; 16], bool)> = None;
             for idx in 0..attr.gid_tbl_len.min(256) {
                 if want_gid.is_some_and(|g| g != idx) {
                     continue;
@@ -161,10 +165,12 @@ fn find(want_dev: Option<&str>, want_gid: Option<i32>, target: Option<[u8; 16]>)
                 if matches && best.as_ref().is_none_or(|b| !b.2 && v2) {
                     best = Some((idx, raw, v2));
                 }
+                if fallback.as_ref().is_none_or(|f| !f.2 && v2) {
+                    fallback = Some((idx, raw, v2));
+                }
             }
-            if best.is_none() && want_dev.is_some() && want_gid.is_none() {
-                // A named device whose GIDs do not carry this address: its first RoCE v2 or index 0.
-                continue;
+            if best.is_none() && want_dev.is_some() {
+                best = fallback;
             }
             if let Some((idx, gid, _)) = best {
                 found = Some(Candidate { name: name.clone(), ctx, port, gid_index: idx as u8, gid, attr });
