@@ -8,6 +8,9 @@ command -v nm >/dev/null 2>&1 || need="$need binutils"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
 command -v timeout >/dev/null 2>&1 || need="$need coreutils"
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
+# The fault tests: ip (network namespaces, veth) and pgrep.
+command -v ip >/dev/null 2>&1 || need="$need iproute2"
+command -v pgrep >/dev/null 2>&1 || need="$need procps"
 if [ "${VERBS:-1}" = 1 ]; then
     # The verbs transport: rdma-sys links libibverbs/librdmacm and runs bindgen (libclang).
     pkg-config --exists libibverbs 2>/dev/null || need="$need libibverbs-dev"

@@ -11,6 +11,14 @@ failed=0
 
 pass() { echo "PASS $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL $1"; failed=$((failed + 1)); }
+# collect LABEL LOG: adds the counts of LOG's last "LABEL: N passed, M failed" line.
+collect() {
+    local line
+    line=$(grep -E "^$1: [0-9]+ passed, [0-9]+ failed" "$2" | tail -1)
+    if [ -z "$line" ]; then fail "$1 did not report (see $2)"; return; fi
+    passed=$((passed + $(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')))
+    failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
+}
 
 # 1. Rust unit tests (request table, frame decoder, registry, ...): each test counts.
 echo "== cargo test"
@@ -57,20 +65,12 @@ else fail "make install + pkg-config build (see $LOGDIR/install.log)"; fi
 # 5. The C conformance suite.
 echo "== C conformance suite"
 c_tests/run.sh "$ROOT" | tee "$LOGDIR/c-suite.log"
-line=$(grep -E "^C: [0-9]+ passed, [0-9]+ failed" "$LOGDIR/c-suite.log" | tail -1)
-if [ -n "$line" ]; then
-    passed=$((passed + $(echo "$line" | sed -E 's/C: ([0-9]+) passed.*/\1/')))
-    failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
-else fail "C suite did not report"; fi
+collect C "$LOGDIR/c-suite.log"
 
 # 6. LD_PRELOAD mode (make test-preload): stand-in vendor library, C and Python.
 echo "== LD_PRELOAD mode"
 NRT_TEST_PORT_BASE=27000 c_tests/preload/run.sh | tee "$LOGDIR/preload.log"
-line=$(grep -E "^preload: [0-9]+ passed, [0-9]+ failed" "$LOGDIR/preload.log" | tail -1)
-if [ -n "$line" ]; then
-    passed=$((passed + $(echo "$line" | sed -E 's/preload: ([0-9]+) passed.*/\1/')))
-    failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
-else fail "preload tests did not report"; fi
+collect preload "$LOGDIR/preload.log"
 
 # 7. The Python ctypes pattern of API.md, unchanged, in two processes.
 echo "== python ctypes"
@@ -82,39 +82,23 @@ else fail "python ctypes pattern (see $LOGDIR/ctypes.log)"; tail -5 "$LOGDIR/cty
 # 8. Sanitizers (make test-sanitizers): ASan/UBSan build of the C suite, valgrind memcheck.
 echo "== sanitizers"
 scripts/sanitize.sh 2>&1 | tee "$LOGDIR/sanitize.log" | grep -E "^(asan: )?(PASS|FAIL) "
-line=$(grep -E "^sanitizers: [0-9]+ passed, [0-9]+ failed" "$LOGDIR/sanitize.log" | tail -1)
-if [ -n "$line" ]; then
-    passed=$((passed + $(echo "$line" | sed -E 's/sanitizers: ([0-9]+) passed.*/\1/')))
-    failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
-else fail "sanitizer runs did not report (see $LOGDIR/sanitize.log)"; fi
+collect sanitizers "$LOGDIR/sanitize.log"
 
 # 8a. Fuzzing (make test-fuzz): the frame decoder and the handshake, 30 s each.
 echo "== fuzz"
 scripts/fuzz.sh 2>&1 | tee "$LOGDIR/fuzz.log" | grep -E "^(PASS|FAIL) "
-line=$(grep -E "^fuzz: [0-9]+ passed, [0-9]+ failed" "$LOGDIR/fuzz.log" | tail -1)
-if [ -n "$line" ]; then
-    passed=$((passed + $(echo "$line" | sed -E 's/fuzz: ([0-9]+) passed.*/\1/')))
-    failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
-else fail "fuzzing did not report (see $LOGDIR/fuzz.log)"; fi
+collect fuzz "$LOGDIR/fuzz.log"
 
 # 8b. Faults between network namespaces (make test-faults).
 echo "== faults"
 scripts/faults.sh 2>&1 | tee "$LOGDIR/faults.log" | grep -E "^(PASS|FAIL) "
-line=$(grep -E "^faults: [0-9]+ passed, [0-9]+ failed" "$LOGDIR/faults.log" | tail -1)
-if [ -n "$line" ]; then
-    passed=$((passed + $(echo "$line" | sed -E 's/faults: ([0-9]+) passed.*/\1/')))
-    failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
-else fail "fault tests did not report (see $LOGDIR/faults.log)"; fi
+collect faults "$LOGDIR/faults.log"
 
 # 9. RDMA verbs (make test-rdma): the C suite and the demo between two Soft-RoCE devices in a VM.
 echo "== RDMA verbs in a VM"
 make -s test-rdma >"$LOGDIR/rdma-vm.log" 2>&1
 grep -E "^(PASS|FAIL) |^    |^\[rdma-vm\]|^rdma-vm" "$LOGDIR/rdma-vm.log" | grep -v "    log: "
-line=$(grep -E "^rdma-vm: [0-9]+ passed, [0-9]+ failed" "$LOGDIR/rdma-vm.log" | tail -1)
-if [ -n "$line" ]; then
-    passed=$((passed + $(echo "$line" | sed -E 's/rdma-vm: ([0-9]+) passed.*/\1/')))
-    failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
-else fail "RDMA VM did not report (see $LOGDIR/rdma-vm.log)"; tail -20 "$LOGDIR/rdma-vm.log"; fi
+collect rdma-vm "$LOGDIR/rdma-vm.log"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

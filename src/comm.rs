@@ -181,11 +181,24 @@ impl Comm {
             return Err(Error::resource("request table full"));
         };
         let mut io = self.io.lock();
-        if self.state.load(Ordering::Acquire) != READY {
+        let refused = if self.state.load(Ordering::Acquire) != READY {
+            Some(Error::failure(format!("{}: communicator failed: {}", self.describe(), self.error())))
+        } else if req.region.len() as u64 > io.max_message() {
+            // Refused before it takes a sequence number, so FIFO pairing is untouched.
+            Some(Error::invalid(format!(
+                "{}: {} bytes exceed this transport's message limit of {} bytes",
+                self.describe(),
+                req.region.len(),
+                io.max_message()
+            )))
+        } else {
+            None
+        };
+        if let Some(e) = refused {
             drop(io);
             REQUESTS.remove(id);
             self.pending.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::failure(format!("{}: communicator failed: {}", self.describe(), self.error())));
+            return Err(e);
         }
         if let Err(e) = io.post(req).and_then(|_| io.progress()) {
             self.fail_locked(&mut io, e);
@@ -195,11 +208,10 @@ impl Comm {
 
     /// Progress from a caller's thread: skipped when another thread is already at it.
     pub fn try_progress(&self) {
-        if let Some(mut io) = self.io.try_lock() {
-            if let Err(e) = io.progress() {
+        if let Some(mut io) = self.io.try_lock()
+            && let Err(e) = io.progress() {
                 self.fail_locked(&mut io, e);
             }
-        }
     }
 
     /// Progress from the lnc's thread: waits for the lock so no readiness edge is lost.
@@ -222,16 +234,14 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
         req.comm.try_progress();
     }
     let mut out = req.outcome();
-    if out == Outcome::Pending {
-        if let Some(d) = req.deadline {
-            if Instant::now() > d {
+    if out == Outcome::Pending
+        && let Some(d) = req.deadline
+            && Instant::now() > d {
                 let e = Error::timeout(format!("{}: {:?} request not complete within its deadline", req.comm.describe(), req.kind));
                 req.fail(e.clone());
                 req.comm.fail(Error::timeout("a request timed out; FIFO pairing on this communicator is lost"));
                 out = req.outcome();
             }
-        }
-    }
     let res = match out {
         Outcome::Pending => return Ok(None),
         Outcome::Done(n) => Ok(Some(n)),

@@ -540,11 +540,10 @@ impl Lnc {
         self.stop.store(true, Ordering::Release);
         self.poller.wake();
         let th = self.thread.lock().take();
-        if let Some(th) = th {
-            if th.thread().id() != std::thread::current().id() {
+        if let Some(th) = th
+            && th.thread().id() != std::thread::current().id() {
                 let _ = th.join();
             }
-        }
         *self.listener.lock() = None;
         {
             let mut st = self.accept.lock();

@@ -28,11 +28,10 @@ pub fn parse_level(s: &str) -> Option<Level> {
 
 /// Reads the level from the environment (again: tests change it between inits).
 pub fn reload() {
-    if let Ok(v) = std::env::var("NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL") {
-        if let Some(l) = parse_level(&v) {
+    if let Ok(v) = std::env::var("NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL")
+        && let Some(l) = parse_level(&v) {
             LEVEL.store(l as u8, Ordering::Relaxed);
         }
-    }
 }
 
 pub fn enabled(l: Level) -> bool {

@@ -249,8 +249,7 @@ mod tests {
                                     assert_eq!(n as usize, size_of(m), "size of message {m}");
                                     if kind == Kind::Recv {
                                         let mut buf = vec![0u8; n as usize];
-                                        // SAFETY: buf has n bytes.
-                                        unsafe { crate::tensor::read(&tensors[slot], buf.as_mut_ptr(), 0, n as usize) }.unwrap();
+                                        crate::tensor::read_into(&tensors[slot], 0, &mut buf).unwrap();
                                         for (i, v) in buf.iter().enumerate() {
                                             assert_eq!(*v, byte(t, m, i), "thread {t} message {m} byte {i}");
                                         }
@@ -267,8 +266,7 @@ mod tests {
                                 let len = size_of(m);
                                 let region = if kind == Kind::Send {
                                     let data: Vec<u8> = (0..len).map(|i| byte(t, m, i)).collect();
-                                    // SAFETY: data has len bytes.
-                                    unsafe { crate::tensor::write(&tensors[slot], data.as_ptr(), 0, len) }.unwrap();
+                                    crate::tensor::write_from(&tensors[slot], 0, &data).unwrap();
                                     tensors[slot].region(0, len).unwrap()
                                 } else {
                                     tensors[slot].region(0, 70_000).unwrap()

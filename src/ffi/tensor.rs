@@ -94,6 +94,8 @@ pub extern "C" fn nrt_tensor_allocate_slice(
 
 /// Frees the tensor and sets `*tensor` to NULL; NULL and stale handles are ignored (logged).
 #[unsafe(no_mangle)]
+// The C ABI hands us the caller's pointer; it is NULL-checked before it is read or written.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub extern "C" fn nrt_tensor_free(tensor: *mut *mut nrt_tensor_t) {
     guard_value("nrt_tensor_free", (), || {
         if tensor.is_null() {

@@ -126,6 +126,18 @@ pub unsafe fn write(t: &Tensor, src: *const u8, offset: usize, len: usize) -> Re
     Ok(())
 }
 
+/// `read` into a Rust slice.
+pub fn read_into(t: &Tensor, offset: usize, dst: &mut [u8]) -> Result<()> {
+    // SAFETY: dst is a live, exclusive slice of dst.len() bytes, apart from the tensor's memory.
+    unsafe { read(t, dst.as_mut_ptr(), offset, dst.len()) }
+}
+
+/// `write` from a Rust slice.
+pub fn write_from(t: &Tensor, offset: usize, src: &[u8]) -> Result<()> {
+    // SAFETY: src is a live slice of src.len() bytes.
+    unsafe { write(t, src.as_ptr(), offset, src.len()) }
+}
+
 pub fn copy(src: &Tensor, src_off: usize, dst: &Tensor, dst_off: usize, len: usize) -> Result<()> {
     let s = src.region(src_off, len)?;
     let d = dst.region(dst_off, len)?;

@@ -166,6 +166,15 @@ impl CommIo {
         }
     }
 
+    /// The largest message this data path takes (one RDMA write over verbs).
+    pub fn max_message(&self) -> u64 {
+        #[cfg(feature = "verbs")]
+        if self.verbs.is_some() {
+            return super::verbs::MAX_VERBS_MESSAGE as u64;
+        }
+        crate::wire::MAX_MESSAGE
+    }
+
     /// Whether the data moves over RDMA verbs.
     pub fn is_verbs(&self) -> bool {
         #[cfg(feature = "verbs")]
