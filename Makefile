@@ -35,7 +35,7 @@ P_MAP     := src/ffi/preload.map
 P_LIB     := $(LIBDIR)/libnrt_async_sendrecv.so
 P_EXPORTS := $(shell sed -n 's/^ *\(nrt_[a-z_]*\);$$/\1/p' $(P_MAP))
 
-.PHONY: all lib preload deps header header-check install test test-preload test-rdma test-faults test-sanitizers test-fuzz soak demo demo-bin clean FORCE
+.PHONY: all lib preload deps header header-check install test test-preload test-rdma test-faults test-sanitizers test-fuzz soak demo demo-bin clean bench perf-tool FORCE
 
 all: lib
 
@@ -130,6 +130,19 @@ install: lib
 	install -m 0644 $(HEADERS) $(DESTDIR)$(PREFIX)/include/nrt/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e "s|@VERSION@|$$(sed -n 's/^version = \"\(.*\)\"/\1/p' Cargo.toml | head -1)|" \
 	    scripts/nrt.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nrt.pc
+
+# nrt-sr-perf (tools/nrt-sr-perf), copied to build/bin/nrt-sr-perf.
+perf-tool:
+	@test -f tools/nrt-sr-perf/Cargo.toml || { echo "perf-tool: tools/nrt-sr-perf/Cargo.toml not found" >&2; exit 1; }
+	$(CARGO) build --release --locked --manifest-path tools/nrt-sr-perf/Cargo.toml
+	@mkdir -p $(BUILD)/bin
+	cp "$$($(CARGO) metadata --format-version 1 --no-deps --manifest-path tools/nrt-sr-perf/Cargo.toml | \
+	    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/nrt-sr-perf" $(BUILD)/bin/nrt-sr-perf
+
+# Our library (nrt-sr-perf over TCP and shared memory) against iperf3, ucx_perftest and memcpy on
+# loopback; writes bench/results.json, bench/results.md, bench/report.png (scripts/bench.sh).
+bench: lib perf-tool
+	@scripts/bench.sh
 
 clean:
 	rm -rf $(BUILD)

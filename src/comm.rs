@@ -70,7 +70,7 @@ impl Comm {
     }
 
     /// Hands the connected streams to the communicator and makes it Ready.
-    pub fn install(&self, streams: Vec<Stream>, rdma: Option<Arc<crate::transport::RdmaDevice>>) -> Result<()> {
+    pub fn install(&self, streams: Vec<Stream>, rdma: Option<Arc<crate::transport::RdmaDevice>>, shm: bool) -> Result<()> {
         let mut io = self.io.lock();
         if self.state.load(Ordering::Acquire) != CONNECTING {
             return Err(Error::failure("communicator was closed or failed during set-up"));
@@ -79,7 +79,9 @@ impl Comm {
             self.lnc.watch(s.fd(), self.id).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("epoll add stream {i}"), &e))?;
         }
         io.streams = streams;
-        if let Some(dev) = rdma {
+        if shm {
+            io.start_shm(self.lnc.cfg.transport == crate::config::Transport::Shm)?;
+        } else if let Some(dev) = rdma {
             let fd = io.start_verbs(dev)?;
             self.lnc.watch(fd, self.id).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "epoll add completion channel", &e))?;
         }
@@ -200,16 +202,16 @@ impl Comm {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(e);
         }
-        if let Err(e) = io.post(req).and_then(|_| io.progress()) {
+        if let Err(e) = io.post(req).and_then(|_| io.poll_fast(None)) {
             self.fail_locked(&mut io, e);
         }
         Ok(id)
     }
 
     /// Progress from a caller's thread: skipped when another thread is already at it.
-    pub fn try_progress(&self) {
+    pub fn try_progress(&self, tested: Option<&Request>) {
         if let Some(mut io) = self.io.try_lock()
-            && let Err(e) = io.progress() {
+            && let Err(e) = io.poll_fast(tested) {
                 self.fail_locked(&mut io, e);
             }
     }
@@ -231,7 +233,7 @@ impl Comm {
 pub fn test_request(id: u64) -> Result<Option<u64>> {
     let req = REQUESTS.get(id).ok_or_else(|| Error::handle(format!("request handle {id:#x} is not a live request")))?;
     if req.is_pending() {
-        req.comm.try_progress();
+        req.comm.try_progress(Some(&req));
     }
     let mut out = req.outcome();
     if out == Outcome::Pending

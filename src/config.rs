@@ -12,11 +12,15 @@ pub const DEFAULT_PORT_BASE: u16 = 31000;
 /// `NEURON_RT_ASYNC_SENDRECV_TRANSPORT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
-    /// RDMA verbs when a device serves the connection's local address on both sides, else TCP.
+    /// Shared memory when the peer is a process of this host; else RDMA verbs when a device
+    /// serves the connection's local address on both sides; else TCP.
     Auto,
     Tcp,
     /// RDMA verbs or nothing: set-up fails when either side has no usable device.
     Verbs,
+    /// Shared memory or nothing: set-up fails unless the peer is a process of this host that
+    /// this process may read.
+    Shm,
 }
 
 #[derive(Clone, Debug)]
@@ -66,8 +70,13 @@ impl Config {
             None | Some("auto") => Transport::Auto,
             Some("tcp") => Transport::Tcp,
             Some("verbs") if cfg!(feature = "verbs") => Transport::Verbs,
+            Some("shm") if !cfg!(feature = "preload") => Transport::Shm,
             Some(other) => {
-                let have = if cfg!(feature = "verbs") { "auto|tcp|verbs" } else { "auto|tcp (built without verbs)" };
+                let have = match (cfg!(feature = "verbs"), cfg!(feature = "preload")) {
+                    (_, true) => "auto|tcp (the LD_PRELOAD library)",
+                    (true, false) => "auto|tcp|shm|verbs",
+                    (false, false) => "auto|tcp|shm (built without verbs)",
+                };
                 return Err(format!("NEURON_RT_ASYNC_SENDRECV_TRANSPORT={other:?}: this build has {have}"));
             }
         };

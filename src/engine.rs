@@ -18,7 +18,7 @@ use crate::status::{Error, NRT_STATUS, Result};
 use crate::transport::poll::{Poller, random_u64};
 use crate::transport::tcp::Stream;
 use crate::transport::{RdmaDevice, rdma_device_for};
-use crate::wire::{FLAG_AUTH, FLAG_VERBS, Frame, HEADER_LEN, WireError, ack};
+use crate::wire::{FLAG_AUTH, FLAG_SHM, FLAG_VERBS, Frame, HEADER_LEN, WireError, ack};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -361,8 +361,8 @@ impl Lnc {
         let g = st.groups.remove(&key).expect("checked above");
         let socks: Vec<TcpStream> = g.streams.into_iter().map(|s| s.expect("complete group")).collect();
         let refused = Frame::HelloAck { status: ack::REFUSED, nonce, conn_seq: seq, flags: 0 }.encode();
-        let dev = match self.choose_rdma(&comm, g.flags & FLAG_VERBS != 0, &socks[0]) {
-            Ok(d) => d,
+        let shm = match self.choose_shm(&comm, g.flags & FLAG_SHM != 0, &socks[0]) {
+            Ok(s) => s,
             Err(e) => {
                 for s in &socks {
                     let _ = (&*s).write(&refused);
@@ -371,7 +371,22 @@ impl Lnc {
                 return;
             }
         };
-        let ok = Frame::HelloAck { status: ack::OK, nonce, conn_seq: seq, flags: if dev.is_some() { FLAG_VERBS } else { 0 } }.encode();
+        let dev = if shm {
+            None
+        } else {
+            match self.choose_rdma(&comm, g.flags & FLAG_VERBS != 0, &socks[0]) {
+                Ok(d) => d,
+                Err(e) => {
+                    for s in &socks {
+                        let _ = (&*s).write(&refused);
+                    }
+                    comm.setup_failed(e);
+                    return;
+                }
+            }
+        };
+        let flags = if shm { FLAG_SHM } else if dev.is_some() { FLAG_VERBS } else { 0 };
+        let ok = Frame::HelloAck { status: ack::OK, nonce, conn_seq: seq, flags }.encode();
         if !comm.is_connecting() {
             crate::log_warn!("{}: connection arrived after set-up had already ended; refused", comm.describe());
             for s in &socks {
@@ -394,11 +409,38 @@ impl Lnc {
                 }
             }
         }
-        if let Err(e) = comm.install(streams, dev) {
+        if let Err(e) = comm.install(streams, dev, shm) {
             comm.setup_failed(e);
         } else {
             crate::log_info!("{}: connected", comm.describe());
         }
+    }
+
+    /// Whether a connection may use shared memory: the transport setting allows it and the peer
+    /// is on this host (a loopback address, or the connection's own local address). With
+    /// `NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm`, an error when it may not. `peer_offers`: the
+    /// connecting side's Hello carried the flag (the connecting side itself passes true).
+    fn choose_shm(&self, comm: &Comm, peer_offers: bool, sock: &TcpStream) -> Result<bool> {
+        let wanted = matches!(self.cfg.transport, Transport::Auto | Transport::Shm) && !cfg!(feature = "preload");
+        if !wanted {
+            return Ok(false);
+        }
+        let local = match (sock.local_addr(), sock.peer_addr()) {
+            (Ok(l), Ok(p)) => {
+                let (l, p) = (canonical(l.ip()), canonical(p.ip()));
+                p.is_loopback() || l == p
+            }
+            _ => false,
+        };
+        let ok = local && peer_offers;
+        if self.cfg.transport == Transport::Shm && !ok {
+            let why = if local { "the peer does not offer shared memory" } else { "the peer is not on this host" };
+            return Err(Error::failure(format!("{}: NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm, but {why}", comm.describe())));
+        }
+        if ok {
+            self.announce_what(comm, "shm (same-host shared memory)".into());
+        }
+        Ok(ok)
     }
 
     /// The RDMA device for a communicator whose first stream is `sock`, per the transport
@@ -439,6 +481,10 @@ impl Lnc {
             let _ = dev;
             "tcp".to_string()
         };
+        self.announce_what(comm, what);
+    }
+
+    fn announce_what(&self, comm: &Comm, what: String) {
         let mut last = self.announced.lock();
         if last.as_deref() != Some(what.as_str()) {
             crate::log_info!("lnc {}: transport {what} (first used by {})", self.id, comm.describe());
@@ -629,14 +675,21 @@ fn connector(lnc: &Lnc, comm: &Arc<Comm>, addr: SocketAddr) -> Result<()> {
     let deadline = comm.setup_deadline;
     let mut socks = Vec::with_capacity(nstreams);
     let mut dev = None;
+    let mut shm = false;
     for i in 0..nstreams {
         let s = connect_once(addr, deadline, comm)?;
         if i == 0 {
-            // Offer verbs when a device serves the address this connection leaves from.
-            dev = lnc.choose_rdma(comm, true, &s)?;
+            // Offer shared memory when the peer is on this host, else verbs when a device
+            // serves the address this connection leaves from.
+            shm = lnc.choose_shm(comm, true, &s)?;
+            if !shm {
+                dev = lnc.choose_rdma(comm, true, &s)?;
+            }
         }
         let hello = Frame::Hello {
-            flags: if dev.is_some() { FLAG_VERBS } else { 0 } | if lnc.cfg.auth_secret.is_some() { FLAG_AUTH } else { 0 },
+            flags: if dev.is_some() { FLAG_VERBS } else { 0 }
+                | if shm { FLAG_SHM } else { 0 }
+                | if lnc.cfg.auth_secret.is_some() { FLAG_AUTH } else { 0 },
             stream: i as u16,
             nstreams: nstreams as u16,
             nonce,
@@ -667,6 +720,13 @@ fn connector(lnc: &Lnc, comm: &Arc<Comm>, addr: SocketAddr) -> Result<()> {
         }
         match Frame::decode(&buf) {
             Ok(Frame::HelloAck { status: ack::OK, nonce: n, conn_seq, flags }) if n == nonce && conn_seq == comm.pair_seq => {
+                if flags & FLAG_SHM == 0 && shm {
+                    if lnc.cfg.transport == Transport::Shm {
+                        return Err(Error::failure(format!("{addr} declined shared memory (NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm here)")));
+                    }
+                    shm = false;
+                    lnc.announce(comm, None);
+                }
                 if flags & FLAG_VERBS == 0 && dev.is_some() {
                     if lnc.cfg.transport == Transport::Verbs {
                         return Err(Error::failure(format!("{addr} declined RDMA verbs (NEURON_RT_ASYNC_SENDRECV_TRANSPORT=verbs here)")));
@@ -691,7 +751,7 @@ fn connector(lnc: &Lnc, comm: &Arc<Comm>, addr: SocketAddr) -> Result<()> {
         s.set_write_timeout(None).ok();
         streams.push(Stream::new(s).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "socket options", &e))?);
     }
-    comm.install(streams, dev)?;
+    comm.install(streams, dev, shm)?;
     crate::log_info!("{}: connected", comm.describe());
     Ok(())
 }

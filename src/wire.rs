@@ -14,9 +14,14 @@
 //! | Cts       | 0          | msg seq  | address    | length                  | rkey     |
 //! | Challenge | 0          | random   | random     | 0                       | 0        |
 //! | Proof     | 0          | HMAC-SHA256(secret, challenge ‖ Hello), 32 bytes over a..d        |
+//! | ShmInfo   | 0          | pid << 32 \| fd | token | channel address       | channel size |
+//! | ShmReady  | status     | 0        | 0          | 0                       | 0        |
+//! | Wake      | 0          | 0        | 0          | 0                       | 0        |
 //!
 //! Flags (Hello: what the connecting side offers; HelloAck: what the accepting side chose):
-//! bit 0 = RDMA verbs for the data, with the TCP streams kept for control (QpInfo, Cts, Ack).
+//! bit 0 = RDMA verbs for the data, with the TCP streams kept for control (QpInfo, Cts, Ack);
+//! bit 1 (Hello only) = the connecting side can answer an authentication Challenge;
+//! bit 2 = same-host shared memory for the data (ShmInfo, ShmReady, Wake on stream 0).
 //!
 //! A Data header is followed by `chunk length` payload bytes; nothing else carries payload.
 //! The decoder rejects everything it does not fully understand, so a garbage stream fails the
@@ -34,7 +39,9 @@ pub const MAX_STREAMS: u64 = crate::config::MAX_STREAMS as u64;
 pub const FLAG_VERBS: u32 = 1;
 /// Hello flag: the connecting side holds a shared secret (it can answer a Challenge).
 pub const FLAG_AUTH: u32 = 2;
-const KNOWN_FLAGS: u64 = (FLAG_VERBS | FLAG_AUTH) as u64;
+/// Hello/HelloAck flag: same-host shared-memory data path.
+pub const FLAG_SHM: u32 = 4;
+const KNOWN_FLAGS: u64 = (FLAG_VERBS | FLAG_AUTH | FLAG_SHM) as u64;
 
 /// Status carried by HelloAck and Ack frames.
 pub mod ack {
@@ -61,6 +68,12 @@ pub enum Frame {
     /// Authentication: the accepting side's random challenge, answered by a Proof.
     Challenge { nonce: [u8; 16] },
     Proof { mac: [u8; 32] },
+    /// Shared memory (sender → receiver): the channel memfd is descriptor `fd` of process `pid`.
+    ShmInfo { pid: u32, fd: u32, token: u64, addr: u64, size: u64 },
+    /// Shared memory (receiver → sender): OK, or REFUSED (both use TCP).
+    ShmReady { status: u16 },
+    /// Shared memory: new descriptors wait in the channel.
+    Wake,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +106,9 @@ const K_QP_INFO: u8 = 5;
 const K_CTS: u8 = 6;
 const K_CHALLENGE: u8 = 7;
 const K_PROOF: u8 = 8;
+const K_SHM_INFO: u8 = 9;
+const K_SHM_READY: u8 = 10;
+const K_WAKE: u8 = 11;
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
@@ -126,6 +142,9 @@ impl Frame {
                 let w = |i: usize| u64::from_le_bytes(mac[8 * i..8 * i + 8].try_into().unwrap());
                 (K_PROOF, 0, w(0), w(1), w(2), w(3))
             }
+            Frame::ShmInfo { pid, fd, token, addr, size } => (K_SHM_INFO, 0, (pid as u64) << 32 | fd as u64, token, addr, size),
+            Frame::ShmReady { status } => (K_SHM_READY, status, 0, 0, 0, 0),
+            Frame::Wake => (K_WAKE, 0, 0, 0, 0, 0),
         };
         let mut h = [0u8; HEADER_LEN];
         h[0..4].copy_from_slice(&MAGIC);
@@ -246,6 +265,24 @@ impl Frame {
                 }
                 Ok(Frame::Proof { mac })
             }
+            K_SHM_INFO => {
+                if aux != 0 || a >> 32 == 0 || d > 1 << 30 {
+                    return Err(WireError::BadField("shm info"));
+                }
+                Ok(Frame::ShmInfo { pid: (a >> 32) as u32, fd: a as u32, token: b, addr: c, size: d })
+            }
+            K_SHM_READY => {
+                if aux > ack::MAX || a != 0 || b != 0 || c != 0 || d != 0 {
+                    return Err(WireError::BadField("shm ready"));
+                }
+                Ok(Frame::ShmReady { status: aux })
+            }
+            K_WAKE => {
+                if aux != 0 || a != 0 || b != 0 || c != 0 || d != 0 {
+                    return Err(WireError::BadField("wake"));
+                }
+                Ok(Frame::Wake)
+            }
             k => Err(WireError::BadKind(k)),
         }
     }
@@ -268,6 +305,11 @@ mod tests {
             Frame::Data { seq: 5, offset: 1 << 20, len: 4096, total: (1 << 20) + 4096 },
             Frame::Data { seq: 0, offset: 0, len: 0, total: 0 },
             Frame::Ack { seq: u64::MAX, status: ack::TOO_LONG, size: 12 },
+            Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: FLAG_SHM },
+            Frame::ShmInfo { pid: 4242, fd: 17, token: 0x1234_5678_9abc_def0, addr: 0x7f00_0000_0000, size: 133_632 },
+            Frame::ShmReady { status: ack::OK },
+            Frame::ShmReady { status: ack::REFUSED },
+            Frame::Wake,
         ]
     }
 
@@ -337,7 +379,7 @@ mod tests {
             }
             b[0..4].copy_from_slice(&MAGIC);
             b[4] = VERSION;
-            b[5] = (x % 10) as u8;
+            b[5] = (x % 13) as u8;
             if let Ok(f) = Frame::decode(&b) {
                 assert_eq!(f.encode(), b, "accepted frame must re-encode identically");
             }

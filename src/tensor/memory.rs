@@ -8,6 +8,16 @@ pub struct Memory {
     len: usize,
     /// Mapped by us (unmapped on drop) rather than attached by the caller.
     owned: bool,
+    /// The memfd behind a shared mapping (a same-host peer maps it to copy from it directly).
+    fd: Option<std::os::fd::OwnedFd>,
+    /// Unique in this process; names the memfd so a peer can check what it opened.
+    id: u64,
+}
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 // SAFETY: Memory is a plain address range; all access goes through raw pointers whose
@@ -18,6 +28,22 @@ unsafe impl Sync for Memory {}
 
 impl Memory {
     pub fn allocate(size: usize) -> Result<Memory> {
+        let id = next_id();
+        // Large tensors live in a sealed memfd, so that a peer process of this host can map them
+        // (the shm transport's single copy). Without a descriptor to spare, anonymous memory.
+        #[cfg(not(feature = "preload"))]
+        if size >= crate::transport::shm::MEMFD_MIN
+            && let Ok(fd) = crate::transport::shm::memfd(&crate::transport::shm::memfd_name(id), size)
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a shared mapping of the whole memfd we just sized; the result is checked.
+            let p = unsafe {
+                libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+            };
+            if p != libc::MAP_FAILED {
+                return Ok(Memory { ptr: p.cast(), len: size, owned: true, fd: Some(fd), id });
+            }
+        }
         let map_len = size.max(1);
         // SAFETY: anonymous private mapping, no address hint; the result is checked.
         let p = unsafe {
@@ -34,7 +60,7 @@ impl Memory {
             let e = std::io::Error::last_os_error();
             return Err(Error::io(NRT_STATUS::NRT_FAIL_HOST_MEM_ALLOC, &format!("mmap of {size} bytes"), &e));
         }
-        Ok(Memory { ptr: p.cast(), len: map_len, owned: true })
+        Ok(Memory { ptr: p.cast(), len: map_len, owned: true, fd: None, id })
     }
 
     /// # Safety
@@ -43,7 +69,7 @@ impl Memory {
         if buf.is_null() && size > 0 {
             return Err(Error::invalid("attach_buffer: NULL buffer"));
         }
-        Ok(Memory { ptr: buf, len: size, owned: false })
+        Ok(Memory { ptr: buf, len: size, owned: false, fd: None, id: next_id() })
     }
 
     pub fn ptr_at(&self, offset: usize) -> *mut u8 {
@@ -57,6 +83,14 @@ impl Memory {
     }
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+    /// The memfd behind this memory, when it has one.
+    pub fn fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.fd.as_ref().map(|f| f.as_raw_fd())
+    }
+    pub fn id(&self) -> u64 {
+        self.id
     }
 }
 

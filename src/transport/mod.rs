@@ -2,6 +2,7 @@
 //! holds unsafe code.
 
 pub mod poll;
+pub mod shm;
 pub mod tcp;
 #[cfg(feature = "verbs")]
 pub mod verbs;

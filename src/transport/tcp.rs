@@ -99,6 +99,8 @@ pub struct CommIo {
     /// RDMA data path (the streams then carry control frames only).
     #[cfg(feature = "verbs")]
     verbs: Option<super::verbs::VerbsIo>,
+    /// Same-host shared-memory data path (stream 0 then carries its control frames).
+    shm: Option<super::shm::ShmIo>,
 }
 
 enum Io {
@@ -138,6 +140,65 @@ impl CommIo {
             slots: VecDeque::new(),
             #[cfg(feature = "verbs")]
             verbs: None,
+            shm: None,
+        }
+    }
+
+    /// Switches the data path to shared memory (the sending side names its channel at once).
+    pub fn start_shm(&mut self, required: bool) -> Result<()> {
+        self.shm = Some(super::shm::ShmIo::new(self.kind, required)?);
+        self.drain_shm_out();
+        Ok(())
+    }
+
+    fn drain_shm_out(&mut self) {
+        let frames = match self.shm.as_mut() {
+            Some(s) if !s.out.is_empty() => std::mem::take(&mut s.out),
+            _ => return,
+        };
+        for f in frames {
+            self.queue_control(f.encode());
+        }
+    }
+
+    /// Whether the data moves through shared memory (or will, once the peer has answered).
+    pub fn is_shm(&self) -> bool {
+        self.shm.is_some()
+    }
+
+    /// Applies a shared-memory set-up verdict; a fallback replays the queued posts over TCP.
+    fn shm_setup(&mut self, r: Result<super::shm::Setup>) -> Result<()> {
+        match r? {
+            super::shm::Setup::Ok => self.drain_shm_out(),
+            super::shm::Setup::Fallback(queued) => {
+                self.drain_shm_out();
+                self.shm = None;
+                for req in queued {
+                    self.post(req)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Progress from a caller's `test_request`: over shared memory only the rings are read (no
+    /// system call unless a control frame must go out); otherwise a full `progress`.
+    pub fn poll_fast(&mut self, tested: Option<&Request>) -> Result<()> {
+        match self.shm.as_mut() {
+            Some(s) if s.is_active() => {
+                s.poll()?;
+                if let Some(r) = tested
+                    && r.kind == Kind::Recv
+                {
+                    s.note_poll(r.is_pending())?;
+                }
+                self.drain_shm_out();
+                if !self.streams.is_empty() && !self.streams[0].tx.is_empty() {
+                    self.flush_tx(0)?;
+                }
+                Ok(())
+            }
+            _ => self.progress(),
         }
     }
 
@@ -185,6 +246,11 @@ impl CommIo {
 
     /// Queues a request (its chunks on the send side, its slot on the receive side).
     pub fn post(&mut self, req: Arc<Request>) -> Result<()> {
+        if let Some(s) = self.shm.as_mut() {
+            s.post(req)?;
+            self.drain_shm_out();
+            return Ok(());
+        }
         #[cfg(feature = "verbs")]
         if let Some(v) = self.verbs.as_mut() {
             v.post(req)?;
@@ -235,6 +301,10 @@ impl CommIo {
         if let Some(v) = self.verbs.as_mut() {
             v.poll()?;
             self.drain_verbs_out();
+        }
+        if let Some(s) = self.shm.as_mut() {
+            s.poll()?;
+            self.drain_shm_out();
         }
         // Acks queued while reading go out now rather than at the next event.
         if !self.streams.is_empty() && !self.streams[0].tx.is_empty() {
@@ -336,13 +406,25 @@ impl CommIo {
                     }
                     let frame = Frame::decode(&buf[..]).map_err(|e| Error::failure(format!("stream {i}: {e}")))?;
                     let next = match frame {
-                        Frame::Data { seq, offset, len, total } if self.kind == Kind::Recv => {
+                        Frame::Data { seq, offset, len, total } if self.kind == Kind::Recv && self.shm.is_none() => {
                             match self.start_chunk(seq, offset, len, total)? {
                                 Some(rx) => rx,
                                 None => return Ok(()), // receive not posted yet: parked
                             }
                         }
-                        Frame::Ack { seq, status, size } if self.kind == Kind::Send && !self.is_verbs() => {
+                        Frame::ShmInfo { pid, fd, token, addr, size } if self.kind == Kind::Recv && self.shm.is_some() => {
+                            let r = self.shm.as_mut().expect("checked").on_info(pid, fd, token, addr, size);
+                            self.shm_setup(r)?;
+                            Rx::Header { buf: [0; HEADER_LEN], have: 0 }
+                        }
+                        Frame::ShmReady { status } if self.kind == Kind::Send && self.shm.is_some() => {
+                            let r = self.shm.as_mut().expect("checked").on_ready(status);
+                            self.shm_setup(r)?;
+                            Rx::Header { buf: [0; HEADER_LEN], have: 0 }
+                        }
+                        // The rings are read below, after the streams.
+                        Frame::Wake if self.kind == Kind::Recv && self.shm.is_some() => Rx::Header { buf: [0; HEADER_LEN], have: 0 },
+                        Frame::Ack { seq, status, size } if self.kind == Kind::Send && !self.is_verbs() && self.shm.is_none() => {
                             self.on_ack(seq, status, size)?;
                             Rx::Header { buf: [0; HEADER_LEN], have: 0 }
                         }
@@ -528,6 +610,9 @@ impl CommIo {
         if self.verbs.as_ref().is_some_and(|v| v.has_pending()) {
             return true;
         }
+        if self.shm.as_ref().is_some_and(|s| s.has_pending()) {
+            return true;
+        }
         !self.awaiting_ack.is_empty() || !self.slots.is_empty()
     }
 
@@ -542,6 +627,9 @@ impl CommIo {
         #[cfg(feature = "verbs")]
         if let Some(mut v) = self.verbs.take() {
             v.fail_all(e);
+        }
+        if let Some(mut s) = self.shm.take() {
+            s.fail_all(e);
         }
         self.streams.clear();
     }

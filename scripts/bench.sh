@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# make bench: our library (through build/bin/nrt-sr-perf) against iperf3, ucx_perftest and memcpy,
+# all on this host's loopback, one after another (run it on an otherwise idle machine).
+#
+# Writes bench/results.json, bench/results.md (tables for the README) and bench/report.png (the
+# tool's plot with the reference points); raw outputs stay in bench/tmp/ (ignored by git). Ends
+# with one line per target (met / MISSED) and then exactly one line:
+#   bench: tcp_vs_iperf3=R tcp_vs_ucx=R shm_vs_memcpy=R shm_vs_ucx_sm=R lat8_tcp_vs_ucx=R lat8_shm_vs_ucx=R many_comms_vs_one=R
+# Every ratio is ours / theirs: bandwidths at 64 MiB (tcp against iperf3 -l 1M without -Z with the
+# same number of TCP streams; against ucx_perftest tag_bw over UCX_TLS=tcp; shm against memcpy and
+# ucx_perftest tag_bw over UCX_TLS=sm), latencies as the 8-byte half round trip p50 (against
+# ucx_perftest tag_lat, whose latency is the round trip / 2, median of 3 runs), and
+# many_comms_vs_one = GB/s with 64 communicators / GB/s with 1 (16 in flight each, TCP).
+# Exit status 0 when everything was measured (targets missed or not), 1 when a measurement failed.
+#
+# Settings (environment):
+#   BENCH_SECONDS      seconds per iperf3 run (after 1 omitted second)                 5
+#   BENCH_TCP_STREAMS  TCP streams: iperf3 -P N and NEURON_RT_ASYNC_SENDRECV_TCP_STREAMS 4
+#   BENCH_SIZES        nrt-sr-perf sweep sizes: powers of 8 up to 256 KiB, then of 4
+#                      (4 MiB and 64 MiB are the sizes compared with ucx_perftest)
+#                                                     8,64,512,4K,32K,256K,1M,4M,16M,64M,256M
+#   BENCH_SCALE_SIZE   message size of the communicator/window scale runs: 64 comms x 128
+#                      in flight x 256 KiB = 2 GiB of tensors per side                256K
+#   NRT_SR_PERF        the tool                                                       build/bin/nrt-sr-perf
+set -u
+cd "$(dirname "$0")/.."
+
+SECS=${BENCH_SECONDS:-5}
+N=${BENCH_TCP_STREAMS:-4}
+SIZES=${BENCH_SIZES:-8,64,512,4K,32K,256K,1M,4M,16M,64M,256M}
+SCALE_SIZE=${BENCH_SCALE_SIZE:-256K}
+TOOL=${NRT_SR_PERF:-build/bin/nrt-sr-perf}
+OUT=bench
+TMP=$OUT/tmp
+PY="python3 scripts/bench_report.py"
+UCX_TLS_TCP=tcp
+UCX_TLS_SM=sm
+
+# ------------------------------------------------------------------ packages
+need=""
+command -v python3 >/dev/null 2>&1 || need="$need python3"
+command -v cc >/dev/null 2>&1 || need="$need gcc"
+command -v timeout >/dev/null 2>&1 || need="$need coreutils"
+command -v iperf3 >/dev/null 2>&1 || need="$need iperf3"
+command -v ucx_perftest >/dev/null 2>&1 || need="$need ucx-utils"
+# The plot's text.
+ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1 || need="$need fonts-dejavu-core"
+if [ -n "$need" ]; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if sudo -n true 2>/dev/null; then SUDO="sudo"; else SUDO="none"; fi
+    fi
+    if [ "$SUDO" = none ]; then
+        echo "bench: missing packages:$need (not root and no sudo: the measurements that need them will fail)" >&2
+    else
+        echo "bench: installing$need"
+        export DEBIAN_FRONTEND=noninteractive
+        $SUDO apt-get update -qq >/dev/null
+        $SUDO apt-get install -y -qq $need >/dev/null || echo "bench: apt-get install$need failed" >&2
+    fi
+fi
+command -v python3 >/dev/null 2>&1 || { echo "bench: python3 is required" >&2; exit 1; }
+
+rm -rf "$TMP"
+mkdir -p "$TMP"
+: > "$TMP/errors.txt"
+{
+    echo "seconds=$SECS"
+    echo "streams=$N"
+    echo "sizes=$SIZES"
+    echo "scale_size=$SCALE_SIZE"
+    echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
+    echo "ucx_tls_tcp=$UCX_TLS_TCP"
+    echo "ucx_tls_sm=$UCX_TLS_SM"
+} > "$TMP/env.txt"
+
+# Background servers: killed on any exit (timeout passes the signal on to its command).
+BG=()
+cleanup() {
+    local p
+    for p in "${BG[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${BG[@]}"; do wait "$p" 2>/dev/null; done
+    BG=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+log() { echo "bench: $*"; }
+fail() { echo "bench: FAILED: $*" >&2; echo "$*" >> "$TMP/errors.txt"; }
+# The last lines of a log, indented, on stderr.
+tail_log() { [ -s "$1" ] && tail -n "${2:-8}" "$1" | sed 's/^/    | /' >&2; }
+# wait for a background process, bounded: it runs under timeout(1) already.
+bg_wait() { wait "$1" 2>/dev/null; local rc=$?; local keep=() p; for p in "${BG[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done; BG=("${keep[@]+"${keep[@]}"}"); return $rc; }
+
+busy=$($PY cpu-busy 1)
+echo "cpu_busy_percent=$busy" >> "$TMP/env.txt"
+log "$(nproc) CPUs, ${busy}% busy over the last second; BENCH_SECONDS=$SECS BENCH_TCP_STREAMS=$N"
+if awk "BEGIN{exit !($busy > 10)}"; then
+    log "warning: the machine is not idle (${busy}% CPU busy before the runs): figures will be low and noisy"
+fi
+
+# ------------------------------------------------------------------ memcpy
+log "memcpy: 4 MiB and 64 MiB, one core, best of 7 runs"
+if cc -O2 -std=c11 -o "$TMP/memcpy" bench/memcpy.c 2> "$TMP/memcpy.build.log"; then
+    if ! timeout 60 "$TMP/memcpy" > "$TMP/memcpy.json" 2> "$TMP/memcpy.err"; then
+        fail "memcpy: bench/memcpy.c run failed"; tail_log "$TMP/memcpy.err"
+    else
+        log "memcpy: $(cat "$TMP/memcpy.json")"
+    fi
+else
+    fail "memcpy: cannot compile bench/memcpy.c"; tail_log "$TMP/memcpy.build.log"
+fi
+
+# ------------------------------------------------------------------ iperf3
+iperf3_run() {  # streams zc|copy
+    local streams=$1 mode=$2 port pid zflag="" out="$TMP/iperf3_P$1_$2.json" g
+    [ "$mode" = zc ] && zflag="-Z"
+    if ! command -v iperf3 >/dev/null 2>&1; then fail "iperf3 -P $streams $zflag: iperf3 not installed"; return; fi
+    port=$($PY free-port 1) || { fail "iperf3: no free port"; return; }
+    timeout $((SECS + 30)) iperf3 -s -1 -B 127.0.0.1 -p "$port" > "$TMP/iperf3_P${streams}_${mode}.server.log" 2>&1 &
+    pid=$!; BG+=("$pid")
+    if ! $PY wait-listen "$port" 10; then
+        fail "iperf3 -P $streams $zflag: server did not listen on port $port"; tail_log "$TMP/iperf3_P${streams}_${mode}.server.log"
+        kill "$pid" 2>/dev/null; bg_wait "$pid"; return
+    fi
+    if ! timeout $((SECS + 30)) iperf3 -c 127.0.0.1 -p "$port" -l 1M -t "$SECS" -O 1 -P "$streams" $zflag -J \
+            > "$out" 2> "$out.err"; then
+        fail "iperf3 -P $streams $zflag: client failed"; tail_log "$out.err"; tail_log "$out" 4
+    fi
+    bg_wait "$pid"
+    if g=$($PY parse-iperf3 "$out" 2>> "$out.err"); then
+        log "iperf3 -l 1M -P $streams $zflag: $g GB/s"
+    else
+        fail "iperf3 -P $streams $zflag: no result"; tail_log "$out.err" 3
+    fi
+}
+for s in $(printf '%s\n' 1 "$N" | sort -nu); do
+    iperf3_run "$s" copy
+    iperf3_run "$s" zc
+done
+
+# ------------------------------------------------------------------ ucx_perftest
+ucx_run() {  # tls-name UCX_TLS test size iters warmup tag
+    local name=$1 tls=$2 test=$3 size=$4 iters=$5 warm=$6 tag=$7 port pid r
+    local out="$TMP/ucx_${name}_${tag}.txt"
+    if ! command -v ucx_perftest >/dev/null 2>&1; then fail "ucx $name $tag: ucx_perftest not installed"; return; fi
+    port=$($PY free-port 1) || { fail "ucx: no free port"; return; }
+    UCX_TLS=$tls timeout 90 ucx_perftest -p "$port" > "$out.server" 2>&1 &
+    pid=$!; BG+=("$pid")
+    if ! $PY wait-listen "$port" 10; then
+        fail "ucx $name $tag: server did not listen on port $port"; tail_log "$out.server"
+        kill "$pid" 2>/dev/null; bg_wait "$pid"; return
+    fi
+    if ! UCX_TLS=$tls timeout 60 ucx_perftest 127.0.0.1 -p "$port" -t "$test" -s "$size" -n "$iters" -w "$warm" \
+            > "$out" 2>&1; then
+        fail "ucx $name $tag (UCX_TLS=$tls ucx_perftest -t $test -s $size): client failed"; tail_log "$out"
+    fi
+    bg_wait "$pid"
+    if r=$($PY parse-ucx "$out" 2>> "$out.err"); then
+        log "ucx $name $test $tag: $r"
+    else
+        fail "ucx $name $tag: no result"; tail_log "$out.err" 3
+    fi
+}
+for name in tcp sm; do
+    if [ $name = tcp ]; then tls=$UCX_TLS_TCP; else tls=$UCX_TLS_SM; fi
+    ucx_run $name "$tls" tag_bw $((4 << 20)) 1000 100 bw_4M
+    ucx_run $name "$tls" tag_bw $((64 << 20)) 100 10 bw_64M
+    for i in 1 2 3; do
+        ucx_run $name "$tls" tag_lat 8 20000 2000 "lat_8B_$i"
+    done
+done
+
+# ------------------------------------------------------------------ nrt-sr-perf
+TOOL_OK=1
+if [ ! -x "$TOOL" ]; then
+    TOOL_OK=0
+    fail "nrt: $TOOL not found: build it with 'make perf-tool' (tools/nrt-sr-perf); no nrt figures"
+fi
+
+nrt_run() {  # name timeout_s tool-args...
+    local name=$1 limit=$2; shift 2
+    local port log="$TMP/nrt_$name.log" rc
+    port=$($PY free-port 64) || { fail "nrt $name: no free port range"; return 1; }
+    echo "+ $TOOL --local --port-base $port --no-progress --json $TMP/nrt_$name.json $*" > "$log"
+    NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=${NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR:-127.0.0.1} \
+    NEURON_RT_ASYNC_SENDRECV_TCP_STREAMS=$N \
+        timeout "$limit" "$TOOL" --local --port-base "$port" --no-progress --json "$TMP/nrt_$name.json" "$@" \
+        >> "$log" 2>&1
+    rc=$?
+    if [ $rc -ne 0 ] || [ ! -s "$TMP/nrt_$name.json" ]; then
+        [ $rc -eq 124 ] && rc="timeout after ${limit}s"
+        fail "nrt $name ($*): exit $rc, log $log"; tail_log "$log" 10
+        rm -f "$TMP/nrt_$name.json"
+        return 1
+    fi
+    return 0
+}
+
+if [ $TOOL_OK = 1 ]; then
+    log "nrt tcp: sizes $SIZES, $N streams"
+    nrt_run tcp 240 --transport tcp --mode both --sizes "$SIZES" --label "nrt tcp" && tail -n 20 "$TMP/nrt_tcp.log"
+    log "nrt shm: sizes $SIZES"
+    nrt_run shm 240 --transport shm --mode both --sizes "$SIZES" --label "nrt shm" && tail -n 20 "$TMP/nrt_shm.log"
+    log "nrt scale: TCP, $SCALE_SIZE messages, communicators 1 8 64 x in flight 1 16 128"
+    for c in 1 8 64; do
+        for w in 1 16 128; do
+            if nrt_run "scale_c${c}_w${w}" 120 --transport tcp --mode bw --sizes "$SCALE_SIZE" \
+                    --comms $c --window $w --label "nrt tcp ${c}x${w}"; then
+                log "  comms $c window $w: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["results"][0]; print("%.3f GB/s, RSS/comm %s, CPU s/GB %s" % (r["gbytes_per_s"] or 0, d.get("rss_bytes_per_comm"), d.get("cpu_s_per_gb")))' "$TMP/nrt_scale_c${c}_w${w}.json" 2>&1)"
+            fi
+        done
+    done
+fi
+
+# ------------------------------------------------------------------ report
+$PY refs "$TMP" || fail "refs.json not written"
+runs=()
+for r in tcp shm; do [ -s "$TMP/nrt_$r.json" ] && runs+=("$TMP/nrt_$r.json"); done
+if [ $TOOL_OK = 1 ] && [ ${#runs[@]} -gt 0 ]; then
+    model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+    if timeout 120 "$TOOL" plot --out "$OUT/report.png" \
+            --title "nrt-sendrecv on loopback: $model, $(nproc) CPUs" \
+            --refs "$TMP/refs.json" "${runs[@]}" > "$TMP/plot.log" 2>&1; then
+        log "plot: $OUT/report.png"
+    else
+        fail "plot: $TOOL plot failed, log $TMP/plot.log"; tail_log "$TMP/plot.log"
+    fi
+else
+    fail "plot: no nrt run to plot; $OUT/report.png not written"
+fi
+cleanup
+log "wrote $OUT/results.json, $OUT/results.md"
+# Prints the errors, one line per target, then the final line; exits 1 when something failed.
+$PY report "$TMP" "$OUT"

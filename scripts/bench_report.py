@@ -1,0 +1,499 @@
+#!/usr/bin/env python3
+"""Helpers for scripts/bench.sh: free ports, parsing iperf3/ucx_perftest output, the final report.
+
+  bench_report.py free-port [COUNT]          a base port P with P..P+COUNT-1 free on loopback
+  bench_report.py wait-listen PORT SECONDS   exit 0 once something listens on TCP PORT
+  bench_report.py cpu-busy [SECONDS]         percent of all CPU time busy over SECONDS (1)
+  bench_report.py parse-iperf3 FILE          GB/s received (end.sum_received), or exit 1
+  bench_report.py parse-ucx FILE             JSON of the "Final:" line, or exit 1
+  bench_report.py refs TMP                   TMP/refs.json for `nrt-sr-perf plot --refs`
+  bench_report.py report TMP OUTDIR          OUTDIR/results.json, OUTDIR/results.md; prints the
+                                             target lines and the final `bench:` line
+
+Units: GB/s = 1e9 bytes per second. ucx_perftest prints bandwidth in MiB/s (bytes / 2^20 / s) and,
+for ping-pong tests (tag_lat), latency as the round trip divided by two (ucx_perf_calc_result
+divides by 2 for UCX_PERF_TEST_TYPE_PINGPONG); its first latency column is the median of the
+last samples ("50.0%ile", "typical" in older releases).
+"""
+import datetime
+import glob
+import json
+import math
+import os
+import platform
+import random
+import re
+import socket
+import statistics
+import sys
+import time
+
+MIB = 1 << 20
+
+# name -> (comparison, target); every ratio is ours / theirs.
+TARGETS = [
+    ("tcp_vs_iperf3", ">=", 1.0),
+    ("tcp_vs_ucx", ">=", 1.0),
+    ("shm_vs_memcpy", ">=", 0.7),
+    ("shm_vs_ucx_sm", ">=", 1.5),
+    ("lat8_tcp_vs_ucx", "<=", 1.0),
+    ("lat8_shm_vs_ucx", "<=", 2.0),
+    ("many_comms_vs_one", ">=", 0.8),
+]
+
+
+# ---------------------------------------------------------------- ports
+
+def port_free(port):
+    for fam, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0"),
+                      (socket.AF_INET6, "::")):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            s.bind((addr, port))
+        except OSError as e:
+            # No IPv6 on this host: only the IPv4 checks count.
+            if fam == socket.AF_INET6 and e.errno in (97, 99):
+                continue
+            return False
+        finally:
+            s.close()
+    return True
+
+
+def listening_ports():
+    ports = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) > 3 and parts[3] == "0A":  # TCP_LISTEN
+                        ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    return ports
+
+
+def cmd_free_port(args):
+    count = int(args[0]) if args else 1
+    rng = random.Random(os.getpid() ^ int(time.time() * 1e6))
+    for _ in range(2000):
+        base = rng.randrange(20000, 30000 - count)  # below the ephemeral range (32768+)
+        if all(port_free(base + i) for i in range(count)):
+            print(base)
+            return 0
+    print("bench_report: no free port range found", file=sys.stderr)
+    return 1
+
+
+def cpu_times():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    return sum(v[:8]), idle
+
+
+def cmd_cpu_busy(args):
+    seconds = float(args[0]) if args else 1.0
+    t0, i0 = cpu_times()
+    time.sleep(seconds)
+    t1, i1 = cpu_times()
+    print("%.0f" % (100.0 * (1 - (i1 - i0) / max(1, t1 - t0))))
+    return 0
+
+
+def cmd_wait_listen(args):
+    port, seconds = int(args[0]), float(args[1])
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if port in listening_ports():
+            return 0
+        time.sleep(0.05)
+    return 1
+
+
+# ---------------------------------------------------------------- parsers
+
+def parse_iperf3(path):
+    with open(path) as f:
+        d = json.load(f)
+    if d.get("error"):
+        raise ValueError("iperf3: " + str(d["error"]))
+    s = d["end"]["sum_received"]
+    if not s.get("seconds"):
+        raise ValueError("iperf3: no time in end.sum_received")
+    return s["bytes"] / s["seconds"] / 1e9
+
+
+def parse_ucx(path):
+    """The last 'Final:' line of ucx_perftest (single thread): iterations, latency p50,
+    latency average, latency overall (usec), bandwidth average, overall (MiB/s), msg rate
+    average, overall."""
+    final = None
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.lstrip().startswith("Final:"):
+                final = line
+    if final is None:
+        raise ValueError("ucx_perftest: no 'Final:' line in " + path)
+    nums = [float(x.replace(",", "")) for x in
+            re.findall(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf|nan",
+                       final.split("Final:", 1)[1])]
+    if len(nums) < 8:
+        raise ValueError("ucx_perftest: cannot read the 'Final:' line: " + final.strip())
+    return {
+        "iters": int(nums[0]),
+        "lat_p50_us": nums[1],
+        "lat_avg_us": nums[3],
+        "bw_mib_s": nums[5],
+        "gbytes_per_s": nums[5] * MIB / 1e9,
+        "msgs_per_s": nums[7],
+    }
+
+
+def cmd_parse_iperf3(args):
+    try:
+        print("%.4f" % parse_iperf3(args[0]))
+        return 0
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print("bench_report: %s: %s" % (args[0], e), file=sys.stderr)
+        return 1
+
+
+def cmd_parse_ucx(args):
+    try:
+        print(json.dumps(parse_ucx(args[0])))
+        return 0
+    except (OSError, ValueError) as e:
+        print("bench_report: %s" % e, file=sys.stderr)
+        return 1
+
+
+# ---------------------------------------------------------------- collection
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def machine():
+    m = {"cpus": os.cpu_count(), "cpu_model": None, "kernel": platform.release(),
+         "hostname": socket.gethostname(), "mem_gib": None}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    m["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    m["mem_gib"] = round(int(line.split()[1]) / (1 << 20), 1)
+    except OSError:
+        pass
+    return m
+
+
+def read_env(tmp):
+    env = {}
+    try:
+        with open(os.path.join(tmp, "env.txt")) as f:
+            for line in f:
+                if "=" in line:
+                    k, v = line.rstrip("\n").split("=", 1)
+                    env[k] = v
+    except OSError:
+        pass
+    return env
+
+
+def collect(tmp):
+    env = read_env(tmp)
+    streams = int(env.get("streams", "4"))
+    errors = []
+    try:
+        with open(os.path.join(tmp, "errors.txt")) as f:
+            errors = [l.strip() for l in f if l.strip()]
+    except OSError:
+        pass
+
+    memcpy = load_json(os.path.join(tmp, "memcpy.json"))
+
+    iperf3 = []
+    for n in sorted({1, streams}):
+        for zc in (False, True):
+            path = os.path.join(tmp, "iperf3_P%d_%s.json" % (n, "zc" if zc else "copy"))
+            try:
+                g = parse_iperf3(path)
+            except (OSError, ValueError, KeyError, TypeError):
+                g = None
+            iperf3.append({"streams": n, "zerocopy": zc, "block": "1M", "gbytes_per_s": g})
+
+    def ucx_one(name):
+        try:
+            return parse_ucx(os.path.join(tmp, name))
+        except (OSError, ValueError):
+            return None
+
+    ucx = {}
+    for tls in ("tcp", "sm"):
+        bw4 = ucx_one("ucx_%s_bw_4M.txt" % tls)
+        bw64 = ucx_one("ucx_%s_bw_64M.txt" % tls)
+        lats = [r["lat_p50_us"] for r in
+                (ucx_one(os.path.basename(p)) for p in
+                 sorted(glob.glob(os.path.join(tmp, "ucx_%s_lat_8B_*.txt" % tls))))
+                if r is not None]
+        ucx[tls] = {
+            "UCX_TLS": env.get("ucx_tls_" + tls, tls),
+            "tag_bw_4M_gbytes_per_s": bw4["gbytes_per_s"] if bw4 else None,
+            "tag_bw_64M_gbytes_per_s": bw64["gbytes_per_s"] if bw64 else None,
+            "tag_lat_8B_us": statistics.median(lats) if lats else None,
+            "tag_lat_8B_us_runs": lats,
+        }
+
+    nrt_tcp = load_json(os.path.join(tmp, "nrt_tcp.json"))
+    nrt_shm = load_json(os.path.join(tmp, "nrt_shm.json"))
+    scale = []
+    for path in sorted(glob.glob(os.path.join(tmp, "nrt_scale_c*_w*.json")),
+                       key=lambda p: tuple(int(x) for x in re.findall(r"_c(\d+)_w(\d+)", p)[0])):
+        c, w = (int(x) for x in re.findall(r"_c(\d+)_w(\d+)", path)[0])
+        d = load_json(path)
+        r = (d or {}).get("results") or [{}]
+        scale.append({"comms": c, "window": w, "size": r[0].get("size"),
+                      "gbytes_per_s": r[0].get("gbytes_per_s"),
+                      "rss_bytes_per_comm": (d or {}).get("rss_bytes_per_comm"),
+                      "cpu_s_per_gb": (d or {}).get("cpu_s_per_gb")})
+    return env, errors, memcpy, iperf3, ucx, nrt_tcp, nrt_shm, scale
+
+
+def nrt_at(run, size, key):
+    if not run:
+        return None
+    for r in run.get("results") or []:
+        if r.get("size") == size and r.get(key) is not None:
+            return r[key]
+    return None
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def human_size(n):
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= (1 << shift) and n % (1 << shift) == 0:
+            return "%d %s" % (n >> shift, unit)
+    return "%d B" % n
+
+
+def fmt(v, spec="%.3f"):
+    return "-" if v is None else spec % v
+
+
+def fmt_gbs(v):
+    """GB/s with three significant digits below 1 (small messages), three decimals above."""
+    if v is None:
+        return "-"
+    if v <= 0 or v >= 0.1:
+        return "%.3f" % v
+    return "%.*f" % (2 - math.floor(math.log10(v)), v)
+
+
+# ---------------------------------------------------------------- refs / report
+
+def build_refs(tmp):
+    env, errors, memcpy, iperf3, ucx, *_ = collect(tmp)
+    refs = []
+    for r in iperf3:
+        if r["gbytes_per_s"] is not None:
+            refs.append({"label": "iperf3 -l 1M %d stream%s%s" % (
+                r["streams"], "" if r["streams"] == 1 else "s", " -Z" if r["zerocopy"] else ""),
+                "size": MIB, "gbytes_per_s": r["gbytes_per_s"]})
+    for tls in ("tcp", "sm"):
+        u = ucx[tls]
+        for size, key in ((4 * MIB, "tag_bw_4M_gbytes_per_s"), (64 * MIB, "tag_bw_64M_gbytes_per_s")):
+            if u[key] is not None:
+                refs.append({"label": "ucx %s tag_bw" % tls, "size": size, "gbytes_per_s": u[key]})
+        if u["tag_lat_8B_us"] is not None:
+            refs.append({"label": "ucx %s tag_lat" % tls, "size": 8, "lat_us": u["tag_lat_8B_us"]})
+    if memcpy:
+        for size, key in ((4 * MIB, "4M_gbytes_per_s"), (64 * MIB, "64M_gbytes_per_s")):
+            if memcpy.get(key) is not None:
+                refs.append({"label": "memcpy", "size": size, "gbytes_per_s": memcpy[key]})
+    return refs
+
+
+def cmd_refs(args):
+    tmp = args[0]
+    with open(os.path.join(tmp, "refs.json"), "w") as f:
+        json.dump(build_refs(tmp), f, indent=1)
+    return 0
+
+
+def cmd_report(args):
+    tmp, outdir = args[0], args[1]
+    env, errors, memcpy, iperf3, ucx, nrt_tcp, nrt_shm, scale = collect(tmp)
+    streams = int(env.get("streams", "4"))
+    S64 = 64 * MIB
+
+    def iperf(n, zc):
+        for r in iperf3:
+            if r["streams"] == n and r["zerocopy"] == zc:
+                return r["gbytes_per_s"]
+        return None
+
+    def scale_at(c, w):
+        for r in scale:
+            if r["comms"] == c and r["window"] == w:
+                return r["gbytes_per_s"]
+        return None
+
+    tcp64 = nrt_at(nrt_tcp, S64, "gbytes_per_s")
+    shm64 = nrt_at(nrt_shm, S64, "gbytes_per_s")
+    tcp_lat8 = nrt_at(nrt_tcp, 8, "lat_p50_us")
+    shm_lat8 = nrt_at(nrt_shm, 8, "lat_p50_us")
+    ratios = {
+        "tcp_vs_iperf3": ratio(tcp64, iperf(streams, False)),
+        "tcp_vs_ucx": ratio(tcp64, ucx["tcp"]["tag_bw_64M_gbytes_per_s"]),
+        "shm_vs_memcpy": ratio(shm64, (memcpy or {}).get("64M_gbytes_per_s")),
+        "shm_vs_ucx_sm": ratio(shm64, ucx["sm"]["tag_bw_64M_gbytes_per_s"]),
+        "lat8_tcp_vs_ucx": ratio(tcp_lat8, ucx["tcp"]["tag_lat_8B_us"]),
+        "lat8_shm_vs_ucx": ratio(shm_lat8, ucx["sm"]["tag_lat_8B_us"]),
+        "many_comms_vs_one": ratio(scale_at(64, 16), scale_at(1, 16)),
+        # Context only (no target): the same 64 MiB TCP figure against the other iperf3 runs.
+        "tcp_vs_iperf3_1stream": ratio(tcp64, iperf(1, False)),
+        "tcp_vs_iperf3_zerocopy": ratio(tcp64, iperf(streams, True)),
+        "tcp_4M_vs_ucx_4M": ratio(nrt_at(nrt_tcp, 4 * MIB, "gbytes_per_s"),
+                                  ucx["tcp"]["tag_bw_4M_gbytes_per_s"]),
+        "shm_4M_vs_ucx_sm_4M": ratio(nrt_at(nrt_shm, 4 * MIB, "gbytes_per_s"),
+                                     ucx["sm"]["tag_bw_4M_gbytes_per_s"]),
+    }
+    targets = {}
+    for name, op, target in TARGETS:
+        v = ratios[name]
+        met = None if v is None else (v >= target if op == ">=" else v <= target)
+        targets[name] = {"value": None if v is None else round(v, 4),
+                         "target": target, "cmp": op, "met": met}
+
+    # A measurement the ratios need that produced nothing is a failure even if no step said so.
+    needed = {
+        "nrt tcp 64 MiB bandwidth": tcp64, "nrt tcp 8 B latency": tcp_lat8,
+        "nrt shm 64 MiB bandwidth": shm64, "nrt shm 8 B latency": shm_lat8,
+        "nrt scale 1 comm window 16": scale_at(1, 16), "nrt scale 64 comms window 16": scale_at(64, 16),
+        "iperf3 %d streams" % streams: iperf(streams, False),
+        "ucx tcp tag_bw 64 MiB": ucx["tcp"]["tag_bw_64M_gbytes_per_s"],
+        "ucx sm tag_bw 64 MiB": ucx["sm"]["tag_bw_64M_gbytes_per_s"],
+        "ucx tcp tag_lat 8 B": ucx["tcp"]["tag_lat_8B_us"],
+        "ucx sm tag_lat 8 B": ucx["sm"]["tag_lat_8B_us"],
+        "memcpy 64 MiB": (memcpy or {}).get("64M_gbytes_per_s"),
+    }
+    missing = [k for k, v in needed.items() if v is None]
+    if missing:
+        errors.append("no value for: " + ", ".join(missing))
+
+    results = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {
+            "seconds": int(env.get("seconds", "5")), "tcp_streams": streams,
+            "sizes": env.get("sizes"), "scale_size": env.get("scale_size"),
+            "loadavg_at_start": env.get("loadavg"),
+            "cpu_busy_percent_at_start": env.get("cpu_busy_percent"),
+        },
+        "nrt": {"tcp": nrt_tcp, "shm": nrt_shm, "scale": scale},
+        "iperf3": iperf3,
+        "ucx": ucx,
+        "memcpy": memcpy,
+        "ratios": {k: (None if v is None else round(v, 4)) for k, v in ratios.items()},
+        "targets": targets,
+        "errors": errors,
+    }
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+
+    # ---- markdown
+    m = results["machine"]
+    md = []
+    md.append("Loopback on %s (%s CPUs, %s GiB, kernel %s), %s. TCP: %d streams per communicator."
+              % (m["cpu_model"], m["cpus"], m["mem_gib"], m["kernel"], results["date"][:10], streams))
+    md.append("")
+    md.append("| size | tcp GB/s | shm GB/s | tcp p50 µs | shm p50 µs |")
+    md.append("|---:|---:|---:|---:|---:|")
+    sizes = sorted({r.get("size") for run in (nrt_tcp, nrt_shm) if run
+                    for r in run.get("results") or [] if r.get("size") is not None})
+    for s in sizes:
+        md.append("| %s | %s | %s | %s | %s |" % (
+            human_size(s), fmt_gbs(nrt_at(nrt_tcp, s, "gbytes_per_s")), fmt_gbs(nrt_at(nrt_shm, s, "gbytes_per_s")),
+            fmt(nrt_at(nrt_tcp, s, "lat_p50_us"), "%.1f"), fmt(nrt_at(nrt_shm, s, "lat_p50_us"), "%.1f")))
+    if not sizes:
+        md.append("| - | - | - | - | - |")
+    md.append("")
+    md.append("| reference | GB/s | half round trip µs |")
+    md.append("|---|---:|---:|")
+    for r in iperf3:
+        md.append("| iperf3 `-l 1M -P %d%s` (%d s) | %s | |" % (
+            r["streams"], " -Z" if r["zerocopy"] else "", results["settings"]["seconds"], fmt(r["gbytes_per_s"])))
+    for tls in ("tcp", "sm"):
+        u = ucx[tls]
+        md.append("| ucx_perftest tag_bw 4 MiB, `UCX_TLS=%s` | %s | |" % (u["UCX_TLS"], fmt(u["tag_bw_4M_gbytes_per_s"])))
+        md.append("| ucx_perftest tag_bw 64 MiB, `UCX_TLS=%s` | %s | |" % (u["UCX_TLS"], fmt(u["tag_bw_64M_gbytes_per_s"])))
+        md.append("| ucx_perftest tag_lat 8 B, `UCX_TLS=%s` (p50, median of %d runs) | | %s |" % (
+            u["UCX_TLS"], len(u["tag_lat_8B_us_runs"]), fmt(u["tag_lat_8B_us"], "%.2f")))
+    for size, key in (("4 MiB", "4M_gbytes_per_s"), ("64 MiB", "64M_gbytes_per_s")):
+        md.append("| memcpy %s (one core, best of %s) | %s | |" % (
+            size, (memcpy or {}).get("runs", "-"), fmt((memcpy or {}).get(key))))
+    md.append("")
+    md.append("| comms | in flight per comm | size | GB/s | RSS per comm | CPU s per GB |")
+    md.append("|---:|---:|---:|---:|---:|---:|")
+    for r in scale:
+        rss = r["rss_bytes_per_comm"]
+        md.append("| %d | %d | %s | %s | %s | %s |" % (
+            r["comms"], r["window"], human_size(r["size"]) if r["size"] else "-", fmt_gbs(r["gbytes_per_s"]),
+            "-" if rss is None else "%.1f MiB" % (rss / MIB), fmt(r["cpu_s_per_gb"], "%.2f")))
+    if not scale:
+        md.append("| - | - | - | - | - | - |")
+    md.append("")
+    md.append("| ratio (ours / theirs) | value | target | |")
+    md.append("|---|---:|---:|---|")
+    for name, op, target in TARGETS:
+        t = targets[name]
+        md.append("| %s | %s | %s %.1f | %s |" % (
+            name, fmt(t["value"], "%.2f"), op, target,
+            "-" if t["met"] is None else ("met" if t["met"] else "missed")))
+    with open(os.path.join(outdir, "results.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+
+    # ---- console: one line per target, then the final line
+    for e in errors:
+        print("bench: error: %s" % e)
+    for name, op, target in TARGETS:
+        t = targets[name]
+        state = "n/a (not measured)" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        print("bench: target %-17s %s %.1f: %-5s %s" % (name, op, target, fmt(t["value"], "%.2f"), state))
+    print("bench: " + " ".join("%s=%s" % (name, "n/a" if ratios[name] is None else "%.2f" % ratios[name])
+                               for name, _, _ in TARGETS))
+    return 1 if errors else 0
+
+
+def main():
+    cmds = {"free-port": cmd_free_port, "cpu-busy": cmd_cpu_busy, "wait-listen": cmd_wait_listen,
+            "parse-iperf3": cmd_parse_iperf3, "parse-ucx": cmd_parse_ucx,
+            "refs": cmd_refs, "report": cmd_report}
+    if len(sys.argv) < 2 or sys.argv[1] not in cmds:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return cmds[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,653 @@
+//! The same-host data path: a shared-memory channel per communicator, bytes copied once.
+//!
+//! When both ends of a connection are processes of one host (the TCP connection's peer address is
+//! a loopback address or our own local address), the sending side creates a small memfd, the
+//! *channel*, and names it to the receiver on the TCP control stream (ShmInfo: its pid, the
+//! descriptor number, a random token, the channel's address). The receiver opens
+//! `/proc/<pid>/fd/<n>`, maps it, checks the token in it and reads the same token from the
+//! sender's address space with `process_vm_readv`: both prove that the pid is the peer and that
+//! this process may read it. It answers ShmReady (or ShmReady with an error status, and both
+//! sides fall back to the TCP data path, which nothing has used yet).
+//!
+//! The channel holds two single-producer rings of [`RING`] entries (the pending-request limit, so
+//! neither ever overflows):
+//! - descriptors, sender → receiver: message length, the sender's address, and when the bytes lie
+//!   in one of our memfd-backed tensors, that memfd's descriptor number, id, size and offset;
+//!   messages up to [`INLINE`] bytes travel inside the descriptor;
+//! - acknowledgements, receiver → sender: sequence, status, size.
+//!
+//! The receiver copies each message straight from the sender's tensor into the posted receive:
+//! through a read-only mapping of the sender's memfd (cached per memfd, opened through
+//! `/proc/<pid>/fd`, name and seals checked), or with `process_vm_readv` for memory we do not own
+//! (`nrt_tensor_attach_buffer`). One copy, no staging. A send completes when its acknowledgement
+//! is seen, after the receiver's copy, so the sender may reuse its tensor at once.
+//!
+//! Wake-ups: a receiver that is polling `test_request` sees a new descriptor within a cache-line
+//! transfer. Otherwise its progress thread must be woken: the sender sends a Wake frame on the TCP
+//! control stream, at most one until the receiver has looked at the ring again (`wake` flag), and
+//! none while the receiver polled within the last [`SPIN_NS`]. Acknowledgements need no wake-up:
+//! a send's completion is only observed by `test_request`, which reads the ring itself.
+//!
+//! The TCP streams stay open: stream 0 carries the control frames, and its end is how either
+//! side learns that the other has gone.
+
+use crate::request::{Kind, Request};
+use crate::status::{Error, NRT_STATUS, Result};
+use crate::wire::{Frame, MAX_MESSAGE, ack};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+/// Entries per ring: the pending-request limit per communicator.
+pub const RING: usize = crate::config::MAX_PENDING_PER_COMM;
+const SLOT: usize = 1024;
+const DESC: usize = 64;
+/// Messages up to this size travel inside their descriptor.
+pub const INLINE: usize = SLOT - DESC;
+const MAGIC: u64 = u64::from_le_bytes(*b"NRSRSHM1");
+const OFF_SEND_HEAD: usize = 64;
+const OFF_SEND_TAIL: usize = 128;
+const OFF_ACK_HEAD: usize = 192;
+const OFF_ACK_TAIL: usize = 256;
+const OFF_RX_SPIN: usize = 320;
+const OFF_WAKE: usize = 384;
+const OFF_ACKS: usize = 512;
+const OFF_SLOTS: usize = OFF_ACKS + RING * 16;
+pub const CHANNEL_SIZE: usize = OFF_SLOTS + RING * SLOT;
+/// A receiver that polled this recently needs no Wake frame.
+const SPIN_NS: u64 = 3_000;
+/// Descriptor flag: the bytes follow the descriptor.
+const F_INLINE: u32 = 1;
+/// Descriptor flag: the bytes lie in the sender's memfd `mem_fd`.
+const F_MEMFD: u32 = 2;
+/// Receiver-side cache of mapped sender memfds: at most this many, this many bytes.
+const MAP_CACHE_ENTRIES: usize = 64;
+const MAP_CACHE_BYTES: usize = 16 << 30;
+/// Tensors of at least this size are allocated in a memfd (smaller ones go inline or by
+/// process_vm_readv, and do not spend a descriptor each).
+pub const MEMFD_MIN: usize = 64 * 1024;
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the host.
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec to write; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn my_pid() -> u32 {
+    std::process::id()
+}
+
+/// A shared mapping, unmapped on drop.
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a plain address range; access is synchronised by the ring protocol.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    pub fn map(fd: RawFd, len: usize, writable: bool, populate: bool) -> io::Result<Mapping> {
+        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        let flags = libc::MAP_SHARED | if populate { libc::MAP_POPULATE } else { 0 };
+        // SAFETY: a fresh shared mapping of a descriptor we hold; the result is checked.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len.max(1), prot, flags, fd, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping { ptr: p.cast(), len: len.max(1) })
+    }
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: exactly the range mapped in `map`, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// A sealed memfd of `size` bytes (it can neither shrink nor grow, so a mapping of it never
+/// faults with SIGBUS).
+pub fn memfd(name: &str, size: usize) -> io::Result<OwnedFd> {
+    let cname = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: cname is a valid C string; the result is checked.
+    let fd = cvt(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain system calls on our descriptor.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size.max(1) as libc::off_t) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL) })?;
+    Ok(fd)
+}
+
+/// Opens descriptor `fd` of process `pid` (needs the right to read that process).
+fn open_peer_fd(pid: u32, fd: u32, writable: bool) -> io::Result<OwnedFd> {
+    let path = std::ffi::CString::new(format!("/proc/{pid}/fd/{fd}")).expect("no NUL in a number");
+    let mode = if writable { libc::O_RDWR } else { libc::O_RDONLY };
+    // SAFETY: path is a valid C string; the result is checked.
+    let r = cvt(unsafe { libc::open(path.as_ptr(), mode | libc::O_CLOEXEC) })?;
+    // SAFETY: r is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// What our descriptor `fd` points to, and its size and seals.
+fn describe_fd(fd: &OwnedFd) -> io::Result<(String, u64, i32)> {
+    let name = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?.to_string_lossy().into_owned();
+    // SAFETY: st is a plain struct the kernel fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open; st is writable.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    // SAFETY: plain system call on our descriptor.
+    let seals = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })?;
+    Ok((name, st.st_size as u64, seals))
+}
+
+/// The memfd name of tensor memory `id`.
+pub fn memfd_name(id: u64) -> String {
+    format!("nrt-sr-{id}")
+}
+
+/// Copies `len` bytes at `remote` in process `pid` to `local`.
+///
+/// # Safety
+/// `local` must be valid for `len` bytes of writes.
+unsafe fn vm_read(pid: u32, local: *mut u8, remote: u64, len: usize) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < len {
+        let l = libc::iovec { iov_base: local.wrapping_add(done).cast(), iov_len: len - done };
+        let r = libc::iovec { iov_base: (remote as usize).wrapping_add(done) as *mut libc::c_void, iov_len: len - done };
+        // SAFETY: the local iovec is within the caller's buffer; the kernel checks the remote one.
+        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &l, 1, &r, 1, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "process_vm_readv read nothing"));
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// The shared channel of one communicator.
+struct Channel {
+    map: Mapping,
+    /// The sender keeps its memfd open for the receiver to find.
+    fd: Option<OwnedFd>,
+}
+
+impl Channel {
+    fn word(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(off % 8 == 0 && off + 8 <= CHANNEL_SIZE);
+        // SAFETY: off is 8-aligned inside the page-aligned mapping of CHANNEL_SIZE bytes, which
+        // lives as long as self; both processes access these words only atomically.
+        unsafe { &*(self.map.ptr.add(off) as *const AtomicU64) }
+    }
+    fn slot(&self, i: u64) -> *mut u8 {
+        self.map.ptr.wrapping_add(OFF_SLOTS + (i as usize % RING) * SLOT)
+    }
+    fn ack_entry(&self, i: u64) -> (&AtomicU64, &AtomicU64) {
+        let off = OFF_ACKS + (i as usize % RING) * 16;
+        (self.word(off), self.word(off + 8))
+    }
+}
+
+/// A descriptor as it sits in a ring slot (64 bytes, native endianness: one host).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Desc {
+    seq: u64,
+    len: u64,
+    addr: u64,
+    mem_id: u64,
+    mem_off: u64,
+    mem_len: u64,
+    mem_fd: u32,
+    flags: u32,
+    _pad: u64,
+}
+const _: () = assert!(std::mem::size_of::<Desc>() == DESC);
+
+/// Mapped sender memfds, by memory id (least recently used evicted).
+#[derive(Default)]
+struct MapCache {
+    maps: HashMap<u64, (Mapping, u64)>,
+    bytes: usize,
+    clock: u64,
+}
+
+impl MapCache {
+    fn get(&mut self, pid: u32, d: &Desc) -> Result<*const u8> {
+        self.clock += 1;
+        let now = self.clock;
+        if let Some((m, used)) = self.maps.get_mut(&d.mem_id)
+            && m.len as u64 >= d.mem_len
+        {
+            *used = now;
+            return Ok(m.ptr);
+        }
+        let fail = |what: &str, e: io::Error| Error::io(NRT_STATUS::NRT_FAILURE, &format!("shm: {what} of the peer's tensor memfd (pid {pid}, fd {})", d.mem_fd), &e);
+        let fd = open_peer_fd(pid, d.mem_fd, false).map_err(|e| fail("open", e))?;
+        let (name, size, seals) = describe_fd(&fd).map_err(|e| fail("stat", e))?;
+        let want = format!("/memfd:{}", memfd_name(d.mem_id));
+        if !(name == want || name.starts_with(&format!("{want} "))) || size < d.mem_len || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(Error::failure(format!(
+                "shm: the peer's fd {} is {name:?} ({size} bytes, seals {seals:#x}), not tensor memory {} of {} bytes",
+                d.mem_fd, d.mem_id, d.mem_len
+            )));
+        }
+        let m = Mapping::map(fd.as_raw_fd(), d.mem_len as usize, false, true).map_err(|e| fail("mmap", e))?;
+        let ptr = m.ptr as *const u8;
+        if let Some((old, _)) = self.maps.insert(d.mem_id, (m, now)) {
+            self.bytes -= old.len;
+        }
+        self.bytes += d.mem_len as usize;
+        while self.maps.len() > MAP_CACHE_ENTRIES || (self.bytes > MAP_CACHE_BYTES && self.maps.len() > 1) {
+            let victim = self.maps.iter().filter(|(id, _)| **id != d.mem_id).min_by_key(|(_, (_, u))| *u).map(|(id, _)| *id);
+            let Some(v) = victim else { break };
+            if let Some((m, _)) = self.maps.remove(&v) {
+                self.bytes -= m.len;
+            }
+        }
+        Ok(ptr)
+    }
+}
+
+pub struct ShmIo {
+    kind: Kind,
+    /// Set-up fails instead of falling back (NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm).
+    required: bool,
+    /// Control frames for stream 0.
+    pub out: Vec<Frame>,
+    /// Requests posted before the channel was ready (replayed on it, or on TCP after a fallback).
+    queued: VecDeque<Arc<Request>>,
+    chan: Option<Channel>,
+    active: bool,
+    token: u64,
+    peer_pid: u32,
+    /// Send side: descriptors in the ring awaiting their acknowledgement, and those that found
+    /// the ring full.
+    in_flight: VecDeque<(u64, Arc<Request>)>,
+    backlog: VecDeque<Arc<Request>>,
+    /// Receive side: posted receives in order.
+    slots: VecDeque<Arc<Request>>,
+    maps: MapCache,
+    last_spin: u64,
+}
+
+/// What the caller does after a set-up frame.
+pub enum Setup {
+    /// Go on (the channel may now be active).
+    Ok,
+    /// Use TCP instead; these requests were posted meanwhile, in order.
+    Fallback(VecDeque<Arc<Request>>),
+}
+
+impl ShmIo {
+    /// The sending side creates the channel and queues its ShmInfo; the receiving side waits.
+    pub fn new(kind: Kind, required: bool) -> Result<ShmIo> {
+        let mut io = ShmIo {
+            kind,
+            required,
+            out: Vec::new(),
+            queued: VecDeque::new(),
+            chan: None,
+            active: false,
+            token: crate::transport::poll::random_u64(),
+            peer_pid: 0,
+            in_flight: VecDeque::new(),
+            backlog: VecDeque::new(),
+            slots: VecDeque::new(),
+            maps: MapCache::default(),
+            last_spin: 0,
+        };
+        if kind == Kind::Send {
+            let err = |what: &str, e: io::Error| Error::io(NRT_STATUS::NRT_RESOURCE, &format!("shm channel: {what}"), &e);
+            let fd = memfd("nrt-sr-channel", CHANNEL_SIZE).map_err(|e| err("memfd_create", e))?;
+            let map = Mapping::map(fd.as_raw_fd(), CHANNEL_SIZE, true, true).map_err(|e| err("mmap", e))?;
+            let ch = Channel { map, fd: Some(fd) };
+            ch.word(0).store(MAGIC, Ordering::Relaxed);
+            ch.word(8).store(io.token, Ordering::Relaxed);
+            ch.word(16).store(my_pid() as u64, Ordering::Release);
+            io.out.push(Frame::ShmInfo {
+                pid: my_pid(),
+                fd: ch.fd.as_ref().expect("just set").as_raw_fd() as u32,
+                token: io.token,
+                addr: ch.map.ptr as u64,
+                size: CHANNEL_SIZE as u64,
+            });
+            io.chan = Some(ch);
+        }
+        Ok(io)
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Receiver: the sender named its channel. Maps and checks it; answers ShmReady.
+    pub fn on_info(&mut self, pid: u32, fd: u32, token: u64, addr: u64, size: u64) -> Result<Setup> {
+        if self.kind != Kind::Recv || self.chan.is_some() {
+            return Err(Error::failure("unexpected ShmInfo frame"));
+        }
+        match Self::attach(pid, fd, token, addr, size) {
+            Ok(ch) => {
+                crate::log_debug!("shm: channel of pid {pid} (fd {fd}) mapped");
+                self.chan = Some(ch);
+                self.peer_pid = pid;
+                self.active = true;
+                self.slots = std::mem::take(&mut self.queued);
+                self.out.push(Frame::ShmReady { status: ack::OK });
+                Ok(Setup::Ok)
+            }
+            Err(e) => {
+                self.out.push(Frame::ShmReady { status: ack::REFUSED });
+                if self.required {
+                    return Err(Error::failure(format!("NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm, but {e}")));
+                }
+                crate::log_info!("shared memory with pid {pid} is not possible ({e}); using TCP");
+                Ok(Setup::Fallback(std::mem::take(&mut self.queued)))
+            }
+        }
+    }
+
+    fn attach(pid: u32, fd: u32, token: u64, addr: u64, size: u64) -> Result<Channel> {
+        if size != CHANNEL_SIZE as u64 {
+            return Err(Error::failure(format!("the peer's channel has {size} bytes, we expect {CHANNEL_SIZE}")));
+        }
+        let fail = |what: &str, e: io::Error| Error::io(NRT_STATUS::NRT_FAILURE, &format!("{what} (peer pid {pid})"), &e);
+        let f = open_peer_fd(pid, fd, true).map_err(|e| fail("cannot open the peer's channel through /proc", e))?;
+        let (_, fsize, seals) = describe_fd(&f).map_err(|e| fail("stat of the channel", e))?;
+        if fsize < CHANNEL_SIZE as u64 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(Error::failure(format!("the peer's channel descriptor is not a sealed memfd of {CHANNEL_SIZE} bytes")));
+        }
+        let map = Mapping::map(f.as_raw_fd(), CHANNEL_SIZE, true, true).map_err(|e| fail("mmap of the channel", e))?;
+        let ch = Channel { map, fd: None };
+        if ch.word(0).load(Ordering::Acquire) != MAGIC || ch.word(8).load(Ordering::Acquire) != token {
+            return Err(Error::failure(format!("pid {pid} fd {fd} is not the peer's channel (another pid namespace?)")));
+        }
+        let mut probe = [0u64; 2];
+        // SAFETY: probe is a local buffer of 16 writable bytes.
+        unsafe { vm_read(pid, probe.as_mut_ptr().cast(), addr, 16) }.map_err(|e| fail("process_vm_readv", e))?;
+        if probe != [MAGIC, token] {
+            return Err(Error::failure(format!("process_vm_readv of pid {pid} does not reach the peer")));
+        }
+        Ok(ch)
+    }
+
+    /// Sender: the receiver's verdict on the channel.
+    pub fn on_ready(&mut self, status: u16) -> Result<Setup> {
+        if self.kind != Kind::Send || self.active {
+            return Err(Error::failure("unexpected ShmReady frame"));
+        }
+        if status != ack::OK {
+            if self.required {
+                return Err(Error::failure("NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm, but the peer cannot reach this process's memory"));
+            }
+            crate::log_info!("the peer cannot use shared memory with this process; using TCP");
+            self.chan = None;
+            return Ok(Setup::Fallback(std::mem::take(&mut self.queued)));
+        }
+        self.active = true;
+        crate::log_debug!("shm: the peer mapped the channel; {} queued posts go out", self.queued.len());
+        let q = std::mem::take(&mut self.queued);
+        for r in q {
+            self.post(r)?;
+        }
+        Ok(Setup::Ok)
+    }
+
+    pub fn post(&mut self, req: Arc<Request>) -> Result<()> {
+        if !self.active {
+            self.queued.push_back(req);
+            return Ok(());
+        }
+        match self.kind {
+            Kind::Recv => self.slots.push_back(req),
+            Kind::Send => {
+                if self.backlog.is_empty() && self.ring_space() {
+                    self.push_desc(req);
+                    self.doorbell();
+                } else {
+                    self.backlog.push_back(req);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn chan(&self) -> &Channel {
+        self.chan.as_ref().expect("active channel")
+    }
+
+    fn ring_space(&self) -> bool {
+        let ch = self.chan();
+        let head = ch.word(OFF_SEND_HEAD).load(Ordering::Relaxed);
+        let tail = ch.word(OFF_SEND_TAIL).load(Ordering::Acquire);
+        head.wrapping_sub(tail) < RING as u64
+    }
+
+    fn push_desc(&mut self, req: Arc<Request>) {
+        let ch = self.chan.as_ref().expect("active channel");
+        let head = ch.word(OFF_SEND_HEAD).load(Ordering::Relaxed);
+        let len = req.region.len();
+        let mut d = Desc { seq: head, len: len as u64, addr: req.region.ptr() as u64, ..Desc::default() };
+        if len <= INLINE {
+            d.flags = F_INLINE;
+        } else if let Some(m) = req.region.memory()
+            && let Some(fd) = m.fd()
+        {
+            d.flags = F_MEMFD;
+            d.mem_fd = fd as u32;
+            d.mem_id = m.id();
+            d.mem_len = m.len() as u64;
+            d.mem_off = req.region.ptr() as u64 - m.base() as u64;
+        }
+        let slot = ch.slot(head);
+        // SAFETY: the slot (SLOT bytes inside the channel) is ours until `head` is published:
+        // the receiver reads slots below head only, and head - tail < RING was checked.
+        unsafe {
+            std::ptr::write_volatile(slot as *mut Desc, d);
+            if len > 0 && len <= INLINE {
+                std::ptr::copy_nonoverlapping(req.region.ptr() as *const u8, slot.add(DESC), len);
+            }
+        }
+        ch.word(OFF_SEND_HEAD).store(head + 1, Ordering::SeqCst);
+        self.in_flight.push_back((head, req));
+    }
+
+    /// After publishing descriptors: wake the receiver unless it is polling or already woken.
+    fn doorbell(&mut self) {
+        let ch = self.chan();
+        fence(Ordering::SeqCst);
+        let spin = ch.word(OFF_RX_SPIN).load(Ordering::SeqCst);
+        if spin != 0 && mono_ns().saturating_sub(spin) < SPIN_NS {
+            return;
+        }
+        if ch.word(OFF_WAKE).swap(1, Ordering::SeqCst) == 0 {
+            self.out.push(Frame::Wake);
+        }
+    }
+
+    /// Moves whatever can move: acknowledgements (sender), descriptors (receiver).
+    pub fn poll(&mut self) -> Result<()> {
+        if !self.active {
+            return Ok(());
+        }
+        match self.kind {
+            Kind::Send => self.poll_acks(),
+            Kind::Recv => self.poll_descs(),
+        }
+    }
+
+    fn poll_acks(&mut self) -> Result<()> {
+        let ch = self.chan.as_ref().expect("active channel");
+        let mut tail = ch.word(OFF_ACK_TAIL).load(Ordering::Relaxed);
+        let head = ch.word(OFF_ACK_HEAD).load(Ordering::Acquire);
+        if head.wrapping_sub(tail) > RING as u64 {
+            return Err(Error::failure("shm: the acknowledgement ring is corrupt"));
+        }
+        while tail != head {
+            let (w0, w1) = ch.ack_entry(tail);
+            let (seq, word) = (w0.load(Ordering::Relaxed), w1.load(Ordering::Relaxed));
+            let (status, size) = ((word >> 56) as u16, word & ((1 << 56) - 1));
+            let Some((s, req)) = self.in_flight.pop_front() else {
+                return Err(Error::failure(format!("shm: acknowledgement for unknown message {seq}")));
+            };
+            if s != seq {
+                return Err(Error::failure(format!("shm: acknowledgement for message {seq}, expected {s}")));
+            }
+            match status {
+                ack::OK if size == req.region.len() as u64 => {
+                    req.complete(size);
+                }
+                ack::TOO_LONG => {
+                    req.fail(Error::failure(format!(
+                        "{}: the peer's matching receive is shorter than this send of {} bytes",
+                        req.comm.describe(),
+                        req.region.len()
+                    )));
+                }
+                _ => return Err(Error::failure(format!("shm: bad acknowledgement for message {seq}: status {status}, {size} bytes"))),
+            }
+            tail += 1;
+        }
+        ch.word(OFF_ACK_TAIL).store(tail, Ordering::Release);
+        let mut pushed = false;
+        while !self.backlog.is_empty() && self.ring_space() {
+            let r = self.backlog.pop_front().expect("not empty");
+            self.push_desc(r);
+            pushed = true;
+        }
+        if pushed {
+            self.doorbell();
+        }
+        Ok(())
+    }
+
+    fn poll_descs(&mut self) -> Result<()> {
+        let pid = self.peer_pid;
+        let ch = self.chan.as_ref().expect("active channel");
+        let wake = ch.word(OFF_WAKE);
+        if wake.load(Ordering::Relaxed) != 0 {
+            wake.store(0, Ordering::SeqCst);
+        }
+        let head = ch.word(OFF_SEND_HEAD).load(Ordering::SeqCst);
+        let mut tail = ch.word(OFF_SEND_TAIL).load(Ordering::Relaxed);
+        if head.wrapping_sub(tail) > RING as u64 {
+            return Err(Error::failure("shm: the descriptor ring is corrupt"));
+        }
+        let ack_tail = ch.word(OFF_ACK_TAIL).load(Ordering::Acquire);
+        let mut ack_head = ch.word(OFF_ACK_HEAD).load(Ordering::Relaxed);
+        while tail != head && !self.slots.is_empty() && ack_head.wrapping_sub(ack_tail) < RING as u64 {
+            let slot = ch.slot(tail);
+            // SAFETY: the sender wrote this slot before publishing head (SeqCst above) and does
+            // not touch it again until tail passes it.
+            let d: Desc = unsafe { std::ptr::read_volatile(slot as *const Desc) };
+            if d.seq != tail || d.len > MAX_MESSAGE {
+                return Err(Error::failure(format!("shm: bad descriptor in slot {tail}")));
+            }
+            let req = self.slots.pop_front().expect("not empty");
+            let cap = req.region.len() as u64;
+            let status = if d.len > cap {
+                let msg = format!("{}: receive of {cap} bytes is shorter than the matching send of {} bytes", req.comm.describe(), d.len);
+                crate::log_error!("{msg}; both fail");
+                req.fail(Error::failure(msg));
+                ack::TOO_LONG
+            } else {
+                let len = d.len as usize;
+                let dst = req.region.ptr();
+                if len == 0 {
+                } else if d.flags & F_INLINE != 0 {
+                    if len > INLINE {
+                        return Err(Error::failure(format!("shm: inline descriptor of {len} bytes")));
+                    }
+                    // SAFETY: the slot holds len <= INLINE bytes after its descriptor; dst is
+                    // the posted receive, at least len bytes (checked above).
+                    unsafe { std::ptr::copy_nonoverlapping(slot.add(DESC), dst, len) };
+                } else if d.flags & F_MEMFD != 0 {
+                    match d.mem_off.checked_add(d.len) {
+                        Some(end) if end <= d.mem_len => {}
+                        _ => return Err(Error::failure(format!("shm: descriptor {tail} lies outside its memfd"))),
+                    }
+                    let base = self.maps.get(pid, &d)?;
+                    // SAFETY: the mapping covers mem_len >= mem_off + len bytes (checked; the
+                    // memfd is sealed against shrinking); dst holds len bytes.
+                    unsafe { std::ptr::copy_nonoverlapping(base.add(d.mem_off as usize), dst, len) };
+                } else {
+                    // SAFETY: dst is valid for len bytes of writes (the posted receive).
+                    unsafe { vm_read(pid, dst, d.addr, len) }
+                        .map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("shm: process_vm_readv from pid {pid}"), &e))?;
+                }
+                req.complete(d.len);
+                ack::OK
+            };
+            let (w0, w1) = ch.ack_entry(ack_head);
+            w0.store(tail, Ordering::Relaxed);
+            w1.store((status as u64) << 56 | if status == ack::OK { d.len } else { 0 }, Ordering::Relaxed);
+            ack_head += 1;
+            ch.word(OFF_ACK_HEAD).store(ack_head, Ordering::Release);
+            tail += 1;
+            ch.word(OFF_SEND_TAIL).store(tail, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Receiver, from `test_request`: the caller polls a pending receive (`pending`), so no
+    /// wake-up is needed; or it stops polling, and a descriptor published meanwhile is taken now.
+    pub fn note_poll(&mut self, pending: bool) -> Result<()> {
+        if !self.active || self.kind != Kind::Recv {
+            return Ok(());
+        }
+        let spin = self.chan().word(OFF_RX_SPIN);
+        if pending && !self.slots.is_empty() {
+            let now = mono_ns();
+            if now.saturating_sub(self.last_spin) > SPIN_NS / 4 {
+                spin.store(now, Ordering::SeqCst);
+                self.last_spin = now;
+            }
+            Ok(())
+        } else if self.last_spin != 0 {
+            spin.store(0, Ordering::SeqCst);
+            self.last_spin = 0;
+            fence(Ordering::SeqCst);
+            self.poll_descs()
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.queued.is_empty() || !self.in_flight.is_empty() || !self.backlog.is_empty() || !self.slots.is_empty()
+    }
+
+    pub fn fail_all(&mut self, e: &Error) {
+        for r in self.queued.drain(..).chain(self.backlog.drain(..)).chain(self.slots.drain(..)) {
+            r.fail(e.clone());
+        }
+        for (_, r) in self.in_flight.drain(..) {
+            r.fail(e.clone());
+        }
+        self.active = false;
+        self.maps = MapCache::default();
+        self.chan = None;
+    }
+}
