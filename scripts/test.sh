@@ -62,10 +62,13 @@ if make -s install PREFIX="$inst" >"$LOGDIR/install.log" 2>&1 \
     pass "make install + pkg-config build"
 else fail "make install + pkg-config build (see $LOGDIR/install.log)"; fi
 
-# 5. The C conformance suite.
-echo "== C conformance suite"
-c_tests/run.sh "$ROOT" | tee "$LOGDIR/c-suite.log"
-collect C "$LOGDIR/c-suite.log"
+# 5. The C conformance suite, over TCP and over shared memory (the default between processes of
+#    one host; required here, so a silent fallback to TCP fails the run).
+for tr in tcp shm; do
+    echo "== C conformance suite, NEURON_RT_ASYNC_SENDRECV_TRANSPORT=$tr"
+    NEURON_RT_ASYNC_SENDRECV_TRANSPORT=$tr c_tests/run.sh "$ROOT" | sed "s/^\(PASS\|FAIL\) /\1 [$tr] /" | tee "$LOGDIR/c-suite-$tr.log"
+    collect C "$LOGDIR/c-suite-$tr.log"
+done
 
 # 6. LD_PRELOAD mode (make test-preload): stand-in vendor library, C and Python.
 echo "== LD_PRELOAD mode"

@@ -132,6 +132,8 @@ impl Comm {
     /// lnc close: like fail, without the log line; the communicator is dead for good.
     pub fn shut(&self) {
         let mut io = self.io.lock();
+        // Acks a caller left for the progress thread still go out (best effort, no waiting).
+        io.flush_control();
         self.state.store(CLOSED, Ordering::Release);
         io.fail_all(&Error::new(NRT_STATUS::NRT_CLOSED, "communicator closed"));
     }
@@ -202,7 +204,7 @@ impl Comm {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(e);
         }
-        if let Err(e) = io.post(req).and_then(|_| io.poll_fast(None)) {
+        if let Err(e) = io.post(req).and_then(|_| io.after_post(kind)) {
             self.fail_locked(&mut io, e);
         }
         Ok(id)
@@ -211,9 +213,10 @@ impl Comm {
     /// Progress from a caller's thread: skipped when another thread is already at it.
     pub fn try_progress(&self, tested: Option<&Request>) {
         if let Some(mut io) = self.io.try_lock()
-            && let Err(e) = io.poll_fast(tested) {
-                self.fail_locked(&mut io, e);
-            }
+            && let Err(e) = io.poll_fast(tested)
+        {
+            self.fail_locked(&mut io, e);
+        }
     }
 
     /// Progress from the lnc's thread: waits for the lock so no readiness edge is lost.

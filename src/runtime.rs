@@ -520,3 +520,197 @@ mod hostile {
         close(b).unwrap();
     }
 }
+
+#[cfg(test)]
+mod shm {
+    //! The same-host transport through the same entry points the C functions use: negotiation,
+    //! every copy path (inline, process_vm_readv, the sender's memfd), short receives, wake-ups
+    //! of a receiver that is not polling, and the fallbacks.
+    use super::*;
+    use crate::comm::test_request;
+    use crate::config::Transport;
+    use crate::request::{Kind, REQUESTS};
+    use crate::status::NRT_STATUS;
+    use crate::tensor::Tensor;
+    use std::time::{Duration, Instant};
+
+    fn cfg(port_base: u16, transport: Transport) -> Config {
+        Config {
+            transport,
+            auth_secret: None,
+            port_base,
+            listen_addr: Some("127.0.0.1".parse().unwrap()),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Some(Duration::from_secs(30)),
+            streams: 2,
+        }
+    }
+
+    fn ready(c: &Comm) -> Result<()> {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !c.test()? {
+            assert!(Instant::now() < end, "not connected in 10 s");
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+
+    fn wait(id: u64) -> Result<u64> {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(n) = test_request(id)? {
+                return Ok(n);
+            }
+            assert!(Instant::now() < end, "request not done in 20 s");
+            std::thread::yield_now();
+        }
+    }
+
+    fn pattern(len: usize, salt: usize) -> Vec<u8> {
+        (0..len).map(|i| (i.wrapping_mul(131) ^ salt.wrapping_mul(17) ^ (i >> 9)) as u8).collect()
+    }
+
+    /// Sends `len` bytes into a receive of `cap` bytes; checks sizes and every byte.
+    fn xfer(s: &Arc<Comm>, r: &Arc<Comm>, len: usize, cap: usize, salt: usize) {
+        let src = Tensor::allocate(len.max(1), String::new()).unwrap();
+        let dst = Tensor::allocate(cap.max(1), String::new()).unwrap();
+        let data = pattern(len, salt);
+        crate::tensor::write_from(&src, 0, &data).unwrap();
+        crate::tensor::memset(&dst, 0, 0xee, cap.max(1)).unwrap();
+        let rq = r.post(Kind::Recv, dst.region(0, cap).unwrap()).unwrap();
+        let sq = s.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
+        assert_eq!(wait(rq).unwrap(), len as u64, "receive of {len}");
+        assert_eq!(wait(sq).unwrap(), len as u64, "send of {len}");
+        let mut got = vec![0u8; cap];
+        crate::tensor::read_into(&dst, 0, &mut got).unwrap();
+        assert!(got[..len] == data[..], "{len} bytes: corrupted");
+        assert!(got[len..].iter().all(|b| *b == 0xee), "{len} bytes: written beyond the message");
+    }
+
+    fn pair(base: u16, a: i32, b: i32, ta: Transport, tb: Transport) -> (Arc<Comm>, Arc<Comm>) {
+        nrt_init();
+        init_with(a, Some(cfg(base, ta))).unwrap();
+        init_with(b, Some(cfg(base, tb))).unwrap();
+        let s = connect("127.0.0.1", b, a).unwrap();
+        let r = accept("127.0.0.1", a, b).unwrap();
+        (s, r)
+    }
+
+    #[test]
+    fn every_copy_path_and_short_receives() {
+        let (a, b) = (940, 941);
+        let (s, r) = pair(26100, a, b, Transport::Auto, Transport::Auto);
+        ready(&s).unwrap();
+        ready(&r).unwrap();
+        assert!(s.io.lock().is_shm() && r.io.lock().is_shm(), "loopback between auto lncs uses shared memory");
+        // 0; inline (<= 960); process_vm_readv (anonymous tensors below 64 KiB); the sender's memfd.
+        let inline = crate::transport::shm::INLINE;
+        let memfd = crate::transport::shm::MEMFD_MIN;
+        for (k, len) in [0, 1, 8, inline, inline + 1, 4095, memfd - 1, memfd, (1 << 20) + 3, 9 << 20].into_iter().enumerate() {
+            xfer(&s, &r, len, len, k);
+            xfer(&s, &r, len, len + 77, k + 100);
+        }
+        // The same memfd again (the receiver's mapping cache), at an offset of a slice.
+        let src = Tensor::allocate(3 << 20, String::new()).unwrap();
+        let dst = Tensor::allocate(3 << 20, String::new()).unwrap();
+        for round in 0..3 {
+            let data = pattern(1 << 20, round);
+            crate::tensor::write_from(&src, 12345 * round, &data).unwrap();
+            let rq = r.post(Kind::Recv, dst.region(round, 1 << 20).unwrap()).unwrap();
+            let sq = s.post(Kind::Send, src.region(12345 * round, 1 << 20).unwrap()).unwrap();
+            assert_eq!(wait(rq).unwrap(), 1 << 20);
+            assert_eq!(wait(sq).unwrap(), 1 << 20);
+            let mut got = vec![0u8; 1 << 20];
+            crate::tensor::read_into(&dst, round, &mut got).unwrap();
+            assert!(got == data, "round {round}: corrupted");
+        }
+        // Shorter receives fail both sides, write nothing, and the pair goes on.
+        for (len, cap) in [(5000usize, 100usize), (inline, inline - 1), (2 << 20, (2 << 20) - 1)] {
+            let src = Tensor::allocate(len, String::new()).unwrap();
+            let dst = Tensor::allocate(cap, String::new()).unwrap();
+            crate::tensor::memset(&dst, 0, 0x5a, cap).unwrap();
+            let rq = r.post(Kind::Recv, dst.region(0, cap).unwrap()).unwrap();
+            let sq = s.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
+            assert_eq!(wait(rq).unwrap_err().status, NRT_STATUS::NRT_FAILURE, "short receive {cap} < {len}");
+            assert_eq!(wait(sq).unwrap_err().status, NRT_STATUS::NRT_FAILURE, "send {len} into {cap}");
+            let mut got = vec![0u8; cap];
+            crate::tensor::read_into(&dst, 0, &mut got).unwrap();
+            assert!(got.iter().all(|b| *b == 0x5a), "a too-short receive writes nothing");
+            xfer(&s, &r, 100, 100, len);
+        }
+        // A window of 128 messages in flight each way before anything is tested (the rings are
+        // exactly as long as the pending limit).
+        let n = crate::config::MAX_PENDING_PER_COMM;
+        let srcs: Vec<Tensor> = (0..n).map(|i| {
+            let t = Tensor::allocate(3000, String::new()).unwrap();
+            crate::tensor::write_from(&t, 0, &pattern(3000, i)).unwrap();
+            t
+        }).collect();
+        let dsts: Vec<Tensor> = (0..n).map(|_| Tensor::allocate(3000, String::new()).unwrap()).collect();
+        let sqs: Vec<u64> = srcs.iter().map(|t| s.post(Kind::Send, t.region(0, 3000).unwrap()).unwrap()).collect();
+        let rqs: Vec<u64> = dsts.iter().map(|t| r.post(Kind::Recv, t.region(0, 3000).unwrap()).unwrap()).collect();
+        for (i, (sq, rq)) in sqs.into_iter().zip(rqs).enumerate() {
+            assert_eq!(wait(rq).unwrap(), 3000);
+            assert_eq!(wait(sq).unwrap(), 3000);
+            let mut got = vec![0u8; 3000];
+            crate::tensor::read_into(&dsts[i], 0, &mut got).unwrap();
+            assert!(got == pattern(3000, i), "message {i} of the window");
+        }
+        close(a).unwrap();
+        close(b).unwrap();
+    }
+
+    /// A receive nobody tests still completes: the sender's Wake frame rouses the receiver's
+    /// progress thread, which copies.
+    #[test]
+    fn receiver_that_does_not_poll_is_woken() {
+        let (a, b) = (942, 943);
+        let (s, r) = pair(26110, a, b, Transport::Shm, Transport::Shm);
+        ready(&s).unwrap();
+        ready(&r).unwrap();
+        for (k, len) in [8usize, 5000, 1 << 20].into_iter().enumerate() {
+            let src = Tensor::allocate(len, String::new()).unwrap();
+            let dst = Tensor::allocate(len, String::new()).unwrap();
+            let data = pattern(len, k);
+            crate::tensor::write_from(&src, 0, &data).unwrap();
+            let rq = r.post(Kind::Recv, dst.region(0, len).unwrap()).unwrap();
+            // Let the receiver's "recently polled" mark go stale.
+            std::thread::sleep(Duration::from_millis(5));
+            let sq = s.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
+            let req = REQUESTS.get(rq).unwrap();
+            let end = Instant::now() + Duration::from_secs(5);
+            while req.is_pending() {
+                assert!(Instant::now() < end, "{len} bytes: the receiver's progress thread was not woken");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(wait(rq).unwrap(), len as u64);
+            assert_eq!(wait(sq).unwrap(), len as u64);
+            let mut got = vec![0u8; len];
+            crate::tensor::read_into(&dst, 0, &mut got).unwrap();
+            assert!(got == data);
+        }
+        close(a).unwrap();
+        close(b).unwrap();
+    }
+
+    #[test]
+    fn tcp_when_one_side_declines_and_an_error_when_shm_is_required() {
+        // The receiving lnc is set to TCP: the sender's offer is declined, both use TCP.
+        let (a, b) = (944, 945);
+        let (s, r) = pair(26120, a, b, Transport::Auto, Transport::Tcp);
+        ready(&s).unwrap();
+        ready(&r).unwrap();
+        assert!(!s.io.lock().is_shm() && !r.io.lock().is_shm());
+        xfer(&s, &r, 100_000, 100_000, 1);
+        close(a).unwrap();
+        close(b).unwrap();
+        // Required on the sending side, declined by the receiver: set-up fails, with a reason.
+        let (a, b) = (946, 947);
+        let (s, _r) = pair(26130, a, b, Transport::Shm, Transport::Tcp);
+        let e = ready(&s).unwrap_err();
+        assert_eq!(e.status, NRT_STATUS::NRT_FAILURE);
+        assert!(e.msg.contains("shared memory"), "{e}");
+        let _ = close(a);
+        let _ = close(b);
+    }
+}

@@ -651,3 +651,42 @@ impl ShmIo {
         self.chan = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_that_cannot_be_reached_falls_back_or_fails() {
+        // pid 1's descriptors are not ours to open (or not a channel): TCP, told to the peer.
+        let mut io = ShmIo::new(Kind::Recv, false).unwrap();
+        match io.on_info(1, 0, 42, 0x1000, CHANNEL_SIZE as u64).unwrap() {
+            Setup::Fallback(q) => assert!(q.is_empty()),
+            Setup::Ok => panic!("pid 1's fd 0 is not a channel"),
+        }
+        assert_eq!(io.out, vec![Frame::ShmReady { status: ack::REFUSED }]);
+        // A wrong size is refused before anything is opened; with shm required, an error.
+        let mut io = ShmIo::new(Kind::Recv, true).unwrap();
+        assert!(io.on_info(my_pid(), 0, 42, 0x1000, 4096).is_err());
+        // Our own channel, but the wrong token: refused.
+        let tx = ShmIo::new(Kind::Send, false).unwrap();
+        let Frame::ShmInfo { pid, fd, token, addr, size } = tx.out[0] else { panic!("no ShmInfo") };
+        let mut io = ShmIo::new(Kind::Recv, false).unwrap();
+        assert!(matches!(io.on_info(pid, fd, token ^ 1, addr, size).unwrap(), Setup::Fallback(_)));
+        // The right one: mapped.
+        let mut io = ShmIo::new(Kind::Recv, false).unwrap();
+        assert!(matches!(io.on_info(pid, fd, token, addr, size).unwrap(), Setup::Ok));
+        assert!(io.is_active());
+    }
+
+    #[test]
+    fn memfd_tensors_are_sealed_and_named() {
+        let fd = memfd(&memfd_name(77), 1 << 20).unwrap();
+        let (name, size, seals) = describe_fd(&fd).unwrap();
+        assert!(name.starts_with("/memfd:nrt-sr-77"), "{name}");
+        assert_eq!(size, 1 << 20);
+        assert!(seals & libc::F_SEAL_SHRINK != 0 && seals & libc::F_SEAL_GROW != 0);
+        // SAFETY: plain system call on our descriptor; it must fail (sealed).
+        assert!(unsafe { libc::ftruncate(fd.as_raw_fd(), 4096) } < 0);
+    }
+}

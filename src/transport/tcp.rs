@@ -19,6 +19,8 @@ use std::sync::Arc;
 
 /// Messages above this are split into chunks of this size over the streams.
 pub const CHUNK: usize = 512 * 1024;
+/// Messages up to this size all travel on stream 0.
+const SMALL: usize = 64 * 1024;
 const MAX_IOV: usize = 64;
 /// Staged (device) chunks read into host buffers ahead of the socket, per stream.
 const MAX_STAGED: usize = 4;
@@ -181,6 +183,30 @@ impl CommIo {
         Ok(())
     }
 
+    /// Sends what stream 0 has queued, as far as the socket takes it now (lnc close).
+    pub fn flush_control(&mut self) {
+        if !self.streams.is_empty() && !self.streams[0].tx.is_empty() {
+            let _ = self.flush_tx(0);
+        }
+    }
+
+    /// Progress right after a post: a receive may unpark a stream, so everything is read; a
+    /// send over TCP only needs its bytes pushed (its Ack and any error come with an epoll edge).
+    pub fn after_post(&mut self, kind: Kind) -> Result<()> {
+        if kind == Kind::Send && self.shm.is_none() && !self.is_verbs() {
+            for i in 0..self.streams.len() {
+                if !self.streams[i].tx.is_empty() {
+                    self.flush_tx(i)?;
+                }
+            }
+            return Ok(());
+        }
+        match self.shm.as_ref() {
+            Some(s) if s.is_active() => self.poll_fast(None),
+            _ => self.progress(),
+        }
+    }
+
     /// Progress from a caller's `test_request`: over shared memory only the rings are read (no
     /// system call unless a control frame must go out); otherwise a full `progress`.
     pub fn poll_fast(&mut self, tested: Option<&Request>) -> Result<()> {
@@ -198,7 +224,35 @@ impl CommIo {
                 }
                 Ok(())
             }
-            _ => self.progress(),
+            _ if self.streams.is_empty() => self.progress(),
+            _ => {
+                // Over TCP: a send waits for its Ack on stream 0, a small receive for its data on
+                // stream 0; only when that is not enough are the other streams read too.
+                for i in 0..self.streams.len() {
+                    if !self.streams[i].tx.is_empty() {
+                        self.flush_tx(i)?;
+                    }
+                }
+                if !self.streams[0].peer_closed {
+                    self.pump_rx(0)?;
+                }
+                if tested.is_none_or(|r| r.is_pending() && (r.kind == Kind::Recv || self.is_verbs())) {
+                    for i in 1..self.streams.len() {
+                        if !self.streams[i].peer_closed {
+                            self.pump_rx(i)?;
+                        }
+                    }
+                    #[cfg(feature = "verbs")]
+                    if let Some(v) = self.verbs.as_mut() {
+                        v.poll()?;
+                        self.drain_verbs_out();
+                    }
+                }
+                if !self.streams[0].tx.is_empty() {
+                    self.flush_tx(0)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -271,7 +325,8 @@ impl CommIo {
                     let off = k * chunk;
                     let len = chunk.min(total - off);
                     let hdr = Frame::Data { seq, offset: off as u64, len: len as u64, total: total as u64 }.encode();
-                    let s = (seq as usize + k) % n;
+                    // Small messages share stream 0 with the Acks: a ping-pong touches one socket.
+                    let s = if total <= SMALL { 0 } else { (seq as usize + k) % n };
                     self.streams[s].tx.push_back(TxItem {
                         hdr,
                         hdr_done: 0,
