@@ -196,7 +196,7 @@ struct Channel {
 
 impl Channel {
     fn word(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off + 8 <= CHANNEL_SIZE);
+        debug_assert!(off.is_multiple_of(8) && off + 8 <= CHANNEL_SIZE);
         // SAFETY: off is 8-aligned inside the page-aligned mapping of CHANNEL_SIZE bytes, which
         // lives as long as self; both processes access these words only atomically.
         unsafe { &*(self.map.ptr.add(off) as *const AtomicU64) }

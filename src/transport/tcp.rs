@@ -21,6 +21,21 @@ use std::sync::Arc;
 pub const CHUNK: usize = 512 * 1024;
 /// Messages up to this size all travel on stream 0.
 const SMALL: usize = 64 * 1024;
+/// Chunks at least this long go by `sendfile` when they lie in a memfd tensor.
+const SENDFILE_MIN: usize = 64 * 1024;
+
+/// `NEURON_RT_ASYNC_SENDRECV_TCP_SOCKBUF`: SO_SNDBUF/SO_RCVBUF in bytes (0, the default: the
+/// kernel's autotuning, which measured best; see README).
+fn sockbuf() -> usize {
+    static B: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *B.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_TCP_SOCKBUF").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0))
+}
+
+/// `NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=0` turns the zero-copy send of memfd tensors off.
+fn sendfile_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE").map(|v| v.trim() != "0").unwrap_or(true))
+}
 const MAX_IOV: usize = 64;
 /// Staged (device) chunks read into host buffers ahead of the socket, per stream.
 const MAX_STAGED: usize = 4;
@@ -37,6 +52,9 @@ struct TxItem {
     staged: Option<(Arc<dyn StagedMemory>, usize)>,
     /// The host copy of a staged chunk; `data` points into it once it exists.
     buf: Option<Box<[u8]>>,
+    /// The bytes lie in one of our memfd tensors: sent with `sendfile` from (descriptor, offset
+    /// of the chunk's first byte), no copy into the socket (the descriptor lives as long as `_req`).
+    file: Option<(RawFd, u64)>,
 }
 
 // SAFETY: `data` points into memory owned by `_req`'s region, which is Send + Sync.
@@ -74,6 +92,16 @@ impl Stream {
     pub fn new(sock: TcpStream) -> std::io::Result<Stream> {
         sock.set_nonblocking(true)?;
         sock.set_nodelay(true)?;
+        let buf = sockbuf();
+        if buf > 0 {
+            for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+                let v = buf as libc::c_int;
+                // SAFETY: a valid c_int option value for our socket.
+                unsafe {
+                    libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, opt, (&v as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+                };
+            }
+        }
         Ok(Stream { sock, tx: VecDeque::new(), rx: Rx::Header { buf: [0; HEADER_LEN], have: 0 }, peer_closed: false })
     }
     pub fn fd(&self) -> RawFd {
@@ -321,6 +349,15 @@ impl CommIo {
                 let nchunks = total.div_ceil(CHUNK).max(1);
                 let chunk = if nchunks == 1 { total } else { CHUNK };
                 let staged = req.region.staging().cloned();
+                // Large messages from our own (memfd) tensors: the socket takes references to the
+                // pages instead of a copy. Safe to reuse once the send completes: that is at the
+                // receiver's Ack, after it has read every byte.
+                let file = match req.region.memory() {
+                    Some(m) if staged.is_none() && chunk >= SENDFILE_MIN && sendfile_enabled() => {
+                        m.fd().map(|fd| (fd, req.region.ptr() as u64 - m.base() as u64))
+                    }
+                    _ => None,
+                };
                 for k in 0..nchunks {
                     let off = k * chunk;
                     let len = chunk.min(total - off);
@@ -336,6 +373,7 @@ impl CommIo {
                         _req: Some(req.clone()),
                         staged: staged.clone().map(|m| (m, off)),
                         buf: None,
+                        file: file.map(|(fd, base)| (fd, base + off as u64)),
                     });
                 }
                 self.awaiting_ack.push_back((seq, req));
@@ -374,11 +412,46 @@ impl CommIo {
             return Err(Error::failure(format!("peer closed stream {i}")));
         }
         while !s.tx.is_empty() {
+            let front = s.tx.front_mut().expect("not empty");
+            if let Some((fd, off)) = front.file
+                && front.data_done < front.data_len
+            {
+                let sock = s.sock.as_raw_fd();
+                let n = if front.hdr_done < HEADER_LEN {
+                    let h = &front.hdr[front.hdr_done..];
+                    // SAFETY: h is a live slice of the item's header.
+                    unsafe { libc::send(sock, h.as_ptr().cast(), h.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | libc::MSG_MORE) }
+                } else {
+                    let mut o = (off + front.data_done as u64) as libc::off_t;
+                    // SAFETY: fd is the memfd of the request's tensor, open while the item holds
+                    // the request; the kernel bounds the read by the file.
+                    unsafe { libc::sendfile(sock, fd, &mut o, front.data_len - front.data_done) }
+                };
+                if n < 0 {
+                    match std::io::Error::last_os_error().raw_os_error() {
+                        Some(libc::EINTR) => continue,
+                        Some(libc::EAGAIN) => return Ok(()),
+                        _ => return Err(os_err(&format!("send on stream {i}"))),
+                    }
+                }
+                if n == 0 && front.hdr_done == HEADER_LEN {
+                    return Err(Error::failure(format!("stream {i}: sendfile sent nothing (tensor memory shorter than its region?)")));
+                }
+                if front.hdr_done < HEADER_LEN {
+                    front.hdr_done += n as usize;
+                } else {
+                    front.data_done += n as usize;
+                }
+                if front.remaining() == 0 {
+                    s.tx.pop_front();
+                }
+                continue;
+            }
             let mut iov: [libc::iovec; MAX_IOV] = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
             let mut cnt = 0;
             let mut staged_ahead = 0;
             for it in s.tx.iter_mut() {
-                if cnt + 2 > MAX_IOV {
+                if cnt + 2 > MAX_IOV || (it.file.is_some() && it.data_done < it.data_len) {
                     break;
                 }
                 if let Some((mem, off)) = &it.staged {
@@ -632,6 +705,7 @@ impl CommIo {
             _req: None,
             staged: None,
             buf: None,
+            file: None,
         });
     }
 
