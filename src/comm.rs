@@ -10,7 +10,7 @@ use crate::transport::tcp::{CommIo, Stream};
 use parking_lot::Mutex;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 pub static COMMS: Table<Comm> = Table::new();
@@ -34,7 +34,18 @@ pub struct Comm {
     error: Mutex<Option<Error>>,
     pending: AtomicUsize,
     pub io: Mutex<CommIo>,
+    /// When a caller last polled a pending request of this communicator (ns, CLOCK_MONOTONIC).
+    polled_at: AtomicU64,
+    /// A caller polls in a tight loop: the progress thread stopped watching the sockets.
+    parked: AtomicBool,
+    /// The progress thread watches the sockets for input (all but TCP send communicators).
+    watch_input: AtomicBool,
 }
+
+/// Two polls of a pending request this close together make a spinning caller.
+const SPIN_GAP_NS: u64 = 20_000;
+/// A parked communicator's sockets are watched again once no caller polled for this long.
+pub const PARK_IDLE_NS: u64 = 1_000_000;
 
 impl Comm {
     pub fn new(id: u64, lnc: Arc<Lnc>, kind: Kind, peer: IpAddr, peer_lnc: i32, pair_seq: u64) -> Comm {
@@ -52,6 +63,9 @@ impl Comm {
             error: Mutex::new(None),
             pending: AtomicUsize::new(0),
             io: Mutex::new(CommIo::new(kind)),
+            polled_at: AtomicU64::new(0),
+            parked: AtomicBool::new(false),
+            watch_input: AtomicBool::new(true),
         }
     }
 
@@ -75,15 +89,18 @@ impl Comm {
         if self.state.load(Ordering::Acquire) != CONNECTING {
             return Err(Error::failure("communicator was closed or failed during set-up"));
         }
+        // A TCP send communicator receives only Acks, read by test_request: no wake-ups for them.
+        let input = !(self.kind == Kind::Send && !shm && rdma.is_none());
+        self.watch_input.store(input, Ordering::Relaxed);
         for (i, s) in streams.iter().enumerate() {
-            self.lnc.watch(s.fd(), self.id).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("epoll add stream {i}"), &e))?;
+            self.lnc.watch(s.fd(), self.id, input).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("epoll add stream {i}"), &e))?;
         }
         io.streams = streams;
         if shm {
             io.start_shm(self.lnc.cfg.transport == crate::config::Transport::Shm)?;
         } else if let Some(dev) = rdma {
             let fd = io.start_verbs(dev)?;
-            self.lnc.watch(fd, self.id).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "epoll add completion channel", &e))?;
+            self.lnc.watch(fd, self.id, true).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "epoll add completion channel", &e))?;
         }
         self.ever_ready.store(true, Ordering::Release);
         self.state.store(READY, Ordering::Release);
@@ -133,7 +150,7 @@ impl Comm {
     pub fn shut(&self) {
         let mut io = self.io.lock();
         // Acks a caller left for the progress thread still go out (best effort, no waiting).
-        io.flush_control();
+        let _ = io.flush_control();
         self.state.store(CLOSED, Ordering::Release);
         io.fail_all(&Error::new(NRT_STATUS::NRT_CLOSED, "communicator closed"));
     }
@@ -207,16 +224,82 @@ impl Comm {
         if let Err(e) = io.post(req).and_then(|_| io.after_post(kind)) {
             self.fail_locked(&mut io, e);
         }
+        drop(io);
+        // Deferred Acks go out after this send's bytes (a receive post leaves them: its caller
+        // is about to answer with a send, which should go first).
+        if kind == Kind::Send {
+            self.lnc.flush_deferred();
+        }
         Ok(id)
     }
 
     /// Progress from a caller's thread: skipped when another thread is already at it.
-    pub fn try_progress(&self, tested: Option<&Request>) {
-        if let Some(mut io) = self.io.try_lock()
-            && let Err(e) = io.poll_fast(tested)
+    ///
+    /// Busy polling versus epoll wake-ups: a caller that polls a pending request in a tight loop
+    /// moves the bytes itself, so the progress thread stops watching this communicator's sockets
+    /// ("parks" it) instead of waking for every segment and contending for the lock; it watches
+    /// them again once the caller has not polled for `PARK_IDLE_NS`.
+    pub fn try_progress(self: &Arc<Self>, tested: Option<&Request>) {
+        let Some(mut io) = self.io.try_lock() else {
+            // Another thread (often the progress thread) is moving this communicator's bytes:
+            // give it the CPU rather than spin against it (on a busy host it may have been
+            // preempted while holding the lock).
+            std::thread::yield_now();
+            return;
+        };
         {
+            match io.poll_fast(tested, self.parked.load(Ordering::Relaxed)) {
+                Ok(false) => {}
+                Ok(true) => self.lnc.defer_acks(self.clone()),
+                Err(e) => {
+                    self.fail_locked(&mut io, e);
+                    return;
+                }
+            }
+            if tested.is_some_and(|r| r.is_pending()) {
+                let now = crate::transport::poll::mono_ns();
+                let prev = self.polled_at.swap(now, Ordering::Relaxed);
+                if now.saturating_sub(prev) < SPIN_GAP_NS && !self.parked.load(Ordering::Relaxed) {
+                    let fds = io.spin_fds();
+                    if !fds.is_empty() {
+                        self.parked.store(true, Ordering::Release);
+                        for fd in fds {
+                            let _ = self.lnc.rearm(fd, self.id, false, true);
+                        }
+                        self.lnc.park(self.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the Acks a caller left queued (`try_progress`); false when another thread holds
+    /// the communicator (try again later).
+    pub fn flush_deferred(&self) -> bool {
+        let Some(mut io) = self.io.try_lock() else { return false };
+        if let Err(e) = io.flush_control() {
             self.fail_locked(&mut io, e);
         }
+        true
+    }
+
+    /// Progress thread: watches a parked communicator's sockets again when its caller went
+    /// quiet (or it failed); true when it did.
+    pub fn unpark_if_idle(&self, now: u64) -> bool {
+        let idle = now.saturating_sub(self.polled_at.load(Ordering::Relaxed)) > PARK_IDLE_NS;
+        if !idle && self.state.load(Ordering::Acquire) == READY {
+            return false;
+        }
+        let mut io = self.io.lock();
+        for fd in io.spin_fds() {
+            let _ = self.lnc.rearm(fd, self.id, true, self.watch_input.load(Ordering::Relaxed));
+        }
+        self.parked.store(false, Ordering::Release);
+        // Re-arming reports data already waiting; progress once anyway.
+        if let Err(e) = io.progress() {
+            self.fail_locked(&mut io, e);
+        }
+        true
     }
 
     /// Progress from the lnc's thread: waits for the lock so no readiness edge is lost.
@@ -257,5 +340,8 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
         return Err(Error::handle(format!("request handle {id:#x} already reported done")));
     }
     req.comm.release_pending();
+    if req.kind == Kind::Send {
+        req.comm.lnc.flush_deferred();
+    }
     res
 }

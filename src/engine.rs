@@ -37,6 +37,8 @@ pub const MAX_HALF_OPEN: usize = 1024;
 /// How long an accepted socket may take to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(100);
+/// The progress thread's tick while a communicator is parked (see `Comm::try_progress`).
+const PARK_TICK: Duration = Duration::from_millis(1);
 /// How much longer than the connect deadline an unmatched incoming connection is kept.
 const GROUP_GRACE: Duration = Duration::from_secs(2);
 
@@ -113,6 +115,13 @@ pub struct Lnc {
     accept: Mutex<AcceptState>,
     /// The transport last logged for this lnc.
     announced: Mutex<Option<String>>,
+    /// Communicators whose spinning caller moves their bytes (sockets not watched meanwhile).
+    parked: Mutex<Vec<Arc<Comm>>>,
+    /// Communicators whose Acks a spinning caller left queued (sent at the next call into this
+    /// lnc, or on the progress thread's next tick, at most `PARK_TICK` away: such a caller's
+    /// communicator is parked).
+    deferred: Mutex<Vec<Arc<Comm>>>,
+    has_deferred: AtomicBool,
 }
 
 fn bind(cfg: &Config, port: u16) -> std::io::Result<TcpListener> {
@@ -154,6 +163,9 @@ impl Lnc {
             counters: Mutex::new(Counters::default()),
             accept: Mutex::new(AcceptState::default()),
             announced: Mutex::new(None),
+            parked: Mutex::new(Vec::new()),
+            deferred: Mutex::new(Vec::new()),
+            has_deferred: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&lnc);
         let th = std::thread::Builder::new()
@@ -171,15 +183,46 @@ impl Lnc {
         Ok(lnc)
     }
 
+    /// Pauses or resumes the progress thread's watch of a communicator socket.
+    pub fn rearm(&self, fd: RawFd, comm_id: u64, armed: bool, input: bool) -> std::io::Result<()> {
+        self.poller.rearm(fd, comm_id, armed, input)
+    }
+
+    /// A spinning caller took over `comm`'s sockets: the progress thread checks it every
+    /// millisecond and watches them again when the caller stops.
+    pub fn park(&self, comm: Arc<Comm>) {
+        self.parked.lock().push(comm);
+        self.poller.wake();
+    }
+
+    pub fn defer_acks(&self, comm: Arc<Comm>) {
+        let mut d = self.deferred.lock();
+        if !d.iter().any(|c| c.id == comm.id) {
+            d.push(comm);
+        }
+        self.has_deferred.store(true, Ordering::Release);
+    }
+
+    /// Sends deferred Acks (cheap when there are none).
+    pub fn flush_deferred(&self) {
+        if !self.has_deferred.load(Ordering::Acquire) {
+            return;
+        }
+        let mut d = self.deferred.lock();
+        d.retain(|c| !c.flush_deferred());
+        self.has_deferred.store(!d.is_empty(), Ordering::Release);
+    }
+
     /// Registers a communicator socket with the progress thread.
-    pub fn watch(&self, fd: RawFd, comm_id: u64) -> std::io::Result<()> {
-        self.poller.watch(fd, comm_id)
+    pub fn watch(&self, fd: RawFd, comm_id: u64, input: bool) -> std::io::Result<()> {
+        self.poller.watch(fd, comm_id, input)
     }
 
     /// One turn of the progress loop; false when the thread should end.
     fn run_once(self: &Arc<Self>) -> bool {
         let mut tokens = Vec::with_capacity(128);
-        if let Err(e) = self.poller.wait(&mut tokens, TICK) {
+        let tick = if self.parked.lock().is_empty() { TICK } else { PARK_TICK };
+        if let Err(e) = self.poller.wait(&mut tokens, tick) {
             crate::log_error!("lnc {}: epoll_wait failed, progress thread stops: {e}", self.id);
             return false;
         }
@@ -198,8 +241,20 @@ impl Lnc {
                 }
             }
         }
+        self.flush_deferred();
+        self.unpark();
         self.expire();
         true
+    }
+
+    fn unpark(&self) {
+        let parked = std::mem::take(&mut *self.parked.lock());
+        if parked.is_empty() {
+            return;
+        }
+        let now = crate::transport::poll::mono_ns();
+        let keep: Vec<Arc<Comm>> = parked.into_iter().filter(|c| !c.unpark_if_idle(now)).collect();
+        self.parked.lock().extend(keep);
     }
 
     fn accept_sockets(&self) {
@@ -218,7 +273,7 @@ impl Lnc {
                     }
                     st.next_hs += 1;
                     let token = HS_BIT | st.next_hs;
-                    if let Err(e) = self.poller.watch(sock.as_raw_fd(), token) {
+                    if let Err(e) = self.poller.watch(sock.as_raw_fd(), token, true) {
                         crate::log_warn!("lnc {}: cannot watch connection from {addr}: {e}", self.id);
                         continue;
                     }
@@ -591,6 +646,10 @@ impl Lnc {
                 let _ = th.join();
             }
         *self.listener.lock() = None;
+        self.parked.lock().clear();
+        for c in std::mem::take(&mut *self.deferred.lock()) {
+            c.flush_deferred();
+        }
         {
             let mut st = self.accept.lock();
             st.handshakes.clear();

@@ -37,9 +37,26 @@ impl Poller {
         Ok(())
     }
 
-    /// Watches a socket, edge-triggered, for input, output and hang-up.
-    pub fn watch(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        self.add(fd, token, (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32)
+    /// Watches a socket, edge-triggered, for output and hang-up, and for input unless `input`
+    /// is false (a TCP send communicator: its Acks are read by `test_request`, which is the only
+    /// place their effect can be seen, so they need not wake the progress thread).
+    pub fn watch(&self, fd: RawFd, token: u64, input: bool) -> io::Result<()> {
+        self.add(fd, token, Self::events(input))
+    }
+
+    fn events(input: bool) -> u32 {
+        let e = libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
+        (if input { e | libc::EPOLLIN } else { e }) as u32
+    }
+
+    /// Stops (`armed` false) or resumes edge-triggered watching of a socket already watched.
+    /// Hang-up and errors are reported even while paused. Resuming reports data already waiting.
+    pub fn rearm(&self, fd: RawFd, token: u64, armed: bool, input: bool) -> io::Result<()> {
+        let events = if armed { Self::events(input) } else { libc::EPOLLET as u32 };
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: ev is a valid epoll_event; the kernel copies it.
+        cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) })?;
+        Ok(())
     }
 
     /// Watches a listening socket, level-triggered, for incoming connections.
@@ -101,4 +118,12 @@ pub fn raise_nofile_limit() {
         // SAFETY: r is a valid rlimit.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (vDSO, no system call).
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec to write; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

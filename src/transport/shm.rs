@@ -64,7 +64,7 @@ const F_INLINE: u32 = 1;
 const F_MEMFD: u32 = 2;
 /// Receiver-side cache of mapped sender memfds: at most this many, this many bytes.
 const MAP_CACHE_ENTRIES: usize = 64;
-const MAP_CACHE_BYTES: usize = 16 << 30;
+const MAP_CACHE_BYTES: usize = 4 << 30;
 /// Tensors of at least this size are allocated in a memfd (smaller ones go inline or by
 /// process_vm_readv, and do not spend a descriptor each).
 pub const MEMFD_MIN: usize = 64 * 1024;
@@ -73,13 +73,8 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the host.
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid timespec to write; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+/// CLOCK_MONOTONIC: one clock for every process of the host.
+use crate::transport::poll::mono_ns;
 
 pub fn my_pid() -> u32 {
     std::process::id()
@@ -230,11 +225,32 @@ const _: () = assert!(std::mem::size_of::<Desc>() == DESC);
 #[derive(Default)]
 struct MapCache {
     maps: HashMap<u64, (Mapping, u64)>,
+    /// The peer's descriptor number of each mapped memfd.
+    fds: HashMap<u64, u32>,
     bytes: usize,
     clock: u64,
 }
 
 impl MapCache {
+    fn sweep(&mut self, pid: u32) {
+        let gone: Vec<u64> = self
+            .fds
+            .iter()
+            .filter(|(id, fd)| {
+                let want = format!("/memfd:{}", memfd_name(**id));
+                !std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                    .is_ok_and(|p| p.to_string_lossy().split(' ').next() == Some(want.as_str()))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.fds.remove(&id);
+            if let Some((m, _)) = self.maps.remove(&id) {
+                self.bytes -= m.len;
+            }
+        }
+    }
+
     fn get(&mut self, pid: u32, d: &Desc) -> Result<*const u8> {
         self.clock += 1;
         let now = self.clock;
@@ -244,6 +260,9 @@ impl MapCache {
             *used = now;
             return Ok(m.ptr);
         }
+        // A miss: first drop the mappings of tensors the peer has freed since (their descriptor
+        // no longer names them), so freed memory is not kept alive here.
+        self.sweep(pid);
         let fail = |what: &str, e: io::Error| Error::io(NRT_STATUS::NRT_FAILURE, &format!("shm: {what} of the peer's tensor memfd (pid {pid}, fd {})", d.mem_fd), &e);
         let fd = open_peer_fd(pid, d.mem_fd, false).map_err(|e| fail("open", e))?;
         let (name, size, seals) = describe_fd(&fd).map_err(|e| fail("stat", e))?;
@@ -259,6 +278,7 @@ impl MapCache {
         if let Some((old, _)) = self.maps.insert(d.mem_id, (m, now)) {
             self.bytes -= old.len;
         }
+        self.fds.insert(d.mem_id, d.mem_fd);
         self.bytes += d.mem_len as usize;
         while self.maps.len() > MAP_CACHE_ENTRIES || (self.bytes > MAP_CACHE_BYTES && self.maps.len() > 1) {
             let victim = self.maps.iter().filter(|(id, _)| **id != d.mem_id).min_by_key(|(_, (_, u))| *u).map(|(id, _)| *id);
@@ -266,6 +286,7 @@ impl MapCache {
             if let Some((m, _)) = self.maps.remove(&v) {
                 self.bytes -= m.len;
             }
+            self.fds.remove(&v);
         }
         Ok(ptr)
     }

@@ -86,6 +86,8 @@ pub struct Stream {
     /// The peer closed this (non-control) stream between frames. Not an error by itself: the
     /// peer's Acks may still be on their way on stream 0, whose end decides. Sending on it is.
     peer_closed: bool,
+    /// A Data header waits for its receive to be posted (the stream is not read meanwhile).
+    parked: bool,
 }
 
 impl Stream {
@@ -102,7 +104,7 @@ impl Stream {
                 };
             }
         }
-        Ok(Stream { sock, tx: VecDeque::new(), rx: Rx::Header { buf: [0; HEADER_LEN], have: 0 }, peer_closed: false })
+        Ok(Stream { sock, tx: VecDeque::new(), rx: Rx::Header { buf: [0; HEADER_LEN], have: 0 }, peer_closed: false, parked: false })
     }
     pub fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
@@ -211,33 +213,55 @@ impl CommIo {
         Ok(())
     }
 
-    /// Sends what stream 0 has queued, as far as the socket takes it now (lnc close).
-    pub fn flush_control(&mut self) {
-        if !self.streams.is_empty() && !self.streams[0].tx.is_empty() {
-            let _ = self.flush_tx(0);
+    /// The sockets a spinning caller can take over from the progress thread: TCP data paths only.
+    pub fn spin_fds(&self) -> Vec<RawFd> {
+        if self.shm.is_some() || self.is_verbs() {
+            return Vec::new();
         }
+        self.streams.iter().map(|s| s.fd()).collect()
+    }
+
+    /// Sends what stream 0 has queued, as far as the socket takes it now.
+    pub fn flush_control(&mut self) -> Result<()> {
+        if !self.streams.is_empty() && !self.streams[0].tx.is_empty() {
+            self.flush_tx(0)?;
+        }
+        Ok(())
     }
 
     /// Progress right after a post: a receive may unpark a stream, so everything is read; a
     /// send over TCP only needs its bytes pushed (its Ack and any error come with an epoll edge).
     pub fn after_post(&mut self, kind: Kind) -> Result<()> {
-        if kind == Kind::Send && self.shm.is_none() && !self.is_verbs() {
+        if self.shm.is_none() && !self.is_verbs() {
             for i in 0..self.streams.len() {
                 if !self.streams[i].tx.is_empty() {
                     self.flush_tx(i)?;
                 }
+                // A receive unparks the streams whose next chunk waited for it; every other
+                // stream was read until it would block (edge-triggered epoll's rule), so only
+                // new data, with a new edge, can be there.
+                if kind == Kind::Recv && self.streams[i].parked && !self.streams[i].peer_closed {
+                    self.pump_rx(i)?;
+                }
+            }
+            if kind == Kind::Recv && !self.streams.is_empty() && !self.streams[0].tx.is_empty() {
+                self.flush_tx(0)?;
             }
             return Ok(());
         }
         match self.shm.as_ref() {
-            Some(s) if s.is_active() => self.poll_fast(None),
+            Some(s) if s.is_active() => self.poll_fast(None, false).map(|_| ()),
             _ => self.progress(),
         }
     }
 
     /// Progress from a caller's `test_request`: over shared memory only the rings are read (no
     /// system call unless a control frame must go out); otherwise a full `progress`.
-    pub fn poll_fast(&mut self, tested: Option<&Request>) -> Result<()> {
+    ///
+    /// With `defer_acks`, when the tested receive completed, its Ack stays queued and `Ok(true)`
+    /// says so: the caller is usually about to answer, and its answer should not wait behind a
+    /// `sendmsg` of the Ack (the lnc sends it at the next call, or its progress thread's tick).
+    pub fn poll_fast(&mut self, tested: Option<&Request>, defer_acks: bool) -> Result<bool> {
         match self.shm.as_mut() {
             Some(s) if s.is_active() => {
                 s.poll()?;
@@ -250,9 +274,9 @@ impl CommIo {
                 if !self.streams.is_empty() && !self.streams[0].tx.is_empty() {
                     self.flush_tx(0)?;
                 }
-                Ok(())
+                Ok(false)
             }
-            _ if self.streams.is_empty() => self.progress(),
+            _ if self.streams.is_empty() => self.progress().map(|_| false),
             _ => {
                 // Over TCP: a send waits for its Ack on stream 0, a small receive for its data on
                 // stream 0; only when that is not enough are the other streams read too.
@@ -262,12 +286,12 @@ impl CommIo {
                     }
                 }
                 if !self.streams[0].peer_closed {
-                    self.pump_rx(0)?;
+                    self.pump_rx_until(0, tested)?;
                 }
                 if tested.is_none_or(|r| r.is_pending() && (r.kind == Kind::Recv || self.is_verbs())) {
                     for i in 1..self.streams.len() {
                         if !self.streams[i].peer_closed {
-                            self.pump_rx(i)?;
+                            self.pump_rx_until(i, tested)?;
                         }
                     }
                     #[cfg(feature = "verbs")]
@@ -277,9 +301,12 @@ impl CommIo {
                     }
                 }
                 if !self.streams[0].tx.is_empty() {
+                    if defer_acks && self.kind == Kind::Recv && !self.is_verbs() && tested.is_some_and(|r| !r.is_pending()) {
+                        return Ok(true);
+                    }
                     self.flush_tx(0)?;
                 }
-                Ok(())
+                Ok(false)
             }
         }
     }
@@ -384,6 +411,11 @@ impl CommIo {
 
     /// Moves bytes until every socket would block; an error breaks the communicator.
     pub fn progress(&mut self) -> Result<()> {
+        // Shared memory first: acknowledgements already in the ring complete their sends even
+        // when the peer closed its streams right after (its end is read below).
+        if let Some(s) = self.shm.as_mut() {
+            s.poll()?;
+        }
         for i in 0..self.streams.len() {
             self.flush_tx(i)?;
             if !self.streams[i].peer_closed {
@@ -513,6 +545,14 @@ impl CommIo {
     }
 
     fn pump_rx(&mut self, i: usize) -> Result<()> {
+        self.pump_rx_until(i, None)
+    }
+
+    /// Reads stream `i` until it would block, or (a caller's poll) as soon as `until` is no
+    /// longer pending: only the progress thread, which relies on edges, must read to the end,
+    /// and it is woken by the same edge and does.
+    fn pump_rx_until(&mut self, i: usize, until: Option<&Request>) -> Result<()> {
+        self.streams[i].parked = false;
         let fd = self.streams[i].sock.as_raw_fd();
         let idle_tx = self.streams[i].tx.is_empty();
         loop {
@@ -537,7 +577,11 @@ impl CommIo {
                         Frame::Data { seq, offset, len, total } if self.kind == Kind::Recv && self.shm.is_none() => {
                             match self.start_chunk(seq, offset, len, total)? {
                                 Some(rx) => rx,
-                                None => return Ok(()), // receive not posted yet: parked
+                                None => {
+                                    // Receive not posted yet: parked until a post.
+                                    self.streams[i].parked = true;
+                                    return Ok(());
+                                }
                             }
                         }
                         Frame::ShmInfo { pid, fd, token, addr, size } if self.kind == Kind::Recv && self.shm.is_some() => {
@@ -554,6 +598,10 @@ impl CommIo {
                         Frame::Wake if self.kind == Kind::Recv && self.shm.is_some() => Rx::Header { buf: [0; HEADER_LEN], have: 0 },
                         Frame::Ack { seq, status, size } if self.kind == Kind::Send && !self.is_verbs() && self.shm.is_none() => {
                             self.on_ack(seq, status, size)?;
+                            if until.is_some_and(|r| !r.is_pending()) {
+                                self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
+                                return Ok(());
+                            }
                             Rx::Header { buf: [0; HEADER_LEN], have: 0 }
                         }
                         #[cfg(feature = "verbs")]
@@ -588,6 +636,9 @@ impl CommIo {
                     let (seq, len) = (*seq, *len);
                     self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
                     self.end_chunk(seq, len);
+                    if until.is_some_and(|r| !r.is_pending()) {
+                        return Ok(());
+                    }
                 }
                 Rx::Staged { seq, mem, off, buf, fill, remaining, len } => {
                     if *remaining > 0 && *fill < buf.len() {
@@ -613,6 +664,9 @@ impl CommIo {
                     let (seq, len) = (*seq, *len);
                     self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
                     self.end_chunk(seq, len);
+                    if until.is_some_and(|r| !r.is_pending()) {
+                        return Ok(());
+                    }
                 }
                 Rx::Discard { seq, remaining, len } => {
                     if *remaining > 0 {
@@ -628,6 +682,9 @@ impl CommIo {
                     let (seq, len) = (*seq, *len);
                     self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
                     self.end_chunk(seq, len);
+                    if until.is_some_and(|r| !r.is_pending()) {
+                        return Ok(());
+                    }
                 }
             }
         }
