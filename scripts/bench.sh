@@ -9,9 +9,16 @@
 # Every ratio is ours / theirs: bandwidths at 64 MiB (tcp against iperf3 -l 1M without -Z with the
 # same number of TCP streams; against ucx_perftest tag_bw over UCX_TLS=tcp; shm against memcpy and
 # ucx_perftest tag_bw over UCX_TLS=sm), latencies as the 8-byte half round trip p50 (against
-# ucx_perftest tag_lat, whose latency is the round trip / 2, median of 3 runs), and
+# ucx_perftest tag_lat, whose latency is the round trip / 2), and
 # many_comms_vs_one = GB/s with 64 communicators / GB/s with 1 (16 in flight each, TCP).
-# Exit status 0 when everything was measured (targets missed or not), 1 when a measurement failed.
+# Each ucx_perftest figure is the median of 3 runs (loopback figures on a small VM vary a lot from
+# run to run); iperf3 runs once per setting, memcpy reports the best of 7 runs.
+#
+# The machine must be otherwise idle: before each phase the script waits (BENCH_IDLE_WAIT) for the
+# CPUs to be < 10% busy, and after it prints a warning when other processes used more than 10% of
+# the CPUs while it ran (results.json: settings.cpu_others_percent_during; results.md says it too).
+# Exit status 0 when everything was measured (targets missed or not), 1 when a measurement failed
+# (named on a "bench: error:" line before the target lines).
 #
 # Settings (environment):
 #   BENCH_SECONDS      seconds per iperf3 run (after 1 omitted second)                 5
@@ -20,7 +27,10 @@
 #                      (4 MiB and 64 MiB are the sizes compared with ucx_perftest)
 #                                                     8,64,512,4K,32K,256K,1M,4M,16M,64M,256M
 #   BENCH_SCALE_SIZE   message size of the communicator/window scale runs: 64 comms x 128
-#                      in flight x 256 KiB = 2 GiB of tensors per side                256K
+#                      in flight x 128 KiB = 1 GiB of tensors per side, the most nrt-sr-perf
+#                      allows (it lowers the window beyond; results.json keeps the window used)
+#                                                                                     128K
+#   BENCH_IDLE_WAIT    seconds to wait, before each phase, for the CPUs to be < 10% busy   30
 #   NRT_SR_PERF        the tool                                                       build/bin/nrt-sr-perf
 set -u
 cd "$(dirname "$0")/.."
@@ -28,7 +38,8 @@ cd "$(dirname "$0")/.."
 SECS=${BENCH_SECONDS:-5}
 N=${BENCH_TCP_STREAMS:-4}
 SIZES=${BENCH_SIZES:-8,64,512,4K,32K,256K,1M,4M,16M,64M,256M}
-SCALE_SIZE=${BENCH_SCALE_SIZE:-256K}
+SCALE_SIZE=${BENCH_SCALE_SIZE:-128K}
+IDLE_WAIT=${BENCH_IDLE_WAIT:-30}
 TOOL=${NRT_SR_PERF:-build/bin/nrt-sr-perf}
 OUT=bench
 TMP=$OUT/tmp
@@ -89,20 +100,48 @@ log() { echo "bench: $*"; }
 fail() { echo "bench: FAILED: $*" >&2; echo "$*" >> "$TMP/errors.txt"; }
 # The last lines of a log, indented, on stderr.
 tail_log() { [ -s "$1" ] && tail -n "${2:-8}" "$1" | sed 's/^/    | /' >&2; }
+# A command run in the background and waited for, so that a signal to this script is handled at
+# once (bash runs traps only between foreground commands) and the command is killed with the rest.
+run_fg() { "$@" & local p=$!; BG+=("$p"); bg_wait "$p"; }
 # wait for a background process, bounded: it runs under timeout(1) already.
 bg_wait() { wait "$1" 2>/dev/null; local rc=$?; local keep=() p; for p in "${BG[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done; BG=("${keep[@]+"${keep[@]}"}"); return $rc; }
 
-busy=$($PY cpu-busy 1)
-echo "cpu_busy_percent=$busy" >> "$TMP/env.txt"
-log "$(nproc) CPUs, ${busy}% busy over the last second; BENCH_SECONDS=$SECS BENCH_TCP_STREAMS=$N"
-if awk "BEGIN{exit !($busy > 10)}"; then
-    log "warning: the machine is not idle (${busy}% CPU busy before the runs): figures will be low and noisy"
-fi
+# Before each phase: wait (up to BENCH_IDLE_WAIT seconds) until the CPUs are less than 10% busy
+# over one second; record the last sample; warn when the machine stayed busy.
+idle_check() {  # phase
+    local busy waited=0
+    while :; do
+        busy=$($PY cpu-busy 1)
+        [ "$busy" -le 10 ] && break
+        [ "$waited" -ge "$IDLE_WAIT" ] && break
+        [ "$waited" -eq 0 ] && log "$1: waiting up to ${IDLE_WAIT}s for the machine to go idle (${busy}% busy)"
+        sleep 1; waited=$((waited + 2))
+    done
+    echo "busy_$1=$busy" >> "$TMP/env.txt"
+    if [ "$busy" -gt 10 ]; then
+        log "warning: $1: the machine is not idle (${busy}% CPU busy before it): its figures will be low and noisy"
+    fi
+    MARK=$($PY cpu-mark $$)
+}
+# After a phase: how much of the machine other processes used while it ran (this script's
+# children, and the kernel work done on their behalf, excluded).
+phase_end() {  # phase
+    local others
+    # shellcheck disable=SC2086
+    others=$($PY cpu-others $$ $MARK) || return 0
+    echo "others_$1=$others" >> "$TMP/env.txt"
+    if [ "$others" -gt 10 ]; then
+        log "warning: $1: other processes used ${others}% of the CPUs during it: its figures are low and noisy"
+    fi
+}
+MARK=""
+log "$(nproc) CPUs; BENCH_SECONDS=$SECS BENCH_TCP_STREAMS=$N"
 
 # ------------------------------------------------------------------ memcpy
+idle_check memcpy
 log "memcpy: 4 MiB and 64 MiB, one core, best of 7 runs"
 if cc -O2 -std=c11 -o "$TMP/memcpy" bench/memcpy.c 2> "$TMP/memcpy.build.log"; then
-    if ! timeout 60 "$TMP/memcpy" > "$TMP/memcpy.json" 2> "$TMP/memcpy.err"; then
+    if ! run_fg timeout 60 "$TMP/memcpy" > "$TMP/memcpy.json" 2> "$TMP/memcpy.err"; then
         fail "memcpy: bench/memcpy.c run failed"; tail_log "$TMP/memcpy.err"
     else
         log "memcpy: $(cat "$TMP/memcpy.json")"
@@ -123,7 +162,7 @@ iperf3_run() {  # streams zc|copy
         fail "iperf3 -P $streams $zflag: server did not listen on port $port"; tail_log "$TMP/iperf3_P${streams}_${mode}.server.log"
         kill "$pid" 2>/dev/null; bg_wait "$pid"; return
     fi
-    if ! timeout $((SECS + 30)) iperf3 -c 127.0.0.1 -p "$port" -l 1M -t "$SECS" -O 1 -P "$streams" $zflag -J \
+    if ! run_fg timeout $((SECS + 30)) iperf3 -c 127.0.0.1 -p "$port" -l 1M -t "$SECS" -O 1 -P "$streams" $zflag -J \
             > "$out" 2> "$out.err"; then
         fail "iperf3 -P $streams $zflag: client failed"; tail_log "$out.err"; tail_log "$out" 4
     fi
@@ -134,6 +173,8 @@ iperf3_run() {  # streams zc|copy
         fail "iperf3 -P $streams $zflag: no result"; tail_log "$out.err" 3
     fi
 }
+phase_end memcpy
+idle_check iperf3
 for s in $(printf '%s\n' 1 "$N" | sort -nu); do
     iperf3_run "$s" copy
     iperf3_run "$s" zc
@@ -151,7 +192,7 @@ ucx_run() {  # tls-name UCX_TLS test size iters warmup tag
         fail "ucx $name $tag: server did not listen on port $port"; tail_log "$out.server"
         kill "$pid" 2>/dev/null; bg_wait "$pid"; return
     fi
-    if ! UCX_TLS=$tls timeout 60 ucx_perftest 127.0.0.1 -p "$port" -t "$test" -s "$size" -n "$iters" -w "$warm" \
+    if ! UCX_TLS=$tls run_fg timeout 60 ucx_perftest 127.0.0.1 -p "$port" -t "$test" -s "$size" -n "$iters" -w "$warm" \
             > "$out" 2>&1; then
         fail "ucx $name $tag (UCX_TLS=$tls ucx_perftest -t $test -s $size): client failed"; tail_log "$out"
     fi
@@ -162,14 +203,18 @@ ucx_run() {  # tls-name UCX_TLS test size iters warmup tag
         fail "ucx $name $tag: no result"; tail_log "$out.err" 3
     fi
 }
+phase_end iperf3
+idle_check ucx
 for name in tcp sm; do
     if [ $name = tcp ]; then tls=$UCX_TLS_TCP; else tls=$UCX_TLS_SM; fi
-    ucx_run $name "$tls" tag_bw $((4 << 20)) 1000 100 bw_4M
-    ucx_run $name "$tls" tag_bw $((64 << 20)) 100 10 bw_64M
     for i in 1 2 3; do
-        ucx_run $name "$tls" tag_lat 8 20000 2000 "lat_8B_$i"
+        ucx_run $name "$tls" tag_bw $((4 << 20)) 1000 100 "bw_4M_$i"
+        ucx_run $name "$tls" tag_bw $((64 << 20)) 100 10 "bw_64M_$i"
+        ucx_run $name "$tls" tag_lat 8 10000 1000 "lat_8B_$i"
     done
 done
+
+phase_end ucx
 
 # ------------------------------------------------------------------ nrt-sr-perf
 TOOL_OK=1
@@ -181,11 +226,11 @@ fi
 nrt_run() {  # name timeout_s tool-args...
     local name=$1 limit=$2; shift 2
     local port log="$TMP/nrt_$name.log" rc
-    port=$($PY free-port 64) || { fail "nrt $name: no free port range"; return 1; }
+    port=$($PY free-port 8) || { fail "nrt $name: no free port range"; return 1; }
     echo "+ $TOOL --local --port-base $port --no-progress --json $TMP/nrt_$name.json $*" > "$log"
     NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=${NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR:-127.0.0.1} \
     NEURON_RT_ASYNC_SENDRECV_TCP_STREAMS=$N \
-        timeout "$limit" "$TOOL" --local --port-base "$port" --no-progress --json "$TMP/nrt_$name.json" "$@" \
+        run_fg timeout "$limit" "$TOOL" --local --port-base "$port" --no-progress --json "$TMP/nrt_$name.json" "$@" \
         >> "$log" 2>&1
     rc=$?
     if [ $rc -ne 0 ] || [ ! -s "$TMP/nrt_$name.json" ]; then
@@ -198,28 +243,35 @@ nrt_run() {  # name timeout_s tool-args...
 }
 
 if [ $TOOL_OK = 1 ]; then
+    idle_check nrt_tcp
     log "nrt tcp: sizes $SIZES, $N streams"
     nrt_run tcp 240 --transport tcp --mode both --sizes "$SIZES" --label "nrt tcp" && tail -n 20 "$TMP/nrt_tcp.log"
+    phase_end nrt_tcp
+    idle_check nrt_shm
     log "nrt shm: sizes $SIZES"
     nrt_run shm 240 --transport shm --mode both --sizes "$SIZES" --label "nrt shm" && tail -n 20 "$TMP/nrt_shm.log"
+    phase_end nrt_shm
+    idle_check nrt_scale
     log "nrt scale: TCP, $SCALE_SIZE messages, communicators 1 8 64 x in flight 1 16 128"
     for c in 1 8 64; do
         for w in 1 16 128; do
             if nrt_run "scale_c${c}_w${w}" 120 --transport tcp --mode bw --sizes "$SCALE_SIZE" \
                     --comms $c --window $w --label "nrt tcp ${c}x${w}"; then
-                log "  comms $c window $w: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["results"][0]; print("%.3f GB/s, RSS/comm %s, CPU s/GB %s" % (r["gbytes_per_s"] or 0, d.get("rss_bytes_per_comm"), d.get("cpu_s_per_gb")))' "$TMP/nrt_scale_c${c}_w${w}.json" 2>&1)"
+                log "  comms $c window $w: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["results"][0]; print("%.3f GB/s (window used %s), RSS/comm %s B, CPU s/GB %s" % (r["gbytes_per_s"] or 0, r.get("window"), d.get("rss_bytes_per_comm"), d.get("cpu_s_per_gb")))' "$TMP/nrt_scale_c${c}_w${w}.json" 2>&1)"
             fi
         done
     done
+    phase_end nrt_scale
 fi
 
 # ------------------------------------------------------------------ report
 $PY refs "$TMP" || fail "refs.json not written"
+rm -f "$OUT/report.png"  # from this run or absent, never a stale one
 runs=()
 for r in tcp shm; do [ -s "$TMP/nrt_$r.json" ] && runs+=("$TMP/nrt_$r.json"); done
 if [ $TOOL_OK = 1 ] && [ ${#runs[@]} -gt 0 ]; then
     model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
-    if timeout 120 "$TOOL" plot --out "$OUT/report.png" \
+    if run_fg timeout 120 "$TOOL" plot --out "$OUT/report.png" \
             --title "nrt-sendrecv on loopback: $model, $(nproc) CPUs" \
             --refs "$TMP/refs.json" "${runs[@]}" > "$TMP/plot.log" 2>&1; then
         log "plot: $OUT/report.png"

@@ -11,6 +11,8 @@ command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 # The fault tests: ip (network namespaces, veth) and pgrep.
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v pgrep >/dev/null 2>&1 || need="$need procps"
+# nrt-sr-perf's --plot draws text with a TrueType font.
+ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1 || need="$need fonts-dejavu-core"
 if [ "${VERBS:-1}" = 1 ]; then
     # The verbs transport: rdma-sys links libibverbs/librdmacm and runs bindgen (libclang).
     pkg-config --exists libibverbs 2>/dev/null || need="$need libibverbs-dev"
@@ -29,10 +31,10 @@ if [ -n "$need" ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq $need
 fi
-# Edition 2024 needs rustc 1.85 or later (Debian 13's packages, or rustup).
+# Edition 2024 with let chains needs rustc 1.88 or later (rustup; Debian 13 ships 1.85).
 v=$(rustc --version | awk '{print $2}')
 major=${v%%.*}; rest=${v#*.}; minor=${rest%%.*}
-if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 85 ]; }; then
-    echo "deps: rustc $v is too old: nrt-sendrecv needs 1.85 or later (Debian 13's rustc, or rustup)" >&2
+if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 88 ]; }; then
+    echo "deps: rustc $v is too old: nrt-sendrecv needs 1.88 or later (let chains; rustup)" >&2
     exit 1
 fi

@@ -82,6 +82,24 @@ if NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=29500 NEURON_RT_ASYNC_SENDRECV_LOG_LE
     pass "python ctypes pattern (two processes, byte-verified)"
 else fail "python ctypes pattern (see $LOGDIR/ctypes.log)"; tail -5 "$LOGDIR/ctypes.log"; fi
 
+# 7a. nrt-sr-perf (make perf-tool): its unit tests, then short runs over TCP and shared memory
+#     through the C API (warm-up bytes verified by the tool), JSON and plot checked.
+echo "== nrt-sr-perf"
+if cargo test --release --locked --manifest-path tools/nrt-sr-perf/Cargo.toml >"$LOGDIR/perf-tool-test.log" 2>&1; then
+    pass "nrt-sr-perf unit tests ($(grep -Eo '[0-9]+ passed' "$LOGDIR/perf-tool-test.log" | awk '{s+=$1} END {print s}') tests)"
+else fail "nrt-sr-perf unit tests (see $LOGDIR/perf-tool-test.log)"; fi
+if make -s perf-tool >"$LOGDIR/perf-tool.log" 2>&1; then
+    for tr in tcp shm; do
+        out=$LOGDIR/perf-$tr.json
+        if timeout 300 build/bin/nrt-sr-perf --local --transport $tr --sizes 8,4K,1M,9M --iters 50 --warmup 4 --window 4 \
+               --port-base 29600 --no-progress --json "$out" --plot "$LOGDIR/perf-$tr.png" >>"$LOGDIR/perf-tool.log" 2>&1 \
+           && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["results"]; assert d["verified"] and len(r)==4 and all(x["gbytes_per_s"]>0 and x["lat_p50_us"]>0 for x in r), d' "$out" \
+           && [ -s "$LOGDIR/perf-$tr.png" ]; then
+            pass "nrt-sr-perf --local over $tr (4 sizes, warm-up bytes verified, JSON and plot)"
+        else fail "nrt-sr-perf --local over $tr (see $LOGDIR/perf-tool.log)"; tail -5 "$LOGDIR/perf-tool.log"; fi
+    done
+else fail "make perf-tool (see $LOGDIR/perf-tool.log)"; tail -5 "$LOGDIR/perf-tool.log"; fi
+
 # 8. Sanitizers (make test-sanitizers): ASan/UBSan build of the C suite, valgrind memcheck.
 echo "== sanitizers"
 scripts/sanitize.sh 2>&1 | tee "$LOGDIR/sanitize.log" | grep -E "^(asan: )?(PASS|FAIL) "

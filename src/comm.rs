@@ -256,7 +256,7 @@ impl Comm {
                     return;
                 }
             }
-            if tested.is_some_and(|r| r.is_pending()) {
+            if tested.is_some_and(|r| r.is_pending()) && !io.is_shm() {
                 let now = crate::transport::poll::mono_ns();
                 let prev = self.polled_at.swap(now, Ordering::Relaxed);
                 if now.saturating_sub(prev) < SPIN_GAP_NS && !self.parked.load(Ordering::Relaxed) {
@@ -324,6 +324,7 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
     let mut out = req.outcome();
     if out == Outcome::Pending
         && let Some(d) = req.deadline
+            && req.deadline_check_due()
             && Instant::now() > d {
                 let e = Error::timeout(format!("{}: {:?} request not complete within its deadline", req.comm.describe(), req.kind));
                 req.fail(e.clone());

@@ -33,6 +33,8 @@ pub struct Request {
     pub deadline: Option<Instant>,
     state: AtomicU8,
     size: AtomicU64,
+    /// Polls that found it pending (the deadline is read every `DEADLINE_EVERY` of them).
+    polls: std::sync::atomic::AtomicU32,
     error: Mutex<Option<Error>>,
 }
 
@@ -54,6 +56,7 @@ impl Request {
             deadline,
             state: AtomicU8::new(PENDING),
             size: AtomicU64::new(0),
+            polls: std::sync::atomic::AtomicU32::new(0),
             error: Mutex::new(None),
         }
     }
@@ -72,6 +75,15 @@ impl Request {
         }
         *g = Some(e);
         self.state.compare_exchange(PENDING, FAILED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// A caller polling in a tight loop reads the clock for the deadline on one poll in
+    /// `DEADLINE_EVERY` (a clock read costs more than the rest of a shared-memory poll); the
+    /// first polls always check.
+    pub fn deadline_check_due(&self) -> bool {
+        const DEADLINE_EVERY: u32 = 64;
+        let n = self.polls.fetch_add(1, Ordering::Relaxed);
+        n < 4 || n % DEADLINE_EVERY == 0
     }
 
     pub fn is_pending(&self) -> bool {
