@@ -26,10 +26,12 @@
 #   BENCH_SIZES        nrt-sr-perf sweep sizes: powers of 8 up to 256 KiB, then of 4
 #                      (4 MiB and 64 MiB are the sizes compared with ucx_perftest)
 #                                                     8,64,512,4K,32K,256K,1M,4M,16M,64M,256M
-#   BENCH_SCALE_SIZE   message size of the communicator/window scale runs: 64 comms x 128
-#                      in flight x 128 KiB = 1 GiB of tensors per side, the most nrt-sr-perf
-#                      allows (it lowers the window beyond; results.json keeps the window used)
-#                                                                                     128K
+#   BENCH_SCALE_SIZE   message size of the communicator/window scale runs; each run moves
+#                      BENCH_SCALE_BYTES in all (split over its communicators), so runs with
+#                      1 and 64 communicators are timed over the same volume. nrt-sr-perf keeps
+#                      comms x window x size <= 1 GiB of tensors per side (it lowers the window
+#                      beyond; results.json keeps the window used)                    1M
+#   BENCH_SCALE_BYTES  bytes per scale run                                            4G
 #   BENCH_IDLE_WAIT    seconds to wait, before each phase, for the CPUs to be < 10% busy   30
 #   NRT_SR_PERF        the tool                                                       build/bin/nrt-sr-perf
 set -u
@@ -38,7 +40,9 @@ cd "$(dirname "$0")/.."
 SECS=${BENCH_SECONDS:-5}
 N=${BENCH_TCP_STREAMS:-4}
 SIZES=${BENCH_SIZES:-8,64,512,4K,32K,256K,1M,4M,16M,64M,256M}
-SCALE_SIZE=${BENCH_SCALE_SIZE:-128K}
+SCALE_SIZE=${BENCH_SCALE_SIZE:-1M}
+SCALE_BYTES=${BENCH_SCALE_BYTES:-4G}
+to_bytes() { python3 -c 'import sys; s=sys.argv[1].upper(); m={"K":1<<10,"M":1<<20,"G":1<<30}; print(int(s[:-1])*m[s[-1]] if s[-1] in m else int(s))' "$1"; }
 IDLE_WAIT=${BENCH_IDLE_WAIT:-30}
 TOOL=${NRT_SR_PERF:-build/bin/nrt-sr-perf}
 OUT=bench
@@ -253,10 +257,12 @@ if [ $TOOL_OK = 1 ]; then
     phase_end nrt_shm
     idle_check nrt_scale
     log "nrt scale: TCP, $SCALE_SIZE messages, communicators 1 8 64 x in flight 1 16 128"
+    scale_msgs=$(( $(to_bytes "$SCALE_BYTES") / $(to_bytes "$SCALE_SIZE") ))
     for c in 1 8 64; do
         for w in 1 16 128; do
             if nrt_run "scale_c${c}_w${w}" 120 --transport tcp --mode bw --sizes "$SCALE_SIZE" \
-                    --comms $c --window $w --label "nrt tcp ${c}x${w}"; then
+                    --comms $c --window $w --iters $(( scale_msgs / c )) --min-iters 16 --bytes-per-size 64G \
+                    --label "nrt tcp ${c}x${w}"; then
                 log "  comms $c window $w: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["results"][0]; print("%.3f GB/s (window used %s), RSS/comm %s B, CPU s/GB %s" % (r["gbytes_per_s"] or 0, r.get("window"), d.get("rss_bytes_per_comm"), d.get("cpu_s_per_gb")))' "$TMP/nrt_scale_c${c}_w${w}.json" 2>&1)"
             fi
         done

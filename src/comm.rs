@@ -42,10 +42,11 @@ pub struct Comm {
     watch_input: AtomicBool,
 }
 
-/// Two polls of a pending request this close together make a spinning caller.
-const SPIN_GAP_NS: u64 = 20_000;
+/// Two polls of a pending request of one communicator this close together make a spinning
+/// caller (wide enough for one thread polling 64 communicators in turn).
+const SPIN_GAP_NS: u64 = 1_000_000;
 /// A parked communicator's sockets are watched again once no caller polled for this long.
-pub const PARK_IDLE_NS: u64 = 1_000_000;
+pub const PARK_IDLE_NS: u64 = 5_000_000;
 
 impl Comm {
     pub fn new(id: u64, lnc: Arc<Lnc>, kind: Kind, peer: IpAddr, peer_lnc: i32, pair_seq: u64) -> Comm {

@@ -127,3 +127,27 @@ pub fn mono_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// Which of `fds` have input, a hang-up or an error, without waiting (one `poll`, which unlike a
+/// `recv` takes no socket lock: a caller spinning on it does not hold off the peer's delivery).
+pub fn readable(fds: &[RawFd], out: &mut [bool]) -> io::Result<()> {
+    let mut p = [libc::pollfd { fd: -1, events: 0, revents: 0 }; crate::config::MAX_STREAMS];
+    let n = fds.len().min(p.len());
+    for (slot, fd) in p.iter_mut().zip(fds) {
+        *slot = libc::pollfd { fd: *fd, events: libc::POLLIN, revents: 0 };
+    }
+    // SAFETY: p holds n initialised pollfd entries; timeout 0 never blocks.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), n as libc::nfds_t, 0) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+        out.iter_mut().for_each(|o| *o = false);
+        return Ok(());
+    }
+    for (o, pf) in out.iter_mut().zip(&p[..n]) {
+        *o = pf.revents != 0;
+    }
+    Ok(())
+}

@@ -285,15 +285,22 @@ impl CommIo {
                         self.flush_tx(i)?;
                     }
                 }
-                if !self.streams[0].peer_closed {
-                    self.pump_rx_until(0, tested)?;
+                // One poll() over the streams this wait concerns (stream 0 alone for a send's
+                // Ack), then reads only where something arrived.
+                let all = tested.is_none_or(|r| r.kind == Kind::Recv || self.is_verbs());
+                let n = if all { self.streams.len() } else { 1 };
+                let mut fds = [0 as RawFd; crate::config::MAX_STREAMS];
+                for (f, s) in fds.iter_mut().zip(&self.streams[..n]) {
+                    *f = s.fd();
                 }
-                if tested.is_none_or(|r| r.is_pending() && (r.kind == Kind::Recv || self.is_verbs())) {
-                    for i in 1..self.streams.len() {
-                        if !self.streams[i].peer_closed {
-                            self.pump_rx_until(i, tested)?;
-                        }
+                let mut ready = [false; crate::config::MAX_STREAMS];
+                super::poll::readable(&fds[..n], &mut ready[..n]).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "poll", &e))?;
+                for i in 0..n {
+                    if ready[i] && !self.streams[i].peer_closed && !self.streams[i].parked && tested.is_none_or(|r| r.is_pending()) {
+                        self.pump_rx_until(i, tested)?;
                     }
+                }
+                if tested.is_none_or(|r| r.is_pending() && self.is_verbs()) {
                     #[cfg(feature = "verbs")]
                     if let Some(v) = self.verbs.as_mut() {
                         v.poll()?;
