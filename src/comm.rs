@@ -197,7 +197,7 @@ impl Comm {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::resource(format!("{}: {MAX_PENDING_PER_COMM} requests already pending", self.describe())));
         }
-        let deadline = self.lnc.cfg.request_timeout.map(|t| Instant::now() + t);
+        let deadline = self.lnc.cfg.request_timeout.map(|t| crate::transport::poll::coarse_ns() + t.as_nanos() as u64);
         let Some((id, req)) = REQUESTS.insert_with(|id| Arc::new(Request::new(id, kind, self.clone(), region, deadline))) else {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::resource("request table full"));
@@ -325,8 +325,7 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
     let mut out = req.outcome();
     if out == Outcome::Pending
         && let Some(d) = req.deadline
-            && req.deadline_check_due()
-            && Instant::now() > d {
+            && crate::transport::poll::coarse_ns() > d {
                 let e = Error::timeout(format!("{}: {:?} request not complete within its deadline", req.comm.describe(), req.kind));
                 req.fail(e.clone());
                 req.comm.fail(Error::timeout("a request timed out; FIFO pairing on this communicator is lost"));

@@ -11,7 +11,6 @@ use crate::tensor::Region;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::Instant;
 
 pub static REQUESTS: Table<Request> = Table::new();
 
@@ -30,11 +29,10 @@ pub struct Request {
     pub kind: Kind,
     pub comm: Arc<Comm>,
     pub region: Region,
-    pub deadline: Option<Instant>,
+    /// CLOCK_MONOTONIC_COARSE nanoseconds (see `transport::poll::coarse_ns`).
+    pub deadline: Option<u64>,
     state: AtomicU8,
     size: AtomicU64,
-    /// Polls that found it pending (the deadline is read every `DEADLINE_EVERY` of them).
-    polls: std::sync::atomic::AtomicU32,
     error: Mutex<Option<Error>>,
 }
 
@@ -47,7 +45,7 @@ pub enum Outcome {
 }
 
 impl Request {
-    pub fn new(id: u64, kind: Kind, comm: Arc<Comm>, region: Region, deadline: Option<Instant>) -> Request {
+    pub fn new(id: u64, kind: Kind, comm: Arc<Comm>, region: Region, deadline: Option<u64>) -> Request {
         Request {
             id,
             kind,
@@ -56,7 +54,6 @@ impl Request {
             deadline,
             state: AtomicU8::new(PENDING),
             size: AtomicU64::new(0),
-            polls: std::sync::atomic::AtomicU32::new(0),
             error: Mutex::new(None),
         }
     }
@@ -75,15 +72,6 @@ impl Request {
         }
         *g = Some(e);
         self.state.compare_exchange(PENDING, FAILED, Ordering::AcqRel, Ordering::Acquire).is_ok()
-    }
-
-    /// A caller polling in a tight loop reads the clock for the deadline on one poll in
-    /// `DEADLINE_EVERY` (a clock read costs more than the rest of a shared-memory poll); the
-    /// first polls always check.
-    pub fn deadline_check_due(&self) -> bool {
-        const DEADLINE_EVERY: u32 = 64;
-        let n = self.polls.fetch_add(1, Ordering::Relaxed);
-        n < 4 || n % DEADLINE_EVERY == 0
     }
 
     pub fn is_pending(&self) -> bool {

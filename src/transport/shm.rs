@@ -44,12 +44,14 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 pub const RING: usize = crate::config::MAX_PENDING_PER_COMM;
 const SLOT: usize = 1024;
 const DESC: usize = 64;
+/// Bytes of a message that fit in its descriptor's first cache line (after sequence, length,
+/// flags): an 8-byte message costs the receiver one cache-line transfer.
+const INLINE_HEAD: usize = 40;
 /// Messages up to this size travel inside their descriptor.
-pub const INLINE: usize = SLOT - DESC;
+pub const INLINE: usize = INLINE_HEAD + SLOT - DESC;
 const MAGIC: u64 = u64::from_le_bytes(*b"NRSRSHM1");
-const OFF_SEND_HEAD: usize = 64;
+// Words 64 and 192 are spare (no head words: a slot or an entry carries its own number).
 const OFF_SEND_TAIL: usize = 128;
-const OFF_ACK_HEAD: usize = 192;
 const OFF_ACK_TAIL: usize = 256;
 const OFF_RX_SPIN: usize = 320;
 const OFF_WAKE: usize = 384;
@@ -199,6 +201,10 @@ impl Channel {
     fn slot(&self, i: u64) -> *mut u8 {
         self.map.ptr.wrapping_add(OFF_SLOTS + (i as usize % RING) * SLOT)
     }
+    /// The sequence word of slot `i` (message number + 1 once the descriptor is complete).
+    fn slot_seq(&self, i: u64) -> &AtomicU64 {
+        self.word(OFF_SLOTS + (i as usize % RING) * SLOT)
+    }
     fn ack_entry(&self, i: u64) -> (&AtomicU64, &AtomicU64) {
         let off = OFF_ACKS + (i as usize % RING) * 16;
         (self.word(off), self.word(off + 8))
@@ -208,15 +214,18 @@ impl Channel {
 /// A descriptor as it sits in a ring slot (64 bytes, native endianness: one host).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
+/// `seq` holds the message number + 1 and is written last (Release): a slot is valid when it
+/// holds the number the receiver expects, so the receiver reads no separate head word. For an
+/// inline message the 40 bytes from `addr` on hold its first bytes.
 struct Desc {
     seq: u64,
     len: u64,
+    mem_fd: u32,
+    flags: u32,
     addr: u64,
     mem_id: u64,
     mem_off: u64,
     mem_len: u64,
-    mem_fd: u32,
-    flags: u32,
     _pad: u64,
 }
 const _: () = assert!(std::mem::size_of::<Desc>() == DESC);
@@ -313,6 +322,14 @@ pub struct ShmIo {
     maps: MapCache,
     last_spin: u64,
     spin_polls: u32,
+    /// Sender: the next message number, and the receiver's consumed count as last read.
+    tx_next: u64,
+    tx_tail_seen: u64,
+    /// Sender: the next acknowledgement expected. Receiver: the next descriptor expected, and
+    /// the sender's acknowledgement count as last read.
+    ack_next: u64,
+    rx_next: u64,
+    rx_ack_seen: u64,
 }
 
 /// What the caller does after a set-up frame.
@@ -341,6 +358,11 @@ impl ShmIo {
             maps: MapCache::default(),
             last_spin: 0,
             spin_polls: 0,
+            tx_next: 0,
+            tx_tail_seen: 0,
+            ack_next: 0,
+            rx_next: 0,
+            rx_ack_seen: 0,
         };
         if kind == Kind::Send {
             let err = |what: &str, e: io::Error| Error::io(NRT_STATUS::NRT_RESOURCE, &format!("shm channel: {what}"), &e);
@@ -461,18 +483,20 @@ impl ShmIo {
         self.chan.as_ref().expect("active channel")
     }
 
-    fn ring_space(&self) -> bool {
-        let ch = self.chan();
-        let head = ch.word(OFF_SEND_HEAD).load(Ordering::Relaxed);
-        let tail = ch.word(OFF_SEND_TAIL).load(Ordering::Acquire);
-        head.wrapping_sub(tail) < RING as u64
+    fn ring_space(&mut self) -> bool {
+        if self.tx_next.wrapping_sub(self.tx_tail_seen) < RING as u64 {
+            return true;
+        }
+        // Only when the ring looks full is the receiver's cache line read again.
+        self.tx_tail_seen = self.chan().word(OFF_SEND_TAIL).load(Ordering::Acquire);
+        self.tx_next.wrapping_sub(self.tx_tail_seen) < RING as u64
     }
 
     fn push_desc(&mut self, req: Arc<Request>) {
         let ch = self.chan.as_ref().expect("active channel");
-        let head = ch.word(OFF_SEND_HEAD).load(Ordering::Relaxed);
+        let head = self.tx_next;
         let len = req.region.len();
-        let mut d = Desc { seq: head, len: len as u64, addr: req.region.ptr() as u64, ..Desc::default() };
+        let mut d = Desc { seq: 0, len: len as u64, addr: req.region.ptr() as u64, ..Desc::default() };
         if len <= INLINE {
             d.flags = F_INLINE;
         } else if let Some(m) = req.region.memory()
@@ -485,15 +509,30 @@ impl ShmIo {
             d.mem_off = req.region.ptr() as u64 - m.base() as u64;
         }
         let slot = ch.slot(head);
-        // SAFETY: the slot (SLOT bytes inside the channel) is ours until `head` is published:
-        // the receiver reads slots below head only, and head - tail < RING was checked.
+        // SAFETY: the slot (SLOT bytes inside the channel) is ours until its sequence word says
+        // otherwise: the receiver reads a slot only once that word holds the number it expects,
+        // and ring_space() checked that the receiver is done with this slot's previous message.
+        // The sequence word itself (the first 8 bytes) is only written atomically, below.
         unsafe {
-            std::ptr::write_volatile(slot as *mut Desc, d);
-            if len > 0 && len <= INLINE {
-                std::ptr::copy_nonoverlapping(req.region.ptr() as *const u8, slot.add(DESC), len);
+            std::ptr::write_volatile(slot.add(8) as *mut u64, d.len);
+            std::ptr::write_volatile(slot.add(16) as *mut u32, d.mem_fd);
+            std::ptr::write_volatile(slot.add(20) as *mut u32, d.flags);
+            if d.flags == F_INLINE {
+                let src = req.region.ptr() as *const u8;
+                let first = len.min(INLINE_HEAD);
+                std::ptr::copy_nonoverlapping(src, slot.add(24), first);
+                if len > first {
+                    std::ptr::copy_nonoverlapping(src.add(first), slot.add(DESC), len - first);
+                }
+            } else {
+                std::ptr::write_volatile(slot.add(24) as *mut u64, d.addr);
+                std::ptr::write_volatile(slot.add(32) as *mut u64, d.mem_id);
+                std::ptr::write_volatile(slot.add(40) as *mut u64, d.mem_off);
+                std::ptr::write_volatile(slot.add(48) as *mut u64, d.mem_len);
             }
         }
-        ch.word(OFF_SEND_HEAD).store(head + 1, Ordering::SeqCst);
+        ch.slot_seq(head).store(head + 1, Ordering::SeqCst);
+        self.tx_next = head + 1;
         self.in_flight.push_back((head, req));
     }
 
@@ -523,20 +562,17 @@ impl ShmIo {
 
     fn poll_acks(&mut self) -> Result<()> {
         let ch = self.chan.as_ref().expect("active channel");
-        let mut tail = ch.word(OFF_ACK_TAIL).load(Ordering::Relaxed);
-        let head = ch.word(OFF_ACK_HEAD).load(Ordering::Acquire);
-        if head.wrapping_sub(tail) > RING as u64 {
-            return Err(Error::failure("shm: the acknowledgement ring is corrupt"));
-        }
-        while tail != head {
-            let (w0, w1) = ch.ack_entry(tail);
-            let (seq, word) = (w0.load(Ordering::Relaxed), w1.load(Ordering::Relaxed));
+        let mut next = self.ack_next;
+        while !self.in_flight.is_empty() {
+            let (w0, w1) = ch.ack_entry(next);
+            if w0.load(Ordering::Acquire) != next + 1 {
+                break;
+            }
+            let word = w1.load(Ordering::Relaxed);
             let (status, size) = ((word >> 56) as u16, word & ((1 << 56) - 1));
-            let Some((s, req)) = self.in_flight.pop_front() else {
-                return Err(Error::failure(format!("shm: acknowledgement for unknown message {seq}")));
-            };
-            if s != seq {
-                return Err(Error::failure(format!("shm: acknowledgement for message {seq}, expected {s}")));
+            let (s, req) = self.in_flight.pop_front().expect("not empty");
+            if s != next {
+                return Err(Error::failure(format!("shm: acknowledgement for message {next}, expected {s}")));
             }
             match status {
                 ack::OK if size == req.region.len() as u64 => {
@@ -549,11 +585,14 @@ impl ShmIo {
                         req.region.len()
                     )));
                 }
-                _ => return Err(Error::failure(format!("shm: bad acknowledgement for message {seq}: status {status}, {size} bytes"))),
+                _ => return Err(Error::failure(format!("shm: bad acknowledgement for message {next}: status {status}, {size} bytes"))),
             }
-            tail += 1;
+            next += 1;
         }
-        ch.word(OFF_ACK_TAIL).store(tail, Ordering::Release);
+        if next != self.ack_next {
+            self.ack_next = next;
+            ch.word(OFF_ACK_TAIL).store(next, Ordering::Release);
+        }
         let mut pushed = false;
         while !self.backlog.is_empty() && self.ring_space() {
             let r = self.backlog.pop_front().expect("not empty");
@@ -573,19 +612,34 @@ impl ShmIo {
         if wake.load(Ordering::Relaxed) != 0 {
             wake.store(0, Ordering::SeqCst);
         }
-        let head = ch.word(OFF_SEND_HEAD).load(Ordering::SeqCst);
-        let mut tail = ch.word(OFF_SEND_TAIL).load(Ordering::Relaxed);
-        if head.wrapping_sub(tail) > RING as u64 {
-            return Err(Error::failure("shm: the descriptor ring is corrupt"));
-        }
-        let ack_tail = ch.word(OFF_ACK_TAIL).load(Ordering::Acquire);
-        let mut ack_head = ch.word(OFF_ACK_HEAD).load(Ordering::Relaxed);
-        while tail != head && !self.slots.is_empty() && ack_head.wrapping_sub(ack_tail) < RING as u64 {
+        let mut tail = self.rx_next;
+        while !self.slots.is_empty() {
+            if ch.slot_seq(tail).load(Ordering::SeqCst) != tail + 1 {
+                break;
+            }
+            // Acknowledgement entries: the sender must have read the one RING messages back.
+            if tail.wrapping_sub(self.rx_ack_seen) >= RING as u64 {
+                self.rx_ack_seen = ch.word(OFF_ACK_TAIL).load(Ordering::Acquire);
+                if tail.wrapping_sub(self.rx_ack_seen) >= RING as u64 {
+                    break;
+                }
+            }
             let slot = ch.slot(tail);
-            // SAFETY: the sender wrote this slot before publishing head (SeqCst above) and does
-            // not touch it again until tail passes it.
-            let d: Desc = unsafe { std::ptr::read_volatile(slot as *const Desc) };
-            if d.seq != tail || d.len > MAX_MESSAGE {
+            // SAFETY: the sender completed this descriptor before publishing its sequence word
+            // (SeqCst above) and does not touch the slot again until our tail passes it.
+            let (len, fd, flags, addr, mem_id, mem_off, mem_len) = unsafe {
+                (
+                    std::ptr::read_volatile(slot.add(8) as *const u64),
+                    std::ptr::read_volatile(slot.add(16) as *const u32),
+                    std::ptr::read_volatile(slot.add(20) as *const u32),
+                    std::ptr::read_volatile(slot.add(24) as *const u64),
+                    std::ptr::read_volatile(slot.add(32) as *const u64),
+                    std::ptr::read_volatile(slot.add(40) as *const u64),
+                    std::ptr::read_volatile(slot.add(48) as *const u64),
+                )
+            };
+            let d = Desc { seq: tail, len, mem_fd: fd, flags, addr, mem_id, mem_off, mem_len, _pad: 0 };
+            if d.len > MAX_MESSAGE {
                 return Err(Error::failure(format!("shm: bad descriptor in slot {tail}")));
             }
             let req = self.slots.pop_front().expect("not empty");
@@ -603,9 +657,15 @@ impl ShmIo {
                     if len > INLINE {
                         return Err(Error::failure(format!("shm: inline descriptor of {len} bytes")));
                     }
-                    // SAFETY: the slot holds len <= INLINE bytes after its descriptor; dst is
-                    // the posted receive, at least len bytes (checked above).
-                    unsafe { std::ptr::copy_nonoverlapping(slot.add(DESC), dst, len) };
+                    let first = len.min(INLINE_HEAD);
+                    // SAFETY: the slot holds the message's first bytes at 24.. and the rest after
+                    // the descriptor (len <= INLINE); dst is the posted receive, >= len bytes.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(slot.add(24), dst, first);
+                        if len > first {
+                            std::ptr::copy_nonoverlapping(slot.add(DESC), dst.add(first), len - first);
+                        }
+                    }
                 } else if d.flags & F_MEMFD != 0 {
                     match d.mem_off.checked_add(d.len) {
                         Some(end) if end <= d.mem_len => {}
@@ -623,12 +683,11 @@ impl ShmIo {
                 req.complete(d.len);
                 ack::OK
             };
-            let (w0, w1) = ch.ack_entry(ack_head);
-            w0.store(tail, Ordering::Relaxed);
+            let (w0, w1) = ch.ack_entry(tail);
             w1.store((status as u64) << 56 | if status == ack::OK { d.len } else { 0 }, Ordering::Relaxed);
-            ack_head += 1;
-            ch.word(OFF_ACK_HEAD).store(ack_head, Ordering::Release);
+            w0.store(tail + 1, Ordering::Release);
             tail += 1;
+            self.rx_next = tail;
             ch.word(OFF_SEND_TAIL).store(tail, Ordering::Release);
         }
         Ok(())
