@@ -42,6 +42,13 @@ pub struct Comm {
     watch_input: AtomicBool,
 }
 
+/// `NEURON_RT_ASYNC_SENDRECV_BUSY_POLL=0`: a polling caller never takes over its sockets (the
+/// progress thread keeps waking on every edge; measured in README, "TCP tuning").
+fn park_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_BUSY_POLL").map(|v| v.trim() != "0").unwrap_or(true))
+}
+
 /// Two polls of a pending request of one communicator this close together make a spinning
 /// caller (wide enough for one thread polling 64 communicators in turn).
 const SPIN_GAP_NS: u64 = 1_000_000;
@@ -257,7 +264,7 @@ impl Comm {
                     return;
                 }
             }
-            if tested.is_some_and(|r| r.is_pending()) && !io.is_shm() {
+            if tested.is_some_and(|r| r.is_pending()) && !io.is_shm() && park_enabled() {
                 let now = crate::transport::poll::mono_ns();
                 let prev = self.polled_at.swap(now, Ordering::Relaxed);
                 if now.saturating_sub(prev) < SPIN_GAP_NS && !self.parked.load(Ordering::Relaxed) {

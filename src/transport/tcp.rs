@@ -31,10 +31,12 @@ fn sockbuf() -> usize {
     *B.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_TCP_SOCKBUF").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0))
 }
 
-/// `NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=0` turns the zero-copy send of memfd tensors off.
+/// `NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=1` sends large messages from memfd tensors with
+/// `sendfile` (page references instead of a copy into the socket). Off by default: on this
+/// kernel it measured slower over loopback than `sendmsg` (README, "TCP tuning").
 fn sendfile_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE").map(|v| v.trim() != "0").unwrap_or(true))
+    *ON.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE").map(|v| v.trim() == "1").unwrap_or(false))
 }
 const MAX_IOV: usize = 64;
 /// Staged (device) chunks read into host buffers ahead of the socket, per stream.
