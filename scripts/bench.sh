@@ -255,6 +255,16 @@ if [ $TOOL_OK = 1 ]; then
     log "nrt shm: sizes $SIZES"
     nrt_run shm 240 --transport shm --mode both --sizes "$SIZES" --label "nrt shm" && tail -n 20 "$TMP/nrt_shm.log"
     phase_end nrt_shm
+    # The ratio inputs, like UCX's: median of 3 dedicated runs (64 MiB for 4 GiB, 8 B ping-pong).
+    idle_check nrt_ratio
+    log "nrt ratio runs: 64 MiB bandwidth and 8 B latency, tcp and shm, 3 runs each"
+    for k in 1 2 3; do
+        for tr in tcp shm; do
+            nrt_run "${tr}_bw64_$k" 120 --transport $tr --mode bw --sizes 64M --iters 64 --bytes-per-size 8G --label "nrt $tr 64M #$k" || true
+            nrt_run "${tr}_lat8_$k" 120 --transport $tr --mode lat --sizes 8 --iters 20000 --label "nrt $tr 8B #$k" || true
+        done
+    done
+    phase_end nrt_ratio
     idle_check nrt_scale
     log "nrt scale: TCP, $SCALE_SIZE messages, communicators 1 8 64 x in flight 1 16 128"
     scale_msgs=$(( $(to_bytes "$SCALE_BYTES") / $(to_bytes "$SCALE_SIZE") ))
