@@ -539,7 +539,8 @@ impl ShmIo {
     /// After publishing descriptors: wake the receiver unless it is polling or already woken.
     fn doorbell(&mut self) {
         let ch = self.chan();
-        fence(Ordering::SeqCst);
+        // The slot's sequence word was stored SeqCst just before: this SeqCst load is ordered
+        // after it (the receiver does the mirror image: clear `wake`, then read the slot).
         let spin = ch.word(OFF_RX_SPIN).load(Ordering::SeqCst);
         if spin != 0 && mono_ns().saturating_sub(spin) < 2 * SPIN_NS {
             return;

@@ -252,6 +252,12 @@ impl CommIo {
             return Ok(());
         }
         match self.shm.as_ref() {
+            // A send over shared memory is published by the post itself (its Wake frame, if
+            // any, is flushed here); its acknowledgement is read by its test.
+            Some(s) if s.is_active() && kind == Kind::Send => {
+                self.drain_shm_out();
+                self.flush_control()
+            }
             Some(s) if s.is_active() => self.poll_fast(None, false).map(|_| ()),
             _ => self.progress(),
         }
