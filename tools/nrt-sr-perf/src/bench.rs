@@ -475,10 +475,12 @@ impl Side<'_> {
                 let mut r = next.take().expect("a receive is posted");
                 let n = self.wait(&mut r, &what)?;
                 self.expect_size(n, size, &what)?;
+                // Answer first, then pre-post the next receive (before waiting for the answer's
+                // completion): the ping's clock does not wait on our bookkeeping.
+                let mut s = self.echo.send(bufs[(i % 2) as usize], 0, len).ctx(what)?;
                 if i + 1 < total {
                     next = Some(self.comms[0].recv(bufs[((i + 1) % 2) as usize], 0, len).ctx(what)?);
                 }
-                let mut s = self.echo.send(bufs[(i % 2) as usize], 0, len).ctx(what)?;
                 let n = self.wait(&mut s, &what)?;
                 self.expect_size(n, size, &what)?;
             }
