@@ -303,8 +303,8 @@ impl CommIo {
                 }
                 let mut ready = [false; crate::config::MAX_STREAMS];
                 super::poll::readable(&fds[..n], &mut ready[..n]).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "poll", &e))?;
-                for i in 0..n {
-                    if ready[i] && !self.streams[i].peer_closed && !self.streams[i].parked && tested.is_none_or(|r| r.is_pending()) {
+                for (i, ready) in ready.iter().enumerate().take(n) {
+                    if *ready && !self.streams[i].peer_closed && !self.streams[i].parked && tested.is_none_or(|r| r.is_pending()) {
                         self.pump_rx_until(i, tested)?;
                     }
                 }
