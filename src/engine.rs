@@ -416,28 +416,18 @@ impl Lnc {
         let g = st.groups.remove(&key).expect("checked above");
         let socks: Vec<TcpStream> = g.streams.into_iter().map(|s| s.expect("complete group")).collect();
         let refused = Frame::HelloAck { status: ack::REFUSED, nonce, conn_seq: seq, flags: 0 }.encode();
-        let shm = match self.choose_shm(&comm, g.flags & FLAG_SHM != 0, &socks[0]) {
-            Ok(s) => s,
+        // Shared memory when both sides may, else verbs when both have a device, else TCP.
+        let chosen = self.choose_shm(&comm, g.flags & FLAG_SHM != 0, &socks[0]).and_then(|shm| {
+            if shm { Ok((true, None)) } else { self.choose_rdma(&comm, g.flags & FLAG_VERBS != 0, &socks[0]).map(|d| (false, d)) }
+        });
+        let (shm, dev) = match chosen {
+            Ok(c) => c,
             Err(e) => {
                 for s in &socks {
                     let _ = (&*s).write(&refused);
                 }
                 comm.setup_failed(e);
                 return;
-            }
-        };
-        let dev = if shm {
-            None
-        } else {
-            match self.choose_rdma(&comm, g.flags & FLAG_VERBS != 0, &socks[0]) {
-                Ok(d) => d,
-                Err(e) => {
-                    for s in &socks {
-                        let _ = (&*s).write(&refused);
-                    }
-                    comm.setup_failed(e);
-                    return;
-                }
             }
         };
         let flags = if shm { FLAG_SHM } else if dev.is_some() { FLAG_VERBS } else { 0 };

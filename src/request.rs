@@ -74,6 +74,39 @@ impl Request {
         self.state.compare_exchange(PENDING, FAILED, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
+    /// A send: the peer's verdict on it (`ack::OK` with the bytes it received, or `ack::TOO_LONG`
+    /// when the matching receive was shorter). Anything else is a protocol error for the
+    /// communicator, returned.
+    pub fn finish_send(&self, seq: u64, status: u16, size: u64) -> crate::status::Result<()> {
+        let len = self.region.len() as u64;
+        match status {
+            crate::wire::ack::OK if size == len => {
+                self.complete(size);
+                Ok(())
+            }
+            crate::wire::ack::TOO_LONG => {
+                self.fail(Error::failure(format!(
+                    "{}: the peer's matching receive is shorter than this send of {len} bytes",
+                    self.comm.describe()
+                )));
+                Ok(())
+            }
+            s => Err(Error::failure(format!("message {seq}: acknowledgement status {s} for {size} of {len} bytes"))),
+        }
+    }
+
+    /// A receive shorter than the matching send of `sent` bytes: fails, logged once; nothing is
+    /// written (the caller answers the sender with `ack::TOO_LONG`).
+    pub fn reject_short(&self, sent: u64) {
+        let msg = format!(
+            "{}: receive of {} bytes is shorter than the matching send of {sent} bytes",
+            self.comm.describe(),
+            self.region.len()
+        );
+        crate::log_error!("{msg}; both fail");
+        self.fail(Error::failure(msg));
+    }
+
     pub fn is_pending(&self) -> bool {
         self.state.load(Ordering::Acquire) == PENDING
     }

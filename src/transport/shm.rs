@@ -577,19 +577,7 @@ impl ShmIo {
             if s != next {
                 return Err(Error::failure(format!("shm: acknowledgement for message {next}, expected {s}")));
             }
-            match status {
-                ack::OK if size == req.region.len() as u64 => {
-                    req.complete(size);
-                }
-                ack::TOO_LONG => {
-                    req.fail(Error::failure(format!(
-                        "{}: the peer's matching receive is shorter than this send of {} bytes",
-                        req.comm.describe(),
-                        req.region.len()
-                    )));
-                }
-                _ => return Err(Error::failure(format!("shm: bad acknowledgement for message {next}: status {status}, {size} bytes"))),
-            }
+            req.finish_send(next, status, size)?;
             next += 1;
         }
         if next != self.ack_next {
@@ -648,9 +636,7 @@ impl ShmIo {
             let req = self.slots.pop_front().expect("not empty");
             let cap = req.region.len() as u64;
             let status = if d.len > cap {
-                let msg = format!("{}: receive of {cap} bytes is shorter than the matching send of {} bytes", req.comm.describe(), d.len);
-                crate::log_error!("{msg}; both fail");
-                req.fail(Error::failure(msg));
+                req.reject_short(d.len);
                 ack::TOO_LONG
             } else {
                 let len = d.len as usize;

@@ -727,11 +727,7 @@ impl CommIo {
                 let cap = slot.req.region.len() as u64;
                 if total > cap {
                     slot.failed = true;
-                    slot.req.fail(Error::failure(format!(
-                        "{}: receive of {cap} bytes is shorter than the matching send of {total} bytes",
-                        slot.req.comm.describe()
-                    )));
-                    crate::log_error!("{}: receive of {cap} bytes is shorter than the matching send of {total} bytes; both fail", slot.req.comm.describe());
+                    slot.req.reject_short(total);
                     let h = Frame::Ack { seq, status: ack::TOO_LONG, size: 0 }.encode();
                     self.queue_control(h);
                 }
@@ -788,21 +784,7 @@ impl CommIo {
             .position(|(s, _)| *s == seq)
             .ok_or_else(|| Error::failure(format!("ack for unknown message {seq}")))?;
         let (_, req) = self.awaiting_ack.remove(pos).expect("position is in range");
-        match status {
-            ack::OK if size == req.region.len() as u64 => {
-                req.complete(size);
-            }
-            ack::OK => return Err(Error::failure(format!("message {seq}: peer acknowledged {size} bytes of {}", req.region.len()))),
-            ack::TOO_LONG => {
-                req.fail(Error::failure(format!(
-                    "{}: the peer's matching receive is shorter than this send of {} bytes",
-                    req.comm.describe(),
-                    req.region.len()
-                )));
-            }
-            s => return Err(Error::failure(format!("message {seq}: unknown ack status {s}"))),
-        }
-        Ok(())
+        req.finish_send(seq, status, size)
     }
 
     /// Whether any request is queued or in flight.

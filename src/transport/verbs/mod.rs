@@ -408,20 +408,7 @@ impl VerbsIo {
             .position(|v| v.0 == seq)
             .ok_or_else(|| Error::failure(format!("acknowledgement for unknown eager message {seq}")))?;
         let (_, req) = self.verdicts.remove(pos).expect("position is in range");
-        let len = req.region.len() as u64;
-        match status {
-            ack::OK if size == len => {
-                req.complete(len);
-            }
-            ack::TOO_LONG => {
-                req.fail(Error::failure(format!(
-                    "{}: the peer's matching receive is shorter than this send of {len} bytes",
-                    req.comm.describe()
-                )));
-            }
-            s => return Err(Error::failure(format!("eager message {seq}: ack status {s}, size {size} of {len}"))),
-        }
-        Ok(())
+        req.finish_send(seq, status, size)
     }
 
     /// Receiver: copies eager message bytes from bounce `slot` into `item`'s receive, answers the
@@ -429,10 +416,7 @@ impl VerbsIo {
     fn deliver(&mut self, item: &mut RecvItem, slot: usize, n: usize) -> Result<()> {
         let cap = item.req.region.len();
         if n > cap {
-            item.req.fail(Error::failure(format!(
-                "{}: receive of {cap} bytes is shorter than the matching send of {n} bytes",
-                item.req.comm.describe()
-            )));
+            item.req.reject_short(n as u64);
             self.out.push(Frame::Ack { seq: item.seq, status: ack::TOO_LONG, size: 0 });
         } else {
             if n > 0 {
