@@ -21,6 +21,11 @@ use std::sync::Arc;
 pub const CHUNK: usize = 512 * 1024;
 /// Messages up to this size all travel on stream 0.
 const SMALL: usize = 64 * 1024;
+/// Bytes one `recv` may read ahead of a frame header (its payload, the next frames).
+const INBOX: usize = 4096;
+/// A caller waiting for a small receive reads stream 0 alone; every this many polls it checks
+/// all streams (a message longer than the receive, cut into chunks over them, fails it).
+const ALL_STREAMS_EVERY: u32 = 16;
 /// Chunks at least this long go by `sendfile` when they lie in a memfd tensor.
 const SENDFILE_MIN: usize = 64 * 1024;
 
@@ -81,10 +86,60 @@ enum Rx {
 // also resets every stream's Rx).
 unsafe impl Send for Rx {}
 
+/// Bytes read from a socket ahead of the frame being parsed: a header is read with one `recv`
+/// of up to [`INBOX`] bytes, so a small message (header and payload) and the frames behind it
+/// take one system call. Always drained before the socket is read again; a reader that stops
+/// early leaves them for the next one (`Stream::has_inbox` counts as readable).
+struct Inbox {
+    buf: Box<[u8]>,
+    pos: usize,
+    len: usize,
+}
+
+impl Inbox {
+    fn new() -> Inbox {
+        Inbox { buf: vec![0; INBOX].into_boxed_slice(), pos: 0, len: 0 }
+    }
+
+    fn pending(&self) -> usize {
+        self.len - self.pos
+    }
+
+    /// Up to `len` bytes into `dst`: what the inbox holds, else straight from the socket (a
+    /// payload goes from the socket into the tensor, no staging copy).
+    fn read(&mut self, fd: RawFd, dst: *mut u8, len: usize) -> Result<Io> {
+        let have = self.pending();
+        if have == 0 {
+            return recv_raw(fd, dst, len);
+        }
+        let n = have.min(len);
+        // SAFETY: dst is valid for len >= n bytes of writes (callers pass a live buffer or
+        // region); pos + n <= self.len <= buf.len(); the inbox never overlaps dst.
+        unsafe { std::ptr::copy_nonoverlapping(self.buf.as_ptr().add(self.pos), dst, n) };
+        self.pos += n;
+        Ok(Io::Done(n))
+    }
+
+    /// Header bytes: an empty inbox is refilled with one `recv` first.
+    fn read_header(&mut self, fd: RawFd, dst: *mut u8, len: usize) -> Result<Io> {
+        if self.pending() == 0 {
+            match recv_raw(fd, self.buf.as_mut_ptr(), self.buf.len())? {
+                Io::Done(n) if n > 0 => {
+                    self.pos = 0;
+                    self.len = n;
+                }
+                other => return Ok(other),
+            }
+        }
+        self.read(fd, dst, len)
+    }
+}
+
 pub struct Stream {
     sock: TcpStream,
     tx: VecDeque<TxItem>,
     rx: Rx,
+    inbox: Inbox,
     /// The peer closed this (non-control) stream between frames. Not an error by itself: the
     /// peer's Acks may still be on their way on stream 0, whose end decides. Sending on it is.
     peer_closed: bool,
@@ -106,10 +161,22 @@ impl Stream {
                 };
             }
         }
-        Ok(Stream { sock, tx: VecDeque::new(), rx: Rx::Header { buf: [0; HEADER_LEN], have: 0 }, peer_closed: false, parked: false })
+        Ok(Stream {
+            sock,
+            tx: VecDeque::new(),
+            rx: Rx::Header { buf: [0; HEADER_LEN], have: 0 },
+            inbox: Inbox::new(),
+            peer_closed: false,
+            parked: false,
+        })
     }
     pub fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
+    }
+
+    /// Bytes already read from the socket wait to be parsed.
+    fn has_inbox(&self) -> bool {
+        self.inbox.pending() > 0
     }
 }
 
@@ -135,6 +202,8 @@ pub struct CommIo {
     verbs: Option<super::verbs::VerbsIo>,
     /// Same-host shared-memory data path (stream 0 then carries its control frames).
     shm: Option<super::shm::ShmIo>,
+    /// Calls of `poll_fast` (which of them check every stream).
+    polls: u32,
 }
 
 enum Io {
@@ -175,6 +244,7 @@ impl CommIo {
             #[cfg(feature = "verbs")]
             verbs: None,
             shm: None,
+            polls: 0,
         }
     }
 
@@ -293,19 +363,39 @@ impl CommIo {
                         self.flush_tx(i)?;
                     }
                 }
-                // One poll() over the streams this wait concerns (stream 0 alone for a send's
-                // Ack), then reads only where something arrived.
-                let all = tested.is_none_or(|r| r.kind == Kind::Recv || self.is_verbs());
-                let n = if all { self.streams.len() } else { 1 };
-                let mut fds = [0 as RawFd; crate::config::MAX_STREAMS];
-                for (f, s) in fds.iter_mut().zip(&self.streams[..n]) {
-                    *f = s.fd();
-                }
-                let mut ready = [false; crate::config::MAX_STREAMS];
-                super::poll::readable(&fds[..n], &mut ready[..n]).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "poll", &e))?;
-                for (i, ready) in ready.iter().enumerate().take(n) {
-                    if *ready && !self.streams[i].peer_closed && !self.streams[i].parked && tested.is_none_or(|r| r.is_pending()) {
-                        self.pump_rx_until(i, tested)?;
+                // What this wait concerns: a send's Ack comes on stream 0, and so does a small
+                // receive's data when it is the oldest one posted. Then stream 0 is read
+                // directly (one `recv`, which brings header and payload together); otherwise
+                // one poll() over all streams, then reads only where something arrived.
+                self.polls = self.polls.wrapping_add(1);
+                let only0 = !self.is_verbs()
+                    && tested.is_some_and(|r| match r.kind {
+                        Kind::Send => true,
+                        Kind::Recv => {
+                            r.region.len() <= SMALL
+                                && !self.polls.is_multiple_of(ALL_STREAMS_EVERY)
+                                && self.slots.front().is_some_and(|s| std::ptr::eq(&*s.req, r))
+                        }
+                    });
+                if only0 {
+                    let s0 = &self.streams[0];
+                    if !s0.peer_closed && !s0.parked {
+                        self.pump_rx_until(0, tested)?;
+                    }
+                } else {
+                    let all = tested.is_none_or(|r| r.kind == Kind::Recv || self.is_verbs());
+                    let n = if all { self.streams.len() } else { 1 };
+                    let mut fds = [0 as RawFd; crate::config::MAX_STREAMS];
+                    for (f, s) in fds.iter_mut().zip(&self.streams[..n]) {
+                        *f = s.fd();
+                    }
+                    let mut ready = [false; crate::config::MAX_STREAMS];
+                    super::poll::readable(&fds[..n], &mut ready[..n]).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "poll", &e))?;
+                    for (i, ready) in ready.iter().enumerate().take(n) {
+                        let s = &self.streams[i];
+                        if (*ready || s.has_inbox()) && !s.peer_closed && !s.parked && tested.is_none_or(|r| r.is_pending()) {
+                            self.pump_rx_until(i, tested)?;
+                        }
                     }
                 }
                 if tested.is_none_or(|r| r.is_pending() && self.is_verbs()) {
@@ -571,10 +661,11 @@ impl CommIo {
         let fd = self.streams[i].sock.as_raw_fd();
         let idle_tx = self.streams[i].tx.is_empty();
         loop {
-            match &mut self.streams[i].rx {
+            let s = &mut self.streams[i];
+            match &mut s.rx {
                 Rx::Header { buf, have } => {
                     if *have < HEADER_LEN {
-                        match recv_raw(fd, buf[*have..].as_mut_ptr(), HEADER_LEN - *have)? {
+                        match s.inbox.read_header(fd, buf[*have..].as_mut_ptr(), HEADER_LEN - *have)? {
                             Io::WouldBlock => return Ok(()),
                             Io::Done(0) if i != 0 && *have == 0 && idle_tx => {
                                 // Between frames, nothing to send here: wait for stream 0's end
@@ -638,7 +729,7 @@ impl CommIo {
                 }
                 Rx::Payload { seq, ptr, remaining, len } => {
                     if *remaining > 0 {
-                        match recv_raw(fd, *ptr, *remaining)? {
+                        match s.inbox.read(fd, *ptr, *remaining)? {
                             Io::WouldBlock => return Ok(()),
                             Io::Done(0) => return Err(Error::failure(format!("peer closed stream {i} mid-message"))),
                             Io::Done(n) => {
@@ -658,7 +749,7 @@ impl CommIo {
                 Rx::Staged { seq, mem, off, buf, fill, remaining, len } => {
                     if *remaining > 0 && *fill < buf.len() {
                         let want = (*remaining).min(buf.len() - *fill);
-                        match recv_raw(fd, buf[*fill..].as_mut_ptr(), want)? {
+                        match s.inbox.read(fd, buf[*fill..].as_mut_ptr(), want)? {
                             Io::WouldBlock => return Ok(()),
                             Io::Done(0) => return Err(Error::failure(format!("peer closed stream {i} mid-message"))),
                             Io::Done(n) => {
@@ -687,7 +778,7 @@ impl CommIo {
                     if *remaining > 0 {
                         let mut scratch = [0u8; 16384];
                         let want = (*remaining).min(scratch.len());
-                        match recv_raw(fd, scratch.as_mut_ptr(), want)? {
+                        match s.inbox.read(fd, scratch.as_mut_ptr(), want)? {
                             Io::WouldBlock => return Ok(()),
                             Io::Done(0) => return Err(Error::failure(format!("peer closed stream {i} mid-message"))),
                             Io::Done(n) => *remaining -= n,

@@ -81,12 +81,13 @@ struct Side<'a> {
 /// Per communicator, one tensor per in-flight slot; plus the latency echo buffer.
 struct Pool {
     slots: Vec<Vec<Option<Tensor>>>,
-    lat: Option<Tensor>,
+    /// Latency phase: the sender's echo target; the receiver's second and third buffers.
+    lat: Vec<Tensor>,
 }
 
 impl Pool {
     fn new(comms: usize) -> Pool {
-        Pool { slots: (0..comms).map(|_| Vec::new()).collect(), lat: None }
+        Pool { slots: (0..comms).map(|_| Vec::new()).collect(), lat: Vec::new() }
     }
 
     fn fresh(size: u64, name: &str) -> Result<Tensor> {
@@ -112,12 +113,14 @@ impl Pool {
             }
         }
         if lat {
-            if self.lat.as_ref().is_none_or(|t| (t.size() as u64) < size) {
-                self.lat = None;
-                self.lat = Some(Self::fresh(size, "nrt-sr-perf-echo")?);
+            if self.lat.first().is_none_or(|t| (t.size() as u64) < size) {
+                self.lat.clear();
+                for _ in 0..2 {
+                    self.lat.push(Self::fresh(size, "nrt-sr-perf-echo")?);
+                }
             }
         } else {
-            self.lat = None;
+            self.lat.clear();
         }
         Ok(())
     }
@@ -433,7 +436,7 @@ impl Side<'_> {
         let total = warm + p.lat_iters;
         let what = || format!("latency phase, size {}", human_size(size));
         let data = pool.slot(0, 0);
-        let echo_buf = pool.lat.as_ref().expect("latency tensor prepared");
+        let echo_buf = pool.lat.first().expect("latency tensors prepared");
         let mut samples = Vec::with_capacity(p.lat_iters as usize);
         if self.sender {
             // Like perftest's *_lat: the echo's receive is posted before the clock starts, and the
@@ -469,19 +472,31 @@ impl Side<'_> {
                 }
             }
         } else {
-            let bufs = [data, echo_buf];
+            // Three buffers in turn: ping i lands in one, its echo goes out of it, while the
+            // next ping's receive is posted on another and the previous echo may still be
+            // unacknowledged from the third.
+            let bufs = [data, &pool.lat[0], &pool.lat[1]];
             let mut next = Some(self.comms[0].recv(bufs[0], 0, len).ctx(what)?);
+            let mut prev: Option<Request> = None;
             for i in 0..total {
                 let mut r = next.take().expect("a receive is posted");
                 let n = self.wait(&mut r, &what)?;
                 self.expect_size(n, size, &what)?;
-                // Answer first, then pre-post the next receive (before waiting for the answer's
-                // completion): the ping's clock does not wait on our bookkeeping.
-                let mut s = self.echo.send(bufs[(i % 2) as usize], 0, len).ctx(what)?;
+                // Answer first, then pre-post the next receive, then collect the previous
+                // answer's completion (its acknowledgement came before this ping): the ping's
+                // clock waits on none of our bookkeeping, and no buffer is reused before its
+                // send completed.
+                let s = self.echo.send(bufs[(i % 3) as usize], 0, len).ctx(what)?;
                 if i + 1 < total {
-                    next = Some(self.comms[0].recv(bufs[((i + 1) % 2) as usize], 0, len).ctx(what)?);
+                    next = Some(self.comms[0].recv(bufs[((i + 1) % 3) as usize], 0, len).ctx(what)?);
                 }
-                let n = self.wait(&mut s, &what)?;
+                if let Some(mut p) = prev.replace(s) {
+                    let n = self.wait(&mut p, &what)?;
+                    self.expect_size(n, size, &what)?;
+                }
+            }
+            if let Some(mut p) = prev {
+                let n = self.wait(&mut p, &what)?;
                 self.expect_size(n, size, &what)?;
             }
         }
