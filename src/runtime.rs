@@ -700,6 +700,53 @@ mod shm {
     }
 
     #[test]
+    fn a_waiting_sender_wakes_a_receiver_that_stopped_polling() {
+        // The receiver polls its receive (its stamp is fresh, so the send's doorbell stays
+        // quiet), then stops; the sender waits for its acknowledgement and must wake it.
+        let (a, b) = (948, 949);
+        let (s, r) = pair(26140, a, b, Transport::Shm, Transport::Shm);
+        ready(&s).unwrap();
+        ready(&r).unwrap();
+        for (k, len) in [8usize, 5000, 1 << 20].into_iter().enumerate() {
+            let src = Tensor::allocate(len, String::new()).unwrap();
+            let dst = Tensor::allocate(len, String::new()).unwrap();
+            let data = pattern(len, k + 7);
+            crate::tensor::write_from(&src, 0, &data).unwrap();
+            let rq = r.post(Kind::Recv, dst.region(0, len).unwrap()).unwrap();
+            for _ in 0..16 {
+                assert_eq!(test_request(rq).unwrap(), None);
+            }
+            let sq = s.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
+            assert_eq!(wait(sq).unwrap(), len as u64, "{len} bytes: the send never completed");
+            // The receiver's progress thread did the copy: its request is complete untested.
+            assert!(!REQUESTS.get(rq).unwrap().is_pending(), "{len} bytes");
+            assert_eq!(wait(rq).unwrap(), len as u64);
+            let mut got = vec![0u8; len];
+            crate::tensor::read_into(&dst, 0, &mut got).unwrap();
+            assert!(got == data, "{len} bytes differ");
+        }
+        // A send that finds no receive posted waits in the ring (one Wake at most); the receive
+        // posted later takes it at once.
+        let src = Tensor::allocate(64, String::new()).unwrap();
+        let dst = Tensor::allocate(64, String::new()).unwrap();
+        let data = pattern(64, 3);
+        crate::tensor::write_from(&src, 0, &data).unwrap();
+        let sq = s.post(Kind::Send, src.region(0, 64).unwrap()).unwrap();
+        for _ in 0..1000 {
+            assert_eq!(test_request(sq).unwrap(), None, "a send completed before its receive was posted");
+        }
+        let rq = r.post(Kind::Recv, dst.region(0, 64).unwrap()).unwrap();
+        assert!(!REQUESTS.get(rq).unwrap().is_pending(), "the post did not read the ring");
+        assert_eq!(wait(rq).unwrap(), 64);
+        assert_eq!(wait(sq).unwrap(), 64);
+        let mut got = vec![0u8; 64];
+        crate::tensor::read_into(&dst, 0, &mut got).unwrap();
+        assert!(got == data);
+        close(a).unwrap();
+        close(b).unwrap();
+    }
+
+    #[test]
     fn tcp_when_one_side_declines_and_an_error_when_shm_is_required() {
         // The receiving lnc is set to TCP: the sender's offer is declined, both use TCP.
         let (a, b) = (944, 945);

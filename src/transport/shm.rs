@@ -25,8 +25,13 @@
 //! Wake-ups: a receiver that is polling `test_request` sees a new descriptor within a cache-line
 //! transfer. Otherwise its progress thread must be woken: the sender sends a Wake frame on the TCP
 //! control stream, at most one until the receiver has looked at the ring again (`wake` flag), and
-//! none while the receiver polled within the last [`SPIN_NS`]. Acknowledgements need no wake-up:
-//! a send's completion is only observed by `test_request`, which reads the ring itself.
+//! none while the receiver polled a pending receive within the last 2 x [`SPIN_NS`] (its stamp).
+//! A receiver that stops polling leaves its stamp to run out; a sender that published meanwhile
+//! and waits for its acknowledgement checks again every [`RECHECK_POLLS`] polls and wakes it once
+//! the stamp is stale (so a message is never left behind a receiver that went away, and nothing
+//! is written on the receiver's side when a receive completes). A receiver with no receive posted
+//! leaves the `wake` flag set: its next post reads the ring. Acknowledgements need no wake-up: a
+//! send's completion is only observed by `test_request`, which reads the ring itself.
 //!
 //! The TCP streams stay open: stream 0 carries the control frames, and its end is how either
 //! side learns that the other has gone.
@@ -38,7 +43,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Entries per ring: the pending-request limit per communicator.
 pub const RING: usize = crate::config::MAX_PENDING_PER_COMM;
@@ -62,6 +67,9 @@ pub const CHANNEL_SIZE: usize = OFF_SLOTS + RING * SLOT;
 const SPIN_NS: u64 = 20_000;
 // (The receiver stamps at most every SPIN_NS / 4, so the sender mostly reads the stamp from its own
 // cache; the sender skips the Wake while the stamp is younger than 2 x SPIN_NS.)
+/// A sender waiting for acknowledgements checks every this many polls whether a receiver that
+/// was polling when the descriptors went out has stopped without taking them (then it wakes it).
+const RECHECK_POLLS: u32 = 64;
 /// Descriptor flag: the bytes follow the descriptor.
 const F_INLINE: u32 = 1;
 /// Descriptor flag: the bytes lie in the sender's memfd `mem_fd`.
@@ -324,6 +332,8 @@ pub struct ShmIo {
     maps: MapCache,
     last_spin: u64,
     spin_polls: u32,
+    /// Sender: polls that found no new acknowledgement.
+    stalled_polls: u32,
     /// Sender: the next message number, and the receiver's consumed count as last read.
     tx_next: u64,
     tx_tail_seen: u64,
@@ -360,6 +370,7 @@ impl ShmIo {
             maps: MapCache::default(),
             last_spin: 0,
             spin_polls: 0,
+            stalled_polls: 0,
             tx_next: 0,
             tx_tail_seen: 0,
             ack_next: 0,
@@ -583,6 +594,17 @@ impl ShmIo {
         if next != self.ack_next {
             self.ack_next = next;
             ch.word(OFF_ACK_TAIL).store(next, Ordering::Release);
+            self.stalled_polls = 0;
+        } else if !self.in_flight.is_empty() {
+            self.stalled_polls = self.stalled_polls.wrapping_add(1);
+            // The doorbell stayed quiet because the receiver was polling; if it has stopped
+            // since without taking every descriptor, wake it now (at most one Wake until it
+            // looks at the ring again: the doorbell's `wake` flag).
+            if self.stalled_polls.is_multiple_of(RECHECK_POLLS)
+                && ch.word(OFF_SEND_TAIL).load(Ordering::Acquire) < self.tx_next
+            {
+                self.doorbell();
+            }
         }
         let mut pushed = false;
         while !self.backlog.is_empty() && self.ring_space() {
@@ -599,6 +621,11 @@ impl ShmIo {
     fn poll_descs(&mut self) -> Result<()> {
         let pid = self.peer_pid;
         let ch = self.chan.as_ref().expect("active channel");
+        if self.slots.is_empty() {
+            // Nothing to take descriptors into: a Wake's flag stays set (no more Wakes come),
+            // and the next receive's post polls the ring.
+            return Ok(());
+        }
         let wake = ch.word(OFF_WAKE);
         if wake.load(Ordering::Relaxed) != 0 {
             wake.store(0, Ordering::SeqCst);
@@ -683,7 +710,7 @@ impl ShmIo {
     }
 
     /// Receiver, from `test_request`: the caller polls a pending receive (`pending`), so no
-    /// wake-up is needed; or it stops polling, and a descriptor published meanwhile is taken now.
+    /// wake-up is needed for the next 2 x SPIN_NS.
     pub fn note_poll(&mut self, pending: bool) -> Result<()> {
         if !self.active || self.kind != Kind::Recv {
             return Ok(());
@@ -701,12 +728,11 @@ impl ShmIo {
                 }
             }
             Ok(())
-        } else if self.last_spin != 0 {
-            spin.store(0, Ordering::SeqCst);
-            self.last_spin = 0;
-            fence(Ordering::SeqCst);
-            self.poll_descs()
         } else {
+            // Done polling: the stamp is left to run out by itself. Clearing it would be a
+            // store (with a fence) on a line the sender reads, a stall right before the caller
+            // answers; a sender that posts meanwhile and then waits for its acknowledgement
+            // wakes this side itself once the stamp is stale (`poll_acks`).
             Ok(())
         }
     }
