@@ -11,8 +11,10 @@
 # ucx_perftest tag_bw over UCX_TLS=sm), latencies as the 8-byte half round trip p50 (against
 # ucx_perftest tag_lat, whose latency is the round trip / 2), and
 # many_comms_vs_one = GB/s with 64 communicators / GB/s with 1 (16 in flight each, TCP).
-# Each ucx_perftest figure is the median of 3 runs (loopback figures on a small VM vary a lot from
-# run to run); iperf3 runs once per setting, memcpy reports the best of 7 runs.
+# The inputs of the ratios are medians over BENCH_ROUNDS rounds in which ours and the reference run
+# back to back (loopback figures on a small VM drift a lot from minute to minute); the tables'
+# iperf3 figures come from one 5 s run per setting, UCX 4 MiB from the median of 3 runs, memcpy
+# from the best of 7 runs.
 #
 # The machine must be otherwise idle: before each phase the script waits (BENCH_IDLE_WAIT) for the
 # CPUs to be < 10% busy, and after it prints a warning when other processes used more than 10% of
@@ -33,6 +35,7 @@
 #                      beyond; results.json keeps the window used)                    1M
 #   BENCH_SCALE_BYTES  bytes per scale run                                            4G
 #   BENCH_IDLE_WAIT    seconds to wait, before each phase, for the CPUs to be < 10% busy   30
+#   BENCH_ROUNDS       ratio rounds (each: iperf3, ucx_perftest and nrt-sr-perf side by side)  5
 #   NRT_SR_PERF        the tool                                                       build/bin/nrt-sr-perf
 set -u
 cd "$(dirname "$0")/.."
@@ -44,6 +47,7 @@ SCALE_SIZE=${BENCH_SCALE_SIZE:-1M}
 SCALE_BYTES=${BENCH_SCALE_BYTES:-4G}
 to_bytes() { python3 -c 'import sys; s=sys.argv[1].upper(); m={"K":1<<10,"M":1<<20,"G":1<<30}; print(int(s[:-1])*m[s[-1]] if s[-1] in m else int(s))' "$1"; }
 IDLE_WAIT=${BENCH_IDLE_WAIT:-30}
+ROUNDS=${BENCH_ROUNDS:-5}
 TOOL=${NRT_SR_PERF:-build/bin/nrt-sr-perf}
 OUT=bench
 TMP=$OUT/tmp
@@ -155,24 +159,24 @@ else
 fi
 
 # ------------------------------------------------------------------ iperf3
-iperf3_run() {  # streams zc|copy
-    local streams=$1 mode=$2 port pid zflag="" out="$TMP/iperf3_P$1_$2.json" g
+iperf3_run() {  # streams zc|copy [tag seconds]
+    local streams=$1 mode=$2 tag=${3:-} secs=${4:-$SECS} port pid zflag="" out="$TMP/iperf3_P$1_$2${3:-}.json" g
     [ "$mode" = zc ] && zflag="-Z"
     if ! command -v iperf3 >/dev/null 2>&1; then fail "iperf3 -P $streams $zflag: iperf3 not installed"; return; fi
     port=$($PY free-port 1) || { fail "iperf3: no free port"; return; }
-    timeout $((SECS + 30)) iperf3 -s -1 -B 127.0.0.1 -p "$port" > "$TMP/iperf3_P${streams}_${mode}.server.log" 2>&1 &
+    timeout $((secs + 30)) iperf3 -s -1 -B 127.0.0.1 -p "$port" > "$TMP/iperf3_P${streams}_${mode}${tag}.server.log" 2>&1 &
     pid=$!; BG+=("$pid")
     if ! $PY wait-listen "$port" 10; then
-        fail "iperf3 -P $streams $zflag: server did not listen on port $port"; tail_log "$TMP/iperf3_P${streams}_${mode}.server.log"
+        fail "iperf3 -P $streams $zflag: server did not listen on port $port"; tail_log "$TMP/iperf3_P${streams}_${mode}${tag}.server.log"
         kill "$pid" 2>/dev/null; bg_wait "$pid"; return
     fi
-    if ! run_fg timeout $((SECS + 30)) iperf3 -c 127.0.0.1 -p "$port" -l 1M -t "$SECS" -O 1 -P "$streams" $zflag -J \
+    if ! run_fg timeout $((secs + 30)) iperf3 -c 127.0.0.1 -p "$port" -l 1M -t "$secs" -O 1 -P "$streams" $zflag -J \
             > "$out" 2> "$out.err"; then
         fail "iperf3 -P $streams $zflag: client failed"; tail_log "$out.err"; tail_log "$out" 4
     fi
     bg_wait "$pid"
     if g=$($PY parse-iperf3 "$out" 2>> "$out.err"); then
-        log "iperf3 -l 1M -P $streams $zflag: $g GB/s"
+        log "iperf3 -l 1M -P $streams $zflag (${secs} s): $g GB/s"
     else
         fail "iperf3 -P $streams $zflag: no result"; tail_log "$out.err" 3
     fi
@@ -213,8 +217,6 @@ for name in tcp sm; do
     if [ $name = tcp ]; then tls=$UCX_TLS_TCP; else tls=$UCX_TLS_SM; fi
     for i in 1 2 3; do
         ucx_run $name "$tls" tag_bw $((4 << 20)) 1000 100 "bw_4M_$i"
-        ucx_run $name "$tls" tag_bw $((64 << 20)) 100 10 "bw_64M_$i"
-        ucx_run $name "$tls" tag_lat 8 10000 1000 "lat_8B_$i"
     done
 done
 
@@ -255,16 +257,6 @@ if [ $TOOL_OK = 1 ]; then
     log "nrt shm: sizes $SIZES"
     nrt_run shm 240 --transport shm --mode both --sizes "$SIZES" --label "nrt shm" && tail -n 20 "$TMP/nrt_shm.log"
     phase_end nrt_shm
-    # The ratio inputs, like UCX's: median of 3 dedicated runs (64 MiB for 4 GiB, 8 B ping-pong).
-    idle_check nrt_ratio
-    log "nrt ratio runs: 64 MiB bandwidth and 8 B latency, tcp and shm, 3 runs each"
-    for k in 1 2 3; do
-        for tr in tcp shm; do
-            nrt_run "${tr}_bw64_$k" 120 --transport $tr --mode bw --sizes 64M --iters 64 --bytes-per-size 8G --label "nrt $tr 64M #$k" || true
-            nrt_run "${tr}_lat8_$k" 120 --transport $tr --mode lat --sizes 8 --iters 20000 --label "nrt $tr 8B #$k" || true
-        done
-    done
-    phase_end nrt_ratio
     idle_check nrt_scale
     log "nrt scale: TCP, $SCALE_SIZE messages, communicators 1 8 64 x in flight 1 16 128"
     scale_msgs=$(( $(to_bytes "$SCALE_BYTES") / $(to_bytes "$SCALE_SIZE") ))
@@ -279,6 +271,28 @@ if [ $TOOL_OK = 1 ]; then
     done
     phase_end nrt_scale
 fi
+
+# ------------------------------------------------------------------ ratio rounds
+# The ratio inputs, measured in ROUNDS rounds, each running ours and the reference one after the
+# other (iperf3 -P N for 3 s, nrt tcp 64 MiB, ucx tcp 64 MiB, nrt shm 64 MiB, ucx sm 64 MiB, then
+# the 8-byte ping-pongs the same way): this VM's loopback speed drifts by tens of percent within
+# minutes, and a pair measured seconds apart sees the same machine. Each side's figure is the
+# median over the rounds.
+idle_check ratio_rounds
+log "ratio rounds: $ROUNDS x (iperf3 -P $N, nrt/ucx tcp 64 MiB, nrt/ucx shm|sm 64 MiB, nrt/ucx tcp 8 B, nrt/ucx shm|sm 8 B)"
+for k in $(seq "$ROUNDS"); do
+    iperf3_run "$N" copy "_round$k" 3
+    [ $TOOL_OK = 1 ] && { nrt_run "tcp_bw64_$k" 120 --transport tcp --mode bw --sizes 64M --iters 64 --bytes-per-size 8G --label "nrt tcp 64M #$k" || true; }
+    ucx_run tcp "$UCX_TLS_TCP" tag_bw $((64 << 20)) 100 10 "bw_64M_$k"
+    [ $TOOL_OK = 1 ] && { nrt_run "shm_bw64_$k" 120 --transport shm --mode bw --sizes 64M --iters 64 --bytes-per-size 8G --label "nrt shm 64M #$k" || true; }
+    ucx_run sm "$UCX_TLS_SM" tag_bw $((64 << 20)) 100 10 "bw_64M_$k"
+    [ $TOOL_OK = 1 ] && { nrt_run "tcp_lat8_$k" 120 --transport tcp --mode lat --sizes 8 --iters 20000 --label "nrt tcp 8B #$k" || true; }
+    ucx_run tcp "$UCX_TLS_TCP" tag_lat 8 10000 1000 "lat_8B_$k"
+    [ $TOOL_OK = 1 ] && { nrt_run "shm_lat8_$k" 120 --transport shm --mode lat --sizes 8 --iters 20000 --label "nrt shm 8B #$k" || true; }
+    ucx_run sm "$UCX_TLS_SM" tag_lat 8 10000 1000 "lat_8B_$k"
+    log "  round $k: $($PY round-summary "$TMP" "$k" "$N" 2>&1)"
+done
+phase_end ratio_rounds
 
 # ------------------------------------------------------------------ report
 $PY refs "$TMP" || fail "refs.json not written"

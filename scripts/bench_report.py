@@ -8,6 +8,7 @@
   bench_report.py cpu-others PID MARK...     percent of all CPU time used by other processes since
   bench_report.py parse-iperf3 FILE          GB/s received (end.sum_received), or exit 1
   bench_report.py parse-ucx FILE             JSON of the "Final:" line, or exit 1
+  bench_report.py round-summary TMP K N      one line: round K's figures, ours and the references
   bench_report.py refs TMP                   TMP/refs.json for `nrt-sr-perf plot --refs`
   bench_report.py report TMP OUTDIR          OUTDIR/results.json, OUTDIR/results.md; prints the
                                              target lines and the final `bench:` line
@@ -263,6 +264,14 @@ def collect(tmp):
             except (OSError, ValueError, KeyError, TypeError):
                 g = None
             iperf3.append({"streams": n, "zerocopy": zc, "block": "1M", "gbytes_per_s": g})
+    # The ratio rounds' iperf3 runs (N streams, copy, 3 s each), in round order.
+    iperf3_rounds = []
+    for path in sorted(glob.glob(os.path.join(tmp, "iperf3_P%d_copy_round*.json" % streams)),
+                       key=lambda p: int(re.findall(r"_round(\d+)\.json$", p)[0])):
+        try:
+            iperf3_rounds.append(parse_iperf3(path))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
 
     def ucx_one(name):
         try:
@@ -303,7 +312,7 @@ def collect(tmp):
                       "gbytes_per_s": r[0].get("gbytes_per_s"),
                       "rss_bytes_per_comm": (d or {}).get("rss_bytes_per_comm"),
                       "cpu_s_per_gb": (d or {}).get("cpu_s_per_gb")})
-    return env, errors, memcpy, iperf3, ucx, nrt_tcp, nrt_shm, scale
+    return env, errors, memcpy, iperf3, iperf3_rounds, ucx, nrt_tcp, nrt_shm, scale
 
 
 def nrt_at(run, size, key):
@@ -344,7 +353,7 @@ def fmt_gbs(v):
 # ---------------------------------------------------------------- refs / report
 
 def build_refs(tmp):
-    env, errors, memcpy, iperf3, ucx, *_ = collect(tmp)
+    env, errors, memcpy, iperf3, _, ucx, *_ = collect(tmp)
     refs = []
     for r in iperf3:
         if r["gbytes_per_s"] is not None:
@@ -365,6 +374,31 @@ def build_refs(tmp):
     return refs
 
 
+def cmd_round_summary(args):
+    tmp, k, streams = args[0], int(args[1]), int(args[2])
+
+    def ucx(tls, kind, key, f):
+        try:
+            return f % parse_ucx(os.path.join(tmp, "ucx_%s_%s_%d.txt" % (tls, kind, k)))[key]
+        except (OSError, ValueError, KeyError, TypeError):
+            return "-"
+
+    def nrt(name, size, key, f):
+        v = nrt_at(load_json(os.path.join(tmp, "nrt_%s_%d.json" % (name, k))), size, key)
+        return "-" if v is None else f % v
+
+    try:
+        ip = "%.2f" % parse_iperf3(os.path.join(tmp, "iperf3_P%d_copy_round%d.json" % (streams, k)))
+    except (OSError, ValueError, KeyError, TypeError):
+        ip = "-"
+    print("GB/s tcp %s (iperf3 %s, ucx %s), shm %s (ucx sm %s); us tcp %s (ucx %s), shm %s (ucx sm %s)" % (
+        nrt("tcp_bw64", 64 * MIB, "gbytes_per_s", "%.2f"), ip, ucx("tcp", "bw_64M", "gbytes_per_s", "%.2f"),
+        nrt("shm_bw64", 64 * MIB, "gbytes_per_s", "%.2f"), ucx("sm", "bw_64M", "gbytes_per_s", "%.2f"),
+        nrt("tcp_lat8", 8, "lat_p50_us", "%.2f"), ucx("tcp", "lat_8B", "lat_p50_us", "%.2f"),
+        nrt("shm_lat8", 8, "lat_p50_us", "%.2f"), ucx("sm", "lat_8B", "lat_p50_us", "%.2f")))
+    return 0
+
+
 def cmd_refs(args):
     tmp = args[0]
     with open(os.path.join(tmp, "refs.json"), "w") as f:
@@ -374,7 +408,7 @@ def cmd_refs(args):
 
 def cmd_report(args):
     tmp, outdir = args[0], args[1]
-    env, errors, memcpy, iperf3, ucx, nrt_tcp, nrt_shm, scale = collect(tmp)
+    env, errors, memcpy, iperf3, iperf3_rounds, ucx, nrt_tcp, nrt_shm, scale = collect(tmp)
     streams = int(env.get("streams", "4"))
     S64 = 64 * MIB
 
@@ -391,23 +425,17 @@ def cmd_report(args):
         return None
 
     def median_runs(name, size, key, fallback):
-        # The dedicated ratio runs (median of 3, as for UCX); the sweep's figure without them.
-        vals = []
-        for k in (1, 2, 3):
-            v = nrt_at(load_json(os.path.join(tmp, "nrt_%s_%d.json" % (name, k))), size, key)
-            if v is not None:
-                vals.append(v)
-        if not vals:
-            return fallback
-        vals.sort()
-        return vals[len(vals) // 2]
+        # The ratio rounds' runs (median, as for the references); the sweep's figure without them.
+        vals = [v for v in (nrt_at(load_json(p), size, key) for p in
+                            glob.glob(os.path.join(tmp, "nrt_%s_*.json" % name))) if v is not None]
+        return statistics.median(vals) if vals else fallback
 
     tcp64 = median_runs("tcp_bw64", S64, "gbytes_per_s", nrt_at(nrt_tcp, S64, "gbytes_per_s"))
     shm64 = median_runs("shm_bw64", S64, "gbytes_per_s", nrt_at(nrt_shm, S64, "gbytes_per_s"))
     tcp_lat8 = median_runs("tcp_lat8", 8, "lat_p50_us", nrt_at(nrt_tcp, 8, "lat_p50_us"))
     shm_lat8 = median_runs("shm_lat8", 8, "lat_p50_us", nrt_at(nrt_shm, 8, "lat_p50_us"))
     ratios = {
-        "tcp_vs_iperf3": ratio(tcp64, iperf(streams, False)),
+        "tcp_vs_iperf3": ratio(tcp64, statistics.median(iperf3_rounds) if iperf3_rounds else iperf(streams, False)),
         "tcp_vs_ucx": ratio(tcp64, ucx["tcp"]["tag_bw_64M_gbytes_per_s"]),
         "shm_vs_memcpy": ratio(shm64, (memcpy or {}).get("64M_gbytes_per_s")),
         "shm_vs_ucx_sm": ratio(shm64, ucx["sm"]["tag_bw_64M_gbytes_per_s"]),
@@ -434,7 +462,7 @@ def cmd_report(args):
         "nrt tcp 64 MiB bandwidth": tcp64, "nrt tcp 8 B latency": tcp_lat8,
         "nrt shm 64 MiB bandwidth": shm64, "nrt shm 8 B latency": shm_lat8,
         "nrt scale 1 comm window 16": scale_at(1, 16), "nrt scale 64 comms window 16": scale_at(64, 16),
-        "iperf3 %d streams" % streams: iperf(streams, False),
+        "iperf3 %d streams" % streams: statistics.median(iperf3_rounds) if iperf3_rounds else iperf(streams, False),
         "ucx tcp tag_bw 64 MiB": ucx["tcp"]["tag_bw_64M_gbytes_per_s"],
         "ucx sm tag_bw 64 MiB": ucx["sm"]["tag_bw_64M_gbytes_per_s"],
         "ucx tcp tag_lat 8 B": ucx["tcp"]["tag_lat_8B_us"],
@@ -459,6 +487,7 @@ def cmd_report(args):
         },
         "nrt": {"tcp": nrt_tcp, "shm": nrt_shm, "scale": scale},
         "iperf3": iperf3,
+        "iperf3_rounds": {"streams": streams, "seconds": 3, "gbytes_per_s": iperf3_rounds},
         "ucx": ucx,
         "memcpy": memcpy,
         "ratios": {k: (None if v is None else round(v, 4)) for k, v in ratios.items()},
@@ -520,10 +549,16 @@ def cmd_report(args):
     if not scale:
         md.append("| - | - | - | - | - | - |")
     md.append("")
-    md.append("Ratios at 64 MiB (bandwidth) and 8 B (half round trip, p50). Our inputs are the median of "
-              "3 dedicated runs (64 MiB: 64 messages, window 16; 8 B: 20,000 ping-pongs), as UCX's are; "
-              "nrt tcp 64 MiB %s GB/s, 8 B %s µs; nrt shm 64 MiB %s GB/s, 8 B %s µs." % (
-                  fmt_gbs(tcp64), fmt(tcp_lat8, "%.2f"), fmt_gbs(shm64), fmt(shm_lat8, "%.2f")))
+    n_rounds = len(iperf3_rounds)
+    md.append("Ratios at 64 MiB (bandwidth) and 8 B (half round trip, p50), from %d rounds in which each "
+              "of ours and its reference ran back to back (64 MiB: 64 messages, window 16; 8 B: 20,000 "
+              "ping-pongs; iperf3 `-l 1M -P %d` for 3 s); every input is its median over the rounds: "
+              "nrt tcp 64 MiB %s GB/s, 8 B %s µs; nrt shm 64 MiB %s GB/s, 8 B %s µs; iperf3 %s GB/s; "
+              "ucx tcp 64 MiB %s GB/s, 8 B %s µs; ucx sm 64 MiB %s GB/s, 8 B %s µs." % (
+                  n_rounds, streams, fmt_gbs(tcp64), fmt(tcp_lat8, "%.2f"), fmt_gbs(shm64), fmt(shm_lat8, "%.2f"),
+                  fmt_gbs(statistics.median(iperf3_rounds) if iperf3_rounds else None),
+                  fmt_gbs(ucx["tcp"]["tag_bw_64M_gbytes_per_s"]), fmt(ucx["tcp"]["tag_lat_8B_us"], "%.2f"),
+                  fmt_gbs(ucx["sm"]["tag_bw_64M_gbytes_per_s"]), fmt(ucx["sm"]["tag_lat_8B_us"], "%.2f")))
     md.append("")
     md.append("| ratio (ours / theirs) | value | target | |")
     md.append("|---|---:|---:|---|")
@@ -555,7 +590,7 @@ def main():
     cmds = {"free-port": cmd_free_port, "cpu-busy": cmd_cpu_busy,
             "cpu-mark": cmd_cpu_mark, "cpu-others": cmd_cpu_others, "wait-listen": cmd_wait_listen,
             "parse-iperf3": cmd_parse_iperf3, "parse-ucx": cmd_parse_ucx,
-            "refs": cmd_refs, "report": cmd_report}
+            "round-summary": cmd_round_summary, "refs": cmd_refs, "report": cmd_report}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         print(__doc__, file=sys.stderr)
         return 2

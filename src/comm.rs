@@ -278,6 +278,15 @@ impl Comm {
                     }
                 }
             }
+            // A large send over shared memory waits for the receiver's copy (which may use a
+            // second thread, transport/copy.rs): a caller spinning on it gives its CPU away
+            // between polls instead of competing with that copy.
+            let yield_cpu = io.is_shm()
+                && tested.is_some_and(|r| r.kind == Kind::Send && r.region.len() >= crate::transport::copy::SPLIT_MIN && r.is_pending());
+            drop(io);
+            if yield_cpu {
+                std::thread::yield_now();
+            }
         }
     }
 

@@ -17,3 +17,8 @@ pub mod engine;
 pub mod transport;
 pub mod runtime;
 pub mod ffi;
+
+/// Tests that measure this process's memory (RSS) hold this lock, and so do tests that allocate
+/// tens of MiB at once, so the two never overlap (the test harness runs tests on threads).
+#[cfg(test)]
+pub(crate) static MEMORY_HEAVY_TESTS: parking_lot::Mutex<()> = parking_lot::Mutex::new(());

@@ -491,6 +491,7 @@ mod hostile {
     /// once, memory stays bounded, and a real connection still pairs.
     #[test]
     fn connection_flood_is_bounded() {
+        let _alone = crate::MEMORY_HEAVY_TESTS.lock();
         nrt_init();
         let (a, b) = (930, 931);
         let mut c = cfg();

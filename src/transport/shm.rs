@@ -689,8 +689,9 @@ impl ShmIo {
                     }
                     let base = self.maps.get(pid, &d)?;
                     // SAFETY: the mapping covers mem_len >= mem_off + len bytes (checked; the
-                    // memfd is sealed against shrinking); dst holds len bytes.
-                    unsafe { std::ptr::copy_nonoverlapping(base.add(d.mem_off as usize), dst, len) };
+                    // memfd is sealed against shrinking); dst holds len bytes; both stay mapped
+                    // until the copy returns (large ones use a helper thread: copy.rs).
+                    unsafe { super::copy::copy(base.add(d.mem_off as usize), dst, len) };
                 } else {
                     // SAFETY: dst is valid for len bytes of writes (the posted receive).
                     unsafe { vm_read(pid, dst, d.addr, len) }
