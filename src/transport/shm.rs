@@ -88,6 +88,72 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 /// CLOCK_MONOTONIC: one clock for every process of the host.
 use crate::transport::poll::mono_ns;
 
+/// The clock of the polling stamps (the receiver writes one every few µs while it polls, the
+/// sender reads it at every post): the CPU's time-stamp counter on x86_64 where the kernel itself
+/// keeps time with it (clocksource `tsc`: constant rate, synchronised across CPUs), a third of the
+/// cost of `clock_gettime`; else CLOCK_MONOTONIC. Both ends must agree: the channel names its
+/// clock (header word 24) and a receiver with another one declines the channel.
+struct StampClock {
+    tsc: bool,
+    /// Ticks per microsecond.
+    per_us: u64,
+}
+
+const CLOCK_MONO: u64 = 1;
+const CLOCK_TSC: u64 = 2;
+
+fn stamp_clock() -> &'static StampClock {
+    static C: std::sync::OnceLock<StampClock> = std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let src = std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource").unwrap_or_default();
+            if src.trim() == "tsc" && std::env::var_os("NEURON_RT_ASYNC_SENDRECV_SHM_NO_TSC").is_none() {
+                // Calibrated against CLOCK_MONOTONIC over 200 µs (once per process).
+                let (t0, c0) = (mono_ns(), tsc_now());
+                let mut t1 = t0;
+                while t1 - t0 < 200_000 {
+                    std::hint::spin_loop();
+                    t1 = mono_ns();
+                }
+                let c1 = tsc_now();
+                let per_us = (c1.saturating_sub(c0) * 1000 / (t1 - t0)).max(1);
+                return StampClock { tsc: true, per_us };
+            }
+        }
+        StampClock { tsc: false, per_us: 1000 }
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn tsc_now() -> u64 {
+    // SAFETY: RDTSC exists on every x86_64 CPU and has no side effects.
+    #[allow(unused_unsafe)]
+    unsafe {
+        core::arch::x86_64::_rdtsc()
+    }
+}
+
+/// Now, on the stamp clock.
+fn stamp_now(c: &StampClock) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if c.tsc {
+        return tsc_now();
+    }
+    let _ = c;
+    mono_ns()
+}
+
+impl StampClock {
+    fn id(&self) -> u64 {
+        if self.tsc { CLOCK_TSC } else { CLOCK_MONO }
+    }
+    /// `ns` nanoseconds in ticks.
+    fn ticks(&self, ns: u64) -> u64 {
+        ns * self.per_us / 1000
+    }
+}
+
 pub fn my_pid() -> u32 {
     std::process::id()
 }
@@ -384,6 +450,7 @@ impl ShmIo {
             let ch = Channel { map, fd: Some(fd) };
             ch.word(0).store(MAGIC, Ordering::Relaxed);
             ch.word(8).store(io.token, Ordering::Relaxed);
+            ch.word(24).store(stamp_clock().id(), Ordering::Relaxed);
             ch.word(16).store(my_pid() as u64, Ordering::Release);
             io.out.push(Frame::ShmInfo {
                 pid: my_pid(),
@@ -441,6 +508,10 @@ impl ShmIo {
         let ch = Channel { map, fd: None };
         if ch.word(0).load(Ordering::Acquire) != MAGIC || ch.word(8).load(Ordering::Acquire) != token {
             return Err(Error::failure(format!("pid {pid} fd {fd} is not the peer's channel (another pid namespace?)")));
+        }
+        let theirs = ch.word(24).load(Ordering::Acquire);
+        if theirs != stamp_clock().id() {
+            return Err(Error::failure(format!("the peer's polling stamps use clock {theirs}, ours {}", stamp_clock().id())));
         }
         let mut probe = [0u64; 2];
         // SAFETY: probe is a local buffer of 16 writable bytes.
@@ -544,7 +615,9 @@ impl ShmIo {
                 std::ptr::write_volatile(slot.add(48) as *mut u64, d.mem_len);
             }
         }
-        ch.slot_seq(head).store(head + 1, Ordering::SeqCst);
+        // Release: the descriptor's bytes are visible before its sequence word. (No fence for
+        // the doorbell: see there.)
+        ch.slot_seq(head).store(head + 1, Ordering::Release);
         self.tx_next = head + 1;
         self.in_flight.push_back((head, req));
     }
@@ -552,10 +625,13 @@ impl ShmIo {
     /// After publishing descriptors: wake the receiver unless it is polling or already woken.
     fn doorbell(&mut self) {
         let ch = self.chan();
-        // The slot's sequence word was stored SeqCst just before: this SeqCst load is ordered
-        // after it (the receiver does the mirror image: clear `wake`, then read the slot).
-        let spin = ch.word(OFF_RX_SPIN).load(Ordering::SeqCst);
-        if spin != 0 && mono_ns().saturating_sub(spin) < 2 * SPIN_NS {
+        // No fence between the sequence word's store and this load: read early, the stamp can
+        // only look older (stamps grow), which at worst sends a Wake that was not needed. The
+        // `wake` swap below is a locked instruction, so the sequence word is visible before it
+        // (the receiver does the mirror image: clear `wake`, then read the slot).
+        let spin = ch.word(OFF_RX_SPIN).load(Ordering::Relaxed);
+        let c = stamp_clock();
+        if spin != 0 && stamp_now(c).saturating_sub(spin) < c.ticks(2 * SPIN_NS) {
             return;
         }
         if ch.word(OFF_WAKE).swap(1, Ordering::SeqCst) == 0 {
@@ -632,7 +708,7 @@ impl ShmIo {
         }
         let mut tail = self.rx_next;
         while !self.slots.is_empty() {
-            if ch.slot_seq(tail).load(Ordering::SeqCst) != tail + 1 {
+            if ch.slot_seq(tail).load(Ordering::Acquire) != tail + 1 {
                 break;
             }
             // Acknowledgement entries: the sender must have read the one RING messages back.
@@ -644,7 +720,8 @@ impl ShmIo {
             }
             let slot = ch.slot(tail);
             // SAFETY: the sender completed this descriptor before publishing its sequence word
-            // (SeqCst above) and does not touch the slot again until our tail passes it.
+            // (Release, read with Acquire above) and does not touch the slot again until our
+            // tail passes it.
             let (len, fd, flags, addr, mem_id, mem_off, mem_len) = unsafe {
                 (
                     std::ptr::read_volatile(slot.add(8) as *const u64),
@@ -722,9 +799,11 @@ impl ShmIo {
         if pending && !self.slots.is_empty() {
             // The clock is read on one poll in 8 (a few hundred ns apart in a tight loop).
             if due {
-                let now = mono_ns();
-                if now.saturating_sub(self.last_spin) > SPIN_NS / 4 {
-                    spin.store(now, Ordering::SeqCst);
+                let c = stamp_clock();
+                let now = stamp_now(c);
+                if now.saturating_sub(self.last_spin) > c.ticks(SPIN_NS / 4) {
+                    // A hint read by the sender's doorbell; no ordering needed (see there).
+                    spin.store(now, Ordering::Relaxed);
                     self.last_spin = now;
                 }
             }
