@@ -50,13 +50,24 @@ impl Poller {
     }
 
     /// Stops (`armed` false) or resumes edge-triggered watching of a socket already watched.
-    /// Hang-up and errors are reported even while paused. Resuming reports data already waiting.
+    /// Stopping removes the socket from the epoll set altogether, so that each arriving segment
+    /// finds no waiter to call (a socket in the set, even with no events, costs the sender's
+    /// delivery a locked wait-queue walk): the caller that paused it reads it, and sees hang-ups
+    /// and errors there. Resuming adds it back, which reports data already waiting.
     pub fn rearm(&self, fd: RawFd, token: u64, armed: bool, input: bool) -> io::Result<()> {
-        let events = if armed { Self::events(input) } else { libc::EPOLLET as u32 };
-        let mut ev = libc::epoll_event { events, u64: token };
-        // SAFETY: ev is a valid epoll_event; the kernel copies it.
-        cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) })?;
-        Ok(())
+        if !armed {
+            self.unwatch(fd);
+            return Ok(());
+        }
+        match self.add(fd, token, Self::events(input)) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                let mut ev = libc::epoll_event { events: Self::events(input), u64: token };
+                // SAFETY: ev is a valid epoll_event; the kernel copies it.
+                cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) })?;
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     /// Watches a listening socket, level-triggered, for incoming connections.
