@@ -334,19 +334,28 @@ impl Comm {
 
 /// test_request: `Ok(None)` while pending; the request is freed once it reports an end.
 pub fn test_request(id: u64) -> Result<Option<u64>> {
-    let req = REQUESTS.get(id).ok_or_else(|| Error::handle(format!("request handle {id:#x} is not a live request")))?;
-    if req.is_pending() {
-        req.comm.try_progress(Some(&req));
-    }
-    let mut out = req.outcome();
-    if out == Outcome::Pending
-        && let Some(d) = req.deadline
-            && crate::transport::poll::coarse_ns() > d {
+    // Called in tight loops: the request is used in place under its table slot's lock (no
+    // reference counting per poll; nothing under it touches the request table). Only an ended
+    // request's communicator is kept past that.
+    let (out, kind, comm) = REQUESTS
+        .with(id, |req| {
+            if req.is_pending() {
+                req.comm.try_progress(Some(req.as_ref()));
+            }
+            let mut out = req.outcome();
+            if out == Outcome::Pending
+                && let Some(d) = req.deadline
+                && crate::transport::poll::coarse_ns() > d
+            {
                 let e = Error::timeout(format!("{}: {:?} request not complete within its deadline", req.comm.describe(), req.kind));
                 req.fail(e.clone());
                 req.comm.fail(Error::timeout("a request timed out; FIFO pairing on this communicator is lost"));
                 out = req.outcome();
             }
+            let comm = (out != Outcome::Pending).then(|| req.comm.clone());
+            (out, req.kind, comm)
+        })
+        .ok_or_else(|| Error::handle(format!("request handle {id:#x} is not a live request")))?;
     let res = match out {
         Outcome::Pending => return Ok(None),
         Outcome::Done(n) => Ok(Some(n)),
@@ -356,9 +365,10 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
     if REQUESTS.remove(id).is_none() {
         return Err(Error::handle(format!("request handle {id:#x} already reported done")));
     }
-    req.comm.release_pending();
-    if req.kind == Kind::Send {
-        req.comm.lnc.flush_deferred();
+    let comm = comm.expect("kept for an ended request");
+    comm.release_pending();
+    if kind == Kind::Send {
+        comm.lnc.flush_deferred();
     }
     res
 }

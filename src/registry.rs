@@ -112,6 +112,18 @@ impl<T> Table<T> {
         if g.0 == generation { g.1.clone() } else { None }
     }
 
+    /// Calls `f` with the value of a current `id`, in place under its slot's lock (no reference
+    /// count traffic: for lookups in a polling loop); `None` when the id is stale or forged.
+    /// `f` must not use this table's slot of `id` (it would wait on itself).
+    pub fn with<R>(&self, id: u64, f: impl FnOnce(&Arc<T>) -> R) -> Option<R> {
+        let (idx, generation) = decode(id)?;
+        let g = self.slot(idx)?.inner.lock();
+        if g.0 != generation {
+            return None;
+        }
+        g.1.as_ref().map(f)
+    }
+
     /// Removes the value if `id` is current: afterwards the id is stale.
     pub fn remove(&self, id: u64) -> Option<Arc<T>> {
         let (idx, generation) = decode(id)?;
@@ -175,12 +187,15 @@ mod tests {
         let t: Table<u32> = Table::new();
         let (id, _) = t.insert_with(|_| Arc::new(5)).unwrap();
         assert_eq!(*t.get(id).unwrap(), 5);
+        assert_eq!(t.with(id, |v| **v + 1), Some(6));
+        assert_eq!(t.with(id ^ (1 << 40), |v| **v), None);
         assert!(t.get(0).is_none());
         assert!(t.get(u64::MAX).is_none());
         assert!(t.get(id + 1).is_none());
         assert!(t.get(id ^ (1 << 40)).is_none());
         assert_eq!(*t.remove(id).unwrap(), 5);
         assert!(t.get(id).is_none());
+        assert_eq!(t.with(id, |v| **v), None);
         assert!(t.remove(id).is_none());
         // the slot is reused with a new generation: the old id stays dead
         let (id2, _) = t.insert_with(|_| Arc::new(6)).unwrap();

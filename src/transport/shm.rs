@@ -108,7 +108,7 @@ fn stamp_clock() -> &'static StampClock {
         #[cfg(target_arch = "x86_64")]
         {
             let src = std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource").unwrap_or_default();
-            if src.trim() == "tsc" && std::env::var_os("NEURON_RT_ASYNC_SENDRECV_SHM_NO_TSC").is_none() {
+            if src.trim() == "tsc" {
                 // Calibrated against CLOCK_MONOTONIC over 200 µs (once per process).
                 let (t0, c0) = (mono_ns(), tsc_now());
                 let mut t1 = t0;
