@@ -69,11 +69,12 @@ for tr in tcp shm; do
     NEURON_RT_ASYNC_SENDRECV_TRANSPORT=$tr c_tests/run.sh "$ROOT" | sed "s/^\(PASS\|FAIL\) /\1 [$tr] /" | tee "$LOGDIR/c-suite-$tr.log"
     collect C "$LOGDIR/c-suite-$tr.log"
 done
-# The optional sendfile send path of TCP (off by default) under the transfer test.
-if NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=1 NEURON_RT_ASYNC_SENDRECV_TRANSPORT=tcp NRT_TEST_PORT_BASE=28800 \
-   NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=error timeout 120 build/c_tests/t_transfer >"$LOGDIR/t_transfer-sendfile.log" 2>&1; then
-    pass "t_transfer over TCP with NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=1"
-else fail "t_transfer over TCP with sendfile (see $LOGDIR/t_transfer-sendfile.log)"; tail -5 "$LOGDIR/t_transfer-sendfile.log"; fi
+# TCP's copying send path for memfd tensors (sendfile is the default for them) under the
+# transfer test.
+if NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=0 NEURON_RT_ASYNC_SENDRECV_TRANSPORT=tcp NRT_TEST_PORT_BASE=28800 \
+   NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=error timeout 120 build/c_tests/t_transfer >"$LOGDIR/t_transfer-sendmsg.log" 2>&1; then
+    pass "t_transfer over TCP with NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=0"
+else fail "t_transfer over TCP with sendmsg copies (see $LOGDIR/t_transfer-sendmsg.log)"; tail -5 "$LOGDIR/t_transfer-sendmsg.log"; fi
 
 # 6. LD_PRELOAD mode (make test-preload): stand-in vendor library, C and Python.
 echo "== LD_PRELOAD mode"

@@ -36,12 +36,13 @@ fn sockbuf() -> usize {
     *B.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_TCP_SOCKBUF").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0))
 }
 
-/// `NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=1` sends large messages from memfd tensors with
-/// `sendfile` (page references instead of a copy into the socket). Off by default: on this
-/// kernel it measured slower over loopback than `sendmsg` (README, "TCP tuning").
+/// Chunks of 64 KiB or more that lie in one of our memfd tensors go by `sendfile` (page
+/// references instead of a copy into the socket: one copy in all, the receiver's, and half the
+/// sender's CPU); `NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=0` copies them with `sendmsg` instead.
+/// Measured in README, "TCP tuning".
 fn sendfile_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE").map(|v| v.trim() == "1").unwrap_or(false))
+    *ON.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE").map(|v| v.trim() != "0").unwrap_or(true))
 }
 const MAX_IOV: usize = 64;
 /// Staged (device) chunks read into host buffers ahead of the socket, per stream.
