@@ -275,7 +275,7 @@ fi
 # ------------------------------------------------------------------ ratio rounds
 # The ratio inputs, measured in ROUNDS rounds, each running ours and the reference one after the
 # other (iperf3 -P N for 3 s, nrt tcp 64 MiB, ucx tcp 64 MiB, nrt shm 64 MiB, ucx sm 64 MiB, then
-# the 8-byte ping-pongs the same way): this VM's loopback speed drifts by tens of percent within
+# the 8-byte ping-pongs the same way, three times): this VM's loopback speed drifts by tens of percent within
 # minutes, and a pair measured seconds apart sees the same machine. Each side's figure is the
 # median over the rounds.
 idle_check ratio_rounds
@@ -286,10 +286,14 @@ for k in $(seq "$ROUNDS"); do
     ucx_run tcp "$UCX_TLS_TCP" tag_bw $((64 << 20)) 100 10 "bw_64M_$k"
     [ $TOOL_OK = 1 ] && { nrt_run "shm_bw64_$k" 120 --transport shm --mode bw --sizes 64M --iters 64 --bytes-per-size 8G --label "nrt shm 64M #$k" || true; }
     ucx_run sm "$UCX_TLS_SM" tag_bw $((64 << 20)) 100 10 "bw_64M_$k"
-    [ $TOOL_OK = 1 ] && { nrt_run "tcp_lat8_$k" 120 --transport tcp --mode lat --sizes 8 --iters 20000 --label "nrt tcp 8B #$k" || true; }
-    ucx_run tcp "$UCX_TLS_TCP" tag_lat 8 10000 1000 "lat_8B_$k"
-    [ $TOOL_OK = 1 ] && { nrt_run "shm_lat8_$k" 120 --transport shm --mode lat --sizes 8 --iters 20000 --label "nrt shm 8B #$k" || true; }
-    ucx_run sm "$UCX_TLS_SM" tag_lat 8 10000 1000 "lat_8B_$k"
+    # Ping-pongs are short (1-2 s) and the two vCPUs' placement on the host flips their figures
+    # between two levels from one run to the next: 3 pairs per round.
+    for j in 1 2 3; do
+        [ $TOOL_OK = 1 ] && { nrt_run "tcp_lat8_${k}_$j" 120 --transport tcp --mode lat --sizes 8 --iters 20000 --label "nrt tcp 8B #$k.$j" || true; }
+        ucx_run tcp "$UCX_TLS_TCP" tag_lat 8 10000 1000 "lat_8B_${k}_$j"
+        [ $TOOL_OK = 1 ] && { nrt_run "shm_lat8_${k}_$j" 120 --transport shm --mode lat --sizes 8 --iters 20000 --label "nrt shm 8B #$k.$j" || true; }
+        ucx_run sm "$UCX_TLS_SM" tag_lat 8 10000 1000 "lat_8B_${k}_$j"
+    done
     log "  round $k: $($PY round-summary "$TMP" "$k" "$N" 2>&1)"
 done
 phase_end ratio_rounds

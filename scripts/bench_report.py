@@ -377,15 +377,26 @@ def build_refs(tmp):
 def cmd_round_summary(args):
     tmp, k, streams = args[0], int(args[1]), int(args[2])
 
-    def ucx(tls, kind, key, f):
-        try:
-            return f % parse_ucx(os.path.join(tmp, "ucx_%s_%s_%d.txt" % (tls, kind, k)))[key]
-        except (OSError, ValueError, KeyError, TypeError):
+    def fmt_med(vals, f):
+        vals = [v for v in vals if v is not None]
+        if not vals:
             return "-"
+        return f % statistics.median(vals) + ("" if len(vals) == 1 else " (%s)" % " ".join(f % v for v in vals))
+
+    def ucx(tls, kind, key, f):
+        vals = []
+        for path in sorted(glob.glob(os.path.join(tmp, "ucx_%s_%s_%d.txt" % (tls, kind, k))) +
+                           glob.glob(os.path.join(tmp, "ucx_%s_%s_%d_*.txt" % (tls, kind, k)))):
+            try:
+                vals.append(parse_ucx(path)[key])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        return fmt_med(vals, f)
 
     def nrt(name, size, key, f):
-        v = nrt_at(load_json(os.path.join(tmp, "nrt_%s_%d.json" % (name, k))), size, key)
-        return "-" if v is None else f % v
+        paths = sorted(glob.glob(os.path.join(tmp, "nrt_%s_%d.json" % (name, k))) +
+                       glob.glob(os.path.join(tmp, "nrt_%s_%d_*.json" % (name, k))))
+        return fmt_med([nrt_at(load_json(p), size, key) for p in paths], f)
 
     try:
         ip = "%.2f" % parse_iperf3(os.path.join(tmp, "iperf3_P%d_copy_round%d.json" % (streams, k)))
@@ -552,7 +563,7 @@ def cmd_report(args):
     n_rounds = len(iperf3_rounds)
     md.append("Ratios at 64 MiB (bandwidth) and 8 B (half round trip, p50), from %d rounds in which each "
               "of ours and its reference ran back to back (64 MiB: 64 messages, window 16; 8 B: 20,000 "
-              "ping-pongs; iperf3 `-l 1M -P %d` for 3 s); every input is its median over the rounds: "
+              "ping-pongs, three pairs per round; iperf3 `-l 1M -P %d` for 3 s); every input is its median over all its runs: "
               "nrt tcp 64 MiB %s GB/s, 8 B %s µs; nrt shm 64 MiB %s GB/s, 8 B %s µs; iperf3 %s GB/s; "
               "ucx tcp 64 MiB %s GB/s, 8 B %s µs; ucx sm 64 MiB %s GB/s, 8 B %s µs." % (
                   n_rounds, streams, fmt_gbs(tcp64), fmt(tcp_lat8, "%.2f"), fmt_gbs(shm64), fmt(shm_lat8, "%.2f"),
