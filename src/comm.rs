@@ -37,7 +37,7 @@ pub struct Comm {
     /// When a caller last polled a pending request of this communicator (ns, CLOCK_MONOTONIC).
     polled_at: AtomicU64,
     /// A caller polls in a tight loop: the progress thread stopped watching the sockets.
-    parked: AtomicBool,
+    pub(crate) parked: AtomicBool,
     /// The progress thread watches the sockets for input (all but TCP send communicators).
     watch_input: AtomicBool,
 }
@@ -256,6 +256,9 @@ impl Comm {
             return;
         };
         {
+            // Pending when this poll began: a poll that completes its request (which over TCP
+            // can take a while, a 64 MiB message read in one go) still counts as polling.
+            let polling = tested.is_some_and(|r| r.is_pending());
             match io.poll_fast(tested, self.parked.load(Ordering::Relaxed)) {
                 Ok(false) => {}
                 Ok(true) => self.lnc.defer_acks(self.clone()),
@@ -264,7 +267,7 @@ impl Comm {
                     return;
                 }
             }
-            if tested.is_some_and(|r| r.is_pending()) && !io.is_shm() && park_enabled() {
+            if polling && !io.is_shm() && park_enabled() {
                 let now = crate::transport::poll::mono_ns();
                 let prev = self.polled_at.swap(now, Ordering::Relaxed);
                 if now.saturating_sub(prev) < SPIN_GAP_NS && !self.parked.load(Ordering::Relaxed) {
@@ -304,10 +307,16 @@ impl Comm {
     /// quiet (or it failed); true when it did.
     pub fn unpark_if_idle(&self, now: u64) -> bool {
         let idle = now.saturating_sub(self.polled_at.load(Ordering::Relaxed)) > PARK_IDLE_NS;
-        if !idle && self.state.load(Ordering::Acquire) == READY {
+        let ready = self.state.load(Ordering::Acquire) == READY;
+        if !idle && ready {
             return false;
         }
-        let mut io = self.io.lock();
+        // A caller holding the lock is polling right now (one poll can last long: a large
+        // message read in one go); it stamps `polled_at` before letting go. Next tick then.
+        let Some(mut io) = self.io.try_lock() else { return false };
+        if ready && crate::transport::poll::mono_ns().saturating_sub(self.polled_at.load(Ordering::Relaxed)) <= PARK_IDLE_NS {
+            return false;
+        }
         for fd in io.spin_fds() {
             let _ = self.lnc.rearm(fd, self.id, true, self.watch_input.load(Ordering::Relaxed));
         }

@@ -532,9 +532,11 @@ mod hostile {
 mod shm {
     //! The same-host transport through the same entry points the C functions use: negotiation,
     //! every copy path (inline, process_vm_readv, the sender's memfd), short receives, wake-ups
-    //! of a receiver that is not polling, and the fallbacks.
+    //! of a receiver that is not polling, and the fallbacks; and (same helpers) a TCP
+    //! communicator handed back to the progress thread when its caller stops polling.
     use super::*;
     use crate::comm::test_request;
+    use std::sync::atomic::Ordering;
     use crate::config::Transport;
     use crate::request::{Kind, REQUESTS};
     use crate::status::NRT_STATUS;
@@ -695,6 +697,45 @@ mod shm {
             let mut got = vec![0u8; len];
             crate::tensor::read_into(&dst, 0, &mut got).unwrap();
             assert!(got == data);
+        }
+        close(a).unwrap();
+        close(b).unwrap();
+    }
+
+    #[test]
+    fn tcp_sockets_go_back_to_the_progress_thread_when_the_caller_stops_polling() {
+        // A caller spinning on a TCP receive takes its sockets over (the progress thread stops
+        // watching them); once it stops polling, the progress thread must take them back and
+        // finish transfers on its own, large (read over several polls) and small.
+        let _memory = crate::MEMORY_HEAVY_TESTS.lock();
+        let (a, b) = (950, 951);
+        let (s, r) = pair(26150, a, b, Transport::Tcp, Transport::Tcp);
+        ready(&s).unwrap();
+        ready(&r).unwrap();
+        for (k, len) in [40usize << 20, 8].into_iter().enumerate() {
+            let src = Tensor::allocate(len, String::new()).unwrap();
+            let dst = Tensor::allocate(len, String::new()).unwrap();
+            let data = pattern(len, k + 11);
+            crate::tensor::write_from(&src, 0, &data).unwrap();
+            let rq = r.post(Kind::Recv, dst.region(0, len).unwrap()).unwrap();
+            for _ in 0..8 {
+                assert_eq!(test_request(rq).unwrap(), None);
+            }
+            assert!(r.parked.load(Ordering::Acquire), "{len} bytes: two polls in a row did not take the sockets over");
+            let sq = s.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
+            // Neither side polls now: the receiver's progress thread must get the bytes.
+            let req = REQUESTS.get(rq).unwrap();
+            let end = Instant::now() + Duration::from_secs(10);
+            while req.is_pending() {
+                assert!(Instant::now() < end, "{len} bytes: the parked receive never completed without its caller");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(!r.parked.load(Ordering::Acquire), "{len} bytes: still parked");
+            assert_eq!(wait(rq).unwrap(), len as u64);
+            assert_eq!(wait(sq).unwrap(), len as u64);
+            let mut got = vec![0u8; len];
+            crate::tensor::read_into(&dst, 0, &mut got).unwrap();
+            assert!(got == data, "{len} bytes differ");
         }
         close(a).unwrap();
         close(b).unwrap();
