@@ -344,9 +344,8 @@ impl Comm {
 /// test_request: `Ok(None)` while pending; the request is freed once it reports an end.
 pub fn test_request(id: u64) -> Result<Option<u64>> {
     // Called in tight loops: the request is used in place under its table slot's lock (no
-    // reference counting per poll; nothing under it touches the request table). Only an ended
-    // request's communicator is kept past that.
-    let (out, kind, comm) = REQUESTS
+    // reference counting per poll; nothing under it touches the request table).
+    let (out, kind) = REQUESTS
         .with(id, |req| {
             if req.is_pending() {
                 req.comm.try_progress(Some(req.as_ref()));
@@ -361,8 +360,7 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
                 req.comm.fail(Error::timeout("a request timed out; FIFO pairing on this communicator is lost"));
                 out = req.outcome();
             }
-            let comm = (out != Outcome::Pending).then(|| req.comm.clone());
-            (out, req.kind, comm)
+            (out, req.kind)
         })
         .ok_or_else(|| Error::handle(format!("request handle {id:#x} is not a live request")))?;
     let res = match out {
@@ -371,13 +369,12 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
         Outcome::Failed(e) => Err(e),
     };
     // Only the caller that removes it reports the end (a concurrent second test sees a stale handle).
-    if REQUESTS.remove(id).is_none() {
+    let Some(req) = REQUESTS.remove(id) else {
         return Err(Error::handle(format!("request handle {id:#x} already reported done")));
-    }
-    let comm = comm.expect("kept for an ended request");
-    comm.release_pending();
+    };
+    req.comm.release_pending();
     if kind == Kind::Send {
-        comm.lnc.flush_deferred();
+        req.comm.lnc.flush_deferred();
     }
     res
 }
