@@ -596,6 +596,32 @@ mod shm {
         assert!(got[len..].iter().all(|b| *b == 0xee), "{len} bytes: written beyond the message");
     }
 
+    /// A source tensor holding `pattern(len, salt)`, an empty destination, and the pattern.
+    fn loaded(len: usize, salt: usize) -> (Tensor, Tensor, Vec<u8>) {
+        let src = Tensor::allocate(len, String::new()).unwrap();
+        let dst = Tensor::allocate(len, String::new()).unwrap();
+        let data = pattern(len, salt);
+        crate::tensor::write_from(&src, 0, &data).unwrap();
+        (src, dst, data)
+    }
+
+    /// Every byte of `want` is at `offset` of `dst`.
+    fn assert_landed(dst: &Tensor, offset: usize, want: &[u8], what: &str) {
+        let mut got = vec![0u8; want.len()];
+        crate::tensor::read_into(dst, offset, &mut got).unwrap();
+        assert!(got == want, "{what}: the bytes that arrived differ");
+    }
+
+    /// Waits (bounded, without testing it) until request `id` is no longer pending.
+    fn until_done_untested(id: u64, limit: Duration, what: &str) {
+        let req = REQUESTS.get(id).unwrap();
+        let end = Instant::now() + limit;
+        while req.is_pending() {
+            assert!(Instant::now() < end, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn pair(base: u16, a: i32, b: i32, ta: Transport, tb: Transport) -> (Arc<Comm>, Arc<Comm>) {
         nrt_init();
         init_with(a, Some(cfg(base, ta))).unwrap();
@@ -629,9 +655,7 @@ mod shm {
             let sq = s.post(Kind::Send, src.region(12345 * round, 1 << 20).unwrap()).unwrap();
             assert_eq!(wait(rq).unwrap(), 1 << 20);
             assert_eq!(wait(sq).unwrap(), 1 << 20);
-            let mut got = vec![0u8; 1 << 20];
-            crate::tensor::read_into(&dst, round, &mut got).unwrap();
-            assert!(got == data, "round {round}: corrupted");
+            assert_landed(&dst, round, &data, &format!("round {round}"));
         }
         // Shorter receives fail both sides, write nothing, and the pair goes on.
         for (len, cap) in [(5000usize, 100usize), (inline, inline - 1), (2 << 20, (2 << 20) - 1)] {
@@ -661,9 +685,7 @@ mod shm {
         for (i, (sq, rq)) in sqs.into_iter().zip(rqs).enumerate() {
             assert_eq!(wait(rq).unwrap(), 3000);
             assert_eq!(wait(sq).unwrap(), 3000);
-            let mut got = vec![0u8; 3000];
-            crate::tensor::read_into(&dsts[i], 0, &mut got).unwrap();
-            assert!(got == pattern(3000, i), "message {i} of the window");
+            assert_landed(&dsts[i], 0, &pattern(3000, i), &format!("message {i} of the window"));
         }
         close(a).unwrap();
         close(b).unwrap();
@@ -678,25 +700,15 @@ mod shm {
         ready(&s).unwrap();
         ready(&r).unwrap();
         for (k, len) in [8usize, 5000, 1 << 20].into_iter().enumerate() {
-            let src = Tensor::allocate(len, String::new()).unwrap();
-            let dst = Tensor::allocate(len, String::new()).unwrap();
-            let data = pattern(len, k);
-            crate::tensor::write_from(&src, 0, &data).unwrap();
+            let (src, dst, data) = loaded(len, k);
             let rq = r.post(Kind::Recv, dst.region(0, len).unwrap()).unwrap();
             // Let the receiver's "recently polled" mark go stale.
             std::thread::sleep(Duration::from_millis(5));
             let sq = s.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
-            let req = REQUESTS.get(rq).unwrap();
-            let end = Instant::now() + Duration::from_secs(5);
-            while req.is_pending() {
-                assert!(Instant::now() < end, "{len} bytes: the receiver's progress thread was not woken");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            until_done_untested(rq, Duration::from_secs(5), &format!("{len} bytes: the receiver's progress thread was not woken"));
             assert_eq!(wait(rq).unwrap(), len as u64);
             assert_eq!(wait(sq).unwrap(), len as u64);
-            let mut got = vec![0u8; len];
-            crate::tensor::read_into(&dst, 0, &mut got).unwrap();
-            assert!(got == data);
+            assert_landed(&dst, 0, &data, &format!("{len} bytes"));
         }
         close(a).unwrap();
         close(b).unwrap();
@@ -713,10 +725,7 @@ mod shm {
         ready(&s).unwrap();
         ready(&r).unwrap();
         for (k, len) in [40usize << 20, 8].into_iter().enumerate() {
-            let src = Tensor::allocate(len, String::new()).unwrap();
-            let dst = Tensor::allocate(len, String::new()).unwrap();
-            let data = pattern(len, k + 11);
-            crate::tensor::write_from(&src, 0, &data).unwrap();
+            let (src, dst, data) = loaded(len, k + 11);
             let rq = r.post(Kind::Recv, dst.region(0, len).unwrap()).unwrap();
             for _ in 0..8 {
                 assert_eq!(test_request(rq).unwrap(), None);
@@ -724,18 +733,11 @@ mod shm {
             assert!(r.parked.load(Ordering::Acquire), "{len} bytes: two polls in a row did not take the sockets over");
             let sq = s.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
             // Neither side polls now: the receiver's progress thread must get the bytes.
-            let req = REQUESTS.get(rq).unwrap();
-            let end = Instant::now() + Duration::from_secs(10);
-            while req.is_pending() {
-                assert!(Instant::now() < end, "{len} bytes: the parked receive never completed without its caller");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            until_done_untested(rq, Duration::from_secs(10), &format!("{len} bytes: the parked receive never completed without its caller"));
             assert!(!r.parked.load(Ordering::Acquire), "{len} bytes: still parked");
             assert_eq!(wait(rq).unwrap(), len as u64);
             assert_eq!(wait(sq).unwrap(), len as u64);
-            let mut got = vec![0u8; len];
-            crate::tensor::read_into(&dst, 0, &mut got).unwrap();
-            assert!(got == data, "{len} bytes differ");
+            assert_landed(&dst, 0, &data, &format!("{len} bytes"));
         }
         close(a).unwrap();
         close(b).unwrap();
@@ -750,10 +752,7 @@ mod shm {
         ready(&s).unwrap();
         ready(&r).unwrap();
         for (k, len) in [8usize, 5000, 1 << 20].into_iter().enumerate() {
-            let src = Tensor::allocate(len, String::new()).unwrap();
-            let dst = Tensor::allocate(len, String::new()).unwrap();
-            let data = pattern(len, k + 7);
-            crate::tensor::write_from(&src, 0, &data).unwrap();
+            let (src, dst, data) = loaded(len, k + 7);
             let rq = r.post(Kind::Recv, dst.region(0, len).unwrap()).unwrap();
             for _ in 0..16 {
                 assert_eq!(test_request(rq).unwrap(), None);
@@ -763,16 +762,11 @@ mod shm {
             // The receiver's progress thread did the copy: its request is complete untested.
             assert!(!REQUESTS.get(rq).unwrap().is_pending(), "{len} bytes");
             assert_eq!(wait(rq).unwrap(), len as u64);
-            let mut got = vec![0u8; len];
-            crate::tensor::read_into(&dst, 0, &mut got).unwrap();
-            assert!(got == data, "{len} bytes differ");
+            assert_landed(&dst, 0, &data, &format!("{len} bytes"));
         }
         // A send that finds no receive posted waits in the ring (one Wake at most); the receive
         // posted later takes it at once.
-        let src = Tensor::allocate(64, String::new()).unwrap();
-        let dst = Tensor::allocate(64, String::new()).unwrap();
-        let data = pattern(64, 3);
-        crate::tensor::write_from(&src, 0, &data).unwrap();
+        let (src, dst, data) = loaded(64, 3);
         let sq = s.post(Kind::Send, src.region(0, 64).unwrap()).unwrap();
         for _ in 0..1000 {
             assert_eq!(test_request(sq).unwrap(), None, "a send completed before its receive was posted");
@@ -781,9 +775,7 @@ mod shm {
         assert!(!REQUESTS.get(rq).unwrap().is_pending(), "the post did not read the ring");
         assert_eq!(wait(rq).unwrap(), 64);
         assert_eq!(wait(sq).unwrap(), 64);
-        let mut got = vec![0u8; 64];
-        crate::tensor::read_into(&dst, 0, &mut got).unwrap();
-        assert!(got == data);
+        assert_landed(&dst, 0, &data, "a send posted before its receive");
         close(a).unwrap();
         close(b).unwrap();
     }

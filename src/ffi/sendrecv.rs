@@ -127,13 +127,7 @@ pub extern "C" fn nrt_async_sendrecv_test_comm(comm: *mut nrt_async_sendrecv_com
 
 #[cfg(not(feature = "preload"))]
 fn tensor_region(t: *const nrt_tensor_t, offset: usize, length: usize) -> Result<crate::tensor::Region> {
-    if t.is_null() {
-        return Err(Error::handle("tensor handle is NULL"));
-    }
-    // In place under the tensor's table slot (no reference counting on every post).
-    crate::tensor::TENSORS
-        .with(handle_id(t), |t| t.region(offset, length))
-        .unwrap_or_else(|| Err(Error::handle(format!("tensor handle {:#x} is not a live tensor", handle_id(t)))))
+    super::tensor::with_handle(t, |t| t.region(offset, length))
 }
 
 #[cfg(feature = "preload")]

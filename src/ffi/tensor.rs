@@ -14,11 +14,20 @@ use super::nrt_tensor_t;
 #[derive(Clone, Copy)]
 pub struct PlacementArg(pub c_int);
 
-pub(crate) fn from_handle(p: *const nrt_tensor_t) -> Result<Arc<Tensor>> {
+fn live_id(p: *const nrt_tensor_t) -> Result<u64> {
     if p.is_null() {
         return Err(Error::handle("tensor handle is NULL"));
     }
-    tensor::lookup(handle_id(p))
+    Ok(handle_id(p))
+}
+
+pub(crate) fn from_handle(p: *const nrt_tensor_t) -> Result<Arc<Tensor>> {
+    tensor::lookup(live_id(p)?)
+}
+
+/// `from_handle` for a use that ends before the call returns: in place, no reference counting.
+pub(crate) fn with_handle<R>(p: *const nrt_tensor_t, f: impl FnOnce(&Tensor) -> Result<R>) -> Result<R> {
+    tensor::with(live_id(p)?, f)
 }
 
 fn name_of(name: *const c_char) -> String {

@@ -96,8 +96,18 @@ impl Tensor {
     }
 }
 
+fn not_live(id: u64) -> Error {
+    Error::handle(format!("tensor handle {id:#x} is not a live tensor"))
+}
+
 pub fn lookup(id: u64) -> Result<Arc<Tensor>> {
-    TENSORS.get(id).ok_or_else(|| Error::handle(format!("tensor handle {id:#x} is not a live tensor")))
+    TENSORS.get(id).ok_or_else(|| not_live(id))
+}
+
+/// Like `lookup`, with the tensor used in place under its table slot (no reference counting:
+/// for every post); `f` must not look up this tensor's handle again.
+pub fn with<R>(id: u64, f: impl FnOnce(&Tensor) -> Result<R>) -> Result<R> {
+    TENSORS.with(id, |t| f(t)).unwrap_or_else(|| Err(not_live(id)))
 }
 
 /// `nrt_tensor_read`: copies `len` bytes at `offset` of the tensor into `dst`.

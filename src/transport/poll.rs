@@ -30,11 +30,15 @@ impl Poller {
         Ok(p)
     }
 
-    fn add(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
         let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY: ev is a valid epoll_event; the kernel copies it.
-        cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+        cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) })?;
         Ok(())
+    }
+
+    fn add(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, events)
     }
 
     /// Watches a socket, edge-triggered, for output and hang-up, and for input unless `input`
@@ -60,12 +64,7 @@ impl Poller {
             return Ok(());
         }
         match self.add(fd, token, Self::events(input)) {
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                let mut ev = libc::epoll_event { events: Self::events(input), u64: token };
-                // SAFETY: ev is a valid epoll_event; the kernel copies it.
-                cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) })?;
-                Ok(())
-            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self.ctl(libc::EPOLL_CTL_MOD, fd, token, Self::events(input)),
             r => r,
         }
     }
@@ -76,9 +75,8 @@ impl Poller {
     }
 
     pub fn unwatch(&self, fd: RawFd) {
-        let mut ev = libc::epoll_event { events: 0, u64: 0 };
-        // SAFETY: as in add; a descriptor that is not watched just returns ENOENT, ignored.
-        unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) };
+        // A descriptor that is not watched just returns ENOENT, ignored.
+        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
     }
 
     /// Waits up to `timeout` and appends the tokens of ready descriptors to `out`.

@@ -788,32 +788,25 @@ impl ShmIo {
     }
 
     /// Receiver, from `test_request`: the caller polls a pending receive (`pending`), so no
-    /// wake-up is needed for the next 2 x SPIN_NS.
-    pub fn note_poll(&mut self, pending: bool) -> Result<()> {
-        if !self.active || self.kind != Kind::Recv {
-            return Ok(());
+    /// wake-up is needed for the next 2 x SPIN_NS. When it stops polling, its stamp is left to
+    /// run out by itself: clearing it would be a store (with a fence) on a line the sender reads,
+    /// a stall right before the caller answers; a sender that posts meanwhile and then waits for
+    /// its acknowledgement wakes this side itself once the stamp is stale (`poll_acks`).
+    pub fn note_poll(&mut self, pending: bool) {
+        if !self.active || self.kind != Kind::Recv || !pending || self.slots.is_empty() {
+            return;
         }
         self.spin_polls = self.spin_polls.wrapping_add(1);
-        let due = self.last_spin == 0 || self.spin_polls.is_multiple_of(8);
-        let spin = self.chan().word(OFF_RX_SPIN);
-        if pending && !self.slots.is_empty() {
-            // The clock is read on one poll in 8 (a few hundred ns apart in a tight loop).
-            if due {
-                let c = stamp_clock();
-                let now = stamp_now(c);
-                if now.saturating_sub(self.last_spin) > c.ticks(SPIN_NS / 4) {
-                    // A hint read by the sender's doorbell; no ordering needed (see there).
-                    spin.store(now, Ordering::Relaxed);
-                    self.last_spin = now;
-                }
-            }
-            Ok(())
-        } else {
-            // Done polling: the stamp is left to run out by itself. Clearing it would be a
-            // store (with a fence) on a line the sender reads, a stall right before the caller
-            // answers; a sender that posts meanwhile and then waits for its acknowledgement
-            // wakes this side itself once the stamp is stale (`poll_acks`).
-            Ok(())
+        // The clock is read on one poll in 8 (a few hundred ns apart in a tight loop).
+        if self.last_spin != 0 && !self.spin_polls.is_multiple_of(8) {
+            return;
+        }
+        let c = stamp_clock();
+        let now = stamp_now(c);
+        if now.saturating_sub(self.last_spin) > c.ticks(SPIN_NS / 4) {
+            // A hint read by the sender's doorbell; no ordering needed (see there).
+            self.chan().word(OFF_RX_SPIN).store(now, Ordering::Relaxed);
+            self.last_spin = now;
         }
     }
 

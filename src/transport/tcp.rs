@@ -347,7 +347,7 @@ impl CommIo {
                 if let Some(r) = tested
                     && r.kind == Kind::Recv
                 {
-                    s.note_poll(r.is_pending())?;
+                    s.note_poll(r.is_pending());
                 }
                 self.drain_shm_out();
                 if !self.streams.is_empty() && !self.streams[0].tx.is_empty() {
