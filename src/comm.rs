@@ -52,7 +52,8 @@ fn park_enabled() -> bool {
 /// Two polls of a pending request of one communicator this close together make a spinning
 /// caller (wide enough for one thread polling 64 communicators in turn).
 const SPIN_GAP_NS: u64 = 1_000_000;
-/// A parked communicator's sockets are watched again once no caller polled for this long.
+/// A parked communicator's sockets are watched again once no caller polled it, or any other
+/// communicator of its lnc, for this long.
 pub const PARK_IDLE_NS: u64 = 5_000_000;
 
 impl Comm {
@@ -267,8 +268,12 @@ impl Comm {
                     return;
                 }
             }
-            if polling && !io.is_shm() && park_enabled() {
-                let now = crate::transport::poll::mono_ns();
+            // Any caller's poll over TCP shows the lnc has a live caller (see `unpark_if_idle`).
+            let help_at = (!io.is_shm() && park_enabled()).then(crate::transport::poll::mono_ns);
+            if let Some(now) = help_at {
+                self.lnc.polled_at.store(now, Ordering::Relaxed);
+            }
+            if let Some(now) = help_at.filter(|_| polling) {
                 let prev = self.polled_at.swap(now, Ordering::Relaxed);
                 if now.saturating_sub(prev) < SPIN_GAP_NS && !self.parked.load(Ordering::Relaxed) {
                     let fds = io.spin_fds();
@@ -290,6 +295,29 @@ impl Comm {
             if yield_cpu {
                 std::thread::yield_now();
             }
+            if let Some(now) = help_at {
+                self.lnc.help_parked(self.id, now);
+            }
+        }
+    }
+
+    /// Parked, and its caller has not polled it for `PARK_IDLE_NS` (at `now`).
+    pub fn quiet(&self, now: u64) -> bool {
+        self.parked.load(Ordering::Relaxed) && now.saturating_sub(self.polled_at.load(Ordering::Relaxed)) > PARK_IDLE_NS
+    }
+
+    /// Moves a quiet parked communicator's bytes from another caller's thread (`Lnc::help_parked`);
+    /// skipped when some thread holds it.
+    pub fn help(&self) {
+        if self.state.load(Ordering::Acquire) != READY {
+            return;
+        }
+        let Some(mut io) = self.io.try_lock() else { return };
+        if !self.parked.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = io.progress() {
+            self.fail_locked(&mut io, e);
         }
     }
 
@@ -306,7 +334,10 @@ impl Comm {
     /// Progress thread: watches a parked communicator's sockets again when its caller went
     /// quiet (or it failed); true when it did.
     pub fn unpark_if_idle(&self, now: u64) -> bool {
-        let idle = now.saturating_sub(self.polled_at.load(Ordering::Relaxed)) > PARK_IDLE_NS;
+        // Quiet callers: none has polled any of the lnc's communicators for PARK_IDLE_NS (one
+        // that polls others moves this one's bytes too, `Lnc::help_parked`).
+        let last_poll = || self.polled_at.load(Ordering::Relaxed).max(self.lnc.polled_at.load(Ordering::Relaxed));
+        let idle = now.saturating_sub(last_poll()) > PARK_IDLE_NS;
         let ready = self.state.load(Ordering::Acquire) == READY;
         if !idle && ready {
             return false;
@@ -314,7 +345,7 @@ impl Comm {
         // A caller holding the lock is polling right now (one poll can last long: a large
         // message read in one go); it stamps `polled_at` before letting go. Next tick then.
         let Some(mut io) = self.io.try_lock() else { return false };
-        if ready && crate::transport::poll::mono_ns().saturating_sub(self.polled_at.load(Ordering::Relaxed)) <= PARK_IDLE_NS {
+        if ready && crate::transport::poll::mono_ns().saturating_sub(last_poll()) <= PARK_IDLE_NS {
             return false;
         }
         for fd in io.spin_fds() {

@@ -25,7 +25,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -122,6 +122,13 @@ pub struct Lnc {
     /// communicator is parked).
     deferred: Mutex<Vec<Arc<Comm>>>,
     has_deferred: AtomicBool,
+    /// When a caller last polled a pending TCP request of any communicator of this lnc
+    /// (`transport::poll::mono_ns`): parked communicators go back to the progress thread only
+    /// once every caller of the lnc has gone quiet (see `Comm::unpark_if_idle`).
+    pub(crate) polled_at: AtomicU64,
+    /// When a polling caller last moved the bytes of the lnc's quiet parked communicators
+    /// (`help_parked`).
+    helped_at: AtomicU64,
 }
 
 fn bind(cfg: &Config, port: u16) -> std::io::Result<TcpListener> {
@@ -166,6 +173,8 @@ impl Lnc {
             parked: Mutex::new(Vec::new()),
             deferred: Mutex::new(Vec::new()),
             has_deferred: AtomicBool::new(false),
+            polled_at: AtomicU64::new(0),
+            helped_at: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&lnc);
         let th = std::thread::Builder::new()
@@ -193,6 +202,29 @@ impl Lnc {
     pub fn park(&self, comm: Arc<Comm>) {
         self.parked.lock().push(comm);
         self.poller.wake();
+    }
+
+    /// A caller polling `from` (one of this lnc's communicators, at `now`) also moves the bytes of
+    /// the other parked communicators it has not polled for `PARK_IDLE_NS`, at most once per
+    /// `PARK_TICK`: a caller cycling through many communicators (or spinning on one while another
+    /// has a transfer under way) keeps them all going, and the progress thread, which would
+    /// contend with it for the CPUs and the locks, stays out of it.
+    pub fn help_parked(&self, from: u64, now: u64) {
+        let prev = self.helped_at.load(Ordering::Relaxed);
+        if now.saturating_sub(prev) < PARK_TICK.as_nanos() as u64
+            || self.helped_at.compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let quiet: Vec<Arc<Comm>> = match self.parked.try_lock() {
+            Some(p) => p.iter().filter(|c| c.id != from && c.quiet(now)).cloned().collect(),
+            None => return,
+        };
+        for c in quiet {
+            // Helping is a caller's work too (it can take a while, many communicators' bytes).
+            self.polled_at.store(crate::transport::poll::mono_ns(), Ordering::Relaxed);
+            c.help();
+        }
     }
 
     pub fn defer_acks(&self, comm: Arc<Comm>) {

@@ -744,6 +744,55 @@ mod shm {
     }
 
     #[test]
+    fn a_caller_spinning_on_one_communicator_keeps_the_other_parked_ones_of_its_lnc_moving() {
+        // Two TCP pairs between the same lncs. The receive on r2 is parked (its caller polled
+        // it), then the caller spins only on r1: r2's 64 MiB must still arrive, moved by that
+        // caller (`Lnc::help_parked`) while r2 stays parked, not by the progress thread (it takes
+        // parked sockets back only once no caller polls the lnc). A test thread preempted for
+        // 5 ms would see a hand-back: three tries.
+        let _memory = crate::MEMORY_HEAVY_TESTS.lock();
+        let (a, b) = (952, 953);
+        let (s1, r1) = pair(26160, a, b, Transport::Tcp, Transport::Tcp);
+        let s2 = connect("127.0.0.1", b, a).unwrap();
+        let r2 = accept("127.0.0.1", a, b).unwrap();
+        for c in [&s1, &r1, &s2, &r2] {
+            ready(c).unwrap();
+        }
+        let len = 64usize << 20;
+        let (src, dst, data) = loaded(len, 21);
+        let (small_src, small_dst, small) = loaded(8, 22);
+        let mut helped = false;
+        for attempt in 0..3 {
+            let rq2 = r2.post(Kind::Recv, dst.region(0, len).unwrap()).unwrap();
+            for _ in 0..8 {
+                assert_eq!(test_request(rq2).unwrap(), None);
+            }
+            assert!(r2.parked.load(Ordering::Acquire), "two polls in a row did not take r2's sockets over");
+            let rq1 = r1.post(Kind::Recv, small_dst.region(0, 8).unwrap()).unwrap();
+            let sq2 = s2.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
+            let end = Instant::now() + Duration::from_secs(20);
+            while REQUESTS.get(rq2).unwrap().is_pending() {
+                assert!(Instant::now() < end, "attempt {attempt}: r2's receive never completed while the caller polled r1");
+                assert_eq!(test_request(rq1).unwrap(), None, "r1 received with nothing sent");
+            }
+            helped |= r2.parked.load(Ordering::Acquire);
+            assert_eq!(wait(rq2).unwrap(), len as u64);
+            assert_eq!(wait(sq2).unwrap(), len as u64);
+            assert_landed(&dst, 0, &data, &format!("attempt {attempt}: r2"));
+            let sq1 = s1.post(Kind::Send, small_src.region(0, 8).unwrap()).unwrap();
+            assert_eq!(wait(rq1).unwrap(), 8);
+            assert_eq!(wait(sq1).unwrap(), 8);
+            assert_landed(&small_dst, 0, &small, &format!("attempt {attempt}: r1"));
+            if helped {
+                break;
+            }
+        }
+        assert!(helped, "every time, r2 was handed back to the progress thread while a caller polled its lnc");
+        close(a).unwrap();
+        close(b).unwrap();
+    }
+
+    #[test]
     fn a_waiting_sender_wakes_a_receiver_that_stopped_polling() {
         // The receiver polls its receive (its stamp is fresh, so the send's doorbell stays
         // quiet), then stops; the sender waits for its acknowledgement and must wake it.
