@@ -10,7 +10,8 @@
 # same number of TCP streams; against ucx_perftest tag_bw over UCX_TLS=tcp; shm against memcpy and
 # ucx_perftest tag_bw over UCX_TLS=sm), latencies as the 8-byte half round trip p50 (against
 # ucx_perftest tag_lat, whose latency is the round trip / 2), and
-# many_comms_vs_one = GB/s with 64 communicators / GB/s with 1 (16 in flight each, TCP).
+# many_comms_vs_one = GB/s with 64 communicators / GB/s with 1 (16 in flight each, TCP; both
+# measured in every round).
 # The inputs of the ratios are medians over BENCH_ROUNDS rounds in which ours and the reference run
 # back to back (loopback figures on a small VM drift a lot from minute to minute); the tables'
 # iperf3 figures come from one 5 s run per setting, UCX 4 MiB from the median of 3 runs, memcpy
@@ -35,7 +36,8 @@
 #                      beyond; results.json keeps the window used)                    1M
 #   BENCH_SCALE_BYTES  bytes per scale run                                            4G
 #   BENCH_IDLE_WAIT    seconds to wait, before each phase, for the CPUs to be < 10% busy   30
-#   BENCH_ROUNDS       ratio rounds (each: iperf3, ucx_perftest and nrt-sr-perf side by side)  5
+#   BENCH_ROUNDS       ratio rounds (each: iperf3, ucx_perftest and nrt-sr-perf side by side,
+#                      and nrt-sr-perf with 1 and 64 communicators)                   5
 #   NRT_SR_PERF        the tool                                                       build/bin/nrt-sr-perf
 set -u
 cd "$(dirname "$0")/.."
@@ -275,11 +277,13 @@ fi
 # ------------------------------------------------------------------ ratio rounds
 # The ratio inputs, measured in ROUNDS rounds, each running ours and the reference one after the
 # other (iperf3 -P N for 3 s, nrt tcp 64 MiB, ucx tcp 64 MiB, nrt shm 64 MiB, ucx sm 64 MiB, then
-# the 8-byte ping-pongs the same way, three times): this VM's loopback speed drifts by tens of percent within
+# the 8-byte ping-pongs the same way, three times, then 1 and 64 communicators x 16 in flight, TCP,
+# SCALE_SIZE messages, SCALE_BYTES each): this VM's loopback speed drifts by tens of percent within
 # minutes, and a pair measured seconds apart sees the same machine. Each side's figure is the
 # median over the rounds.
 idle_check ratio_rounds
-log "ratio rounds: $ROUNDS x (iperf3 -P $N, nrt/ucx tcp 64 MiB, nrt/ucx shm|sm 64 MiB, nrt/ucx tcp 8 B, nrt/ucx shm|sm 8 B)"
+log "ratio rounds: $ROUNDS x (iperf3 -P $N, nrt/ucx tcp 64 MiB, nrt/ucx shm|sm 64 MiB, nrt/ucx tcp 8 B, nrt/ucx shm|sm 8 B, nrt tcp 1 and 64 communicators)"
+scale_msgs=$(( $(to_bytes "$SCALE_BYTES") / $(to_bytes "$SCALE_SIZE") ))
 for k in $(seq "$ROUNDS"); do
     iperf3_run "$N" copy "_round$k" 3
     [ $TOOL_OK = 1 ] && { nrt_run "tcp_bw64_$k" 120 --transport tcp --mode bw --sizes 64M --iters 64 --bytes-per-size 8G --label "nrt tcp 64M #$k" || true; }
@@ -294,6 +298,14 @@ for k in $(seq "$ROUNDS"); do
         [ $TOOL_OK = 1 ] && { nrt_run "shm_lat8_${k}_$j" 120 --transport shm --mode lat --sizes 8 --iters 20000 --label "nrt shm 8B #$k.$j" || true; }
         ucx_run sm "$UCX_TLS_SM" tag_lat 8 10000 1000 "lat_8B_${k}_$j"
     done
+    # Scale pair: 1 and 64 communicators, 16 in flight each, the same volume.
+    if [ $TOOL_OK = 1 ]; then
+        for c in 1 64; do
+            nrt_run "comms${c}_$k" 120 --transport tcp --mode bw --sizes "$SCALE_SIZE" \
+                --comms $c --window 16 --iters $(( scale_msgs / c )) --min-iters 16 --bytes-per-size 64G \
+                --label "nrt tcp ${c}x16 #$k" || true
+        done
+    fi
     log "  round $k: $($PY round-summary "$TMP" "$k" "$N" 2>&1)"
 done
 phase_end ratio_rounds
