@@ -35,6 +35,10 @@
 #                      comms x window x size <= 1 GiB of tensors per side (it lowers the window
 #                      beyond; results.json keeps the window used)                    1M
 #   BENCH_SCALE_BYTES  bytes per scale run                                            4G
+#   BENCH_FOOTPRINT    tensors per side that the rounds' 1- and 64-communicator runs cycle
+#                      through (nrt-sr-perf --footprint): the same memory for both, so the
+#                      ratio compares communicator counts, not a cache-resident 16 MiB window
+#                      with 1 GiB of tensors (the scale matrix keeps one tensor per slot)  1G
 #   BENCH_IDLE_WAIT    seconds to wait, before each phase, for the CPUs to be < 10% busy   30
 #   BENCH_ROUNDS       ratio rounds (each: iperf3, ucx_perftest and nrt-sr-perf side by side,
 #                      and nrt-sr-perf with 1 and 64 communicators)                   5
@@ -47,6 +51,7 @@ N=${BENCH_TCP_STREAMS:-4}
 SIZES=${BENCH_SIZES:-8,64,512,4K,32K,256K,1M,4M,16M,64M,256M}
 SCALE_SIZE=${BENCH_SCALE_SIZE:-1M}
 SCALE_BYTES=${BENCH_SCALE_BYTES:-4G}
+FOOTPRINT=${BENCH_FOOTPRINT:-1G}
 to_bytes() { python3 -c 'import sys; s=sys.argv[1].upper(); m={"K":1<<10,"M":1<<20,"G":1<<30}; print(int(s[:-1])*m[s[-1]] if s[-1] in m else int(s))' "$1"; }
 IDLE_WAIT=${BENCH_IDLE_WAIT:-30}
 ROUNDS=${BENCH_ROUNDS:-5}
@@ -90,6 +95,7 @@ mkdir -p "$TMP"
     echo "streams=$N"
     echo "sizes=$SIZES"
     echo "scale_size=$SCALE_SIZE"
+    echo "footprint=$FOOTPRINT"
     echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
     echo "ucx_tls_tcp=$UCX_TLS_TCP"
     echo "ucx_tls_sm=$UCX_TLS_SM"
@@ -278,7 +284,7 @@ fi
 # The ratio inputs, measured in ROUNDS rounds, each running ours and the reference one after the
 # other (iperf3 -P N for 3 s, nrt tcp 64 MiB, ucx tcp 64 MiB, nrt shm 64 MiB, ucx sm 64 MiB, then
 # the 8-byte ping-pongs the same way, three times, then 1 and 64 communicators x 16 in flight, TCP,
-# SCALE_SIZE messages, SCALE_BYTES each): this VM's loopback speed drifts by tens of percent within
+# SCALE_SIZE messages, SCALE_BYTES each, both cycling through FOOTPRINT of tensors): this VM's loopback speed drifts by tens of percent within
 # minutes, and a pair measured seconds apart sees the same machine. Each side's figure is the
 # median over the rounds.
 idle_check ratio_rounds
@@ -301,7 +307,7 @@ for k in $(seq "$ROUNDS"); do
     # Scale pair: 1 and 64 communicators, 16 in flight each, the same volume.
     if [ $TOOL_OK = 1 ]; then
         for c in 1 64; do
-            nrt_run "comms${c}_$k" 120 --transport tcp --mode bw --sizes "$SCALE_SIZE" \
+            nrt_run "comms${c}_$k" 120 --transport tcp --mode bw --sizes "$SCALE_SIZE" --footprint "$FOOTPRINT" \
                 --comms $c --window 16 --iters $(( scale_msgs / c )) --min-iters 16 --bytes-per-size 64G \
                 --label "nrt tcp ${c}x16 #$k" || true
         done

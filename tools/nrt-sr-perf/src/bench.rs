@@ -78,7 +78,8 @@ struct Side<'a> {
     scratch_b: Vec<u8>,
 }
 
-/// Per communicator, one tensor per in-flight slot; plus the latency echo buffer.
+/// Per communicator, the tensors the bandwidth phase cycles through (one per in-flight slot unless
+/// --footprint asks for more); plus the latency echo buffers.
 struct Pool {
     slots: Vec<Vec<Option<Tensor>>>,
     /// Latency phase: the sender's echo target; the receiver's second and third buffers.
@@ -97,10 +98,10 @@ impl Pool {
         Ok(t)
     }
 
-    /// Makes slots 0..window of every communicator hold a tensor of at least `size` bytes and
+    /// Makes slots 0..tensors of every communicator hold a tensor of at least `size` bytes and
     /// frees the others (a slot's old tensor is freed before its new one is allocated).
-    fn prepare(&mut self, size: u64, window: u64, lat: bool) -> Result<()> {
-        let w = window as usize;
+    fn prepare(&mut self, size: u64, tensors: u64, lat: bool) -> Result<()> {
+        let w = tensors as usize;
         for v in &mut self.slots {
             v.truncate(w);
             v.resize_with(w, || None);
@@ -331,10 +332,14 @@ impl Side<'_> {
         type Ring = (VecDeque<(Request, usize, u64)>, u64);
         let mut rings: Vec<Ring> = (0..ncomm).map(|_| (VecDeque::with_capacity(window as usize), 0u64)).collect();
         let first = window.min(count);
+        // Message m uses tensor m % n of its communicator: at least `window` of them, so none is
+        // reused while a request on it is in flight.
+        let tensors = |c: usize| pool.slots[c].len() as u64;
         for (c, ring) in rings.iter_mut().enumerate() {
             for k in 0..first {
-                let r = post(self, c, k as usize, k)?;
-                ring.0.push_back((r, k as usize, k));
+                let slot = (k % tensors(c)) as usize;
+                let r = post(self, c, slot, k)?;
+                ring.0.push_back((r, slot, k));
             }
             ring.1 = first;
         }
@@ -353,6 +358,7 @@ impl Side<'_> {
                 progressed = true;
                 if ring.1 < count {
                     let m = ring.1;
+                    let slot = (m % tensors(c)) as usize;
                     let r = post(self, c, slot, m)?;
                     ring.0.push_back((r, slot, m));
                     ring.1 += 1;
@@ -624,7 +630,7 @@ pub fn run_side(
     let (mut cpu_s, mut bw_bytes, mut verified, mut expected_verified) = (0.0f64, 0u64, 0u64, 0u64);
     for p in &plans {
         let hs = human_size(p.size);
-        pool.prepare(p.size, p.window, args.mode.lat())?;
+        pool.prepare(p.size, p.tensors, args.mode.lat())?;
         let mut r = SizeResult {
             size: p.size,
             iters: p.iters,

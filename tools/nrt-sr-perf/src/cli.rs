@@ -37,8 +37,13 @@ Counts per size (both sides derive them from the same arguments, and check they 
   warm-up   = min(--warmup, max(1, --bytes-per-size / size))
   window    = min(--window, pending-request limit, iters, 1 GiB / (size x comms)), at least 1
 
-Tensors are HOST tensors from nrt_tensor_allocate, one per in-flight slot per communicator,
-reused for every message of a size (a message smaller than its tensor is sent as a prefix).
+  tensors   = window per communicator, or with --footprint F: max(window, min(F, 1 GiB) /
+              (size x comms)); message m uses tensor m % tensors of its communicator
+
+Tensors are HOST tensors from nrt_tensor_allocate, reused for every message of a size (a
+message smaller than its tensor is sent as a prefix). One communicator's window of 16 x 1 MiB
+stays in the CPU cache while 64 communicators' 1 GiB does not: --footprint gives runs with
+different communicator counts the same memory to move.
 
 In the JSON, rss_bytes_per_comm is the RSS growth across creating the data communicators
 (tensors excluded) divided by C, and cpu_s_per_gb the user+system CPU seconds of the bandwidth
@@ -199,6 +204,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: u64,
 
+    /// Bytes of tensors per side the bandwidth phase cycles through (each communicator gets
+    /// footprint / (size x comms), at least its window; capped at 1 GiB): gives runs with
+    /// different communicator counts the same memory footprint. 0: one tensor per window slot
+    #[arg(long, default_value = "0", value_parser = parse_size_arg)]
+    pub footprint: u64,
+
     /// Communicator pairs used in the bandwidth phase
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub comms: u64,
@@ -316,6 +327,7 @@ impl RunArgs {
         push("--bytes-per-size", self.bytes_per_size.to_string());
         push("--min-iters", self.min_iters.to_string());
         push("--window", self.window.to_string());
+        push("--footprint", self.footprint.to_string());
         push("--comms", self.comms.to_string());
         if let Some(t) = self.transport {
             push("--transport", t.as_str().into());

@@ -120,6 +120,7 @@ fn run_cmd(args: RunArgs) -> ExitCode {
         window: args.window,
         comms: args.comms,
         max_pending: u64::MAX,
+        footprint: args.footprint,
     };
     let progress = Progress::new(!args.quiet && !args.no_progress, sizes.len());
     let mut sink =
@@ -262,6 +263,7 @@ fn build_report(args: &RunArgs, out: &Outcome, child: Option<&SideReport>) -> Ru
         mode: args.mode.as_str().into(),
         comms: args.comms,
         window: args.window,
+        footprint: args.footprint,
         poll: args.poll.as_str().into(),
         host: report::host_info(),
         verified: out.expected_verified > 0 && out.verified_messages == out.expected_verified,

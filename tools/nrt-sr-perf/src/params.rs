@@ -103,6 +103,8 @@ pub struct Rules {
     pub comms: u64,
     /// The library's limit on requests in flight per communicator.
     pub max_pending: u64,
+    /// Bytes of tensors per side the bandwidth phase cycles through (0: one per window slot).
+    pub footprint: u64,
 }
 
 /// What one size runs: identical on both sides.
@@ -117,6 +119,8 @@ pub struct SizePlan {
     pub warmup: u64,
     /// Requests in flight per communicator in the bandwidth phase.
     pub window: u64,
+    /// Tensors per communicator the bandwidth phase cycles through (message m uses m % tensors).
+    pub tensors: u64,
 }
 
 /// Measured messages per size per communicator: `iters`, reduced so that size × iters ≤
@@ -147,6 +151,18 @@ pub fn window_for(r: &Rules, size: u64) -> u64 {
     r.window.min(by_mem).min(r.max_pending).min(iters_for(r, size)).max(1)
 }
 
+/// Tensors per communicator: one per window slot, or as many as `footprint` bytes per side
+/// hold (within the same 1 GiB cap), so that runs with 1 and with 64 communicators can touch the
+/// same amount of memory (a single communicator's window would otherwise stay in the CPU cache).
+pub fn tensors_for(r: &Rules, size: u64) -> u64 {
+    let w = window_for(r, size);
+    if r.footprint == 0 {
+        return w;
+    }
+    let per_comm = r.footprint.min(MEM_CAP_PER_SIDE) / (size.max(1) * r.comms.max(1));
+    per_comm.max(w)
+}
+
 pub fn plan(r: &Rules, sizes: &[u64]) -> Vec<SizePlan> {
     sizes
         .iter()
@@ -158,6 +174,7 @@ pub fn plan(r: &Rules, sizes: &[u64]) -> Vec<SizePlan> {
             // in, its memory registered or mapped by the peer), so the measurement sees none of that.
             warmup: if r.warmup == 0 { 0 } else { warmup_for(r, size).max(window_for(r, size)) },
             window: window_for(r, size),
+            tensors: tensors_for(r, size),
         })
         .collect()
 }
@@ -166,7 +183,7 @@ pub fn plan(r: &Rules, sizes: &[u64]) -> Vec<SizePlan> {
 pub fn config_hash(plans: &[SizePlan], comms: u64, mode: &str) -> u64 {
     let mut text = format!("nrt-sr-perf/1 comms={comms} mode={mode}");
     for p in plans {
-        text.push_str(&format!(";{}:{}:{}:{}:{}", p.size, p.iters, p.lat_iters, p.warmup, p.window));
+        text.push_str(&format!(";{}:{}:{}:{}:{}:{}", p.size, p.iters, p.lat_iters, p.warmup, p.window, p.tensors));
     }
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
@@ -181,7 +198,7 @@ mod tests {
     use super::*;
 
     fn rules() -> Rules {
-        Rules { iters: 1000, min_iters: 8, bytes_per_size: 2 * GIB, warmup: 10, window: 16, comms: 1, max_pending: 128 }
+        Rules { iters: 1000, min_iters: 8, bytes_per_size: 2 * GIB, warmup: 10, window: 16, comms: 1, max_pending: 128, footprint: 0 }
     }
 
     #[test]
@@ -291,11 +308,29 @@ mod tests {
     }
 
     #[test]
+    fn footprint_sets_the_tensors_cycled_through() {
+        let r = rules();
+        assert_eq!(tensors_for(&r, MIB), 16);
+        // 1 GiB of 1 MiB tensors: 1024 for one communicator, 16 each for 64 (never below the window).
+        let one = Rules { footprint: GIB, ..rules() };
+        assert_eq!(tensors_for(&one, MIB), 1024);
+        assert_eq!(tensors_for(&Rules { comms: 64, ..one.clone() }, MIB), 16);
+        assert_eq!(tensors_for(&Rules { comms: 128, ..one.clone() }, MIB), 8, "the window itself is capped then");
+        // Capped at 1 GiB per side.
+        assert_eq!(tensors_for(&Rules { footprint: 8 * GIB, ..rules() }, MIB), 1024);
+        assert_ne!(
+            config_hash(&plan(&one, &[MIB]), 1, "bw"),
+            config_hash(&plan(&rules(), &[MIB]), 1, "bw"),
+            "both sides must agree on the footprint"
+        );
+    }
+
+    #[test]
     fn plan_and_hash() {
         let r = rules();
         let p = plan(&r, &parse_sizes("8,4K,1M,64M").unwrap());
         assert_eq!(p.len(), 4);
-        assert_eq!(p[3], SizePlan { size: 64 * MIB, iters: 32, lat_iters: 32, warmup: 16, window: 16 });
+        assert_eq!(p[3], SizePlan { size: 64 * MIB, iters: 32, lat_iters: 32, warmup: 16, window: 16, tensors: 16 });
         let h = config_hash(&p, 1, "both");
         assert_eq!(h, config_hash(&plan(&r, &parse_sizes("64M,1M,4K,8").unwrap()), 1, "both"));
         assert_ne!(h, config_hash(&p, 2, "both"));

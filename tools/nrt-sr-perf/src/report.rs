@@ -44,6 +44,10 @@ pub struct RunReport {
     pub mode: String,
     pub comms: u64,
     pub window: u64,
+    /// --footprint: bytes of tensors per side the bandwidth phase cycled through (0: one per
+    /// window slot).
+    #[serde(default)]
+    pub footprint: u64,
     pub poll: String,
     pub host: Host,
     pub verified: bool,
@@ -203,6 +207,7 @@ mod tests {
             mode: "both".into(),
             comms: 1,
             window: 16,
+            footprint: 0,
             poll: "spin".into(),
             host: Host { cpus: 2, cpu_model: "x".into(), kernel: "6.1".into(), hostname: "h".into() },
             verified: true,
