@@ -53,8 +53,14 @@ fn park_enabled() -> bool {
 /// caller (wide enough for one thread polling 64 communicators in turn).
 const SPIN_GAP_NS: u64 = 1_000_000;
 /// A parked communicator's sockets are watched again once no caller polled it, or any other
-/// communicator of its lnc, for this long.
+/// communicator of its lnc, for this long (see also `PARK_NEGLECT_NS`).
 pub const PARK_IDLE_NS: u64 = 5_000_000;
+/// A parked communicator that no caller polled for this long goes back to the progress thread
+/// even while callers poll others of its lnc (they help it until then: `Lnc::help_parked`). A
+/// caller cycling through many communicators comes back to each well within this; one spinning
+/// on a single communicator has left the others, which then get the progress thread (another
+/// CPU, where there is one) rather than its own loop.
+pub const PARK_NEGLECT_NS: u64 = 50_000_000;
 
 impl Comm {
     pub fn new(id: u64, lnc: Arc<Lnc>, kind: Kind, peer: IpAddr, peer_lnc: i32, pair_seq: u64) -> Comm {
@@ -301,9 +307,11 @@ impl Comm {
         }
     }
 
-    /// Parked, and its caller has not polled it for `PARK_IDLE_NS` (at `now`).
+    /// Parked, and no caller polled it for `PARK_IDLE_NS` (but for less than `PARK_NEGLECT_NS`,
+    /// after which the progress thread takes it), at `now`.
     pub fn quiet(&self, now: u64) -> bool {
-        self.parked.load(Ordering::Relaxed) && now.saturating_sub(self.polled_at.load(Ordering::Relaxed)) > PARK_IDLE_NS
+        let idle = now.saturating_sub(self.polled_at.load(Ordering::Relaxed));
+        self.parked.load(Ordering::Relaxed) && idle > PARK_IDLE_NS && idle <= PARK_NEGLECT_NS
     }
 
     /// Moves a quiet parked communicator's bytes from another caller's thread (`Lnc::help_parked`);
@@ -334,18 +342,22 @@ impl Comm {
     /// Progress thread: watches a parked communicator's sockets again when its caller went
     /// quiet (or it failed); true when it did.
     pub fn unpark_if_idle(&self, now: u64) -> bool {
-        // Quiet callers: none has polled any of the lnc's communicators for PARK_IDLE_NS (one
-        // that polls others moves this one's bytes too, `Lnc::help_parked`).
-        let last_poll = || self.polled_at.load(Ordering::Relaxed).max(self.lnc.polled_at.load(Ordering::Relaxed));
-        let idle = now.saturating_sub(last_poll()) > PARK_IDLE_NS;
+        // Idle: no caller polled it for PARK_IDLE_NS, and either none polled any of the lnc's
+        // communicators for as long (one that does moves this one's bytes too,
+        // `Lnc::help_parked`) or this one was left for PARK_NEGLECT_NS.
+        let idle = |now: u64| {
+            let own = now.saturating_sub(self.polled_at.load(Ordering::Relaxed));
+            let lnc = now.saturating_sub(self.lnc.polled_at.load(Ordering::Relaxed));
+            own > PARK_IDLE_NS && (lnc > PARK_IDLE_NS || own > PARK_NEGLECT_NS)
+        };
         let ready = self.state.load(Ordering::Acquire) == READY;
-        if !idle && ready {
+        if !idle(now) && ready {
             return false;
         }
         // A caller holding the lock is polling right now (one poll can last long: a large
         // message read in one go); it stamps `polled_at` before letting go. Next tick then.
         let Some(mut io) = self.io.try_lock() else { return false };
-        if ready && crate::transport::poll::mono_ns().saturating_sub(last_poll()) <= PARK_IDLE_NS {
+        if ready && !idle(crate::transport::poll::mono_ns()) {
             return false;
         }
         for fd in io.spin_fds() {

@@ -205,10 +205,10 @@ impl Lnc {
     }
 
     /// A caller polling `from` (one of this lnc's communicators, at `now`) also moves the bytes of
-    /// the other parked communicators it has not polled for `PARK_IDLE_NS`, at most once per
-    /// `PARK_TICK`: a caller cycling through many communicators (or spinning on one while another
-    /// has a transfer under way) keeps them all going, and the progress thread, which would
-    /// contend with it for the CPUs and the locks, stays out of it.
+    /// the other parked communicators no caller polled for `PARK_IDLE_NS` (until
+    /// `PARK_NEGLECT_NS`), at most once per `PARK_TICK`: a caller cycling through many
+    /// communicators keeps them all going between its visits, and the progress thread, which
+    /// would contend with it for the CPUs and the locks, stays out of it.
     pub fn help_parked(&self, from: u64, now: u64) {
         let prev = self.helped_at.load(Ordering::Relaxed);
         if now.saturating_sub(prev) < PARK_TICK.as_nanos() as u64

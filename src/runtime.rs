@@ -744,12 +744,13 @@ mod shm {
     }
 
     #[test]
-    fn a_caller_spinning_on_one_communicator_keeps_the_other_parked_ones_of_its_lnc_moving() {
+    fn a_caller_spinning_on_one_communicator_keeps_the_other_parked_ones_of_its_lnc_moving_until_it_leaves_them() {
         // Two TCP pairs between the same lncs. The receive on r2 is parked (its caller polled
-        // it), then the caller spins only on r1: r2's 64 MiB must still arrive, moved by that
+        // it), then the caller spins only on r1: r2's 8 MiB must still arrive, moved by that
         // caller (`Lnc::help_parked`) while r2 stays parked, not by the progress thread (it takes
-        // parked sockets back only once no caller polls the lnc). A test thread preempted for
-        // 5 ms would see a hand-back: three tries.
+        // parked sockets back only once no caller polls the lnc, or r2 was left for 50 ms). A
+        // test thread preempted for 5 ms, or a transfer slower than 50 ms, would see a
+        // hand-back: three tries.
         let _memory = crate::MEMORY_HEAVY_TESTS.lock();
         let (a, b) = (952, 953);
         let (s1, r1) = pair(26160, a, b, Transport::Tcp, Transport::Tcp);
@@ -758,7 +759,7 @@ mod shm {
         for c in [&s1, &r1, &s2, &r2] {
             ready(c).unwrap();
         }
-        let len = 64usize << 20;
+        let len = 8usize << 20;
         let (src, dst, data) = loaded(len, 21);
         let (small_src, small_dst, small) = loaded(8, 22);
         let mut helped = false;
@@ -788,6 +789,27 @@ mod shm {
             }
         }
         assert!(helped, "every time, r2 was handed back to the progress thread while a caller polled its lnc");
+        // Left alone for 50 ms while the caller keeps polling r1 only: r2 goes back to the
+        // progress thread, which then moves its bytes with no caller involved.
+        let rq2 = r2.post(Kind::Recv, dst.region(0, len).unwrap()).unwrap();
+        for _ in 0..8 {
+            assert_eq!(test_request(rq2).unwrap(), None);
+        }
+        assert!(r2.parked.load(Ordering::Acquire));
+        let rq1 = r1.post(Kind::Recv, small_dst.region(0, 8).unwrap()).unwrap();
+        let end = Instant::now() + Duration::from_secs(5);
+        while r2.parked.load(Ordering::Acquire) {
+            assert!(Instant::now() < end, "r2, left alone, was never handed back while the caller polled r1");
+            assert_eq!(test_request(rq1).unwrap(), None, "r1 received with nothing sent");
+        }
+        let sq2 = s2.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
+        until_done_untested(rq2, Duration::from_secs(10), "r2's receive, handed back, never completed without its caller");
+        assert_eq!(wait(rq2).unwrap(), len as u64);
+        assert_eq!(wait(sq2).unwrap(), len as u64);
+        assert_landed(&dst, 0, &data, "r2 after the hand-back");
+        let sq1 = s1.post(Kind::Send, small_src.region(0, 8).unwrap()).unwrap();
+        assert_eq!(wait(rq1).unwrap(), 8);
+        assert_eq!(wait(sq1).unwrap(), 8);
         close(a).unwrap();
         close(b).unwrap();
     }
