@@ -122,9 +122,9 @@ pub struct Lnc {
     /// communicator is parked).
     deferred: Mutex<Vec<Arc<Comm>>>,
     has_deferred: AtomicBool,
-    /// When a caller last polled a pending TCP request of any communicator of this lnc
-    /// (`transport::poll::mono_ns`): parked communicators go back to the progress thread only
-    /// once every caller of the lnc has gone quiet (see `Comm::unpark_if_idle`).
+    /// When a caller last tested a request of any TCP communicator of this lnc, or helped a
+    /// parked one (`transport::poll::mono_ns`): parked communicators go back to the progress
+    /// thread once every caller of the lnc has gone quiet (see `Comm::unpark_if_idle`).
     pub(crate) polled_at: AtomicU64,
     /// When a polling caller last moved the bytes of the lnc's quiet parked communicators
     /// (`help_parked`).
