@@ -387,9 +387,11 @@ impl Comm {
 /// test_request: `Ok(None)` while pending; the request is freed once it reports an end.
 pub fn test_request(id: u64) -> Result<Option<u64>> {
     // Called in tight loops: the request is used in place under its table slot's lock (no
-    // reference counting per poll; nothing under it touches the request table).
-    let (out, kind) = REQUESTS
-        .with(id, |req| {
+    // reference counting per poll; nothing under it touches the request table), and removed
+    // under the same lock once it reports its end: only that caller reports it (a concurrent
+    // second test finds a stale handle).
+    let (out, taken) = REQUESTS
+        .with_take(id, |req| {
             if req.is_pending() {
                 req.comm.try_progress(Some(req.as_ref()));
             }
@@ -403,7 +405,8 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
                 req.comm.fail(Error::timeout("a request timed out; FIFO pairing on this communicator is lost"));
                 out = req.outcome();
             }
-            (out, req.kind)
+            let end = out != Outcome::Pending;
+            (out, end)
         })
         .ok_or_else(|| Error::handle(format!("request handle {id:#x} is not a live request")))?;
     let res = match out {
@@ -411,12 +414,9 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
         Outcome::Done(n) => Ok(Some(n)),
         Outcome::Failed(e) => Err(e),
     };
-    // Only the caller that removes it reports the end (a concurrent second test sees a stale handle).
-    let Some(req) = REQUESTS.remove(id) else {
-        return Err(Error::handle(format!("request handle {id:#x} already reported done")));
-    };
+    let req = taken.expect("an ended request is taken out of the table");
     req.comm.release_pending();
-    if kind == Kind::Send {
+    if req.kind == Kind::Send {
         req.comm.lnc.flush_deferred();
     }
     res

@@ -124,6 +124,32 @@ impl<T> Table<T> {
         g.1.as_ref().map(f)
     }
 
+    /// Like `with`, and under the same lock removes the value when `f` says so (its second
+    /// result): a lookup that ends a value's life takes the slot's lock once. The removed value
+    /// is returned (dropped by the caller, outside the lock).
+    pub fn with_take<R>(&self, id: u64, f: impl FnOnce(&Arc<T>) -> (R, bool)) -> Option<(R, Option<Arc<T>>)> {
+        let (idx, generation) = decode(id)?;
+        let slot = self.slot(idx)?;
+        let mut g = slot.inner.lock();
+        if g.0 != generation {
+            return None;
+        }
+        let (r, take) = f(g.1.as_ref()?);
+        if !take {
+            return Some((r, None));
+        }
+        let v = Self::take_locked(&mut g);
+        drop(g);
+        self.free.push(idx);
+        Some((r, v))
+    }
+
+    fn take_locked(g: &mut (u32, Option<Arc<T>>)) -> Option<Arc<T>> {
+        let v = g.1.take();
+        g.0 = if g.0 >= GEN_MASK { 1 } else { g.0 + 1 };
+        v
+    }
+
     /// Removes the value if `id` is current: afterwards the id is stale.
     pub fn remove(&self, id: u64) -> Option<Arc<T>> {
         let (idx, generation) = decode(id)?;
@@ -132,8 +158,7 @@ impl<T> Table<T> {
         if g.0 != generation || g.1.is_none() {
             return None;
         }
-        let v = g.1.take();
-        g.0 = if g.0 >= GEN_MASK { 1 } else { g.0 + 1 };
+        let v = Self::take_locked(&mut g);
         drop(g);
         self.free.push(idx);
         v
@@ -188,6 +213,9 @@ mod tests {
         let (id, _) = t.insert_with(|_| Arc::new(5)).unwrap();
         assert_eq!(*t.get(id).unwrap(), 5);
         assert_eq!(t.with(id, |v| **v + 1), Some(6));
+        // with_take: looks without removing, or removes under the same lock.
+        assert_eq!(t.with_take(id, |v| (**v * 2, false)).map(|(r, v)| (r, v.is_some())), Some((10, false)));
+        assert_eq!(t.with_take(id ^ (1 << 40), |_| ((), true)), None);
         assert_eq!(t.with(id ^ (1 << 40), |v| **v), None);
         assert!(t.get(0).is_none());
         assert!(t.get(u64::MAX).is_none());
@@ -202,6 +230,14 @@ mod tests {
         assert_ne!(id, id2);
         assert!(t.get(id).is_none());
         assert_eq!(*t.get(id2).unwrap(), 6);
+        let (r, v) = t.with_take(id2, |v| (**v + 1, true)).unwrap();
+        assert_eq!((r, *v.unwrap()), (7, 6));
+        assert!(t.get(id2).is_none());
+        assert_eq!(t.with_take(id2, |_| ((), true)), None, "a taken id is stale");
+        // its slot is reused, with a new generation
+        let (id3, _) = t.insert_with(|_| Arc::new(8)).unwrap();
+        assert_ne!(id2, id3);
+        assert_eq!(*t.get(id3).unwrap(), 8);
     }
 
     #[test]
