@@ -86,6 +86,8 @@ if [ -n "$need" ]; then
     fi
 fi
 command -v python3 >/dev/null 2>&1 || { echo "bench: python3 is required" >&2; exit 1; }
+# Messages per scale run (split over its communicators).
+scale_msgs=$(( $(to_bytes "$SCALE_BYTES") / $(to_bytes "$SCALE_SIZE") ))
 
 rm -rf "$TMP"
 mkdir -p "$TMP"
@@ -267,7 +269,6 @@ if [ $TOOL_OK = 1 ]; then
     phase_end nrt_shm
     idle_check nrt_scale
     log "nrt scale: TCP, $SCALE_SIZE messages, communicators 1 8 64 x in flight 1 16 128"
-    scale_msgs=$(( $(to_bytes "$SCALE_BYTES") / $(to_bytes "$SCALE_SIZE") ))
     for c in 1 8 64; do
         for w in 1 16 128; do
             if nrt_run "scale_c${c}_w${w}" 120 --transport tcp --mode bw --sizes "$SCALE_SIZE" \
@@ -289,7 +290,6 @@ fi
 # median over the rounds.
 idle_check ratio_rounds
 log "ratio rounds: $ROUNDS x (iperf3 -P $N, nrt/ucx tcp 64 MiB, nrt/ucx shm|sm 64 MiB, nrt/ucx tcp 8 B, nrt/ucx shm|sm 8 B, nrt tcp 1 and 64 communicators)"
-scale_msgs=$(( $(to_bytes "$SCALE_BYTES") / $(to_bytes "$SCALE_SIZE") ))
 for k in $(seq "$ROUNDS"); do
     iperf3_run "$N" copy "_round$k" 3
     [ $TOOL_OK = 1 ] && { nrt_run "tcp_bw64_$k" 120 --transport tcp --mode bw --sizes 64M --iters 64 --bytes-per-size 8G --label "nrt tcp 64M #$k" || true; }

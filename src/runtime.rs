@@ -612,6 +612,23 @@ mod shm {
         assert!(got == want, "{what}: the bytes that arrived differ");
     }
 
+    /// The receive `rq` and the send `sq` both end with `len` bytes, and every byte of `want`
+    /// landed at the start of `dst`.
+    fn finish(rq: u64, sq: u64, dst: &Tensor, want: &[u8], what: &str) {
+        assert_eq!(wait(rq).unwrap(), want.len() as u64, "{what}: receive");
+        assert_eq!(wait(sq).unwrap(), want.len() as u64, "{what}: send");
+        assert_landed(dst, 0, want, what);
+    }
+
+    /// Polls the pending receive `rq` of TCP communicator `r` until its caller has taken the
+    /// sockets over (two polls in a row do it).
+    fn park(r: &Comm, rq: u64, what: &str) {
+        for _ in 0..8 {
+            assert_eq!(test_request(rq).unwrap(), None, "{what}: completed with nothing sent");
+        }
+        assert!(r.parked.load(Ordering::Acquire), "{what}: two polls in a row did not take the sockets over");
+    }
+
     /// Waits (bounded, without testing it) until request `id` is no longer pending.
     fn until_done_untested(id: u64, limit: Duration, what: &str) {
         let req = REQUESTS.get(id).unwrap();
@@ -706,9 +723,7 @@ mod shm {
             std::thread::sleep(Duration::from_millis(5));
             let sq = s.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
             until_done_untested(rq, Duration::from_secs(5), &format!("{len} bytes: the receiver's progress thread was not woken"));
-            assert_eq!(wait(rq).unwrap(), len as u64);
-            assert_eq!(wait(sq).unwrap(), len as u64);
-            assert_landed(&dst, 0, &data, &format!("{len} bytes"));
+            finish(rq, sq, &dst, &data, &format!("{len} bytes"));
         }
         close(a).unwrap();
         close(b).unwrap();
@@ -727,17 +742,12 @@ mod shm {
         for (k, len) in [40usize << 20, 8].into_iter().enumerate() {
             let (src, dst, data) = loaded(len, k + 11);
             let rq = r.post(Kind::Recv, dst.region(0, len).unwrap()).unwrap();
-            for _ in 0..8 {
-                assert_eq!(test_request(rq).unwrap(), None);
-            }
-            assert!(r.parked.load(Ordering::Acquire), "{len} bytes: two polls in a row did not take the sockets over");
+            park(&r, rq, &format!("{len} bytes"));
             let sq = s.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
             // Neither side polls now: the receiver's progress thread must get the bytes.
             until_done_untested(rq, Duration::from_secs(10), &format!("{len} bytes: the parked receive never completed without its caller"));
             assert!(!r.parked.load(Ordering::Acquire), "{len} bytes: still parked");
-            assert_eq!(wait(rq).unwrap(), len as u64);
-            assert_eq!(wait(sq).unwrap(), len as u64);
-            assert_landed(&dst, 0, &data, &format!("{len} bytes"));
+            finish(rq, sq, &dst, &data, &format!("{len} bytes"));
         }
         close(a).unwrap();
         close(b).unwrap();
@@ -765,10 +775,7 @@ mod shm {
         let mut helped = false;
         for attempt in 0..3 {
             let rq2 = r2.post(Kind::Recv, dst.region(0, len).unwrap()).unwrap();
-            for _ in 0..8 {
-                assert_eq!(test_request(rq2).unwrap(), None);
-            }
-            assert!(r2.parked.load(Ordering::Acquire), "two polls in a row did not take r2's sockets over");
+            park(&r2, rq2, &format!("attempt {attempt}: r2"));
             let rq1 = r1.post(Kind::Recv, small_dst.region(0, 8).unwrap()).unwrap();
             let sq2 = s2.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
             let end = Instant::now() + Duration::from_secs(20);
@@ -777,13 +784,9 @@ mod shm {
                 assert_eq!(test_request(rq1).unwrap(), None, "r1 received with nothing sent");
             }
             helped |= r2.parked.load(Ordering::Acquire);
-            assert_eq!(wait(rq2).unwrap(), len as u64);
-            assert_eq!(wait(sq2).unwrap(), len as u64);
-            assert_landed(&dst, 0, &data, &format!("attempt {attempt}: r2"));
+            finish(rq2, sq2, &dst, &data, &format!("attempt {attempt}: r2"));
             let sq1 = s1.post(Kind::Send, small_src.region(0, 8).unwrap()).unwrap();
-            assert_eq!(wait(rq1).unwrap(), 8);
-            assert_eq!(wait(sq1).unwrap(), 8);
-            assert_landed(&small_dst, 0, &small, &format!("attempt {attempt}: r1"));
+            finish(rq1, sq1, &small_dst, &small, &format!("attempt {attempt}: r1"));
             if helped {
                 break;
             }
@@ -792,10 +795,7 @@ mod shm {
         // Left alone for 50 ms while the caller keeps polling r1 only: r2 goes back to the
         // progress thread, which then moves its bytes with no caller involved.
         let rq2 = r2.post(Kind::Recv, dst.region(0, len).unwrap()).unwrap();
-        for _ in 0..8 {
-            assert_eq!(test_request(rq2).unwrap(), None);
-        }
-        assert!(r2.parked.load(Ordering::Acquire));
+        park(&r2, rq2, "r2, to be left alone");
         let rq1 = r1.post(Kind::Recv, small_dst.region(0, 8).unwrap()).unwrap();
         let end = Instant::now() + Duration::from_secs(5);
         while r2.parked.load(Ordering::Acquire) {
@@ -804,12 +804,9 @@ mod shm {
         }
         let sq2 = s2.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
         until_done_untested(rq2, Duration::from_secs(10), "r2's receive, handed back, never completed without its caller");
-        assert_eq!(wait(rq2).unwrap(), len as u64);
-        assert_eq!(wait(sq2).unwrap(), len as u64);
-        assert_landed(&dst, 0, &data, "r2 after the hand-back");
+        finish(rq2, sq2, &dst, &data, "r2 after the hand-back");
         let sq1 = s1.post(Kind::Send, small_src.region(0, 8).unwrap()).unwrap();
-        assert_eq!(wait(rq1).unwrap(), 8);
-        assert_eq!(wait(sq1).unwrap(), 8);
+        finish(rq1, sq1, &small_dst, &small, "r1 after the hand-back");
         close(a).unwrap();
         close(b).unwrap();
     }
@@ -844,9 +841,7 @@ mod shm {
         }
         let rq = r.post(Kind::Recv, dst.region(0, 64).unwrap()).unwrap();
         assert!(!REQUESTS.get(rq).unwrap().is_pending(), "the post did not read the ring");
-        assert_eq!(wait(rq).unwrap(), 64);
-        assert_eq!(wait(sq).unwrap(), 64);
-        assert_landed(&dst, 0, &data, "a send posted before its receive");
+        finish(rq, sq, &dst, &data, "a send posted before its receive");
         close(a).unwrap();
         close(b).unwrap();
     }
