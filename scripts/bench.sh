@@ -11,7 +11,9 @@
 # ucx_perftest tag_bw over UCX_TLS=sm), latencies as the 8-byte half round trip p50 (against
 # ucx_perftest tag_lat, whose latency is the round trip / 2), and
 # many_comms_vs_one = GB/s with 64 communicators / GB/s with 1 (16 in flight each, TCP; both
-# measured in every round).
+# measured in every round). Context without a target: bench/tcp_pair.c, plain kernel TCP shaped
+# like ours at 64 MiB (same streams, chunks, sendfile from memfd, 16 buffers per side), runs in
+# every round next to nrt tcp 64 MiB (results: tcp_vs_tcp_pair, tcp_pair_vs_iperf3).
 # The inputs of the ratios are medians over BENCH_ROUNDS rounds in which ours and the reference run
 # back to back (loopback figures on a small VM drift a lot from minute to minute); the tables'
 # iperf3 figures come from one 5 s run per setting, UCX 4 MiB from the median of 3 runs, memcpy
@@ -191,6 +193,22 @@ iperf3_run() {  # streams zc|copy [tag seconds]
         fail "iperf3 -P $streams $zflag: no result"; tail_log "$out.err" 3
     fi
 }
+# The plain C TCP pair (bench/tcp_pair.c): run in the ratio rounds, next to nrt tcp 64 MiB.
+PAIR_OK=0
+if cc -O2 -std=c11 -o "$TMP/tcp_pair" bench/tcp_pair.c 2> "$TMP/tcp_pair.build.log"; then
+    PAIR_OK=1
+else
+    fail "tcp_pair: cannot compile bench/tcp_pair.c"; tail_log "$TMP/tcp_pair.build.log"
+fi
+pair_run() {  # round
+    [ $PAIR_OK = 1 ] || return
+    if run_fg timeout 120 "$TMP/tcp_pair" "$N" 64 16 64 > "$TMP/tcp_pair_round$1.json" 2> "$TMP/tcp_pair_round$1.err" \
+            && [ -s "$TMP/tcp_pair_round$1.json" ]; then
+        return
+    fi
+    fail "tcp_pair (round $1): run failed"; tail_log "$TMP/tcp_pair_round$1.err"
+    rm -f "$TMP/tcp_pair_round$1.json"
+}
 phase_end memcpy
 idle_check iperf3
 for s in $(printf '%s\n' 1 "$N" | sort -nu); do
@@ -283,7 +301,7 @@ fi
 
 # ------------------------------------------------------------------ ratio rounds
 # The ratio inputs, measured in ROUNDS rounds, each running ours and the reference one after the
-# other (iperf3 -P N for 3 s, nrt tcp 64 MiB, ucx tcp 64 MiB, nrt shm 64 MiB, ucx sm 64 MiB, then
+# other (iperf3 -P N for 3 s, nrt tcp 64 MiB, the plain C TCP pair, ucx tcp 64 MiB, nrt shm 64 MiB, ucx sm 64 MiB, then
 # the 8-byte ping-pongs the same way, three times, then 1 and 64 communicators x 16 in flight, TCP,
 # SCALE_SIZE messages, SCALE_BYTES each, both cycling through FOOTPRINT of tensors): this VM's loopback speed drifts by tens of percent within
 # minutes, and a pair measured seconds apart sees the same machine. Each side's figure is the
@@ -293,6 +311,7 @@ log "ratio rounds: $ROUNDS x (iperf3 -P $N, nrt/ucx tcp 64 MiB, nrt/ucx shm|sm 6
 for k in $(seq "$ROUNDS"); do
     iperf3_run "$N" copy "_round$k" 3
     [ $TOOL_OK = 1 ] && { nrt_run "tcp_bw64_$k" 120 --transport tcp --mode bw --sizes 64M --iters 64 --bytes-per-size 8G --label "nrt tcp 64M #$k" || true; }
+    pair_run "$k"
     ucx_run tcp "$UCX_TLS_TCP" tag_bw $((64 << 20)) 100 10 "bw_64M_$k"
     [ $TOOL_OK = 1 ] && { nrt_run "shm_bw64_$k" 120 --transport shm --mode bw --sizes 64M --iters 64 --bytes-per-size 8G --label "nrt shm 64M #$k" || true; }
     ucx_run sm "$UCX_TLS_SM" tag_bw $((64 << 20)) 100 10 "bw_64M_$k"

@@ -312,7 +312,14 @@ def collect(tmp):
                       "gbytes_per_s": r[0].get("gbytes_per_s"),
                       "rss_bytes_per_comm": (d or {}).get("rss_bytes_per_comm"),
                       "cpu_s_per_gb": (d or {}).get("cpu_s_per_gb")})
-    return env, errors, memcpy, iperf3, iperf3_rounds, ucx, nrt_tcp, nrt_shm, scale
+    # bench/tcp_pair.c (plain kernel TCP shaped like ours at 64 MiB), in round order.
+    tcp_pair_rounds = []
+    for path in sorted(glob.glob(os.path.join(tmp, "tcp_pair_round*.json")),
+                       key=lambda p: int(re.findall(r"_round(\d+)\.json$", p)[0])):
+        g = (load_json(path) or {}).get("gbytes_per_s")
+        if g is not None:
+            tcp_pair_rounds.append(g)
+    return env, errors, memcpy, iperf3, iperf3_rounds, ucx, nrt_tcp, nrt_shm, scale, tcp_pair_rounds
 
 
 def nrt_at(run, size, key):
@@ -372,6 +379,9 @@ def build_refs(tmp):
     # flatten every other line of the bandwidth panel; results.json/md keep it.
     if memcpy and memcpy.get("64M_gbytes_per_s") is not None:
         refs.append({"label": "memcpy", "size": 64 * MIB, "gbytes_per_s": memcpy["64M_gbytes_per_s"]})
+    pair = collect(tmp)[-1]
+    if pair:
+        refs.append({"label": "C tcp pair", "size": 64 * MIB, "gbytes_per_s": statistics.median(pair)})
     return refs
 
 
@@ -403,9 +413,10 @@ def cmd_round_summary(args):
         ip = "%.2f" % parse_iperf3(os.path.join(tmp, "iperf3_P%d_copy_round%d.json" % (streams, k)))
     except (OSError, ValueError, KeyError, TypeError):
         ip = "-"
-    print("GB/s tcp %s (iperf3 %s, ucx %s), shm %s (ucx sm %s); us tcp %s (ucx %s), shm %s (ucx sm %s); "
+    pair = fmt((load_json(os.path.join(tmp, "tcp_pair_round%d.json" % k)) or {}).get("gbytes_per_s"), "%.2f")
+    print("GB/s tcp %s (iperf3 %s, ucx %s, C pair %s), shm %s (ucx sm %s); us tcp %s (ucx %s), shm %s (ucx sm %s); "
           "GB/s 1 comm %s, 64 comms %s" % (
-        nrt("tcp_bw64", 64 * MIB, "gbytes_per_s", "%.2f"), ip, ucx("tcp", "bw_64M", "gbytes_per_s", "%.2f"),
+        nrt("tcp_bw64", 64 * MIB, "gbytes_per_s", "%.2f"), ip, ucx("tcp", "bw_64M", "gbytes_per_s", "%.2f"), pair,
         nrt("shm_bw64", 64 * MIB, "gbytes_per_s", "%.2f"), ucx("sm", "bw_64M", "gbytes_per_s", "%.2f"),
         nrt("tcp_lat8", 8, "lat_p50_us", "%.2f"), ucx("tcp", "lat_8B", "lat_p50_us", "%.2f"),
         nrt("shm_lat8", 8, "lat_p50_us", "%.2f"), ucx("sm", "lat_8B", "lat_p50_us", "%.2f"),
@@ -422,7 +433,7 @@ def cmd_refs(args):
 
 def cmd_report(args):
     tmp, outdir = args[0], args[1]
-    env, errors, memcpy, iperf3, iperf3_rounds, ucx, nrt_tcp, nrt_shm, scale = collect(tmp)
+    env, errors, memcpy, iperf3, iperf3_rounds, ucx, nrt_tcp, nrt_shm, scale, tcp_pair_rounds = collect(tmp)
     streams = int(env.get("streams", "4"))
     S64 = 64 * MIB
 
@@ -448,6 +459,7 @@ def cmd_report(args):
     comms1 = median_runs("comms1", scale_size, "gbytes_per_s", scale_at(1, 16))
     comms64 = median_runs("comms64", scale_size, "gbytes_per_s", scale_at(64, 16))
     tcp64 = median_runs("tcp_bw64", S64, "gbytes_per_s", nrt_at(nrt_tcp, S64, "gbytes_per_s"))
+    tcp_pair = statistics.median(tcp_pair_rounds) if tcp_pair_rounds else None
     shm64 = median_runs("shm_bw64", S64, "gbytes_per_s", nrt_at(nrt_shm, S64, "gbytes_per_s"))
     tcp_lat8 = median_runs("tcp_lat8", 8, "lat_p50_us", nrt_at(nrt_tcp, 8, "lat_p50_us"))
     shm_lat8 = median_runs("shm_lat8", 8, "lat_p50_us", nrt_at(nrt_shm, 8, "lat_p50_us"))
@@ -462,6 +474,9 @@ def cmd_report(args):
         # Context only (no target): the same 64 MiB TCP figure against the other iperf3 runs.
         "tcp_vs_iperf3_1stream": ratio(tcp64, iperf(1, False)),
         "tcp_vs_iperf3_zerocopy": ratio(tcp64, iperf(streams, True)),
+        # Plain kernel TCP with our shape at 64 MiB (bench/tcp_pair.c), medians over the rounds.
+        "tcp_vs_tcp_pair": ratio(tcp64, tcp_pair),
+        "tcp_pair_vs_iperf3": ratio(tcp_pair, statistics.median(iperf3_rounds) if iperf3_rounds else None),
         "tcp_4M_vs_ucx_4M": ratio(nrt_at(nrt_tcp, 4 * MIB, "gbytes_per_s"),
                                   ucx["tcp"]["tag_bw_4M_gbytes_per_s"]),
         "shm_4M_vs_ucx_sm_4M": ratio(nrt_at(nrt_shm, 4 * MIB, "gbytes_per_s"),
@@ -505,6 +520,8 @@ def cmd_report(args):
         "nrt": {"tcp": nrt_tcp, "shm": nrt_shm, "scale": scale},
         "iperf3": iperf3,
         "iperf3_rounds": {"streams": streams, "seconds": 3, "gbytes_per_s": iperf3_rounds},
+        "tcp_pair_rounds": {"streams": streams, "message_bytes": S64, "buffers": 16, "messages": 64,
+                            "gbytes_per_s": tcp_pair_rounds},
         "ucx": ucx,
         "memcpy": memcpy,
         "ratios": {k: (None if v is None else round(v, 4)) for k, v in ratios.items()},
@@ -552,6 +569,8 @@ def cmd_report(args):
     for size, key in (("4 MiB", "4M_gbytes_per_s"), ("64 MiB", "64M_gbytes_per_s")):
         md.append("| memcpy %s (one core, best of %s) | %s | |" % (
             size, (memcpy or {}).get("runs", "-"), fmt((memcpy or {}).get(key))))
+    md.append("| plain C TCP pair, 64 MiB, %d streams, `sendfile`/`recv` (bench/tcp_pair.c, median of %d runs) | %s | |" % (
+        streams, len(tcp_pair_rounds), fmt(tcp_pair)))
     md.append("")
     md.append("| comms | in flight per comm | size | GB/s | RSS per comm | CPU s per GB |")
     md.append("|---:|---:|---:|---:|---:|---:|")
@@ -578,6 +597,11 @@ def cmd_report(args):
                   fmt_gbs(ucx["tcp"]["tag_bw_64M_gbytes_per_s"]), fmt(ucx["tcp"]["tag_lat_8B_us"], "%.2f"),
                   fmt_gbs(ucx["sm"]["tag_bw_64M_gbytes_per_s"]), fmt(ucx["sm"]["tag_lat_8B_us"], "%.2f"),
                   human_size(scale_size), fmt_gbs(comms1), fmt_gbs(comms64)))
+    md.append("")
+    md.append("Context, no target: the plain C TCP pair (bench/tcp_pair.c: the kernel's loopback TCP with our "
+              "shape, 64 MiB messages from and into 16 memfd buffers per side) moved %s GB/s in the same rounds: "
+              "ours / C pair %s, C pair / iperf3 %s." % (
+                  fmt_gbs(tcp_pair), fmt(ratios["tcp_vs_tcp_pair"], "%.2f"), fmt(ratios["tcp_pair_vs_iperf3"], "%.2f")))
     md.append("")
     md.append("| ratio (ours / theirs) | value | target | |")
     md.append("|---|---:|---:|---|")
