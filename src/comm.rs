@@ -243,7 +243,7 @@ impl Comm {
         // Deferred Acks go out after this send's bytes (a receive post leaves them: its caller
         // is about to answer with a send, which should go first).
         if kind == Kind::Send {
-            self.lnc.flush_deferred();
+            crate::engine::flush_deferred();
         }
         Ok(id)
     }
@@ -268,7 +268,7 @@ impl Comm {
             let polling = tested.is_some_and(|r| r.is_pending());
             match io.poll_fast(tested, self.parked.load(Ordering::Relaxed)) {
                 Ok(false) => {}
-                Ok(true) => self.lnc.defer_acks(self.clone()),
+                Ok(true) => crate::engine::defer_acks(self.clone()),
                 Err(e) => {
                     self.fail_locked(&mut io, e);
                     return;
@@ -410,14 +410,18 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
         })
         .ok_or_else(|| Error::handle(format!("request handle {id:#x} is not a live request")))?;
     let res = match out {
-        Outcome::Pending => return Ok(None),
+        Outcome::Pending => {
+            // The caller waits: Acks it left queued go out now (`engine::flush_deferred`).
+            crate::engine::flush_deferred();
+            return Ok(None);
+        }
         Outcome::Done(n) => Ok(Some(n)),
         Outcome::Failed(e) => Err(e),
     };
     let req = taken.expect("an ended request is taken out of the table");
     req.comm.release_pending();
     if req.kind == Kind::Send {
-        req.comm.lnc.flush_deferred();
+        crate::engine::flush_deferred();
     }
     res
 }

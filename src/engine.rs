@@ -100,6 +100,35 @@ struct Counters {
     accepts: HashMap<(IpAddr, i32), u64>,
 }
 
+/// Communicators whose Acks a spinning caller left queued when its receive completed (it is
+/// usually about to answer, and its answer should not wait behind the Ack's `sendmsg`), process
+/// wide: they go out after that caller's next send, as soon as any caller polls a request that
+/// is still pending (it is waiting then, not answering: often for the very Ack of its peer that
+/// is queued behind its own, as in an exchange where each side waits for its receive and then its
+/// send), or at the next tick of any lnc's progress thread (`PARK_TICK`: such a caller's
+/// communicator is parked).
+static DEFERRED: Mutex<Vec<Arc<Comm>>> = Mutex::new(Vec::new());
+static HAS_DEFERRED: AtomicBool = AtomicBool::new(false);
+
+pub fn defer_acks(comm: Arc<Comm>) {
+    let mut d = DEFERRED.lock();
+    if !d.iter().any(|c| c.id == comm.id) {
+        d.push(comm);
+    }
+    HAS_DEFERRED.store(true, Ordering::Release);
+}
+
+/// Sends deferred Acks (one atomic load when there are none). A communicator another thread
+/// holds stays listed for the next call.
+pub fn flush_deferred() {
+    if !HAS_DEFERRED.load(Ordering::Acquire) {
+        return;
+    }
+    let mut d = DEFERRED.lock();
+    d.retain(|c| !c.flush_deferred());
+    HAS_DEFERRED.store(!d.is_empty(), Ordering::Release);
+}
+
 pub struct Lnc {
     pub id: i32,
     pub cfg: Config,
@@ -117,11 +146,6 @@ pub struct Lnc {
     announced: Mutex<Option<String>>,
     /// Communicators whose spinning caller moves their bytes (sockets not watched meanwhile).
     parked: Mutex<Vec<Arc<Comm>>>,
-    /// Communicators whose Acks a spinning caller left queued (sent at the next call into this
-    /// lnc, or on the progress thread's next tick, at most `PARK_TICK` away: such a caller's
-    /// communicator is parked).
-    deferred: Mutex<Vec<Arc<Comm>>>,
-    has_deferred: AtomicBool,
     /// When a caller last tested a request of any TCP communicator of this lnc, or helped a
     /// parked one (`transport::poll::mono_ns`): parked communicators go back to the progress
     /// thread once every caller of the lnc has gone quiet (see `Comm::unpark_if_idle`).
@@ -171,8 +195,6 @@ impl Lnc {
             accept: Mutex::new(AcceptState::default()),
             announced: Mutex::new(None),
             parked: Mutex::new(Vec::new()),
-            deferred: Mutex::new(Vec::new()),
-            has_deferred: AtomicBool::new(false),
             polled_at: AtomicU64::new(0),
             helped_at: AtomicU64::new(0),
         });
@@ -227,23 +249,6 @@ impl Lnc {
         }
     }
 
-    pub fn defer_acks(&self, comm: Arc<Comm>) {
-        let mut d = self.deferred.lock();
-        if !d.iter().any(|c| c.id == comm.id) {
-            d.push(comm);
-        }
-        self.has_deferred.store(true, Ordering::Release);
-    }
-
-    /// Sends deferred Acks (cheap when there are none).
-    pub fn flush_deferred(&self) {
-        if !self.has_deferred.load(Ordering::Acquire) {
-            return;
-        }
-        let mut d = self.deferred.lock();
-        d.retain(|c| !c.flush_deferred());
-        self.has_deferred.store(!d.is_empty(), Ordering::Release);
-    }
 
     /// Registers a communicator socket with the progress thread.
     pub fn watch(&self, fd: RawFd, comm_id: u64, input: bool) -> std::io::Result<()> {
@@ -273,7 +278,7 @@ impl Lnc {
                 }
             }
         }
-        self.flush_deferred();
+        flush_deferred();
         self.unpark();
         self.expire();
         true
@@ -669,9 +674,13 @@ impl Lnc {
             }
         *self.listener.lock() = None;
         self.parked.lock().clear();
-        for c in std::mem::take(&mut *self.deferred.lock()) {
-            c.flush_deferred();
-        }
+        DEFERRED.lock().retain(|c| {
+            if std::ptr::eq(&*c.lnc, self) {
+                c.flush_deferred();
+                return false;
+            }
+            true
+        });
         {
             let mut st = self.accept.lock();
             st.handshakes.clear();

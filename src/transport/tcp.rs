@@ -887,6 +887,12 @@ impl CommIo {
         req.finish_send(seq, status, size)
     }
 
+    /// Control frames (Acks) wait on stream 0 for the socket.
+    #[cfg(test)]
+    pub fn has_queued_control(&self) -> bool {
+        self.streams.first().is_some_and(|s| !s.tx.is_empty())
+    }
+
     /// Whether any request is queued or in flight.
     pub fn has_pending(&self) -> bool {
         #[cfg(feature = "verbs")]
