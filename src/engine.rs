@@ -249,7 +249,6 @@ impl Lnc {
         }
     }
 
-
     /// Registers a communicator socket with the progress thread.
     pub fn watch(&self, fd: RawFd, comm_id: u64, input: bool) -> std::io::Result<()> {
         self.poller.watch(fd, comm_id, input)
