@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, ValueFormatter};
+use plotters::coord::ranged1d::{AsRangedCoord, KeyPointHint, NoDefaultFormatting, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::register_font;
 use serde_json::Value;
@@ -214,6 +214,7 @@ fn size_label(v: f64) -> String {
 }
 
 /// The x axis: log2 of the message size, labelled at whole powers of two.
+#[derive(Clone)]
 struct Log2Axis {
     lo: f64,
     hi: f64,
@@ -278,6 +279,94 @@ fn ref_colors(series: &[Series], refs: &[RefPoint]) -> Vec<(String, usize)> {
     out
 }
 
+/// One panel of the figure: a line per run (`pick` chooses its points), reference points as
+/// triangles (`ref_value`), a legend, on a log2 size axis and the y axis `y`.
+struct Panel {
+    caption: &'static str,
+    y_desc: &'static str,
+    /// Written instead of a legend when there is nothing to draw.
+    empty: &'static str,
+}
+
+impl Panel {
+    #[allow(clippy::too_many_arguments)]
+    fn draw<Y>(
+        &self,
+        area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+        x: Log2Axis,
+        y: Y,
+        series: &[Series],
+        pick: impl Fn(&Series) -> &[(u64, f64)],
+        refs: &[RefPoint],
+        ref_value: impl Fn(&RefPoint) -> Option<f64>,
+        ref_color: &dyn Fn(&str) -> RGBColor,
+    ) -> Result<(), Err>
+    where
+        Y: AsRangedCoord<Value = f64>,
+        Y::CoordDescType: ValueFormatter<f64>,
+    {
+        let mut chart = ChartBuilder::on(area)
+            .margin(12)
+            .caption(self.caption, (FONT, 20))
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x, y)
+            .map_err(e2s)?;
+        chart
+            .configure_mesh()
+            .x_desc("message size")
+            .y_desc(self.y_desc)
+            .x_label_formatter(&|v| size_label(*v))
+            .y_label_formatter(&|v| num_label(*v))
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .draw()
+            .map_err(e2s)?;
+        let mut any = false;
+        for (i, s) in series.iter().enumerate() {
+            let points = pick(s);
+            if points.is_empty() {
+                continue;
+            }
+            any = true;
+            let c = color(i);
+            let pts: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (lg2(x), y)).collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(e2s)?
+                .label(s.label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(2)));
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(e2s)?;
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for r in refs {
+            let Some(v) = ref_value(r) else { continue };
+            any = true;
+            let c = ref_color(&r.label);
+            let anno = chart
+                .draw_series(std::iter::once(TriangleMarker::new((lg2(r.size), v), 8, c.filled())))
+                .map_err(e2s)?;
+            if !seen.contains(&r.label.as_str()) {
+                seen.push(&r.label);
+                anno.label(r.label.clone()).legend(move |(x, y)| TriangleMarker::new((x + 11, y), 7, c.filled()));
+            }
+        }
+        if any {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.5))
+                .label_font((FONT, 14))
+                .draw()
+                .map_err(e2s)?;
+        } else {
+            area.draw_text(self.empty, &TextStyle::from((FONT, 18).into_font()).color(&BLACK), (520, 200)).map_err(e2s)?;
+        }
+        Ok(())
+    }
+}
+
 pub fn draw(out: &Path, title: &str, series: &[Series], refs: &[RefPoint]) -> Result<(), Err> {
     ensure_font()?;
     let mut sizes: Vec<u64> = series.iter().flat_map(|s| s.bw.iter().chain(s.lat.iter()).map(|p| p.0)).collect();
@@ -299,66 +388,9 @@ pub fn draw(out: &Path, title: &str, series: &[Series], refs: &[RefPoint]) -> Re
         .chain(refs.iter().filter_map(|r| r.gbytes_per_s))
         .fold(0.0f64, f64::max);
     let ymax = if bw_max > 0.0 { bw_max * 1.15 } else { 1.0 };
-    {
-        let mut chart = ChartBuilder::on(&top)
-            .margin(12)
-            .caption("Bandwidth", (FONT, 20))
-            .x_label_area_size(45)
-            .y_label_area_size(70)
-            .build_cartesian_2d(Log2Axis { lo: x0, hi: x1, keys: keys.clone() }, 0.0..ymax)
-            .map_err(e2s)?;
-        chart
-            .configure_mesh()
-            .x_desc("message size")
-            .y_desc("GB/s (1e9 bytes/s)")
-            .x_label_formatter(&|v| size_label(*v))
-            .y_label_formatter(&|v| num_label(*v))
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
-            .draw()
-            .map_err(e2s)?;
-        let mut any = false;
-        for (i, s) in series.iter().enumerate() {
-            if s.bw.is_empty() {
-                continue;
-            }
-            any = true;
-            let c = color(i);
-            let pts: Vec<(f64, f64)> = s.bw.iter().map(|&(x, y)| (lg2(x), y)).collect();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map_err(e2s)?
-                .label(s.label.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(2)));
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(e2s)?;
-        }
-        let mut seen: Vec<&str> = Vec::new();
-        for r in refs {
-            let Some(g) = r.gbytes_per_s else { continue };
-            any = true;
-            let c = ref_color(&r.label);
-            let anno = chart
-                .draw_series(std::iter::once(TriangleMarker::new((lg2(r.size), g), 8, c.filled())))
-                .map_err(e2s)?;
-            if !seen.contains(&r.label.as_str()) {
-                seen.push(&r.label);
-                anno.label(r.label.clone()).legend(move |(x, y)| TriangleMarker::new((x + 11, y), 7, c.filled()));
-            }
-        }
-        if any {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.5))
-                .label_font((FONT, 14))
-                .draw()
-                .map_err(e2s)?;
-        } else {
-            top.draw_text("no bandwidth data", &TextStyle::from((FONT, 18).into_font()).color(&BLACK), (520, 200))
-                .map_err(e2s)?;
-        }
-    }
+    let x = Log2Axis { lo: x0, hi: x1, keys };
+    let bw = Panel { caption: "Bandwidth", y_desc: "GB/s (1e9 bytes/s)", empty: "no bandwidth data" };
+    bw.draw(&top, x.clone(), 0.0..ymax, series, |s| &s.bw, refs, |r| r.gbytes_per_s, &ref_color)?;
 
     // Latency (log-log).
     let lat_vals: Vec<f64> =
@@ -371,67 +403,8 @@ pub fn draw(out: &Path, title: &str, series: &[Series], refs: &[RefPoint]) -> Re
         let (lo, hi) = (lo / 1.6, hi * 1.6);
         if hi / lo < 10.0 { (lo / 2.0, hi * 2.0) } else { (lo, hi) }
     };
-    {
-        let mut chart = ChartBuilder::on(&bottom)
-            .margin(12)
-            .caption("Latency: half round trip, p50", (FONT, 20))
-            .x_label_area_size(45)
-            .y_label_area_size(70)
-            .build_cartesian_2d(Log2Axis { lo: x0, hi: x1, keys }, (lmin..lmax).log_scale())
-            .map_err(e2s)?;
-        chart
-            .configure_mesh()
-            .x_desc("message size")
-            .y_desc("microseconds")
-            .x_label_formatter(&|v| size_label(*v))
-            .y_label_formatter(&|v| num_label(*v))
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
-            .draw()
-            .map_err(e2s)?;
-        let mut any = false;
-        for (i, s) in series.iter().enumerate() {
-            if s.lat.is_empty() {
-                continue;
-            }
-            any = true;
-            let c = color(i);
-            let pts: Vec<(f64, f64)> = s.lat.iter().map(|&(x, y)| (lg2(x), y)).collect();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map_err(e2s)?
-                .label(s.label.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(2)));
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(e2s)?;
-        }
-        let mut seen: Vec<&str> = Vec::new();
-        for r in refs {
-            let Some(l) = r.lat_us else { continue };
-            any = true;
-            let c = ref_color(&r.label);
-            let anno = chart
-                .draw_series(std::iter::once(TriangleMarker::new((lg2(r.size), l), 8, c.filled())))
-                .map_err(e2s)?;
-            if !seen.contains(&r.label.as_str()) {
-                seen.push(&r.label);
-                anno.label(r.label.clone()).legend(move |(x, y)| TriangleMarker::new((x + 11, y), 7, c.filled()));
-            }
-        }
-        if any {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.5))
-                .label_font((FONT, 14))
-                .draw()
-                .map_err(e2s)?;
-        } else {
-            bottom
-                .draw_text("no latency data", &TextStyle::from((FONT, 18).into_font()).color(&BLACK), (520, 200))
-                .map_err(e2s)?;
-        }
-    }
+    let lat = Panel { caption: "Latency: half round trip, p50", y_desc: "microseconds", empty: "no latency data" };
+    lat.draw(&bottom, x, (lmin..lmax).log_scale(), series, |s| &s.lat, refs, |r| r.lat_us, &ref_color)?;
     root.present().map_err(|e| format!("writing {}: {e}", out.display()))?;
     Ok(())
 }
