@@ -109,6 +109,10 @@ impl fmt::Display for NrtError {
 impl std::error::Error for NrtError {}
 
 /// The `NRT_STATUS` enumerator name of a code (nrt/nrt_status.h).
+/// connect and accept share a signature, and so do send_tensor and recv_tensor.
+type OpenComm = unsafe extern "C" fn(*const c_char, c_int, c_int, *mut *mut RawComm) -> NrtStatus;
+type PostTensor = unsafe extern "C" fn(*mut RawTensor, usize, usize, *mut RawComm, *mut *mut RawRequest) -> NrtStatus;
+
 pub fn status_name(code: i32) -> &'static str {
     match code {
         0 => "NRT_SUCCESS",
@@ -213,22 +217,21 @@ impl Lnc {
     }
 
     pub fn connect(&self, peer_ip: &str, peer_lnc: i32) -> Result<Comm, NrtError> {
-        const F: &str = "nrt_async_sendrecv_connect";
-        let ip = c_string(F, peer_ip)?;
-        let mut raw: *mut RawComm = ptr::null_mut();
-        // SAFETY: `ip` is a NUL-terminated string alive for the call; `raw` is a valid out-pointer.
-        let st = unsafe { nrt_async_sendrecv_connect(ip.as_ptr(), peer_lnc, self.id, &mut raw) };
-        check(F, st)?;
-        Ok(Comm { raw })
+        self.open_comm("nrt_async_sendrecv_connect", nrt_async_sendrecv_connect, peer_ip, peer_lnc)
     }
 
     pub fn accept(&self, peer_ip: &str, peer_lnc: i32) -> Result<Comm, NrtError> {
-        const F: &str = "nrt_async_sendrecv_accept";
-        let ip = c_string(F, peer_ip)?;
+        self.open_comm("nrt_async_sendrecv_accept", nrt_async_sendrecv_accept, peer_ip, peer_lnc)
+    }
+
+    /// connect or accept (`open`, named `func`): the same arguments, a communicator out.
+    fn open_comm(&self, func: &'static str, open: OpenComm, peer_ip: &str, peer_lnc: i32) -> Result<Comm, NrtError> {
+        let ip = c_string(func, peer_ip)?;
         let mut raw: *mut RawComm = ptr::null_mut();
-        // SAFETY: `ip` is a NUL-terminated string alive for the call; `raw` is a valid out-pointer.
-        let st = unsafe { nrt_async_sendrecv_accept(ip.as_ptr(), peer_lnc, self.id, &mut raw) };
-        check(F, st)?;
+        // SAFETY: `open` is connect or accept; `ip` is a NUL-terminated string alive for the
+        // call; `raw` is a valid out-pointer.
+        let st = unsafe { open(ip.as_ptr(), peer_lnc, self.id, &mut raw) };
+        check(func, st)?;
         Ok(Comm { raw })
     }
 
@@ -272,21 +275,23 @@ impl Comm {
 
     /// Posts a send of `len` bytes at `offset` of `t`.
     pub fn send(&self, t: &Tensor, offset: usize, len: usize) -> Result<Request, NrtError> {
-        let mut raw: *mut RawRequest = ptr::null_mut();
-        // SAFETY: handles come from the library (checked ids); `raw` is a valid out-pointer. The
-        // library keeps the tensor's memory alive for the transfer even if `t` is freed.
-        let st = unsafe { nrt_async_sendrecv_send_tensor(t.raw, offset, len, self.raw, &mut raw) };
-        check("nrt_async_sendrecv_send_tensor", st)?;
-        Ok(Request { raw, finished: false })
+        self.post("nrt_async_sendrecv_send_tensor", nrt_async_sendrecv_send_tensor, t, offset, len)
     }
 
     /// Posts a receive of at most `len` bytes into `t` at `offset`.
     pub fn recv(&self, t: &Tensor, offset: usize, len: usize) -> Result<Request, NrtError> {
+        self.post("nrt_async_sendrecv_recv_tensor", nrt_async_sendrecv_recv_tensor, t, offset, len)
+    }
+
+    /// send_tensor or recv_tensor (`post`, named `func`).
+    fn post(&self, func: &'static str, post: PostTensor, t: &Tensor, offset: usize, len: usize) -> Result<Request, NrtError> {
         let mut raw: *mut RawRequest = ptr::null_mut();
-        // SAFETY: as for `send`; the library writes into `t` only through its own mapping, and
-        // this tool never holds a Rust reference into tensor memory.
-        let st = unsafe { nrt_async_sendrecv_recv_tensor(t.raw, offset, len, self.raw, &mut raw) };
-        check("nrt_async_sendrecv_recv_tensor", st)?;
+        // SAFETY: `post` is send_tensor or recv_tensor; handles come from the library (checked
+        // ids); `raw` is a valid out-pointer. The library keeps the tensor's memory alive for the
+        // transfer even if `t` is freed, and writes into `t` only through its own mapping (this
+        // tool never holds a Rust reference into tensor memory).
+        let st = unsafe { post(t.raw, offset, len, self.raw, &mut raw) };
+        check(func, st)?;
         Ok(Request { raw, finished: false })
     }
 }
