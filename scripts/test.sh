@@ -104,6 +104,23 @@ if make -s perf-tool >"$LOGDIR/perf-tool.log" 2>&1; then
             pass "nrt-sr-perf --local over $tr (4 sizes, warm-up bytes verified, JSON and plot)"
         else fail "nrt-sr-perf --local over $tr (see $LOGDIR/perf-tool.log)"; tail -5 "$LOGDIR/perf-tool.log"; fi
     done
+    # Two-host mode (--role/--peer), both processes on loopback: both exit 0, the sender's JSON
+    # has its results with the warm-up verified, and neither side logs an ERROR (a run that went
+    # well ends with nothing in flight: the sender's goodbye, then the receiver closes first).
+    rlog=$LOGDIR/perf-role-recv.log slog=$LOGDIR/perf-role-send.log
+    timeout 120 build/bin/nrt-sr-perf --role recv --peer 127.0.0.1 --lnc 1 --peer-lnc 0 --port-base 29620 \
+        --sizes 8,1M --iters 20 --no-progress >"$rlog" 2>&1 &
+    rpid=$!
+    if timeout 120 build/bin/nrt-sr-perf --role send --peer 127.0.0.1 --lnc 0 --peer-lnc 1 --port-base 29620 \
+           --sizes 8,1M --iters 20 --no-progress --json "$LOGDIR/perf-role.json" >"$slog" 2>&1 \
+       && wait "$rpid" \
+       && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["results"]; assert d["verified"] and len(r)==2 and all(x["gbytes_per_s"]>0 for x in r), d' "$LOGDIR/perf-role.json" \
+       && ! grep -q ERROR "$rlog" "$slog"; then
+        pass "nrt-sr-perf two-host mode on loopback (--role send/recv: both exit 0, no ERROR line)"
+    else
+        kill "$rpid" 2>/dev/null; wait "$rpid" 2>/dev/null
+        fail "nrt-sr-perf two-host mode (see $slog, $rlog)"; grep -h ERROR "$rlog" "$slog" | head -3
+    fi
 else fail "make perf-tool (see $LOGDIR/perf-tool.log)"; tail -5 "$LOGDIR/perf-tool.log"; fi
 
 # 8. Sanitizers (make test-sanitizers): ASan/UBSan build of the C suite, valgrind memcheck.

@@ -7,8 +7,9 @@
 //!   lat       comm 0 → echo comm ping-pongs (warm-up pings first, untimed)
 //! Start-up: the sender sends a hash of the plan on comm 0 and the receiver answers it on the
 //! echo comm (mismatched options fail both sides). End: the receiver sends the number of
-//! warm-up messages it verified on the echo comm and closes; the sender closes only once the
-//! receiver has (--local: the child exited; otherwise a receive on the echo comm fails).
+//! warm-up messages it verified on the echo comm, the sender answers with a goodbye on comm 0
+//! and waits for its acknowledgement, the receiver closes once it has the goodbye, then the
+//! sender (--local: after the child exited): nothing is in flight on either side.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -62,6 +63,8 @@ pub trait Sink {
 }
 
 const CTL_BYTES: usize = 8;
+/// The sender's last control message.
+const GOODBYE: u64 = 0x6f6f_6462_7965_2121;
 const CHUNK: usize = 4 << 20;
 
 struct Side<'a> {
@@ -235,42 +238,41 @@ impl Side<'_> {
         }
     }
 
-    /// Sender, after the final report: waits until the receiver has closed its lnc. Closing at
-    /// once instead could drop the acknowledgement of the receiver's last send and fail it.
-    /// With --local: until the child process exited. Otherwise: until an unmatched receive on
-    /// the echo communicator fails because the peer closed (the library logs that failure).
+    /// After the final report: the sender says goodbye on communicator 0 and waits until the
+    /// receiver has it (its acknowledgement, which also carries the one for the report); the
+    /// receiver waits for it. Then both close with nothing in flight, the receiver first, and
+    /// neither sees a request fail. (Before: the sender left an unmatched receive to fail when the
+    /// receiver closed, and the library logged two ERROR lines for a run that went well.)
+    fn goodbye(&mut self) -> Result<()> {
+        let ctx = || "goodbye on communicator 0".to_string();
+        if self.sender {
+            self.write_ctl(GOODBYE)?;
+            let mut s = self.comms[0].send(&self.ctl_send, 0, CTL_BYTES).ctx(ctx)?;
+            let n = self.wait(&mut s, &ctx)?;
+            self.expect_size(n, CTL_BYTES as u64, &ctx)
+        } else {
+            let mut r = self.comms[0].recv(&self.ctl_recv, 0, CTL_BYTES).ctx(ctx)?;
+            let n = self.wait(&mut r, &ctx)?;
+            self.expect_size(n, CTL_BYTES as u64, &ctx)?;
+            match self.read_ctl()? {
+                GOODBYE => Ok(()),
+                v => Err(Error::msg(format!("receiver: expected the sender's goodbye, got {v:#x} ({})", ctx()))),
+            }
+        }
+    }
+
+    /// Sender with --local: waits until the receiver's process has exited (its status is
+    /// checked by the watch).
     fn linger(&mut self) -> Result<()> {
-        let ctx = || "waiting for the receiver to close".to_string();
+        let ctx = || "waiting for the receiver to exit".to_string();
         let start = Instant::now();
         if self.watch.sees_peer_exit() {
             while !self.watch.peer_exited() {
                 self.check_stall(start, &ctx)?;
                 std::thread::sleep(Duration::from_millis(1));
             }
-            return Ok(());
         }
-        let mut r = match self.echo.recv(&self.ctl_recv, 0, CTL_BYTES) {
-            Ok(r) => r,
-            // Already closed (the communicator failed with "peer closed").
-            Err(e) if e.status == 1 => return Ok(()),
-            Err(e) => return Err(e).ctx(ctx),
-        };
-        loop {
-            match r.test() {
-                Ok(None) => {}
-                Ok(Some(n)) => {
-                    return Err(Error::msg(format!(
-                        "sender: unexpected message of {n} bytes from the receiver ({})",
-                        ctx()
-                    )));
-                }
-                // The receiver closed: what we waited for.
-                Err(e) if e.status == 1 => return Ok(()),
-                Err(e) => return Err(e).ctx(ctx),
-            }
-            self.check_stall(start, &ctx)?;
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        Ok(())
     }
 
     fn fill(&mut self, t: &Tensor, len: u64, seed: u64) -> Result<()> {
@@ -682,6 +684,7 @@ pub fn run_side(
     }
 
     let verified_messages = side.final_report(verified)?;
+    side.goodbye()?;
     if sender {
         side.linger()?;
     }
