@@ -343,7 +343,7 @@ impl CommIo {
     ///
     /// With `defer_acks`, when the tested receive completed, its Ack stays queued and `Ok(true)`
     /// says so: the caller is usually about to answer, and its answer should not wait behind a
-    /// `sendmsg` of the Ack (the lnc sends it at the next call, or its progress thread's tick).
+    /// `sendmsg` of the Ack (`engine::defer_acks` says when it goes out).
     pub fn poll_fast(&mut self, tested: Option<&Request>, defer_acks: bool) -> Result<bool> {
         match self.shm.as_mut() {
             Some(s) if s.is_active() => {
