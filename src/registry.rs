@@ -138,30 +138,16 @@ impl<T> Table<T> {
         if !take {
             return Some((r, None));
         }
-        let v = Self::take_locked(&mut g);
+        let v = g.1.take();
+        g.0 = if g.0 >= GEN_MASK { 1 } else { g.0 + 1 };
         drop(g);
         self.free.push(idx);
         Some((r, v))
     }
 
-    fn take_locked(g: &mut (u32, Option<Arc<T>>)) -> Option<Arc<T>> {
-        let v = g.1.take();
-        g.0 = if g.0 >= GEN_MASK { 1 } else { g.0 + 1 };
-        v
-    }
-
     /// Removes the value if `id` is current: afterwards the id is stale.
     pub fn remove(&self, id: u64) -> Option<Arc<T>> {
-        let (idx, generation) = decode(id)?;
-        let slot = self.slot(idx)?;
-        let mut g = slot.inner.lock();
-        if g.0 != generation || g.1.is_none() {
-            return None;
-        }
-        let v = Self::take_locked(&mut g);
-        drop(g);
-        self.free.push(idx);
-        v
+        self.with_take(id, |_| ((), true)).and_then(|(_, v)| v)
     }
 
     /// How many values `pred` holds for (a snapshot: values may come and go meanwhile).
