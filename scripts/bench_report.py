@@ -316,9 +316,9 @@ def collect(tmp):
     tcp_pair_rounds = []
     for path in sorted(glob.glob(os.path.join(tmp, "tcp_pair_round*.json")),
                        key=lambda p: int(re.findall(r"_round(\d+)\.json$", p)[0])):
-        g = (load_json(path) or {}).get("gbytes_per_s")
-        if g is not None:
-            tcp_pair_rounds.append(g)
+        d = load_json(path) or {}
+        if d.get("gbytes_per_s") is not None:
+            tcp_pair_rounds.append(d)
     return env, errors, memcpy, iperf3, iperf3_rounds, ucx, nrt_tcp, nrt_shm, scale, tcp_pair_rounds
 
 
@@ -380,7 +380,8 @@ def build_refs(tmp):
     if memcpy and memcpy.get("64M_gbytes_per_s") is not None:
         refs.append({"label": "memcpy", "size": 64 * MIB, "gbytes_per_s": memcpy["64M_gbytes_per_s"]})
     if pair:
-        refs.append({"label": "C tcp pair", "size": 64 * MIB, "gbytes_per_s": statistics.median(pair)})
+        refs.append({"label": "C tcp pair", "size": pair[0]["message_bytes"],
+                     "gbytes_per_s": statistics.median(r["gbytes_per_s"] for r in pair)})
     return refs
 
 
@@ -458,7 +459,9 @@ def cmd_report(args):
     comms1 = median_runs("comms1", scale_size, "gbytes_per_s", scale_at(1, 16))
     comms64 = median_runs("comms64", scale_size, "gbytes_per_s", scale_at(64, 16))
     tcp64 = median_runs("tcp_bw64", S64, "gbytes_per_s", nrt_at(nrt_tcp, S64, "gbytes_per_s"))
-    tcp_pair = statistics.median(tcp_pair_rounds) if tcp_pair_rounds else None
+    tcp_pair = statistics.median(r["gbytes_per_s"] for r in tcp_pair_rounds) if tcp_pair_rounds else None
+    # Its shape as the program reported it (the same every round).
+    pair_shape = {k: v for k, v in (tcp_pair_rounds[0] if tcp_pair_rounds else {}).items() if k != "gbytes_per_s"}
     # The rounds' iperf3 median (the reference of tcp_vs_iperf3; the tables' run without rounds).
     iperf3_med = statistics.median(iperf3_rounds) if iperf3_rounds else None
     iperf3_ref = iperf3_med if iperf3_med is not None else iperf(streams, False)
@@ -522,8 +525,7 @@ def cmd_report(args):
         "nrt": {"tcp": nrt_tcp, "shm": nrt_shm, "scale": scale},
         "iperf3": iperf3,
         "iperf3_rounds": {"streams": streams, "seconds": 3, "gbytes_per_s": iperf3_rounds},
-        "tcp_pair_rounds": {"streams": streams, "message_bytes": S64, "buffers": 16, "messages": 64,
-                            "gbytes_per_s": tcp_pair_rounds},
+        "tcp_pair_rounds": dict(pair_shape, gbytes_per_s=[r["gbytes_per_s"] for r in tcp_pair_rounds]),
         "ucx": ucx,
         "memcpy": memcpy,
         "ratios": {k: (None if v is None else round(v, 4)) for k, v in ratios.items()},
