@@ -123,6 +123,25 @@ if make -s perf-tool >"$LOGDIR/perf-tool.log" 2>&1; then
     fi
 else fail "make perf-tool (see $LOGDIR/perf-tool.log)"; tail -5 "$LOGDIR/perf-tool.log"; fi
 
+# 7b. bench/overlap.c (a double-buffering receiver that works between receives, through the C
+#     API): builds against the headers and library, runs short over TCP and shared memory, every
+#     byte of its last messages checked and each message's ends, JSON out.
+echo "== bench/overlap.c"
+if cc -O2 -Wall -Wextra -Werror -I include -o "$LOGDIR/overlap" bench/overlap.c -L build/lib -lnrt \
+      -Wl,-rpath,"$PWD/build/lib" >"$LOGDIR/overlap.log" 2>&1; then
+    port=29640
+    for run in "tcp 1048579" "tcp 8" "shm 1048579"; do
+        set -- $run
+        if NEURON_RT_ASYNC_SENDRECV_TRANSPORT=$1 NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=$port \
+               timeout 120 "$LOGDIR/overlap" "$2" 50 40 >"$LOGDIR/overlap-$1-$2.json" 2>>"$LOGDIR/overlap.log" \
+           && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["bytes"]==int(sys.argv[2]) and d["computed_us"]>=50 and d["us_per_message_with_compute"]>0, d' \
+                  "$LOGDIR/overlap-$1-$2.json" "$2"; then
+            pass "bench/overlap.c over $1, $2 bytes (exit 0, bytes checked, JSON)"
+        else fail "bench/overlap.c over $1, $2 bytes (see $LOGDIR/overlap.log)"; tail -3 "$LOGDIR/overlap.log"; fi
+        port=$((port + 10))
+    done
+else fail "bench/overlap.c does not build (see $LOGDIR/overlap.log)"; tail -5 "$LOGDIR/overlap.log"; fi
+
 # 8. Sanitizers (make test-sanitizers): ASan/UBSan build of the C suite, valgrind memcheck.
 echo "== sanitizers"
 scripts/sanitize.sh 2>&1 | tee "$LOGDIR/sanitize.log" | grep -E "^(asan: )?(PASS|FAIL) "

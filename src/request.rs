@@ -107,6 +107,11 @@ impl Request {
         self.fail(Error::failure(msg));
     }
 
+    /// Bytes moved: meaningful once the request is done (0 while pending or failed).
+    pub fn size(&self) -> u64 {
+        if self.state.load(Ordering::Acquire) == DONE { self.size.load(Ordering::Relaxed) } else { 0 }
+    }
+
     pub fn is_pending(&self) -> bool {
         self.state.load(Ordering::Acquire) == PENDING
     }

@@ -30,6 +30,12 @@ const ALL_STREAMS_EVERY: u32 = 16;
 /// (the others only push bytes): a caller cycling through 64 send communicators made 2 million
 /// `recv` calls that found nothing per 16 GiB, on the CPU that also sends (README, "TCP tuning").
 const ACK_READ_EVERY: u32 = 8;
+/// A spinning caller's completed receive of at most this many bytes leaves its Ack queued for a
+/// moment (`poll_fast`); a longer one sends it at once. The deferral saves an answer one
+/// `sendmsg` (a few µs, which matters next to a small message's ~8 µs), but while the caller then
+/// computes without calling the library the sender waits for that Ack: a pipeline of large
+/// messages (send i+1 while the receiver works on i) would lose its overlap (README, "TCP tuning").
+const DEFER_ACK_MAX: u64 = SMALL as u64;
 /// Chunks at least this long go by `sendfile` when they lie in a memfd tensor.
 const SENDFILE_MIN: usize = 64 * 1024;
 
@@ -415,7 +421,11 @@ impl CommIo {
                     }
                 }
                 if !self.streams[0].tx.is_empty() {
-                    if defer_acks && self.kind == Kind::Recv && !self.is_verbs() && tested.is_some_and(|r| !r.is_pending()) {
+                    if defer_acks
+                        && self.kind == Kind::Recv
+                        && !self.is_verbs()
+                        && tested.is_some_and(|r| !r.is_pending() && r.size() <= DEFER_ACK_MAX)
+                    {
                         return Ok(true);
                     }
                     self.flush_tx(0)?;
