@@ -21,7 +21,11 @@ if [ "${VERBS:-1}" = 1 ]; then
 fi
 if ! command -v cargo >/dev/null 2>&1; then
     # Debian's own toolchain (edition 2024 needs rustc >= 1.85); rustup's works as well.
-    need="$need cargo rustc"
+    need="$need cargo rustc rustfmt"
+elif ! cargo fmt --version >/dev/null 2>&1; then
+    # make test checks the formatting (rustfmt.toml).
+    if command -v rustup >/dev/null 2>&1; then rustup component add rustfmt >/dev/null 2>&1 || need="$need rustfmt"
+    else need="$need rustfmt"; fi
 fi
 if [ -n "$need" ]; then
     echo "deps: installing$need"

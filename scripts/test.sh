@@ -37,6 +37,16 @@ echo "== header check"
 if make -s header-check >"$LOGDIR/header-check.log" 2>&1; then pass "headers match a fresh cbindgen generation"
 else fail "headers differ from a fresh generation (make header; see $LOGDIR/header-check.log)"; fi
 
+# 2a. Formatting: the Rust sources (library, tools, fuzz targets) are as rustfmt.toml says.
+echo "== rustfmt"
+fmt_bad=""
+: > "$LOGDIR/rustfmt.log"
+for d in . tools/nrt-sr-perf tools/gen-header fuzz; do
+    (cd "$d" && cargo fmt --check) >>"$LOGDIR/rustfmt.log" 2>&1 || fmt_bad="$fmt_bad $d"
+done
+if [ -z "$fmt_bad" ]; then pass "rustfmt: library, tools and fuzz targets formatted (rustfmt.toml)"
+else fail "rustfmt: not formatted in$fmt_bad (cargo fmt there; see $LOGDIR/rustfmt.log)"; fi
+
 # 3. Exports: exactly the promised names, each @@NRT_2.0.0, nothing else; SONAME libnrt.so.1.
 echo "== exports"
 want=$(sed -n 's/^ *\(nrt_[a-z_]*\);$/\1@@NRT_2.0.0/p' src/ffi/libnrt.map | sort)

@@ -176,10 +176,7 @@ impl Comm {
             READY => Ok(true),
             CONNECTING => {
                 if Instant::now() > self.setup_deadline {
-                    self.setup_failed(Error::timeout(format!(
-                        "no connection within {} ms",
-                        self.lnc.cfg.connect_timeout.as_millis()
-                    )));
+                    self.setup_failed(Error::timeout(format!("no connection within {} ms", self.lnc.cfg.connect_timeout.as_millis())));
                     return Err(self.error());
                 }
                 Ok(false)

@@ -169,9 +169,7 @@ fn bind(cfg: &Config, port: u16) -> std::io::Result<TcpListener> {
 impl Lnc {
     /// Binds the lnc's port and starts its progress thread.
     pub fn start(id: i32, cfg: Config) -> Result<Arc<Lnc>> {
-        let port = cfg
-            .port_of(id)
-            .ok_or_else(|| Error::invalid(format!("lnc {id}: port {} + {id} is beyond 65535", cfg.port_base)))?;
+        let port = cfg.port_of(id).ok_or_else(|| Error::invalid(format!("lnc {id}: port {} + {id} is beyond 65535", cfg.port_base)))?;
         let listener = bind(&cfg, port).map_err(|e| {
             let st = if e.kind() == ErrorKind::AddrInUse { NRT_STATUS::NRT_RESOURCE } else { NRT_STATUS::NRT_FAILURE };
             Error::io(st, &format!("lnc {id}: cannot listen on TCP port {port} (NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT + lnc)"), &e)
@@ -401,7 +399,11 @@ impl Lnc {
                     if auth_mac(secret, &challenge, &hello_bytes).verify_slice(&mac).is_err() {
                         let hs = st.handshakes.remove(&token).expect("present above");
                         self.poller.unwatch(hs.sock.as_raw_fd());
-                        crate::log_warn!("lnc {}: connection from {} failed authentication (NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET); dropped", self.id, hs.peer);
+                        crate::log_warn!(
+                            "lnc {}: connection from {} failed authentication (NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET); dropped",
+                            self.id,
+                            hs.peer
+                        );
                         return;
                     }
                     hello
@@ -409,7 +411,11 @@ impl Lnc {
                 (Some(_), _, f) => {
                     let hs = st.handshakes.remove(&token).expect("present above");
                     self.poller.unwatch(hs.sock.as_raw_fd());
-                    crate::log_warn!("lnc {}: connection from {} sent {f:?} instead of its authentication proof; dropped", self.id, hs.peer);
+                    crate::log_warn!(
+                        "lnc {}: connection from {} sent {f:?} instead of its authentication proof; dropped",
+                        self.id,
+                        hs.peer
+                    );
                     return;
                 }
                 (None, _, f) => f,
@@ -432,7 +438,11 @@ impl Lnc {
         let deadline = Instant::now() + self.cfg.connect_timeout + GROUP_GRACE;
         let g = st.groups.entry(key).or_insert_with(|| Group { streams: (0..nstreams).map(|_| None).collect(), flags, deadline });
         if g.streams.len() != nstreams as usize || g.streams[stream as usize].is_some() || g.flags != flags {
-            crate::log_warn!("lnc {}: inconsistent Hello from {} lnc {src_lnc} (stream {stream}/{nstreams}); connection dropped", self.id, hs.peer);
+            crate::log_warn!(
+                "lnc {}: inconsistent Hello from {} lnc {src_lnc} (stream {stream}/{nstreams}); connection dropped",
+                self.id,
+                hs.peer
+            );
             st.groups.remove(&key);
             return;
         }
@@ -466,7 +476,13 @@ impl Lnc {
                 return;
             }
         };
-        let flags = if shm { FLAG_SHM } else if dev.is_some() { FLAG_VERBS } else { 0 };
+        let flags = if shm {
+            FLAG_SHM
+        } else if dev.is_some() {
+            FLAG_VERBS
+        } else {
+            0
+        };
         let ok = Frame::HelloAck { status: ack::OK, nonce, conn_seq: seq, flags }.encode();
         if !comm.is_connecting() {
             crate::log_warn!("{}: connection arrived after set-up had already ended; refused", comm.describe());
@@ -624,20 +640,15 @@ impl Lnc {
     /// `nrt_async_sendrecv_connect`: returns at once; a thread does the set-up.
     pub fn connect(self: &Arc<Self>, peer: IpAddr, peer_lnc: i32) -> Result<Arc<Comm>> {
         let peer = canonical(peer);
-        let port = self
-            .cfg
-            .port_of(peer_lnc)
-            .ok_or_else(|| Error::invalid(format!("peer lnc {peer_lnc}: port beyond 65535")))?;
+        let port = self.cfg.port_of(peer_lnc).ok_or_else(|| Error::invalid(format!("peer lnc {peer_lnc}: port beyond 65535")))?;
         let comm = self.add_comm(Kind::Send, peer, peer_lnc)?;
         let c = comm.clone();
         let lnc = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("nrt-sr-conn{}", self.id))
-            .spawn(move || {
-                if let Err(e) = connector(&lnc, &c, SocketAddr::new(peer, port)) {
-                    c.setup_failed(e);
-                }
-            });
+        let spawned = std::thread::Builder::new().name(format!("nrt-sr-conn{}", self.id)).spawn(move || {
+            if let Err(e) = connector(&lnc, &c, SocketAddr::new(peer, port)) {
+                c.setup_failed(e);
+            }
+        });
         if let Err(e) = spawned {
             comm.setup_failed(Error::io(NRT_STATUS::NRT_RESOURCE, "spawn connect thread", &e));
         }
@@ -650,12 +661,8 @@ impl Lnc {
         let comm = self.add_comm(Kind::Recv, peer, peer_lnc)?;
         let mut st = self.accept.lock();
         st.waiting.insert((peer, peer_lnc, comm.pair_seq), comm.clone());
-        let keys: Vec<GroupKey> = st
-            .groups
-            .keys()
-            .filter(|(p, l, _, s)| *p == peer && *l == peer_lnc && *s == comm.pair_seq)
-            .copied()
-            .collect();
+        let keys: Vec<GroupKey> =
+            st.groups.keys().filter(|(p, l, _, s)| *p == peer && *l == peer_lnc && *s == comm.pair_seq).copied().collect();
         for k in keys {
             self.try_match(&mut st, k);
         }
@@ -668,9 +675,10 @@ impl Lnc {
         self.poller.wake();
         let th = self.thread.lock().take();
         if let Some(th) = th
-            && th.thread().id() != std::thread::current().id() {
-                let _ = th.join();
-            }
+            && th.thread().id() != std::thread::current().id()
+        {
+            let _ = th.join();
+        }
         *self.listener.lock() = None;
         self.parked.lock().clear();
         DEFERRED.lock().retain(|c| {
@@ -714,10 +722,7 @@ fn connect_once(addr: SocketAddr, deadline: Instant, comm: &Comm) -> Result<TcpS
         let now = Instant::now();
         if now >= deadline {
             let why = last.map(|e| format!(" (last error: {e})")).unwrap_or_default();
-            return Err(Error::timeout(format!(
-                "no connection to {addr} within {} ms{why}",
-                comm.lnc.cfg.connect_timeout.as_millis()
-            )));
+            return Err(Error::timeout(format!("no connection to {addr} within {} ms{why}", comm.lnc.cfg.connect_timeout.as_millis())));
         }
         let slice = (deadline - now).min(Duration::from_secs(1));
         match TcpStream::connect_timeout(&addr, slice) {
@@ -803,7 +808,9 @@ fn connector(lnc: &Lnc, comm: &Arc<Comm>, addr: SocketAddr) -> Result<()> {
                 .write_all(&Frame::Proof { mac }.encode())
                 .map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("sending the authentication proof to {addr}"), &e))?;
             buf = read_frame(comm, s, deadline, addr, i).map_err(|e| match e.status {
-                NRT_STATUS::NRT_FAILURE => Error::failure(format!("{addr} rejected this side's authentication (different secret?): {}", e.msg)),
+                NRT_STATUS::NRT_FAILURE => {
+                    Error::failure(format!("{addr} rejected this side's authentication (different secret?): {}", e.msg))
+                }
                 _ => e,
             })?;
         }

@@ -5,18 +5,18 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod status;
-pub mod log;
-pub mod config;
-pub mod registry;
-pub mod wire;
-pub mod tensor;
-pub mod request;
 pub mod comm;
+pub mod config;
 pub mod engine;
-pub mod transport;
-pub mod runtime;
 pub mod ffi;
+pub mod log;
+pub mod registry;
+pub mod request;
+pub mod runtime;
+pub mod status;
+pub mod tensor;
+pub mod transport;
+pub mod wire;
 
 /// Tests that measure this process's memory (RSS) hold this lock, and so do tests that allocate
 /// tens of MiB at once, so the two never overlap (the test harness runs tests on threads).

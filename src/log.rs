@@ -1,7 +1,7 @@
 //! Logging to stderr at a level chosen by `NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL`.
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Once;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Level {
@@ -29,9 +29,10 @@ pub fn parse_level(s: &str) -> Option<Level> {
 /// Reads the level from the environment (again: tests change it between inits).
 pub fn reload() {
     if let Ok(v) = std::env::var("NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL")
-        && let Some(l) = parse_level(&v) {
-            LEVEL.store(l as u8, Ordering::Relaxed);
-        }
+        && let Some(l) = parse_level(&v)
+    {
+        LEVEL.store(l as u8, Ordering::Relaxed);
+    }
 }
 
 pub fn enabled(l: Level) -> bool {

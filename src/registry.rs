@@ -58,11 +58,7 @@ impl<T> Default for Table<T> {
 
 impl<T> Table<T> {
     pub const fn new() -> Self {
-        Table {
-            pages: [const { OnceLock::new() }; PAGES],
-            next_fresh: AtomicU32::new(0),
-            free: SegQueue::new(),
-        }
+        Table { pages: [const { OnceLock::new() }; PAGES], next_fresh: AtomicU32::new(0), free: SegQueue::new() }
     }
 
     fn slot(&self, idx: u32) -> Option<&Slot<T>> {
@@ -75,12 +71,8 @@ impl<T> Table<T> {
 
     fn slot_or_create(&self, idx: u32) -> &Slot<T> {
         let (page, off) = locate(idx);
-        let p = self.pages[page].get_or_init(|| {
-            (0..FIRST_PAGE << page)
-                .map(|_| Slot { inner: Mutex::new((1, None)) })
-                .collect::<Vec<_>>()
-                .into_boxed_slice()
-        });
+        let p = self.pages[page]
+            .get_or_init(|| (0..FIRST_PAGE << page).map(|_| Slot { inner: Mutex::new((1, None)) }).collect::<Vec<_>>().into_boxed_slice());
         &p[off]
     }
 
@@ -153,9 +145,7 @@ impl<T> Table<T> {
     /// How many values `pred` holds for (a snapshot: values may come and go meanwhile).
     pub fn count_where(&self, mut pred: impl FnMut(&T) -> bool) -> usize {
         let n = self.next_fresh.load(Ordering::Acquire).min(capacity());
-        (0..n)
-            .filter(|&idx| self.slot(idx).is_some_and(|s| s.inner.lock().1.as_deref().is_some_and(&mut pred)))
-            .count()
+        (0..n).filter(|&idx| self.slot(idx).is_some_and(|s| s.inner.lock().1.as_deref().is_some_and(&mut pred))).count()
     }
 
     /// Removes every value for which `pred` holds; returns them.

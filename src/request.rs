@@ -46,16 +46,7 @@ pub enum Outcome {
 
 impl Request {
     pub fn new(id: u64, kind: Kind, comm: Arc<Comm>, region: Region, deadline: Option<u64>) -> Request {
-        Request {
-            id,
-            kind,
-            comm,
-            region,
-            deadline,
-            state: AtomicU8::new(PENDING),
-            size: AtomicU64::new(0),
-            error: Mutex::new(None),
-        }
+        Request { id, kind, comm, region, deadline, state: AtomicU8::new(PENDING), size: AtomicU64::new(0), error: Mutex::new(None) }
     }
 
     /// Marks the request done with `size` bytes; false when it had already finished.
@@ -98,11 +89,8 @@ impl Request {
     /// A receive shorter than the matching send of `sent` bytes: fails, logged once; nothing is
     /// written (the caller answers the sender with `ack::TOO_LONG`).
     pub fn reject_short(&self, sent: u64) {
-        let msg = format!(
-            "{}: receive of {} bytes is shorter than the matching send of {sent} bytes",
-            self.comm.describe(),
-            self.region.len()
-        );
+        let msg =
+            format!("{}: receive of {} bytes is shorter than the matching send of {sent} bytes", self.comm.describe(), self.region.len());
         crate::log_error!("{msg}; both fail");
         self.fail(Error::failure(msg));
     }
@@ -120,9 +108,7 @@ impl Request {
         match self.state.load(Ordering::Acquire) {
             PENDING => Outcome::Pending,
             DONE => Outcome::Done(self.size.load(Ordering::Relaxed)),
-            _ => Outcome::Failed(
-                self.error.lock().clone().unwrap_or_else(|| Error::new(NRT_STATUS::NRT_FAILURE, "request failed")),
-            ),
+            _ => Outcome::Failed(self.error.lock().clone().unwrap_or_else(|| Error::new(NRT_STATUS::NRT_FAILURE, "request failed"))),
         }
     }
 }

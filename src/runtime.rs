@@ -306,7 +306,9 @@ mod tests {
         let comm = connect("127.0.0.1", 903, 902).unwrap();
         for round in 0..2000 {
             let (id, req) = REQUESTS
-                .insert_with(|id| Arc::new(crate::request::Request::new(id, Kind::Send, comm.clone(), crate::tensor::Region::empty(), None)))
+                .insert_with(|id| {
+                    Arc::new(crate::request::Request::new(id, Kind::Send, comm.clone(), crate::tensor::Region::empty(), None))
+                })
                 .unwrap();
             let r2 = req.clone();
             let h = std::thread::spawn(move || r2.complete(7));
@@ -368,7 +370,8 @@ mod hostile {
         init_with(b, Some(cfg())).unwrap();
         let port = 26100 + b as u16;
         let hello = |ver: u8, dst: u32| {
-            let mut h = crate::wire::Frame::Hello { stream: 0, nstreams: 1, nonce: 1, conn_seq: 0, src_lnc: 5, dst_lnc: dst, flags: 0 }.encode();
+            let mut h =
+                crate::wire::Frame::Hello { stream: 0, nstreams: 1, nonce: 1, conn_seq: 0, src_lnc: 5, dst_lnc: dst, flags: 0 }.encode();
             h[4] = ver;
             h
         };
@@ -538,11 +541,11 @@ mod shm {
     //! communicator handed back to the progress thread when its caller stops polling.
     use super::*;
     use crate::comm::test_request;
-    use std::sync::atomic::Ordering;
     use crate::config::Transport;
     use crate::request::{Kind, REQUESTS};
     use crate::status::NRT_STATUS;
     use crate::tensor::Tensor;
+    use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 
     fn cfg(port_base: u16, transport: Transport) -> Config {
@@ -693,11 +696,13 @@ mod shm {
         // A window of 128 messages in flight each way before anything is tested (the rings are
         // exactly as long as the pending limit).
         let n = crate::config::MAX_PENDING_PER_COMM;
-        let srcs: Vec<Tensor> = (0..n).map(|i| {
-            let t = Tensor::allocate(3000, String::new()).unwrap();
-            crate::tensor::write_from(&t, 0, &pattern(3000, i)).unwrap();
-            t
-        }).collect();
+        let srcs: Vec<Tensor> = (0..n)
+            .map(|i| {
+                let t = Tensor::allocate(3000, String::new()).unwrap();
+                crate::tensor::write_from(&t, 0, &pattern(3000, i)).unwrap();
+                t
+            })
+            .collect();
         let dsts: Vec<Tensor> = (0..n).map(|_| Tensor::allocate(3000, String::new()).unwrap()).collect();
         let sqs: Vec<u64> = srcs.iter().map(|t| s.post(Kind::Send, t.region(0, 3000).unwrap()).unwrap()).collect();
         let rqs: Vec<u64> = dsts.iter().map(|t| r.post(Kind::Recv, t.region(0, 3000).unwrap()).unwrap()).collect();
@@ -747,7 +752,11 @@ mod shm {
             park(&r, rq, &format!("{len} bytes"));
             let sq = s.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
             // Neither side polls now: the receiver's progress thread must get the bytes.
-            until_done_untested(rq, Duration::from_secs(10), &format!("{len} bytes: the parked receive never completed without its caller"));
+            until_done_untested(
+                rq,
+                Duration::from_secs(10),
+                &format!("{len} bytes: the parked receive never completed without its caller"),
+            );
             assert!(!r.parked.load(Ordering::Acquire), "{len} bytes: still parked");
             finish(rq, sq, &dst, &data, &format!("{len} bytes"));
         }

@@ -57,21 +57,65 @@ pub mod ack {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frame {
-    Hello { stream: u16, nstreams: u16, nonce: u64, conn_seq: u64, src_lnc: u32, dst_lnc: u32, flags: u32 },
-    HelloAck { status: u16, nonce: u64, conn_seq: u64, flags: u32 },
-    Data { seq: u64, offset: u64, len: u64, total: u64 },
-    Ack { seq: u64, status: u16, size: u64 },
+    Hello {
+        stream: u16,
+        nstreams: u16,
+        nonce: u64,
+        conn_seq: u64,
+        src_lnc: u32,
+        dst_lnc: u32,
+        flags: u32,
+    },
+    HelloAck {
+        status: u16,
+        nonce: u64,
+        conn_seq: u64,
+        flags: u32,
+    },
+    Data {
+        seq: u64,
+        offset: u64,
+        len: u64,
+        total: u64,
+    },
+    Ack {
+        seq: u64,
+        status: u16,
+        size: u64,
+    },
     /// A queue pair's address (verbs set-up): 24-bit QPN and PSN, GID, LID.
-    QpInfo { qpn: u32, psn: u32, gid: [u8; 16], lid: u16 },
+    QpInfo {
+        qpn: u32,
+        psn: u32,
+        gid: [u8; 16],
+        lid: u16,
+    },
     /// Clear to send (verbs): the receive for message `seq` waits at `addr` (`len` bytes, `rkey`).
-    Cts { seq: u64, addr: u64, len: u64, rkey: u32 },
+    Cts {
+        seq: u64,
+        addr: u64,
+        len: u64,
+        rkey: u32,
+    },
     /// Authentication: the accepting side's random challenge, answered by a Proof.
-    Challenge { nonce: [u8; 16] },
-    Proof { mac: [u8; 32] },
+    Challenge {
+        nonce: [u8; 16],
+    },
+    Proof {
+        mac: [u8; 32],
+    },
     /// Shared memory (sender → receiver): the channel memfd is descriptor `fd` of process `pid`.
-    ShmInfo { pid: u32, fd: u32, token: u64, addr: u64, size: u64 },
+    ShmInfo {
+        pid: u32,
+        fd: u32,
+        token: u64,
+        addr: u64,
+        size: u64,
+    },
     /// Shared memory (receiver → sender): OK, or REFUSED (both use TCP).
-    ShmReady { status: u16 },
+    ShmReady {
+        status: u16,
+    },
     /// Shared memory: new descriptors wait in the channel.
     Wake,
 }
@@ -119,14 +163,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 impl Frame {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let (kind, aux, a, b, c, d) = match *self {
-            Frame::Hello { stream, nstreams, nonce, conn_seq, src_lnc, dst_lnc, flags } => (
-                K_HELLO,
-                stream,
-                nonce,
-                conn_seq,
-                (src_lnc as u64) << 32 | dst_lnc as u64,
-                (flags as u64) << 32 | nstreams as u64,
-            ),
+            Frame::Hello { stream, nstreams, nonce, conn_seq, src_lnc, dst_lnc, flags } => {
+                (K_HELLO, stream, nonce, conn_seq, (src_lnc as u64) << 32 | dst_lnc as u64, (flags as u64) << 32 | nstreams as u64)
+            }
             Frame::HelloAck { status, nonce, conn_seq, flags } => (K_HELLO_ACK, status, nonce, conn_seq, flags as u64, 0),
             Frame::Data { seq, offset, len, total } => (K_DATA, 0, seq, offset, len, total),
             Frame::Ack { seq, status, size } => (K_ACK, status, seq, size, 0, 0),
@@ -135,9 +174,14 @@ impl Frame {
                 (K_QP_INFO, 0, (psn as u64) << 32 | qpn as u64, g0, g1, lid as u64)
             }
             Frame::Cts { seq, addr, len, rkey } => (K_CTS, 0, seq, addr, len, rkey as u64),
-            Frame::Challenge { nonce } => {
-                (K_CHALLENGE, 0, u64::from_le_bytes(nonce[..8].try_into().unwrap()), u64::from_le_bytes(nonce[8..].try_into().unwrap()), 0, 0)
-            }
+            Frame::Challenge { nonce } => (
+                K_CHALLENGE,
+                0,
+                u64::from_le_bytes(nonce[..8].try_into().unwrap()),
+                u64::from_le_bytes(nonce[8..].try_into().unwrap()),
+                0,
+                0,
+            ),
             Frame::Proof { mac } => {
                 let w = |i: usize| u64::from_le_bytes(mac[8 * i..8 * i + 8].try_into().unwrap());
                 (K_PROOF, 0, w(0), w(1), w(2), w(3))
@@ -192,15 +236,7 @@ impl Frame {
                 if src > crate::config::MAX_LNC as u32 || dst > crate::config::MAX_LNC as u32 {
                     return Err(WireError::BadField("lnc"));
                 }
-                Ok(Frame::Hello {
-                    stream: aux,
-                    nstreams: d as u16,
-                    nonce: a,
-                    conn_seq: b,
-                    src_lnc: src,
-                    dst_lnc: dst,
-                    flags: flags as u32,
-                })
+                Ok(Frame::Hello { stream: aux, nstreams: d as u16, nonce: a, conn_seq: b, src_lnc: src, dst_lnc: dst, flags: flags as u32 })
             }
             K_HELLO_ACK => {
                 if aux > ack::MAX || c & !KNOWN_FLAGS != 0 || d != 0 {

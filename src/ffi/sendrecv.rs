@@ -1,11 +1,11 @@
 //! The eleven `nrt_async_sendrecv_*` functions.
 
+use super::nrt_tensor_t;
 use super::{c_str, guard, handle_id, id_handle, non_null};
 use crate::comm::{COMMS, Comm};
 use crate::config::{MAX_COMMS_PER_LNC, MAX_PENDING_PER_COMM};
 use crate::request::Kind;
 use crate::status::{Error, NRT_STATUS, Result};
-use super::nrt_tensor_t;
 use std::ffi::{c_char, c_int};
 use std::sync::Arc;
 
@@ -72,11 +72,7 @@ pub extern "C" fn nrt_async_sendrecv_close(lnc: c_int) -> NRT_STATUS {
     guard("nrt_async_sendrecv_close", || crate::runtime::close(lnc))
 }
 
-fn open_comm(
-    peer_ip: *const c_char,
-    out: *mut *mut nrt_async_sendrecv_comm_t,
-    f: impl FnOnce(&str) -> Result<Arc<Comm>>,
-) -> Result<()> {
+fn open_comm(peer_ip: *const c_char, out: *mut *mut nrt_async_sendrecv_comm_t, f: impl FnOnce(&str) -> Result<Arc<Comm>>) -> Result<()> {
     non_null(out, "communicator out-pointer")?;
     put(out, std::ptr::null_mut());
     // SAFETY: peer_ip is NULL or a C string by the API's contract.
@@ -94,9 +90,7 @@ pub extern "C" fn nrt_async_sendrecv_connect(
     lnc: c_int,
     send_comm: *mut *mut nrt_async_sendrecv_comm_t,
 ) -> NRT_STATUS {
-    guard("nrt_async_sendrecv_connect", || {
-        open_comm(peer_ip, send_comm, |ip| crate::runtime::connect(ip, peer_lnc, lnc))
-    })
+    guard("nrt_async_sendrecv_connect", || open_comm(peer_ip, send_comm, |ip| crate::runtime::connect(ip, peer_lnc, lnc)))
 }
 
 /// Creates the receive communicator matching the peer's connect; set-up runs in the background.
@@ -107,9 +101,7 @@ pub extern "C" fn nrt_async_sendrecv_accept(
     lnc: c_int,
     recv_comm: *mut *mut nrt_async_sendrecv_comm_t,
 ) -> NRT_STATUS {
-    guard("nrt_async_sendrecv_accept", || {
-        open_comm(peer_ip, recv_comm, |ip| crate::runtime::accept(ip, peer_lnc, lnc))
-    })
+    guard("nrt_async_sendrecv_accept", || open_comm(peer_ip, recv_comm, |ip| crate::runtime::accept(ip, peer_lnc, lnc)))
 }
 
 /// Polls connection set-up: `*done` becomes true once the communicator is connected.

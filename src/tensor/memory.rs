@@ -37,9 +37,8 @@ impl Memory {
         {
             use std::os::fd::AsRawFd;
             // SAFETY: a shared mapping of the whole memfd we just sized; the result is checked.
-            let p = unsafe {
-                libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
-            };
+            let p =
+                unsafe { libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
             if p != libc::MAP_FAILED {
                 return Ok(Memory { ptr: p.cast(), len: size, owned: true, fd: Some(fd), id });
             }

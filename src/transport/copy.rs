@@ -89,12 +89,7 @@ pub unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
     let first = ((len / 2) + 4095) & !4095;
     // SAFETY: first < len, so both offsets stay inside the caller's ranges.
     let (src2, dst2) = unsafe { (src.add(first), dst.add(first)) };
-    let job = Arc::new(Job {
-        src: src2,
-        dst: dst2,
-        len: len - first,
-        state: AtomicU8::new(QUEUED),
-    });
+    let job = Arc::new(Job { src: src2, dst: dst2, len: len - first, state: AtomicU8::new(QUEUED) });
     let handed = queue.send(job.clone()).is_ok();
     // SAFETY: the first `first` bytes of the caller's ranges; the job covers only the rest.
     unsafe { std::ptr::copy_nonoverlapping(src, dst, first) };

@@ -348,7 +348,9 @@ impl MapCache {
         // A miss: first drop the mappings of tensors the peer has freed since (their descriptor
         // no longer names them), so freed memory is not kept alive here.
         self.sweep(pid);
-        let fail = |what: &str, e: io::Error| Error::io(NRT_STATUS::NRT_FAILURE, &format!("shm: {what} of the peer's tensor memfd (pid {pid}, fd {})", d.mem_fd), &e);
+        let fail = |what: &str, e: io::Error| {
+            Error::io(NRT_STATUS::NRT_FAILURE, &format!("shm: {what} of the peer's tensor memfd (pid {pid}, fd {})", d.mem_fd), &e)
+        };
         let fd = open_peer_fd(pid, d.mem_fd, false).map_err(|e| fail("open", e))?;
         let (name, size, seals) = describe_fd(&fd).map_err(|e| fail("stat", e))?;
         let want = format!("/memfd:{}", memfd_name(d.mem_id));
@@ -676,9 +678,7 @@ impl ShmIo {
             // The doorbell stayed quiet because the receiver was polling; if it has stopped
             // since without taking every descriptor, wake it now (at most one Wake until it
             // looks at the ring again: the doorbell's `wake` flag).
-            if self.stalled_polls.is_multiple_of(RECHECK_POLLS)
-                && ch.word(OFF_SEND_TAIL).load(Ordering::Acquire) < self.tx_next
-            {
+            if self.stalled_polls.is_multiple_of(RECHECK_POLLS) && ch.word(OFF_SEND_TAIL).load(Ordering::Acquire) < self.tx_next {
                 self.doorbell();
             }
         }

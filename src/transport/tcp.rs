@@ -85,11 +85,31 @@ impl TxItem {
 }
 
 enum Rx {
-    Header { buf: [u8; HEADER_LEN], have: usize },
-    Payload { seq: u64, ptr: *mut u8, remaining: usize, len: u64 },
-    Discard { seq: u64, remaining: usize, len: u64 },
+    Header {
+        buf: [u8; HEADER_LEN],
+        have: usize,
+    },
+    Payload {
+        seq: u64,
+        ptr: *mut u8,
+        remaining: usize,
+        len: u64,
+    },
+    Discard {
+        seq: u64,
+        remaining: usize,
+        len: u64,
+    },
     /// Into device memory: through a host buffer, written out whenever it fills.
-    Staged { seq: u64, mem: Arc<dyn StagedMemory>, off: usize, buf: Vec<u8>, fill: usize, remaining: usize, len: u64 },
+    Staged {
+        seq: u64,
+        mem: Arc<dyn StagedMemory>,
+        off: usize,
+        buf: Vec<u8>,
+        fill: usize,
+        remaining: usize,
+        len: u64,
+    },
 }
 
 // SAFETY: `ptr` points into the region of a request held in `RecvSide::slots` for as long as the
@@ -168,7 +188,13 @@ impl Stream {
                 let v = buf as libc::c_int;
                 // SAFETY: a valid c_int option value for our socket.
                 unsafe {
-                    libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, opt, (&v as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+                    libc::setsockopt(
+                        sock.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        opt,
+                        (&v as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
                 };
             }
         }
@@ -623,10 +649,8 @@ impl CommIo {
                     }
                 }
                 if it.hdr_done < HEADER_LEN {
-                    iov[cnt] = libc::iovec {
-                        iov_base: it.hdr[it.hdr_done..].as_ptr() as *mut libc::c_void,
-                        iov_len: HEADER_LEN - it.hdr_done,
-                    };
+                    iov[cnt] =
+                        libc::iovec { iov_base: it.hdr[it.hdr_done..].as_ptr() as *mut libc::c_void, iov_len: HEADER_LEN - it.hdr_done };
                     cnt += 1;
                 }
                 if it.data_done < it.data_len {
@@ -817,9 +841,8 @@ impl CommIo {
 
     /// A Data header arrived: where its bytes go, or `None` when its receive is not posted yet.
     fn start_chunk(&mut self, seq: u64, offset: u64, len: u64, total: u64) -> Result<Option<Rx>> {
-        let idx = seq
-            .checked_sub(self.base_seq)
-            .ok_or_else(|| Error::failure(format!("data for message {seq}, which already completed")))?;
+        let idx =
+            seq.checked_sub(self.base_seq).ok_or_else(|| Error::failure(format!("data for message {seq}, which already completed")))?;
         if idx >= self.slots.len() as u64 {
             return Ok(None);
         }
@@ -933,4 +956,3 @@ impl CommIo {
         self.streams.clear();
     }
 }
-

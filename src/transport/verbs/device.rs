@@ -66,7 +66,9 @@ struct Candidate {
 pub fn device_for_ip(ip: IpAddr) -> Result<Option<Arc<Device>>> {
     let want_dev = env("NEURON_RT_ASYNC_SENDRECV_RDMA_DEVICE");
     let want_gid: Option<i32> = match env("NEURON_RT_ASYNC_SENDRECV_RDMA_GID_INDEX") {
-        Some(v) => Some(v.trim().parse().map_err(|_| Error::invalid(format!("NEURON_RT_ASYNC_SENDRECV_RDMA_GID_INDEX={v:?} is not a number")))?),
+        Some(v) => {
+            Some(v.trim().parse().map_err(|_| Error::invalid(format!("NEURON_RT_ASYNC_SENDRECV_RDMA_GID_INDEX={v:?} is not a number")))?)
+        }
         None => None,
     };
     let target = gid_for(ip);

@@ -88,9 +88,10 @@ pub fn register(dev: &Device, region: &Region) -> Result<Registration> {
     let mut g = CACHE.lock();
     let c = g.get_or_insert_with(HashMap::new);
     if let Some((w, mr)) = c.get(&key)
-        && w.upgrade().is_some_and(|m| Arc::ptr_eq(&m, mem)) {
-            return Ok(Registration(Some(mr.clone())));
-        }
+        && w.upgrade().is_some_and(|m| Arc::ptr_eq(&m, mem))
+    {
+        return Ok(Registration(Some(mr.clone())));
+    }
     let mr = reg(dev, mem.base(), mem.len())?;
     c.insert(key, (Arc::downgrade(mem), mr.clone()));
     Ok(Registration(Some(mr)))

@@ -91,8 +91,7 @@ fn main() {
         cfg.includes = h.includes.iter().map(|s| s.to_string()).collect();
         cfg.header = Some(format!(
             "/* SPDX-License-Identifier: Apache-2.0 */\n/* nrt-sendrecv: {}\n * Generated from the Rust source by `make header` (cbindgen {}); do not edit. */",
-            h.doc,
-            "0.29.4",
+            h.doc, "0.29.4",
         ));
         cfg.export.include = h.items.iter().map(|s| s.to_string()).collect();
         cfg.export.exclude.extend(all.iter().filter(|n| !h.items.contains(n)).map(|s| s.to_string()));

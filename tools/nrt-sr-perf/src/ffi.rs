@@ -284,7 +284,14 @@ impl Comm {
     }
 
     /// send_tensor or recv_tensor (`post`, named `func`).
-    fn post(&self, func: &'static str, post: PostTensor, t: &Tensor, offset: usize, len: usize) -> Result<Request, NrtError> {
+    fn post(
+        &self,
+        func: &'static str,
+        post: PostTensor,
+        t: &Tensor,
+        offset: usize,
+        len: usize,
+    ) -> Result<Request, NrtError> {
         let mut raw: *mut RawRequest = ptr::null_mut();
         // SAFETY: `post` is send_tensor or recv_tensor; handles come from the library (checked
         // ids); `raw` is a valid out-pointer. The library keeps the tensor's memory alive for the

@@ -198,7 +198,16 @@ mod tests {
     use super::*;
 
     fn rules() -> Rules {
-        Rules { iters: 1000, min_iters: 8, bytes_per_size: 2 * GIB, warmup: 10, window: 16, comms: 1, max_pending: 128, footprint: 0 }
+        Rules {
+            iters: 1000,
+            min_iters: 8,
+            bytes_per_size: 2 * GIB,
+            warmup: 10,
+            window: 16,
+            comms: 1,
+            max_pending: 128,
+            footprint: 0,
+        }
     }
 
     #[test]

@@ -361,7 +361,8 @@ impl Panel {
                 .draw()
                 .map_err(e2s)?;
         } else {
-            area.draw_text(self.empty, &TextStyle::from((FONT, 18).into_font()).color(&BLACK), (520, 200)).map_err(e2s)?;
+            area.draw_text(self.empty, &TextStyle::from((FONT, 18).into_font()).color(&BLACK), (520, 200))
+                .map_err(e2s)?;
         }
         Ok(())
     }
