@@ -86,6 +86,21 @@ if NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=0 NEURON_RT_ASYNC_SENDRECV_TRANSPORT=tc
     pass "t_transfer over TCP with NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=0"
 else fail "t_transfer over TCP with sendmsg copies (see $LOGDIR/t_transfer-sendmsg.log)"; tail -5 "$LOGDIR/t_transfer-sendmsg.log"; fi
 
+# Shared memory where the kernel refuses process_vm_readv (a seccomp filter, as container
+# policies and Yama's ptrace_scope can): still shared memory (required), messages that do not lie
+# in a memfd staged by the sender; the transfer test and the two-process test, every byte checked.
+if cc -std=c11 -Wall -Wextra -Werror -pedantic -o build/c_tests/no_vm_readv c_tests/no_vm_readv.c >"$LOGDIR/no_vm_readv.log" 2>&1; then
+    port=28900
+    for t in t_transfer t_twoproc; do
+        if NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm NRT_TEST_PORT_BASE=$port NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info \
+               timeout 120 build/c_tests/no_vm_readv build/c_tests/$t >"$LOGDIR/$t-no-vm-readv.log" 2>&1 \
+           && grep -q "process_vm_readv of pid .* is not permitted" "$LOGDIR/$t-no-vm-readv.log"; then
+            pass "$t over shared memory with process_vm_readv refused (seccomp): staged, every byte checked"
+        else fail "$t over shared memory with process_vm_readv refused (see $LOGDIR/$t-no-vm-readv.log)"; tail -5 "$LOGDIR/$t-no-vm-readv.log"; fi
+        port=$((port + 100))
+    done
+else fail "c_tests/no_vm_readv.c does not build (see $LOGDIR/no_vm_readv.log)"; fi
+
 # 6. LD_PRELOAD mode (make test-preload): stand-in vendor library, C and Python.
 echo "== LD_PRELOAD mode"
 NRT_TEST_PORT_BASE=27000 c_tests/preload/run.sh | tee "$LOGDIR/preload.log"

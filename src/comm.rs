@@ -112,7 +112,7 @@ impl Comm {
         }
         io.streams = streams;
         if shm {
-            io.start_shm(self.lnc.cfg.transport == crate::config::Transport::Shm)?;
+            io.start_shm(self.lnc.cfg.transport == crate::config::Transport::Shm, self.lnc.cfg.shm_vm_readv)?;
         } else if let Some(dev) = rdma {
             let fd = io.start_verbs(dev)?;
             self.lnc.watch(fd, self.id, true).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "epoll add completion channel", &e))?;

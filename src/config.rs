@@ -34,6 +34,10 @@ pub struct Config {
     pub streams: usize,
     /// Shared secret for the HMAC challenge in the handshake (`None`: no authentication).
     pub auth_secret: Option<Vec<u8>>,
+    /// `NEURON_RT_ASYNC_SENDRECV_SHM_VM_READV` (default 1): a receiver over shared memory may
+    /// read a sender's memory that is not in a memfd with `process_vm_readv`; 0 never tries, and
+    /// senders stage such messages in a memfd, as they do where the kernel refuses the call.
+    pub shm_vm_readv: bool,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -80,9 +84,11 @@ impl Config {
                 return Err(format!("NEURON_RT_ASYNC_SENDRECV_TRANSPORT={other:?}: this build has {have}"));
             }
         };
+        let shm_vm_readv = env_num("NEURON_RT_ASYNC_SENDRECV_SHM_VM_READV", 1, 0, 1)? == 1;
         let auth_secret = std::env::var("NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET").ok().filter(|v| !v.is_empty()).map(String::into_bytes);
         Ok(Config {
             auth_secret,
+            shm_vm_readv,
             transport,
             port_base,
             listen_addr,

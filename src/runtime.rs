@@ -191,6 +191,7 @@ mod tests {
 
     fn cfg(port_base: u16) -> Config {
         Config {
+            shm_vm_readv: true,
             transport: crate::config::Transport::Tcp,
             auth_secret: None,
             port_base,
@@ -336,6 +337,7 @@ mod hostile {
 
     fn cfg() -> Config {
         Config {
+            shm_vm_readv: true,
             transport: crate::config::Transport::Tcp,
             auth_secret: None,
             port_base: 26100,
@@ -550,6 +552,7 @@ mod shm {
 
     fn cfg(port_base: u16, transport: Transport) -> Config {
         Config {
+            shm_vm_readv: true,
             transport,
             auth_secret: None,
             port_base,
@@ -845,6 +848,67 @@ mod shm {
         assert!(small_left_queued > 0, "no small receive left its Ack queued: the contrast was not exercised");
         close(a).unwrap();
         close(b).unwrap();
+    }
+
+    #[test]
+    fn over_shared_memory_a_receiver_that_may_not_read_the_sender_gets_what_is_not_in_a_memfd_staged() {
+        // The receiving lnc may not use process_vm_readv (NEURON_RT_ASYNC_SENDRECV_SHM_VM_READV=0,
+        // as where Yama or seccomp refuse it): the channel is still used, and the sender copies
+        // messages from memory that is not a memfd (an attached buffer, a small tensor) into a
+        // staging memfd of its own; memfd tensors and inline messages go as before. Every byte
+        // checked; a receive shorter than a staged send fails both and the next one still arrives.
+        let _memory = crate::MEMORY_HEAVY_TESTS.lock();
+        let (a, b) = (958, 959);
+        nrt_init();
+        init_with(a, Some(cfg(26190, Transport::Shm))).unwrap();
+        init_with(b, Some(Config { shm_vm_readv: false, ..cfg(26190, Transport::Shm) })).unwrap();
+        let s = connect("127.0.0.1", b, a).unwrap();
+        let r = accept("127.0.0.1", a, b).unwrap();
+        ready(&s).unwrap();
+        ready(&r).unwrap();
+        assert!(r.io.lock().is_shm(), "the pair is not on shared memory");
+        let big = (1 << 20) + 3;
+        let mut attached = pattern(big, 71);
+        let src_attached = Tensor::empty(String::new());
+        // SAFETY: `attached` outlives every transfer from it (all waited for below).
+        unsafe { src_attached.attach(attached.as_mut_ptr(), big) }.unwrap();
+        let want_attached = attached.clone();
+        let mut staged = 0;
+        // (source, length, staged?): attached 1 MiB + 3 (three times: the staging memfd is
+        // reused), a small tensor's 5000 bytes, 8 bytes (inline), a memfd tensor's 3 MiB.
+        let (small_src, _, small) = loaded(5000, 72);
+        let (memfd_src, _, memfd_data) = loaded(3 << 20, 73);
+        let cases: [(&Tensor, &[u8], bool); 6] = [
+            (&src_attached, &want_attached, true),
+            (&small_src, &small, true),
+            (&src_attached, &want_attached, true),
+            (&small_src, &small[..8], false),
+            (&memfd_src, &memfd_data, false),
+            (&src_attached, &want_attached, true),
+        ];
+        for (k, (src, want, is_staged)) in cases.iter().enumerate() {
+            let dst = Tensor::allocate(want.len(), String::new()).unwrap();
+            let rq = r.post(Kind::Recv, dst.region(0, want.len()).unwrap()).unwrap();
+            let sq = s.post(Kind::Send, src.region(0, want.len()).unwrap()).unwrap();
+            finish(rq, sq, &dst, want, &format!("case {k} ({} bytes)", want.len()));
+            staged += *is_staged as u64;
+            assert_eq!(s.io.lock().shm_staged(), Some(staged), "case {k}: messages staged so far");
+        }
+        // A receive shorter than a staged send: both fail, nothing written; the next arrives.
+        let short = Tensor::allocate(100, String::new()).unwrap();
+        crate::tensor::memset(&short, 0, 0xee, 100).unwrap();
+        let rq = r.post(Kind::Recv, short.region(0, 100).unwrap()).unwrap();
+        let sq = s.post(Kind::Send, src_attached.region(0, big).unwrap()).unwrap();
+        assert!(wait(rq).is_err(), "a receive shorter than the send succeeded");
+        assert!(wait(sq).is_err(), "a send longer than its receive succeeded");
+        assert_landed(&short, 0, &[0xee; 100], "a refused staged message");
+        let dst = Tensor::allocate(big, String::new()).unwrap();
+        let rq = r.post(Kind::Recv, dst.region(0, big).unwrap()).unwrap();
+        let sq = s.post(Kind::Send, src_attached.region(0, big).unwrap()).unwrap();
+        finish(rq, sq, &dst, &want_attached, "after the refused one");
+        close(a).unwrap();
+        close(b).unwrap();
+        drop(attached);
     }
 
     #[test]

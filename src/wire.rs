@@ -53,6 +53,9 @@ pub mod ack {
     /// Ack: the receive was shorter than the send; nothing was written.
     pub const TOO_LONG: u16 = 3;
     pub const MAX: u16 = 3;
+    /// ShmReady only: the channel is mapped, but this side may not read the sender's memory
+    /// (`process_vm_readv` refused): what does not lie in a memfd must be staged in one.
+    pub const STAGE: u16 = 4;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,7 +311,7 @@ impl Frame {
                 Ok(Frame::ShmInfo { pid: (a >> 32) as u32, fd: a as u32, token: b, addr: c, size: d })
             }
             K_SHM_READY => {
-                if aux > ack::MAX || a != 0 || b != 0 || c != 0 || d != 0 {
+                if !matches!(aux, ack::OK | ack::REFUSED | ack::STAGE) || a != 0 || b != 0 || c != 0 || d != 0 {
                     return Err(WireError::BadField("shm ready"));
                 }
                 Ok(Frame::ShmReady { status: aux })
@@ -345,6 +348,7 @@ mod tests {
             Frame::ShmInfo { pid: 4242, fd: 17, token: 0x1234_5678_9abc_def0, addr: 0x7f00_0000_0000, size: 133_632 },
             Frame::ShmReady { status: ack::OK },
             Frame::ShmReady { status: ack::REFUSED },
+            Frame::ShmReady { status: ack::STAGE },
             Frame::Wake,
         ]
     }

@@ -26,6 +26,7 @@ fn cfg(secret: bool) -> Config {
         request_timeout: Some(Duration::from_secs(5)),
         streams: 2,
         auth_secret: secret.then(|| b"fuzz".to_vec()),
+        shm_vm_readv: true,
     }
 }
 

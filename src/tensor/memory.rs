@@ -16,7 +16,8 @@ pub struct Memory {
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-fn next_id() -> u64 {
+/// A fresh memory id (also names the shm transport's staging memfds, which share the namespace).
+pub fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 

@@ -8,7 +8,7 @@ mod memory;
 #[cfg(feature = "preload")]
 pub mod vendor;
 
-pub use memory::{Memory, Region, StagedMemory, set_free_hook};
+pub use memory::{Memory, Region, StagedMemory, next_id as next_memory_id, set_free_hook};
 
 use crate::registry::Table;
 use crate::status::{Error, Result};

@@ -4,10 +4,15 @@
 //! a loopback address or our own local address), the sending side creates a small memfd, the
 //! *channel*, and names it to the receiver on the TCP control stream (ShmInfo: its pid, the
 //! descriptor number, a random token, the channel's address). The receiver opens
-//! `/proc/<pid>/fd/<n>`, maps it, checks the token in it and reads the same token from the
-//! sender's address space with `process_vm_readv`: both prove that the pid is the peer and that
-//! this process may read it. It answers ShmReady (or ShmReady with an error status, and both
-//! sides fall back to the TCP data path, which nothing has used yet).
+//! `/proc/<pid>/fd/<n>`, maps it and checks the token in it (only the peer, which sent the token
+//! over the connection, can have put it there: the pid is the peer, not a namesake in another pid
+//! namespace). It then reads the same token from the sender's address space with
+//! `process_vm_readv`, to learn whether it may read the sender's memory directly. It answers
+//! ShmReady: OK, or STAGE when the kernel refused that read (Yama `ptrace_scope` 1, a seccomp
+//! policy) or `NEURON_RT_ASYNC_SENDRECV_SHM_VM_READV=0`: then the sender stages every message
+//! that does not lie in one of its memfds in a memfd of its own (a copy on each side, still no
+//! socket); or an error status, and both sides fall back to the TCP data path, which nothing has
+//! used yet.
 //!
 //! The channel holds two single-producer rings of [`RING`] entries (the pending-request limit, so
 //! neither ever overflows):
@@ -19,7 +24,8 @@
 //! The receiver copies each message straight from the sender's tensor into the posted receive:
 //! through a read-only mapping of the sender's memfd (cached per memfd, opened through
 //! `/proc/<pid>/fd`, name and seals checked), or with `process_vm_readv` for memory we do not own
-//! (`nrt_tensor_attach_buffer`). One copy, no staging. A send completes when its acknowledgement
+//! (`nrt_tensor_attach_buffer`, small tensors), or from the sender's staging memfd where that
+//! call is refused. One copy where the memory is a memfd or readable. A send completes when its acknowledgement
 //! is seen, after the receiver's copy, so the sender may reuse its tensor at once.
 //!
 //! Wake-ups: a receiver that is polling `test_request` sees a new descriptor within a cache-line
@@ -77,6 +83,13 @@ const F_MEMFD: u32 = 2;
 /// Receiver-side cache of mapped sender memfds: at most this many, this many bytes.
 const MAP_CACHE_ENTRIES: usize = 64;
 const MAP_CACHE_BYTES: usize = 4 << 30;
+/// Staging (receiver may not `process_vm_readv`): staging memfds a sender keeps for reuse, at
+/// most this many bytes per communicator (more are unmapped once their message is acknowledged).
+const STAGE_KEEP_BYTES: usize = 64 << 20;
+/// Staging memfds are sized in powers of two from this size (so they are reused), and above
+/// STAGE_ROUND_MAX in multiples of it.
+const STAGE_MIN: usize = 64 * 1024;
+const STAGE_ROUND_MAX: usize = 64 << 20;
 /// Tensors of at least this size are allocated in a memfd (smaller ones go inline or by
 /// process_vm_readv, and do not spend a descriptor each).
 pub const MEMFD_MIN: usize = 64 * 1024;
@@ -287,6 +300,32 @@ impl Channel {
     }
 }
 
+/// A sender's staging memfd: a message that does not lie in one of our memfds is copied here
+/// when the receiver may not read our memory, and described as if it were tensor memory.
+struct StageBuf {
+    fd: OwnedFd,
+    map: Mapping,
+    /// A tensor-memory id (the receiver checks the memfd's name and caches its mapping by it).
+    id: u64,
+}
+
+impl StageBuf {
+    fn new(len: usize) -> io::Result<StageBuf> {
+        let id = crate::tensor::next_memory_id();
+        let fd = memfd(&memfd_name(id), len)?;
+        let map = Mapping::map(fd.as_raw_fd(), len, true, false)?;
+        Ok(StageBuf { fd, map, id })
+    }
+    fn len(&self) -> usize {
+        self.map.len
+    }
+}
+
+/// The size of a new staging memfd for `len` bytes.
+fn stage_size(len: usize) -> usize {
+    if len <= STAGE_ROUND_MAX { len.next_power_of_two().max(STAGE_MIN) } else { len.div_ceil(STAGE_ROUND_MAX) * STAGE_ROUND_MAX }
+}
+
 /// A descriptor as it sits in a ring slot (64 bytes, native endianness: one host).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -391,9 +430,18 @@ pub struct ShmIo {
     active: bool,
     token: u64,
     peer_pid: u32,
-    /// Send side: descriptors in the ring awaiting their acknowledgement, and those that found
-    /// the ring full.
-    in_flight: VecDeque<(u64, Arc<Request>)>,
+    /// Receiver: we may read the sender's memory with `process_vm_readv` (else it stages).
+    vm_readv: bool,
+    /// Sender: the receiver may not read our memory: stage what is not in a memfd.
+    stage: bool,
+    /// Sender: staging memfds free for reuse, and their bytes.
+    stage_free: Vec<StageBuf>,
+    stage_free_bytes: usize,
+    /// Sender: messages staged so far (tests and the log).
+    pub staged_msgs: u64,
+    /// Send side: descriptors in the ring awaiting their acknowledgement (with the staging
+    /// memfd the message was copied to, if any), and those that found the ring full.
+    in_flight: VecDeque<(u64, Arc<Request>, Option<StageBuf>)>,
     backlog: VecDeque<Arc<Request>>,
     /// Receive side: posted receives in order.
     slots: VecDeque<Arc<Request>>,
@@ -422,10 +470,15 @@ pub enum Setup {
 
 impl ShmIo {
     /// The sending side creates the channel and queues its ShmInfo; the receiving side waits.
-    pub fn new(kind: Kind, required: bool) -> Result<ShmIo> {
+    pub fn new(kind: Kind, required: bool, vm_readv: bool) -> Result<ShmIo> {
         let mut io = ShmIo {
             kind,
             required,
+            vm_readv,
+            stage: false,
+            stage_free: Vec::new(),
+            stage_free_bytes: 0,
+            staged_msgs: 0,
             out: Vec::new(),
             queued: VecDeque::new(),
             chan: None,
@@ -475,14 +528,15 @@ impl ShmIo {
         if self.kind != Kind::Recv || self.chan.is_some() {
             return Err(Error::failure("unexpected ShmInfo frame"));
         }
-        match Self::attach(pid, fd, token, addr, size) {
-            Ok(ch) => {
+        match Self::attach(pid, fd, token, addr, size, self.vm_readv) {
+            Ok((ch, readable)) => {
                 crate::log_debug!("shm: channel of pid {pid} (fd {fd}) mapped");
                 self.chan = Some(ch);
                 self.peer_pid = pid;
                 self.active = true;
+                self.vm_readv = readable;
                 self.slots = std::mem::take(&mut self.queued);
-                self.out.push(Frame::ShmReady { status: ack::OK });
+                self.out.push(Frame::ShmReady { status: if readable { ack::OK } else { ack::STAGE } });
                 Ok(Setup::Ok)
             }
             Err(e) => {
@@ -496,7 +550,9 @@ impl ShmIo {
         }
     }
 
-    fn attach(pid: u32, fd: u32, token: u64, addr: u64, size: u64) -> Result<Channel> {
+    /// Maps and checks the peer's channel; says whether `process_vm_readv` reaches the peer's
+    /// memory (false where the kernel refuses it, or when told not to try).
+    fn attach(pid: u32, fd: u32, token: u64, addr: u64, size: u64, try_vm_readv: bool) -> Result<(Channel, bool)> {
         if size != CHANNEL_SIZE as u64 {
             return Err(Error::failure(format!("the peer's channel has {size} bytes, we expect {CHANNEL_SIZE}")));
         }
@@ -515,13 +571,25 @@ impl ShmIo {
         if theirs != stamp_clock().id() {
             return Err(Error::failure(format!("the peer's polling stamps use clock {theirs}, ours {}", stamp_clock().id())));
         }
+        if !try_vm_readv {
+            crate::log_info!("shm: NEURON_RT_ASYNC_SENDRECV_SHM_VM_READV=0: pid {pid} stages what is not in a memfd (a copy on each side)");
+            return Ok((ch, false));
+        }
         let mut probe = [0u64; 2];
         // SAFETY: probe is a local buffer of 16 writable bytes.
-        unsafe { vm_read(pid, probe.as_mut_ptr().cast(), addr, 16) }.map_err(|e| fail("process_vm_readv", e))?;
-        if probe != [MAGIC, token] {
-            return Err(Error::failure(format!("process_vm_readv of pid {pid} does not reach the peer")));
+        match unsafe { vm_read(pid, probe.as_mut_ptr().cast(), addr, 16) } {
+            Ok(()) if probe == [MAGIC, token] => Ok((ch, true)),
+            Ok(()) => Err(Error::failure(format!("process_vm_readv of pid {pid} does not reach the peer"))),
+            // The kernel's policy (Yama ptrace_scope, seccomp, no such call): the channel works,
+            // the rest is staged.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES | libc::ENOSYS)) => {
+                crate::log_info!(
+                    "shm: process_vm_readv of pid {pid} is not permitted ({e}); it stages what is not in a memfd (a copy on each side)"
+                );
+                Ok((ch, false))
+            }
+            Err(e) => Err(fail("process_vm_readv", e)),
         }
-        Ok(ch)
     }
 
     /// Sender: the receiver's verdict on the channel.
@@ -529,7 +597,7 @@ impl ShmIo {
         if self.kind != Kind::Send || self.active {
             return Err(Error::failure("unexpected ShmReady frame"));
         }
-        if status != ack::OK {
+        if status != ack::OK && status != ack::STAGE {
             if self.required {
                 return Err(Error::failure("NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm, but the peer cannot reach this process's memory"));
             }
@@ -538,7 +606,8 @@ impl ShmIo {
             return Ok(Setup::Fallback(std::mem::take(&mut self.queued)));
         }
         self.active = true;
-        crate::log_debug!("shm: the peer mapped the channel; {} queued posts go out", self.queued.len());
+        self.stage = status == ack::STAGE;
+        crate::log_debug!("shm: the peer mapped the channel (staging: {}); {} queued posts go out", self.stage, self.queued.len());
         let q = std::mem::take(&mut self.queued);
         for r in q {
             self.post(r)?;
@@ -555,8 +624,9 @@ impl ShmIo {
             Kind::Recv => self.slots.push_back(req),
             Kind::Send => {
                 if self.backlog.is_empty() && self.ring_space() {
-                    self.push_desc(req);
-                    self.doorbell();
+                    if self.push_desc(req) {
+                        self.doorbell();
+                    }
                 } else {
                     self.backlog.push_back(req);
                 }
@@ -578,11 +648,13 @@ impl ShmIo {
         self.tx_next.wrapping_sub(self.tx_tail_seen) < RING as u64
     }
 
-    fn push_desc(&mut self, req: Arc<Request>) {
-        let ch = self.chan.as_ref().expect("active channel");
+    /// Publishes a send's descriptor; false when the send failed instead (no staging memory:
+    /// it takes no message number, so the receiver pairs its receive with the next send).
+    fn push_desc(&mut self, req: Arc<Request>) -> bool {
         let head = self.tx_next;
         let len = req.region.len();
         let mut d = Desc { seq: 0, len: len as u64, addr: req.region.ptr() as u64, ..Desc::default() };
+        let mut staged = None;
         if len <= INLINE {
             d.flags = F_INLINE;
         } else if let Some(m) = req.region.memory()
@@ -593,7 +665,29 @@ impl ShmIo {
             d.mem_id = m.id();
             d.mem_len = m.len() as u64;
             d.mem_off = req.region.ptr() as u64 - m.base() as u64;
+        } else if self.stage {
+            let b = match self.stage_buf(len) {
+                Ok(b) => b,
+                Err(e) => {
+                    let msg = format!("{}: no staging memory for a send of {len} bytes over shared memory", req.comm.describe());
+                    crate::log_error!("{msg}: {e}");
+                    req.fail(Error::io(NRT_STATUS::NRT_RESOURCE, &msg, &e));
+                    return false;
+                }
+            };
+            // SAFETY: the region is the send's tensor memory (len bytes, kept alive by the
+            // request); the staging mapping holds at least len bytes and is ours alone until the
+            // descriptor is published below.
+            unsafe { super::copy::copy(req.region.ptr(), b.map.ptr(), len) };
+            d.flags = F_MEMFD;
+            d.mem_fd = b.fd.as_raw_fd() as u32;
+            d.mem_id = b.id;
+            d.mem_len = b.len() as u64;
+            d.mem_off = 0;
+            staged = Some(b);
+            self.staged_msgs += 1;
         }
+        let ch = self.chan.as_ref().expect("active channel");
         let slot = ch.slot(head);
         // SAFETY: the slot (SLOT bytes inside the channel) is ours until its sequence word says
         // otherwise: the receiver reads a slot only once that word holds the number it expects,
@@ -621,7 +715,27 @@ impl ShmIo {
         // the doorbell: see there.)
         ch.slot_seq(head).store(head + 1, Ordering::Release);
         self.tx_next = head + 1;
-        self.in_flight.push_back((head, req));
+        self.in_flight.push_back((head, req, staged));
+        true
+    }
+
+    /// A staging memfd of at least `len` bytes: the smallest free one that fits, else a new one.
+    fn stage_buf(&mut self, len: usize) -> io::Result<StageBuf> {
+        let best = self.stage_free.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
+        if let Some(i) = best {
+            let b = self.stage_free.swap_remove(i);
+            self.stage_free_bytes -= b.len();
+            return Ok(b);
+        }
+        StageBuf::new(stage_size(len))
+    }
+
+    /// An acknowledged message's staging memfd: kept for reuse up to STAGE_KEEP_BYTES.
+    fn stage_done(&mut self, b: StageBuf) {
+        if self.stage_free_bytes + b.len() <= STAGE_KEEP_BYTES {
+            self.stage_free_bytes += b.len();
+            self.stage_free.push(b);
+        }
     }
 
     /// After publishing descriptors: wake the receiver unless it is polling or already woken.
@@ -655,6 +769,7 @@ impl ShmIo {
     fn poll_acks(&mut self) -> Result<()> {
         let ch = self.chan.as_ref().expect("active channel");
         let mut next = self.ack_next;
+        let mut freed = Vec::new();
         while !self.in_flight.is_empty() {
             let (w0, w1) = ch.ack_entry(next);
             if w0.load(Ordering::Acquire) != next + 1 {
@@ -662,9 +777,13 @@ impl ShmIo {
             }
             let word = w1.load(Ordering::Relaxed);
             let (status, size) = ((word >> 56) as u16, word & ((1 << 56) - 1));
-            let (s, req) = self.in_flight.pop_front().expect("not empty");
+            let (s, req, staged) = self.in_flight.pop_front().expect("not empty");
             if s != next {
                 return Err(Error::failure(format!("shm: acknowledgement for message {next}, expected {s}")));
+            }
+            // The receiver has copied out of the staging memfd (or refused the message).
+            if let Some(b) = staged {
+                freed.push(b);
             }
             req.finish_send(next, status, size)?;
             next += 1;
@@ -682,11 +801,13 @@ impl ShmIo {
                 self.doorbell();
             }
         }
+        for b in freed {
+            self.stage_done(b);
+        }
         let mut pushed = false;
         while !self.backlog.is_empty() && self.ring_space() {
             let r = self.backlog.pop_front().expect("not empty");
-            self.push_desc(r);
-            pushed = true;
+            pushed |= self.push_desc(r);
         }
         if pushed {
             self.doorbell();
@@ -769,6 +890,10 @@ impl ShmIo {
                     // memfd is sealed against shrinking); dst holds len bytes; both stay mapped
                     // until the copy returns (large ones use a helper thread: copy.rs).
                     unsafe { super::copy::copy(base.add(d.mem_off as usize), dst, len) };
+                } else if !self.vm_readv {
+                    return Err(Error::failure(format!(
+                        "shm: descriptor {tail} names the sender's memory, which this process may not read (the sender should have staged it)"
+                    )));
                 } else {
                     // SAFETY: dst is valid for len bytes of writes (the posted receive).
                     unsafe { vm_read(pid, dst, d.addr, len) }
@@ -818,9 +943,11 @@ impl ShmIo {
         for r in self.queued.drain(..).chain(self.backlog.drain(..)).chain(self.slots.drain(..)) {
             r.fail(e.clone());
         }
-        for (_, r) in self.in_flight.drain(..) {
+        for (_, r, _) in self.in_flight.drain(..) {
             r.fail(e.clone());
         }
+        self.stage_free.clear();
+        self.stage_free_bytes = 0;
         self.active = false;
         self.maps = MapCache::default();
         self.chan = None;
@@ -834,22 +961,22 @@ mod tests {
     #[test]
     fn a_channel_that_cannot_be_reached_falls_back_or_fails() {
         // pid 1's descriptors are not ours to open (or not a channel): TCP, told to the peer.
-        let mut io = ShmIo::new(Kind::Recv, false).unwrap();
+        let mut io = ShmIo::new(Kind::Recv, false, true).unwrap();
         match io.on_info(1, 0, 42, 0x1000, CHANNEL_SIZE as u64).unwrap() {
             Setup::Fallback(q) => assert!(q.is_empty()),
             Setup::Ok => panic!("pid 1's fd 0 is not a channel"),
         }
         assert_eq!(io.out, vec![Frame::ShmReady { status: ack::REFUSED }]);
         // A wrong size is refused before anything is opened; with shm required, an error.
-        let mut io = ShmIo::new(Kind::Recv, true).unwrap();
+        let mut io = ShmIo::new(Kind::Recv, true, true).unwrap();
         assert!(io.on_info(my_pid(), 0, 42, 0x1000, 4096).is_err());
         // Our own channel, but the wrong token: refused.
-        let tx = ShmIo::new(Kind::Send, false).unwrap();
+        let tx = ShmIo::new(Kind::Send, false, true).unwrap();
         let Frame::ShmInfo { pid, fd, token, addr, size } = tx.out[0] else { panic!("no ShmInfo") };
-        let mut io = ShmIo::new(Kind::Recv, false).unwrap();
+        let mut io = ShmIo::new(Kind::Recv, false, true).unwrap();
         assert!(matches!(io.on_info(pid, fd, token ^ 1, addr, size).unwrap(), Setup::Fallback(_)));
         // The right one: mapped.
-        let mut io = ShmIo::new(Kind::Recv, false).unwrap();
+        let mut io = ShmIo::new(Kind::Recv, false, true).unwrap();
         assert!(matches!(io.on_info(pid, fd, token, addr, size).unwrap(), Setup::Ok));
         assert!(io.is_active());
     }

@@ -286,8 +286,8 @@ impl CommIo {
     }
 
     /// Switches the data path to shared memory (the sending side names its channel at once).
-    pub fn start_shm(&mut self, required: bool) -> Result<()> {
-        self.shm = Some(super::shm::ShmIo::new(self.kind, required)?);
+    pub fn start_shm(&mut self, required: bool, vm_readv: bool) -> Result<()> {
+        self.shm = Some(super::shm::ShmIo::new(self.kind, required, vm_readv)?);
         self.drain_shm_out();
         Ok(())
     }
@@ -922,6 +922,12 @@ impl CommIo {
 
     /// Control frames (Acks) wait on stream 0 for the socket.
     #[cfg(test)]
+    /// Over shared memory, as a sender: the messages it staged in its own memfds so far.
+    #[cfg(test)]
+    pub fn shm_staged(&self) -> Option<u64> {
+        self.shm.as_ref().filter(|s| s.is_active()).map(|s| s.staged_msgs)
+    }
+
     pub fn has_queued_control(&self) -> bool {
         self.streams.first().is_some_and(|s| !s.tx.is_empty())
     }
