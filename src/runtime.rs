@@ -912,6 +912,42 @@ mod shm {
     }
 
     #[test]
+    fn over_shared_memory_small_messages_outside_memfds_are_staged_even_where_the_receiver_may_read_the_sender() {
+        // process_vm_readv costs ~2 µs a call: messages up to 64 KiB that are not in a memfd are
+        // staged anyway (above the inline limit); an attached 1 MiB buffer is read directly.
+        use crate::transport::shm::INLINE;
+        let (a, b) = (960, 961);
+        let (s, r) = pair(26210, a, b, Transport::Shm, Transport::Shm);
+        ready(&s).unwrap();
+        ready(&r).unwrap();
+        let big = (1 << 20) + 3;
+        let mut attached = pattern(big, 81);
+        let src_attached = Tensor::empty(String::new());
+        // SAFETY: `attached` outlives every transfer from it (all waited for below).
+        unsafe { src_attached.attach(attached.as_mut_ptr(), big) }.unwrap();
+        let want_attached = attached.clone();
+        let (small_src, _, small) = loaded(65536 - 1, 82);
+        for (k, (src, want, staged)) in [
+            (&small_src, &small[..], 1),
+            (&src_attached, &want_attached[..], 1),
+            (&small_src, &small[..INLINE + 1], 2),
+            (&small_src, &small[..INLINE], 2),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let dst = Tensor::allocate(want.len(), String::new()).unwrap();
+            let rq = r.post(Kind::Recv, dst.region(0, want.len()).unwrap()).unwrap();
+            let sq = s.post(Kind::Send, src.region(0, want.len()).unwrap()).unwrap();
+            finish(rq, sq, &dst, want, &format!("case {k} ({} bytes)", want.len()));
+            assert_eq!(s.io.lock().shm_staged(), Some(staged), "case {k}: messages staged so far");
+        }
+        close(a).unwrap();
+        close(b).unwrap();
+        drop(attached);
+    }
+
+    #[test]
     fn a_caller_spinning_on_one_communicator_keeps_the_other_parked_ones_of_its_lnc_moving_until_it_leaves_them() {
         // Two TCP pairs between the same lncs. The receive on r2 is parked (its caller polled
         // it), then the caller spins only on r1: r2's 8 MiB must still arrive, moved by that
