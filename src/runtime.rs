@@ -942,6 +942,21 @@ mod shm {
             finish(rq, sq, &dst, want, &format!("case {k} ({} bytes)", want.len()));
             assert_eq!(s.io.lock().shm_staged(), Some(staged), "case {k}: messages staged so far");
         }
+        // A full window of small staged messages (the pending limit) shares one staging memfd:
+        // descriptors do not grow with the messages in flight. Four sources in turn, so a
+        // message read from another's slot would show.
+        let srcs: Vec<_> = (0..4).map(|k| loaded(5000, 90 + k)).collect();
+        let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let before = fds();
+        let n = crate::config::MAX_PENDING_PER_COMM;
+        let dsts: Vec<Tensor> = (0..n).map(|_| Tensor::allocate(5000, String::new()).unwrap()).collect();
+        let rqs: Vec<u64> = dsts.iter().map(|d| r.post(Kind::Recv, d.region(0, 5000).unwrap()).unwrap()).collect();
+        let sqs: Vec<u64> = (0..n).map(|i| s.post(Kind::Send, srcs[i % 4].0.region(0, 5000).unwrap()).unwrap()).collect();
+        assert!(fds() <= before + 2, "{n} small messages in flight took {} descriptors", fds() - before);
+        for i in 0..n {
+            finish(rqs[i], sqs[i], &dsts[i], &srcs[i % 4].2, &format!("window message {i}"));
+        }
+        assert_eq!(s.io.lock().shm_staged(), Some(2 + n as u64), "the window's messages were not all staged");
         close(a).unwrap();
         close(b).unwrap();
         drop(attached);

@@ -81,16 +81,25 @@ const RECHECK_POLLS: u32 = 64;
 const F_INLINE: u32 = 1;
 /// Descriptor flag: the bytes lie in the sender's memfd `mem_fd`.
 const F_MEMFD: u32 = 2;
+/// Descriptor flag (with F_MEMFD): that memfd is a staging area, touched only where messages
+/// land (the receiver maps it without populating it).
+const F_STAGE: u32 = 4;
 /// Receiver-side cache of mapped sender memfds: at most this many, this many bytes.
 const MAP_CACHE_ENTRIES: usize = 64;
 const MAP_CACHE_BYTES: usize = 4 << 30;
-/// Staging memfds per communicator, in flight and kept for reuse: at most this many bytes. A
-/// send that would need more waits (in the backlog) until acknowledgements free some, unless
-/// none is in use (a message above the cap then gets a buffer of its own, dropped after it).
+/// Staging memfds per communicator for messages above STAGE_ALWAYS_MAX, in flight and kept for
+/// reuse: at most this many bytes and this many memfds. A send that would need more waits (in
+/// the backlog) until acknowledgements free some, unless none is in use (a message above the cap
+/// then gets a buffer of its own, dropped after it).
 const STAGE_CAP: usize = 256 << 20;
+const STAGE_CAP_BUFS: usize = 32;
 /// Messages up to this size that do not lie in a memfd are staged even where the receiver may
 /// `process_vm_readv` them: two memcpys of cache-resident bytes beat that system call's fixed
-/// cost (4 KiB over shared memory: p50 half round trip 2.65 -> 0.70 µs, README).
+/// cost (4 KiB over shared memory: p50 half round trip 2.65 -> 0.70 µs, README). They go through
+/// one staging memfd per communicator, RING slots of this size (one descriptor, not one per
+/// message in flight): a message takes the slot freed most recently (cache-warm; the pages
+/// touched are those of the most messages ever in flight) and gives it back at its
+/// acknowledgement; at most RING messages are in flight, so a slot is always free.
 const STAGE_ALWAYS_MAX: usize = MEMFD_MIN;
 /// Staging memfds are sized in powers of two from this size (so they are reused), and above
 /// STAGE_ROUND_MAX in multiples of it.
@@ -316,15 +325,24 @@ struct StageBuf {
 }
 
 impl StageBuf {
-    fn new(len: usize) -> io::Result<StageBuf> {
+    fn new(len: usize, populate: bool) -> io::Result<StageBuf> {
         let id = crate::tensor::next_memory_id();
         let fd = memfd(&memfd_name(id), len)?;
-        let map = Mapping::map(fd.as_raw_fd(), len, true, true)?;
+        let map = Mapping::map(fd.as_raw_fd(), len, true, populate)?;
         Ok(StageBuf { fd, map, id })
     }
     fn len(&self) -> usize {
         self.map.len
     }
+}
+
+/// Where a message in flight was staged.
+enum Staged {
+    No,
+    /// A slot of the small-message ring.
+    Slot(u16),
+    /// A staging memfd of its own.
+    Buf(StageBuf),
 }
 
 /// The size of a new staging memfd for `len` bytes.
@@ -405,7 +423,7 @@ impl MapCache {
                 d.mem_fd, d.mem_id, d.mem_len
             )));
         }
-        let m = Mapping::map(fd.as_raw_fd(), d.mem_len as usize, false, true).map_err(|e| fail("mmap", e))?;
+        let m = Mapping::map(fd.as_raw_fd(), d.mem_len as usize, false, d.flags & F_STAGE == 0).map_err(|e| fail("mmap", e))?;
         let ptr = m.ptr as *const u8;
         if let Some((old, _)) = self.maps.insert(d.mem_id, (m, now)) {
             self.bytes -= old.len;
@@ -440,6 +458,12 @@ pub struct ShmIo {
     vm_readv: bool,
     /// Sender: the receiver may not read our memory: stage what is not in a memfd.
     stage: bool,
+    /// Sender: the staging ring of small messages (RING x STAGE_ALWAYS_MAX), made at first use,
+    /// and its free slots (a stack: the most recently freed on top).
+    stage_ring: Option<StageBuf>,
+    stage_slots: Vec<u16>,
+    /// Sender: making the ring was tried (a failure is logged once).
+    stage_ring_tried: bool,
     /// Sender: staging memfds free for reuse, and their bytes.
     stage_free: Vec<StageBuf>,
     stage_free_bytes: usize,
@@ -449,7 +473,7 @@ pub struct ShmIo {
     pub staged_msgs: u64,
     /// Send side: descriptors in the ring awaiting their acknowledgement (with the staging
     /// memfd the message was copied to, if any), and those that found the ring full.
-    in_flight: VecDeque<(u64, Arc<Request>, Option<StageBuf>)>,
+    in_flight: VecDeque<(u64, Arc<Request>, Staged)>,
     backlog: VecDeque<Arc<Request>>,
     /// Receive side: posted receives in order.
     slots: VecDeque<Arc<Request>>,
@@ -484,6 +508,9 @@ impl ShmIo {
             required,
             vm_readv,
             stage: false,
+            stage_ring: None,
+            stage_ring_tried: false,
+            stage_slots: (0..RING as u16).rev().collect(),
             stage_free: Vec::new(),
             stage_free_bytes: 0,
             stage_busy_bytes: 0,
@@ -663,7 +690,7 @@ impl ShmIo {
         let head = self.tx_next;
         let len = req.region.len();
         let mut d = Desc { seq: 0, len: len as u64, addr: req.region.ptr() as u64, ..Desc::default() };
-        let mut staged = None;
+        let mut staged = Staged::No;
         if len <= INLINE {
             d.flags = F_INLINE;
         } else if let Some(m) = req.region.memory()
@@ -675,8 +702,28 @@ impl ShmIo {
             d.mem_len = m.len() as u64;
             d.mem_off = req.region.ptr() as u64 - m.base() as u64;
         } else if self.stage || len <= STAGE_ALWAYS_MAX {
-            let b = match self.stage_buf(len) {
-                Ok(b) => b,
+            let small = len <= STAGE_ALWAYS_MAX;
+            if small && self.stage_ring.is_none() && !self.stage_ring_tried {
+                self.stage_ring_tried = true;
+                self.stage_ring = StageBuf::new(RING * STAGE_ALWAYS_MAX, false).map(Some).unwrap_or_else(|e| {
+                    crate::log_error!("{}: cannot make the small-message staging ring ({e}); one memfd per message", req.comm.describe());
+                    None
+                });
+            }
+            // Small: the most recently freed slot of the ring (at most RING messages are in
+            // flight, each holding one); large: a staging memfd of its own until its Ack.
+            // (A slot is always free: a communicator has at most RING requests pending, each
+            // holding at most one; without the ring, a memfd of its own.)
+            let ring = self.stage_ring.as_ref().filter(|_| small && !self.stage_slots.is_empty());
+            let got = match ring {
+                Some(r) => {
+                    let slot = self.stage_slots.pop().expect("checked above");
+                    Ok((r.fd.as_raw_fd(), r.id, r.len(), r.map.ptr(), slot as usize * STAGE_ALWAYS_MAX, Staged::Slot(slot)))
+                }
+                None => self.stage_buf(len).map(|b| (b.fd.as_raw_fd(), b.id, b.len(), b.map.ptr(), 0, Staged::Buf(b))),
+            };
+            let (fd, id, mem_len, base, off, st) = match got {
+                Ok(g) => g,
                 Err(e) => {
                     let msg = format!("{}: no staging memory for a send of {len} bytes over shared memory", req.comm.describe());
                     crate::log_error!("{msg}: {e}");
@@ -685,15 +732,16 @@ impl ShmIo {
                 }
             };
             // SAFETY: the region is the send's tensor memory (len bytes, kept alive by the
-            // request); the staging mapping holds at least len bytes and is ours alone until the
-            // descriptor is published below.
-            unsafe { super::copy::copy(req.region.ptr(), b.map.ptr(), len) };
-            d.flags = F_MEMFD;
-            d.mem_fd = b.fd.as_raw_fd() as u32;
-            d.mem_id = b.id;
-            d.mem_len = b.len() as u64;
-            d.mem_off = 0;
-            staged = Some(b);
+            // request); `base` is the staging mapping (kept by `st` or the ring), which holds at
+            // least off + len bytes, a range that is ours alone until the descriptor is published
+            // below and the receiver acknowledges it.
+            unsafe { super::copy::copy(req.region.ptr(), base.add(off), len) };
+            staged = st;
+            d.flags = F_MEMFD | F_STAGE;
+            d.mem_fd = fd as u32;
+            d.mem_id = id;
+            d.mem_len = mem_len as u64;
+            d.mem_off = off as u64;
             self.staged_msgs += 1;
         }
         let ch = self.chan.as_ref().expect("active channel");
@@ -728,16 +776,24 @@ impl ShmIo {
         true
     }
 
-    /// Whether `req` goes through a staging memfd (not inline, not in one of our memfds, and
-    /// either the receiver may not read us or it is small).
-    fn needs_stage(&self, req: &Request) -> bool {
-        let len = req.region.len();
-        len > INLINE && req.region.memory().and_then(|m| m.fd()).is_none() && (self.stage || len <= STAGE_ALWAYS_MAX)
+    /// Whether `req` goes through a staging memfd of its own (above STAGE_ALWAYS_MAX, not in one
+    /// of our memfds, and the receiver may not read us).
+    fn needs_stage_buf(&self, req: &Request) -> bool {
+        self.stage && req.region.len() > STAGE_ALWAYS_MAX && req.region.memory().and_then(|m| m.fd()).is_none()
     }
 
     /// Whether `req` may be published now as far as staging memory goes (see STAGE_CAP).
     fn stage_room(&self, req: &Request) -> bool {
-        !self.needs_stage(req) || self.stage_busy_bytes == 0 || self.stage_busy_bytes + stage_size(req.region.len()) <= STAGE_CAP
+        if !self.needs_stage_buf(req) {
+            return true;
+        }
+        let busy = self.busy_bufs();
+        busy == 0 || (self.stage_busy_bytes + stage_size(req.region.len()) <= STAGE_CAP && busy < STAGE_CAP_BUFS)
+    }
+
+    /// Staging memfds of messages in flight.
+    fn busy_bufs(&self) -> usize {
+        self.in_flight.iter().filter(|(_, _, b)| matches!(b, Staged::Buf(_))).count()
     }
 
     /// A staging memfd of at least `len` bytes: the smallest free one that fits, else a new one
@@ -752,11 +808,13 @@ impl ShmIo {
             }
             None => {
                 let size = stage_size(len);
-                while self.stage_busy_bytes + self.stage_free_bytes + size > STAGE_CAP {
+                while self.stage_busy_bytes + self.stage_free_bytes + size > STAGE_CAP
+                    || self.busy_bufs() + self.stage_free.len() >= STAGE_CAP_BUFS
+                {
                     let Some(i) = self.stage_free.iter().enumerate().max_by_key(|(_, b)| b.len()).map(|(i, _)| i) else { break };
                     self.stage_free_bytes -= self.stage_free.swap_remove(i).len();
                 }
-                StageBuf::new(size)?
+                StageBuf::new(size, true)?
             }
         };
         self.stage_busy_bytes += b.len();
@@ -767,7 +825,8 @@ impl ShmIo {
     /// STAGE_CAP.
     fn stage_done(&mut self, b: StageBuf) {
         self.stage_busy_bytes -= b.len();
-        if self.stage_busy_bytes + self.stage_free_bytes + b.len() <= STAGE_CAP {
+        if self.stage_busy_bytes + self.stage_free_bytes + b.len() <= STAGE_CAP && self.busy_bufs() + self.stage_free.len() < STAGE_CAP_BUFS
+        {
             self.stage_free_bytes += b.len();
             self.stage_free.push(b);
         }
@@ -817,8 +876,10 @@ impl ShmIo {
                 return Err(Error::failure(format!("shm: acknowledgement for message {next}, expected {s}")));
             }
             // The receiver has copied out of the staging memfd (or refused the message).
-            if let Some(b) = staged {
-                freed.push(b);
+            match staged {
+                Staged::No => {}
+                Staged::Slot(i) => self.stage_slots.push(i),
+                Staged::Buf(b) => freed.push(b),
             }
             req.finish_send(next, status, size)?;
             next += 1;
@@ -985,6 +1046,8 @@ impl ShmIo {
             r.fail(e.clone());
         }
         self.stage_free.clear();
+        self.stage_ring = None;
+        self.stage_slots = (0..RING as u16).rev().collect();
         self.stage_free_bytes = 0;
         self.stage_busy_bytes = 0;
         self.active = false;
