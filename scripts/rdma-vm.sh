@@ -93,7 +93,8 @@ LD_LIBRARY_PATH=$ROOT/build/lib ldd $LIBS $PROV 2>/dev/null \
 done
 cp -L --remove-destination /lib/x86_64-linux-gnu/libgcc_s.so.1 "$INITRD_ROOT/usr/lib/x86_64-linux-gnu/"
 printf '127.0.0.1 localhost\n' > "$INITRD_ROOT/etc/hosts"
-printf 'root:x:0:0:root:/root:/bin/sh\n' > "$INITRD_ROOT/etc/passwd"
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/tmp:/bin/sh\n' > "$INITRD_ROOT/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' > "$INITRD_ROOT/etc/group"
 
 cat > "$INITRD_ROOT/init" <<'EOF'
 #!/bin/sh
@@ -179,6 +180,27 @@ if [ $s = 0 ] && [ $r = 0 ] && grep -q "verbs on rxeA" /tmp/es.log && grep -q "v
     echo "PASS device from the environment: 64 x 64 KiB over rxeA -> rxeB with a loopback bootstrap"; passed=$((passed+1))
 else
     echo "FAIL device from the environment (sender rc $s, receiver rc $r)"; tail -5 /tmp/es.log /tmp/er.log | sed 's/^/    /'; failed=$((failed+1))
+fi
+
+echo "===== shared memory under Yama ptrace_scope 1, unprivileged (Ubuntu's default policy)"
+# A receiver that is not the sender's ancestor may not process_vm_readv it (EPERM), but may open
+# its /proc/<pid>/fd: shared memory must still be used (required here), staging the rest.
+# t_twoproc's receiver is the forked child, its sender the parent.
+if [ -w /proc/sys/kernel/yama/ptrace_scope ]; then
+    echo 1 > /proc/sys/kernel/yama/ptrace_scope
+    su -s /bin/sh -c "env LD_LIBRARY_PATH=$LD_LIBRARY_PATH NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm \
+        NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=127.0.0.1 NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info NRT_TEST_NO_IPV6=1 \
+        NRT_TEST_IP_A=127.0.0.1 NRT_TEST_IP_B=127.0.0.1 NRT_TEST_LISTEN_ADDR=127.0.0.1 NRT_TEST_PORT_BASE=26000 \
+        timeout 300 /tests/t_twoproc" nobody > /tmp/yama.log 2>&1
+    rc=$?
+    echo 0 > /proc/sys/kernel/yama/ptrace_scope
+    if [ $rc = 0 ] && grep -q "process_vm_readv of pid .* is not permitted" /tmp/yama.log && grep -q "transport shm" /tmp/yama.log; then
+        echo "PASS t_twoproc as nobody under Yama ptrace_scope 1: shared memory, staged, every byte checked"; passed=$((passed+1))
+    else
+        echo "FAIL t_twoproc as nobody under Yama ptrace_scope 1 (rc $rc)"; grep -v " DEBUG: " /tmp/yama.log | tail -15 | sed 's/^/    /'; failed=$((failed+1))
+    fi
+else
+    echo "FAIL no /proc/sys/kernel/yama/ptrace_scope in the guest kernel"; failed=$((failed+1))
 fi
 
 echo "===== network faults with tc netem (TCP), between two namespaces"

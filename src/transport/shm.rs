@@ -469,7 +469,7 @@ pub struct ShmIo {
     stage_free_bytes: usize,
     /// Sender: bytes of the staging memfds of messages in flight.
     stage_busy_bytes: usize,
-    /// Sender: messages staged so far (tests and the log).
+    /// Sender: messages staged so far (read by tests).
     pub staged_msgs: u64,
     /// Send side: descriptors in the ring awaiting their acknowledgement (with the staging
     /// memfd the message was copied to, if any), and those that found the ring full.
