@@ -87,12 +87,13 @@ const F_STAGE: u32 = 4;
 /// Receiver-side cache of mapped sender memfds: at most this many, this many bytes.
 const MAP_CACHE_ENTRIES: usize = 64;
 const MAP_CACHE_BYTES: usize = 4 << 30;
-/// Staging memfds per communicator for messages above STAGE_ALWAYS_MAX, in flight and kept for
-/// reuse: at most this many bytes and this many memfds. A send that would need more waits (in
-/// the backlog) until acknowledgements free some, unless none is in use (a message above the cap
-/// then gets a buffer of its own, dropped after it).
-const STAGE_CAP: usize = 256 << 20;
-const STAGE_CAP_BUFS: usize = 32;
+/// Staging memfds per communicator for messages above STAGE_ALWAYS_MAX: an acknowledged one is
+/// kept for reuse while those in flight and those kept stay within this many bytes and memfds
+/// (beyond, it is unmapped). A send never waits for staging memory: one that waited would depend
+/// on its caller polling sends to go out, and a caller waiting on a receive that needs it would
+/// wait for ever. The staging memory in flight is the caller's own window.
+const STAGE_KEEP: usize = 512 << 20;
+const STAGE_KEEP_BUFS: usize = 32;
 /// Messages up to this size that do not lie in a memfd are staged even where the receiver may
 /// `process_vm_readv` them: two memcpys of cache-resident bytes beat that system call's fixed
 /// cost (4 KiB over shared memory: p50 half round trip 2.65 -> 0.70 µs, README). They go through
@@ -659,7 +660,7 @@ impl ShmIo {
         match self.kind {
             Kind::Recv => self.slots.push_back(req),
             Kind::Send => {
-                if self.backlog.is_empty() && self.ring_space() && self.stage_room(&req) {
+                if self.backlog.is_empty() && self.ring_space() {
                     if self.push_desc(req) {
                         self.doorbell();
                     }
@@ -776,28 +777,13 @@ impl ShmIo {
         true
     }
 
-    /// Whether `req` goes through a staging memfd of its own (above STAGE_ALWAYS_MAX, not in one
-    /// of our memfds, and the receiver may not read us).
-    fn needs_stage_buf(&self, req: &Request) -> bool {
-        self.stage && req.region.len() > STAGE_ALWAYS_MAX && req.region.memory().and_then(|m| m.fd()).is_none()
-    }
-
-    /// Whether `req` may be published now as far as staging memory goes (see STAGE_CAP).
-    fn stage_room(&self, req: &Request) -> bool {
-        if !self.needs_stage_buf(req) {
-            return true;
-        }
-        let busy = self.busy_bufs();
-        busy == 0 || (self.stage_busy_bytes + stage_size(req.region.len()) <= STAGE_CAP && busy < STAGE_CAP_BUFS)
-    }
-
     /// Staging memfds of messages in flight.
     fn busy_bufs(&self) -> usize {
         self.in_flight.iter().filter(|(_, _, b)| matches!(b, Staged::Buf(_))).count()
     }
 
     /// A staging memfd of at least `len` bytes: the smallest free one that fits, else a new one
-    /// (free ones that would push the total over STAGE_CAP are dropped first).
+    /// (free ones that would push the total over STAGE_KEEP are dropped first).
     fn stage_buf(&mut self, len: usize) -> io::Result<StageBuf> {
         let best = self.stage_free.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
         let b = match best {
@@ -808,8 +794,8 @@ impl ShmIo {
             }
             None => {
                 let size = stage_size(len);
-                while self.stage_busy_bytes + self.stage_free_bytes + size > STAGE_CAP
-                    || self.busy_bufs() + self.stage_free.len() >= STAGE_CAP_BUFS
+                while self.stage_busy_bytes + self.stage_free_bytes + size > STAGE_KEEP
+                    || self.busy_bufs() + self.stage_free.len() >= STAGE_KEEP_BUFS
                 {
                     let Some(i) = self.stage_free.iter().enumerate().max_by_key(|(_, b)| b.len()).map(|(i, _)| i) else { break };
                     self.stage_free_bytes -= self.stage_free.swap_remove(i).len();
@@ -822,10 +808,11 @@ impl ShmIo {
     }
 
     /// An acknowledged message's staging memfd: kept for reuse while the total stays within
-    /// STAGE_CAP.
+    /// STAGE_KEEP.
     fn stage_done(&mut self, b: StageBuf) {
         self.stage_busy_bytes -= b.len();
-        if self.stage_busy_bytes + self.stage_free_bytes + b.len() <= STAGE_CAP && self.busy_bufs() + self.stage_free.len() < STAGE_CAP_BUFS
+        if self.stage_busy_bytes + self.stage_free_bytes + b.len() <= STAGE_KEEP
+            && self.busy_bufs() + self.stage_free.len() < STAGE_KEEP_BUFS
         {
             self.stage_free_bytes += b.len();
             self.stage_free.push(b);
@@ -901,10 +888,7 @@ impl ShmIo {
             self.stage_done(b);
         }
         let mut pushed = false;
-        while self.ring_space()
-            && let Some(r) = self.backlog.front()
-            && self.stage_room(r)
-        {
+        while !self.backlog.is_empty() && self.ring_space() {
             let r = self.backlog.pop_front().expect("not empty");
             pushed |= self.push_desc(r);
         }

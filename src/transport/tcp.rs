@@ -54,6 +54,43 @@ fn sendfile_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE").map(|v| v.trim() != "0").unwrap_or(true))
 }
+/// `sendfile` into a socket whose peer has gone raises SIGPIPE (it has no MSG_NOSIGNAL), whose
+/// default action ends the process: a library must never do that to its caller. SIGPIPE is
+/// blocked in this thread around the call, and the one the call raised, if any, is taken back
+/// before it is unblocked (a caller that blocks SIGPIPE itself keeps its mask and its signals).
+/// Returns what `sendfile` returned, with its errno.
+fn sendfile_nosignal(sock: RawFd, fd: RawFd, off: &mut libc::off_t, len: usize) -> isize {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
+    let mut pipe: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid sigset pointers; pthread_sigmask changes only this thread's mask.
+    let blocked = unsafe {
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old) == 0 && libc::sigismember(&old, libc::SIGPIPE) == 0
+    };
+    // SAFETY: fd is the memfd of a request's tensor, open while the request lives (the caller
+    // holds it); off is a valid offset pointer; the kernel bounds the read by the file.
+    let n = unsafe { libc::sendfile(sock, fd, off, len) };
+    let err = std::io::Error::last_os_error();
+    if blocked {
+        if n < 0 && err.raw_os_error() == Some(libc::EPIPE) {
+            let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: valid pointers; takes back only a pending SIGPIPE of this thread (ours).
+            unsafe { libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero) };
+        }
+        // SAFETY: restores the mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        if n < 0 {
+            // The errno the caller reads is sendfile's.
+            // SAFETY: __errno_location is this thread's errno.
+            unsafe { *libc::__errno_location() = err.raw_os_error().unwrap_or(libc::EIO) };
+        }
+    }
+    n
+}
+
 const MAX_IOV: usize = 64;
 /// Staged (device) chunks read into host buffers ahead of the socket, per stream.
 const MAX_STAGED: usize = 4;
@@ -605,9 +642,7 @@ impl CommIo {
                     unsafe { libc::send(sock, h.as_ptr().cast(), h.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | libc::MSG_MORE) }
                 } else {
                     let mut o = (off + front.data_done as u64) as libc::off_t;
-                    // SAFETY: fd is the memfd of the request's tensor, open while the item holds
-                    // the request; the kernel bounds the read by the file.
-                    unsafe { libc::sendfile(sock, fd, &mut o, front.data_len - front.data_done) }
+                    sendfile_nosignal(sock, fd, &mut o, front.data_len - front.data_done)
                 };
                 if n < 0 {
                     match std::io::Error::last_os_error().raw_os_error() {
@@ -960,5 +995,68 @@ impl CommIo {
             s.fail_all(e);
         }
         self.streams.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static SIGPIPES: AtomicUsize = AtomicUsize::new(0);
+
+    extern "C" fn count_sigpipe(_: libc::c_int) {
+        SIGPIPES.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn sendfile_into_a_socket_whose_peer_has_gone_raises_no_sigpipe() {
+        // A C caller's SIGPIPE ends its process by default, and sendfile has no MSG_NOSIGNAL:
+        // a sender whose receiver died was killed (the fault matrix's "receiver SIGKILLed" saw
+        // it). Here a handler counts SIGPIPEs (the Rust test harness ignores them otherwise):
+        // plain sendfile into a socket whose peer is closed raises one, ours does not, returns
+        // EPIPE, and leaves this thread's signal mask as it was.
+        // SAFETY: sigaction with a handler that only touches an atomic; restored below.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+        act.sa_sigaction = count_sigpipe as *const () as usize;
+        // SAFETY: valid sigaction structs.
+        assert_eq!(unsafe { libc::sigaction(libc::SIGPIPE, &act, &mut old) }, 0);
+        let file = crate::transport::shm::memfd("nrt-sr-sigpipe-test", 1 << 20).unwrap();
+        let pair = || {
+            let mut sv = [0 as RawFd; 2];
+            // SAFETY: sv has room for the two descriptors.
+            assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) }, 0);
+            // SAFETY: closes the peer end we just made.
+            unsafe { libc::close(sv[1]) };
+            sv[0]
+        };
+        let before = SIGPIPES.load(Ordering::SeqCst);
+        let a = pair();
+        let mut off: libc::off_t = 0;
+        // SAFETY: valid descriptors and offset pointer.
+        let n = unsafe { libc::sendfile(a, file.as_raw_fd(), &mut off, 65536) };
+        assert!(n < 0, "sendfile into a closed peer succeeded");
+        assert_eq!(SIGPIPES.load(Ordering::SeqCst), before + 1, "plain sendfile raised no SIGPIPE: the test shows nothing");
+        let b = pair();
+        let mut off: libc::off_t = 0;
+        let n = sendfile_nosignal(b, file.as_raw_fd(), &mut off, 65536);
+        let err = std::io::Error::last_os_error().raw_os_error();
+        assert!(n < 0 && err == Some(libc::EPIPE), "sendfile_nosignal: {n}, errno {err:?}");
+        assert_eq!(SIGPIPES.load(Ordering::SeqCst), before + 1, "sendfile_nosignal raised SIGPIPE");
+        // SAFETY: plain queries of this thread's mask and pending set.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
+            assert_eq!(libc::sigismember(&mask, libc::SIGPIPE), 0, "SIGPIPE left blocked");
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            libc::sigpending(&mut pending);
+            assert_eq!(libc::sigismember(&pending, libc::SIGPIPE), 0, "a SIGPIPE left pending");
+            libc::close(a);
+            libc::close(b);
+            libc::sigaction(libc::SIGPIPE, &old, std::ptr::null_mut());
+        }
     }
 }
