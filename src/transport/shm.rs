@@ -726,8 +726,8 @@ impl ShmIo {
             let (fd, id, mem_len, base, off, st) = match got {
                 Ok(g) => g,
                 Err(e) => {
+                    // Logged once, by the test_request that reports it.
                     let msg = format!("{}: no staging memory for a send of {len} bytes over shared memory", req.comm.describe());
-                    crate::log_error!("{msg}: {e}");
                     req.fail(Error::io(NRT_STATUS::NRT_RESOURCE, &msg, &e));
                     return false;
                 }
