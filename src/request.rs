@@ -86,12 +86,15 @@ impl Request {
         }
     }
 
-    /// A receive shorter than the matching send of `sent` bytes: fails, logged once; nothing is
-    /// written (the caller answers the sender with `ack::TOO_LONG`).
+    /// A receive shorter than the matching send of `sent` bytes: fails (logged once, by the
+    /// test_request that reports it); nothing is written (the caller answers the sender with
+    /// `ack::TOO_LONG`, which fails the send: both fail).
     pub fn reject_short(&self, sent: u64) {
-        let msg =
-            format!("{}: receive of {} bytes is shorter than the matching send of {sent} bytes", self.comm.describe(), self.region.len());
-        crate::log_error!("{msg}; both fail");
+        let msg = format!(
+            "{}: receive of {} bytes is shorter than the matching send of {sent} bytes; both fail",
+            self.comm.describe(),
+            self.region.len()
+        );
         self.fail(Error::failure(msg));
     }
 
