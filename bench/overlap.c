@@ -46,6 +46,19 @@ static void fail(const char *who, const char *what, int st) {
 
 static uint8_t byte_of(int buf, size_t i) { return (uint8_t)((i * 131u + (size_t)buf * 29u + (i >> 12)) & 0xff); }
 
+static nrt_async_sendrecv_comm_t *ready(nrt_async_sendrecv_comm_t *c, const char *who);
+
+/* nrt_init, lnc `lnc`, and a ready communicator with lnc `peer` on 127.0.0.1 (sender: connect). */
+static nrt_async_sendrecv_comm_t *open_side(const char *who, int lnc, int peer, bool sender) {
+    NRT_STATUS s;
+    if ((s = nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0")) != NRT_SUCCESS) fail(who, "nrt_init", s);
+    if ((s = nrt_async_sendrecv_init(lnc)) != NRT_SUCCESS) fail(who, "init", s);
+    nrt_async_sendrecv_comm_t *c = NULL;
+    s = sender ? nrt_async_sendrecv_connect("127.0.0.1", peer, lnc, &c) : nrt_async_sendrecv_accept("127.0.0.1", peer, lnc, &c);
+    if (s != NRT_SUCCESS) fail(who, sender ? "connect" : "accept", s);
+    return ready(c, who);
+}
+
 static nrt_async_sendrecv_comm_t *ready(nrt_async_sendrecv_comm_t *c, const char *who) {
     double end = now_s() + 30;
     for (;;) {
@@ -83,11 +96,7 @@ static nrt_tensor_t *tensor(size_t n, const char *who) {
 static int receiver(size_t n, double compute_us, int messages, int report_fd) {
     const char *who = "receiver";
     NRT_STATUS s;
-    if ((s = nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0")) != NRT_SUCCESS) fail(who, "nrt_init", s);
-    if ((s = nrt_async_sendrecv_init(1)) != NRT_SUCCESS) fail(who, "init", s);
-    nrt_async_sendrecv_comm_t *r = NULL;
-    if ((s = nrt_async_sendrecv_accept("127.0.0.1", 0, 1, &r)) != NRT_SUCCESS) fail(who, "accept", s);
-    ready(r, who);
+    nrt_async_sendrecv_comm_t *r = open_side(who, 1, 0, false);
     nrt_tensor_t *t[RECEIVER_BUFS];
     for (int b = 0; b < RECEIVER_BUFS; b++) t[b] = tensor(n, who);
     uint8_t *want[SENDER_BUFS];
@@ -152,11 +161,7 @@ int main(int argc, char **argv) {
 
     const char *who = "sender";
     NRT_STATUS s;
-    if ((s = nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0")) != NRT_SUCCESS) fail(who, "nrt_init", s);
-    if ((s = nrt_async_sendrecv_init(0)) != NRT_SUCCESS) fail(who, "init", s);
-    nrt_async_sendrecv_comm_t *c = NULL;
-    if ((s = nrt_async_sendrecv_connect("127.0.0.1", 1, 0, &c)) != NRT_SUCCESS) fail(who, "connect", s);
-    ready(c, who);
+    nrt_async_sendrecv_comm_t *c = open_side(who, 0, 1, true);
     nrt_tensor_t *t[SENDER_BUFS];
     for (int b = 0; b < SENDER_BUFS; b++) {
         t[b] = tensor(n, who);

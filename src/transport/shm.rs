@@ -465,11 +465,8 @@ pub struct ShmIo {
     stage_slots: Vec<u16>,
     /// Sender: making the ring was tried (a failure is logged once).
     stage_ring_tried: bool,
-    /// Sender: staging memfds free for reuse, and their bytes.
+    /// Sender: staging memfds free for reuse.
     stage_free: Vec<StageBuf>,
-    stage_free_bytes: usize,
-    /// Sender: bytes of the staging memfds of messages in flight.
-    stage_busy_bytes: usize,
     /// Sender: messages staged so far (read by tests).
     pub staged_msgs: u64,
     /// Send side: descriptors in the ring awaiting their acknowledgement (with the staging
@@ -513,8 +510,6 @@ impl ShmIo {
             stage_ring_tried: false,
             stage_slots: (0..RING as u16).rev().collect(),
             stage_free: Vec::new(),
-            stage_free_bytes: 0,
-            stage_busy_bytes: 0,
             staged_msgs: 0,
             out: Vec::new(),
             queued: VecDeque::new(),
@@ -777,9 +772,11 @@ impl ShmIo {
         true
     }
 
-    /// Staging memfds of messages in flight.
-    fn busy_bufs(&self) -> usize {
-        self.in_flight.iter().filter(|(_, _, b)| matches!(b, Staged::Buf(_))).count()
+    /// Staging memfds of their own (in flight and free): how many, how many bytes. Only the
+    /// large-message staging path asks (at most RING + STAGE_KEEP_BUFS entries).
+    fn stage_bufs(&self) -> (usize, usize) {
+        let busy = self.in_flight.iter().filter_map(|(_, _, b)| if let Staged::Buf(b) = b { Some(b) } else { None });
+        busy.chain(&self.stage_free).fold((0, 0), |(n, bytes), b| (n + 1, bytes + b.len()))
     }
 
     /// A staging memfd of at least `len` bytes: the smallest free one that fits, else a new one
@@ -787,34 +784,26 @@ impl ShmIo {
     fn stage_buf(&mut self, len: usize) -> io::Result<StageBuf> {
         let best = self.stage_free.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
         let b = match best {
-            Some(i) => {
-                let b = self.stage_free.swap_remove(i);
-                self.stage_free_bytes -= b.len();
-                b
-            }
+            Some(i) => self.stage_free.swap_remove(i),
             None => {
                 let size = stage_size(len);
-                while self.stage_busy_bytes + self.stage_free_bytes + size > STAGE_KEEP
-                    || self.busy_bufs() + self.stage_free.len() >= STAGE_KEEP_BUFS
+                while let (n, bytes) = self.stage_bufs()
+                    && (bytes + size > STAGE_KEEP || n >= STAGE_KEEP_BUFS)
+                    && let Some(i) = self.stage_free.iter().enumerate().max_by_key(|(_, b)| b.len()).map(|(i, _)| i)
                 {
-                    let Some(i) = self.stage_free.iter().enumerate().max_by_key(|(_, b)| b.len()).map(|(i, _)| i) else { break };
-                    self.stage_free_bytes -= self.stage_free.swap_remove(i).len();
+                    self.stage_free.swap_remove(i);
                 }
                 StageBuf::new(size, true)?
             }
         };
-        self.stage_busy_bytes += b.len();
         Ok(b)
     }
 
     /// An acknowledged message's staging memfd: kept for reuse while the total stays within
     /// STAGE_KEEP.
     fn stage_done(&mut self, b: StageBuf) {
-        self.stage_busy_bytes -= b.len();
-        if self.stage_busy_bytes + self.stage_free_bytes + b.len() <= STAGE_KEEP
-            && self.busy_bufs() + self.stage_free.len() < STAGE_KEEP_BUFS
-        {
-            self.stage_free_bytes += b.len();
+        let (n, bytes) = self.stage_bufs();
+        if bytes + b.len() <= STAGE_KEEP && n < STAGE_KEEP_BUFS {
             self.stage_free.push(b);
         }
     }
@@ -1032,8 +1021,6 @@ impl ShmIo {
         self.stage_free.clear();
         self.stage_ring = None;
         self.stage_slots = (0..RING as u16).rev().collect();
-        self.stage_free_bytes = 0;
-        self.stage_busy_bytes = 0;
         self.active = false;
         self.maps = MapCache::default();
         self.chan = None;
