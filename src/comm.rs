@@ -6,11 +6,12 @@ use crate::registry::Table;
 use crate::request::{Kind, Outcome, REQUESTS, Request};
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::tensor::Region;
+use crate::transport::slots::BlockRef;
 use crate::transport::tcp::{CommIo, Stream};
 use parking_lot::Mutex;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 pub static COMMS: Table<Comm> = Table::new();
@@ -32,8 +33,10 @@ pub struct Comm {
     state: AtomicU8,
     ever_ready: AtomicBool,
     error: Mutex<Option<Error>>,
-    pending: AtomicUsize,
     pub io: Mutex<CommIo>,
+    /// This communicator's slots in the request table: posted requests until their test
+    /// reports them (at most MAX_PENDING_PER_COMM). Claimed under `io`'s lock.
+    pub reqs: BlockRef<Request>,
     /// When a caller last polled a pending request of this communicator (ns, CLOCK_MONOTONIC).
     polled_at: AtomicU64,
     /// A caller polls in a tight loop: the progress thread stopped watching the sockets.
@@ -63,7 +66,7 @@ pub const PARK_IDLE_NS: u64 = 5_000_000;
 pub const PARK_NEGLECT_NS: u64 = 50_000_000;
 
 impl Comm {
-    pub fn new(id: u64, lnc: Arc<Lnc>, kind: Kind, peer: IpAddr, peer_lnc: i32, pair_seq: u64) -> Comm {
+    pub fn new(id: u64, lnc: Arc<Lnc>, kind: Kind, peer: IpAddr, peer_lnc: i32, pair_seq: u64, reqs: BlockRef<Request>) -> Comm {
         let setup_deadline = Instant::now() + lnc.cfg.connect_timeout;
         Comm {
             id,
@@ -76,8 +79,8 @@ impl Comm {
             state: AtomicU8::new(CONNECTING),
             ever_ready: AtomicBool::new(false),
             error: Mutex::new(None),
-            pending: AtomicUsize::new(0),
             io: Mutex::new(CommIo::new(kind)),
+            reqs,
             polled_at: AtomicU64::new(0),
             parked: AtomicBool::new(false),
             watch_input: AtomicBool::new(true),
@@ -204,35 +207,32 @@ impl Comm {
             }
             _ => return Err(Error::failure(format!("{}: communicator failed earlier: {}", self.describe(), self.error()))),
         }
-        if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_PER_COMM {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::resource(format!("{}: {MAX_PENDING_PER_COMM} requests already pending", self.describe())));
-        }
         let deadline = self.lnc.cfg.request_timeout.map(|t| crate::transport::poll::coarse_ns() + t.as_nanos() as u64);
-        let Some((id, req)) = REQUESTS.insert_with(|id| Arc::new(Request::new(id, kind, self.clone(), region, deadline))) else {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::resource("request table full"));
-        };
         let mut io = self.io.lock();
-        let refused = if self.state.load(Ordering::Acquire) != READY {
-            Some(Error::failure(format!("{}: communicator failed: {}", self.describe(), self.error())))
-        } else if req.region.len() as u64 > io.max_message() {
+        if self.state.load(Ordering::Acquire) != READY {
+            return Err(Error::failure(format!("{}: communicator failed: {}", self.describe(), self.error())));
+        }
+        if region.len() as u64 > io.max_message() {
             // Refused before it takes a sequence number, so FIFO pairing is untouched.
-            Some(Error::invalid(format!(
+            return Err(Error::invalid(format!(
                 "{}: {} bytes exceed this transport's message limit of {} bytes",
                 self.describe(),
-                req.region.len(),
+                region.len(),
                 io.max_message()
-            )))
-        } else {
-            None
-        };
-        if let Some(e) = refused {
-            drop(io);
-            REQUESTS.remove(id);
-            self.pending.fetch_sub(1, Ordering::AcqRel);
-            return Err(e);
+            )));
         }
+        // A slot of this communicator's block (claims are serialized by the lock held here).
+        // (A slot's previous request is reused when nothing holds it any more: no allocation.)
+        let claimed = self.reqs.claim(|id, old| match old {
+            Some(r) => {
+                r.reuse(id, region, deadline);
+                None
+            }
+            None => Some(Arc::new(Request::new(id, kind, self.clone(), region, deadline))),
+        });
+        let Some((id, req)) = claimed else {
+            return Err(Error::resource(format!("{}: {MAX_PENDING_PER_COMM} requests already pending", self.describe())));
+        };
         if let Err(e) = io.post(req).and_then(|_| io.after_post(kind)) {
             self.fail_locked(&mut io, e);
         }
@@ -375,19 +375,16 @@ impl Comm {
             self.fail_locked(&mut io, e);
         }
     }
-
-    pub fn release_pending(&self) {
-        self.pending.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// test_request: `Ok(None)` while pending; the request is freed once it reports an end.
 pub fn test_request(id: u64) -> Result<Option<u64>> {
-    // Called in tight loops: the request is used in place under its table slot's lock (no
-    // reference counting per poll; nothing under it touches the request table), and removed
-    // under the same lock once it reports its end: only that caller reports it (a concurrent
-    // second test finds a stale handle).
-    let (out, taken) = REQUESTS
+    // Called in tight loops: the request is used in place while this call pins its slot (no
+    // lock, no reference counting per poll; nothing under it touches the request table), and
+    // removed under the same pin once it reports its end: only that caller reports it (a
+    // concurrent second test finds a stale handle). The removed request stays in its slot for
+    // the communicator's next post.
+    let ((out, kind), _gone) = REQUESTS
         .with_take(id, |req| {
             if req.is_pending() {
                 req.comm.try_progress(Some(req.as_ref()));
@@ -403,7 +400,7 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
                 out = req.outcome();
             }
             let end = out != Outcome::Pending;
-            (out, end)
+            ((out, req.kind), end)
         })
         .ok_or_else(|| Error::handle(format!("request handle {id:#x} is not a live request")))?;
     let res = match out {
@@ -415,9 +412,7 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
         Outcome::Done(n) => Ok(Some(n)),
         Outcome::Failed(e) => Err(e),
     };
-    let req = taken.expect("an ended request is taken out of the table");
-    req.comm.release_pending();
-    if req.kind == Kind::Send {
+    if kind == Kind::Send {
         crate::engine::flush_deferred();
     }
     res

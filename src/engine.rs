@@ -630,8 +630,9 @@ impl Lnc {
             *n - 1
         };
         let lnc = self.clone();
+        let reqs = crate::request::REQUESTS.new_block().ok_or_else(|| Error::resource("request table full"))?;
         let (_, comm) = COMMS
-            .insert_with(|id| Arc::new(Comm::new(id, lnc, kind, peer, peer_lnc, seq)))
+            .insert_with(|id| Arc::new(Comm::new(id, lnc, kind, peer, peer_lnc, seq, reqs)))
             .ok_or_else(|| Error::resource("communicator table full"))?;
         comms.push(comm.clone());
         Ok(comm)

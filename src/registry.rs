@@ -1,4 +1,6 @@
-//! Handle tables: what C holds is an id (slot index + generation), never a trusted pointer.
+//! Handle tables of communicators and tensors: what C holds is an id (slot index + generation),
+//! never a trusted pointer. (Requests, posted and tested far more often, have their own table
+//! without locks or a shared free list: `transport::slots`.)
 //!
 //! A table is a list of pages that grow on demand (page k holds `64 << k` slots) and are never
 //! freed or moved, so a lookup is an index computation plus one uncontended per-slot lock: there
@@ -25,16 +27,26 @@ pub struct Table<T> {
     free: SegQueue<u32>,
 }
 
-/// Page and offset of a slot index.
-fn locate(idx: u32) -> (usize, usize) {
-    let n = idx as usize / FIRST_PAGE + 1;
+/// Page and offset of index `idx` in pages that double in size from `first` entries (page k
+/// holds `first << k`; shared with `transport::slots`).
+pub(crate) fn locate_in(idx: u32, first: usize) -> (usize, usize) {
+    let n = idx as usize / first + 1;
     let page = (usize::BITS - 1 - n.leading_zeros()) as usize;
-    let start = FIRST_PAGE * ((1usize << page) - 1);
+    let start = first * ((1usize << page) - 1);
     (page, idx as usize - start)
 }
 
+/// How many entries `pages` such pages hold.
+pub(crate) fn capacity_of(first: usize, pages: usize) -> u32 {
+    (first * ((1usize << pages) - 1)) as u32
+}
+
+fn locate(idx: u32) -> (usize, usize) {
+    locate_in(idx, FIRST_PAGE)
+}
+
 fn capacity() -> u32 {
-    (FIRST_PAGE * ((1usize << PAGES) - 1)) as u32
+    capacity_of(FIRST_PAGE, PAGES)
 }
 
 pub fn encode(idx: u32, generation: u32) -> u64 {
@@ -141,32 +153,6 @@ impl<T> Table<T> {
     pub fn remove(&self, id: u64) -> Option<Arc<T>> {
         self.with_take(id, |_| ((), true)).and_then(|(_, v)| v)
     }
-
-    /// How many values `pred` holds for (a snapshot: values may come and go meanwhile).
-    pub fn count_where(&self, mut pred: impl FnMut(&T) -> bool) -> usize {
-        let n = self.next_fresh.load(Ordering::Acquire).min(capacity());
-        (0..n).filter(|&idx| self.slot(idx).is_some_and(|s| s.inner.lock().1.as_deref().is_some_and(&mut pred))).count()
-    }
-
-    /// Removes every value for which `pred` holds; returns them.
-    pub fn remove_where(&self, mut pred: impl FnMut(&T) -> bool) -> Vec<Arc<T>> {
-        let mut out = Vec::new();
-        let n = self.next_fresh.load(Ordering::Acquire).min(capacity());
-        for idx in 0..n {
-            let Some(slot) = self.slot(idx) else { continue };
-            let id = {
-                let g = slot.inner.lock();
-                match &g.1 {
-                    Some(v) if pred(v) => encode(idx, g.0),
-                    _ => continue,
-                }
-            };
-            if let Some(v) = self.remove(id) {
-                out.push(v);
-            }
-        }
-        out
-    }
 }
 
 #[cfg(test)]
@@ -248,17 +234,6 @@ mod tests {
                 assert!(ids.insert(id), "id handed out twice");
                 assert_eq!(*t.remove(id).unwrap(), v);
             }
-        }
-    }
-
-    #[test]
-    fn remove_where_takes_only_matches() {
-        let t: Table<u32> = Table::new();
-        let ids: Vec<u64> = (0..100).map(|i| t.insert_with(|_| Arc::new(i)).unwrap().0).collect();
-        let gone = t.remove_where(|v| v % 2 == 0);
-        assert_eq!(gone.len(), 50);
-        for (i, id) in ids.iter().enumerate() {
-            assert_eq!(t.get(*id).is_some(), i % 2 == 1);
         }
     }
 }

@@ -5,14 +5,15 @@
 //! Done also sees the bytes.
 
 use crate::comm::Comm;
-use crate::registry::Table;
 use crate::status::{Error, NRT_STATUS};
 use crate::tensor::Region;
+use crate::transport::slots::Slots;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-pub static REQUESTS: Table<Request> = Table::new();
+/// Every posted request, found by its handle; each communicator owns a block of slots.
+pub static REQUESTS: Slots<Request> = Slots::new(Request::retire);
 
 const PENDING: u8 = 0;
 const DONE: u8 = 1;
@@ -47,6 +48,22 @@ pub enum Outcome {
 impl Request {
     pub fn new(id: u64, kind: Kind, comm: Arc<Comm>, region: Region, deadline: Option<u64>) -> Request {
         Request { id, kind, comm, region, deadline, state: AtomicU8::new(PENDING), size: AtomicU64::new(0), error: Mutex::new(None) }
+    }
+
+    /// A reported request kept for its communicator's next post: it lets its tensor go.
+    fn retire(&mut self) {
+        self.region = Region::empty();
+        *self.error.get_mut() = None;
+    }
+
+    /// A retired request posted again (same communicator, so same kind).
+    pub fn reuse(&mut self, id: u64, region: Region, deadline: Option<u64>) {
+        self.id = id;
+        self.region = region;
+        self.deadline = deadline;
+        *self.state.get_mut() = PENDING;
+        *self.size.get_mut() = 0;
+        *self.error.get_mut() = None;
     }
 
     /// Marks the request done with `size` bytes; false when it had already finished.

@@ -6,7 +6,6 @@
 use crate::comm::{COMMS, Comm};
 use crate::config::{Config, MAX_LNC};
 use crate::engine::Lnc;
-use crate::request::REQUESTS;
 use crate::status::{Error, Result};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
@@ -95,10 +94,19 @@ fn teardown(l: &Arc<Lnc>) -> Result<()> {
         }
     }
     let unconnected = comms.iter().filter(|c| !c.ever_ready()).count();
-    let in_flight = REQUESTS.count_where(|r| Arc::ptr_eq(&r.comm.lnc, l) && r.is_pending());
+    let in_flight: usize = comms.iter().map(|c| c.reqs.count_where(|r| r.is_pending())).sum();
     let comms = l.shutdown();
-    REQUESTS.remove_where(|r| Arc::ptr_eq(&r.comm.lnc, l));
     for c in &comms {
+        // Requests hold their communicator: taken out (and the retired ones kept for reuse
+        // dropped), they let it go. (Not under the io lock: a test pinning one of them may be
+        // waiting for that lock. `clear` is: posts claim slots under it; none does any more, the
+        // communicator is closed.)
+        drop(c.reqs.take_all(|_| true));
+        let retired = {
+            let _io = c.io.lock();
+            c.reqs.clear()
+        };
+        drop(retired);
         COMMS.remove(c.id);
     }
     if unconnected > 0 || in_flight > 0 {
@@ -236,6 +244,7 @@ mod tests {
             wait_ready(s);
             wait_ready(r);
         }
+        let all: Vec<Arc<Comm>> = pairs.iter().flat_map(|(s, r)| [s.clone(), r.clone()]).collect();
         let mut handles = Vec::new();
         for (t, (s, r)) in pairs.into_iter().enumerate() {
             for (kind, comm) in [(Kind::Send, s), (Kind::Recv, r)] {
@@ -294,7 +303,8 @@ mod tests {
             h.join().unwrap();
         }
         // Every request was reaped by its test: none of these lncs' requests is left.
-        assert!(REQUESTS.remove_where(|r| r.comm.lnc.id == a || r.comm.lnc.id == b).is_empty(), "requests left in the table");
+        assert!(all.iter().all(|c| c.reqs.count_where(|_| true) == 0), "requests left in the table");
+        drop(all);
         close(a).unwrap();
         close(b).unwrap();
     }
@@ -306,11 +316,7 @@ mod tests {
         init_with(902, Some(cfg(26000))).unwrap();
         let comm = connect("127.0.0.1", 903, 902).unwrap();
         for round in 0..2000 {
-            let (id, req) = REQUESTS
-                .insert_with(|id| {
-                    Arc::new(crate::request::Request::new(id, Kind::Send, comm.clone(), crate::tensor::Region::empty(), None))
-                })
-                .unwrap();
+            let req = Arc::new(crate::request::Request::new(round, Kind::Send, comm.clone(), crate::tensor::Region::empty(), None));
             let r2 = req.clone();
             let h = std::thread::spawn(move || r2.complete(7));
             let failed = req.fail(Error::failure("x"));
@@ -321,7 +327,6 @@ mod tests {
                 crate::request::Outcome::Failed(_) => assert!(failed),
                 o => panic!("round {round}: {o:?}"),
             }
-            REQUESTS.remove(id).unwrap();
         }
         let _ = close(902);
     }

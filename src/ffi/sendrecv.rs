@@ -135,11 +135,19 @@ fn post(
     comm: *mut nrt_async_sendrecv_comm_t,
     req: *mut *mut nrt_async_sendrecv_request_t,
 ) -> Result<()> {
-    let c = comm_of(comm)?;
+    if comm.is_null() {
+        return Err(Error::handle("communicator handle is NULL"));
+    }
     non_null(req, "request out-pointer")?;
     put(req, std::ptr::null_mut());
-    let region = tensor_region(t, offset, length).map_err(|e| Error::new(e.status, format!("{}: {}", c.describe(), e.msg)))?;
-    let id = c.post(kind, region)?;
+    // In place under the communicator's table slot (no reference counting per post; nothing
+    // in a post looks the communicator up again).
+    let id = COMMS
+        .with(handle_id(comm), |c| {
+            let region = tensor_region(t, offset, length).map_err(|e| Error::new(e.status, format!("{}: {}", c.describe(), e.msg)))?;
+            c.post(kind, region)
+        })
+        .ok_or_else(|| Error::handle(format!("communicator handle {comm:p} is not a live communicator (closed, or never created)")))??;
     put(req, id_handle(id));
     Ok(())
 }
