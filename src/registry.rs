@@ -149,6 +149,22 @@ impl<T> Table<T> {
         Some((r, v))
     }
 
+    /// Replaces the value of a current `id` by what `f` makes of it (the id stays the same);
+    /// `None` when the id is stale or forged.
+    pub fn replace<E>(&self, id: u64, f: impl FnOnce(&Arc<T>) -> Result<Arc<T>, E>) -> Option<Result<(), E>> {
+        let (idx, generation) = decode(id)?;
+        let mut g = self.slot(idx)?.inner.lock();
+        if g.0 != generation {
+            return None;
+        }
+        let old = g.1.as_ref()?;
+        Some(f(old).map(|new| {
+            let old = g.1.replace(new);
+            drop(g);
+            drop(old);
+        }))
+    }
+
     /// Removes the value if `id` is current: afterwards the id is stale.
     pub fn remove(&self, id: u64) -> Option<Arc<T>> {
         self.with_take(id, |_| ((), true)).and_then(|(_, v)| v)
@@ -200,6 +216,21 @@ mod tests {
         let (id3, _) = t.insert_with(|_| Arc::new(8)).unwrap();
         assert_ne!(id2, id3);
         assert_eq!(*t.get(id3).unwrap(), 8);
+    }
+
+    #[test]
+    fn replace_keeps_the_id_and_refuses_stale_ones() {
+        let t: Table<u32> = Table::new();
+        let (id, _) = t.insert_with(|_| Arc::new(1)).unwrap();
+        let held = t.get(id).unwrap();
+        assert_eq!(t.replace(id, |old| Ok::<_, ()>(Arc::new(**old + 1))), Some(Ok(())));
+        assert_eq!(*t.get(id).unwrap(), 2, "the id names the new value");
+        assert_eq!(*held, 1, "a holder of the old value keeps it");
+        assert_eq!(t.replace(id, |_| Err("no")), Some(Err("no")));
+        assert_eq!(*t.get(id).unwrap(), 2, "a failed replace changes nothing");
+        assert_eq!(t.replace(id ^ (1 << 40), |_| Ok::<_, ()>(Arc::new(9))), None);
+        t.remove(id).unwrap();
+        assert_eq!(t.replace(id, |_| Ok::<_, ()>(Arc::new(9))), None, "a removed id is stale");
     }
 
     #[test]

@@ -874,9 +874,8 @@ mod shm {
         assert!(r.io.lock().is_shm(), "the pair is not on shared memory");
         let big = (1 << 20) + 3;
         let mut attached = pattern(big, 71);
-        let src_attached = Tensor::empty(String::new());
         // SAFETY: `attached` outlives every transfer from it (all waited for below).
-        unsafe { src_attached.attach(attached.as_mut_ptr(), big) }.unwrap();
+        let src_attached = unsafe { Tensor::attached(String::new(), attached.as_mut_ptr(), big) }.unwrap();
         let want_attached = attached.clone();
         let mut staged = 0;
         // (source, length, staged?): attached 1 MiB + 3 (three times: the staging memfd is
@@ -927,9 +926,8 @@ mod shm {
         ready(&r).unwrap();
         let big = (1 << 20) + 3;
         let mut attached = pattern(big, 81);
-        let src_attached = Tensor::empty(String::new());
         // SAFETY: `attached` outlives every transfer from it (all waited for below).
-        unsafe { src_attached.attach(attached.as_mut_ptr(), big) }.unwrap();
+        let src_attached = unsafe { Tensor::attached(String::new(), attached.as_mut_ptr(), big) }.unwrap();
         let want_attached = attached.clone();
         let (small_src, _, small) = loaded(65536 - 1, 82);
         for (k, (src, want, staged)) in [

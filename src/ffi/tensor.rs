@@ -75,12 +75,18 @@ pub extern "C" fn nrt_tensor_allocate_empty(name: *const c_char, tensor: *mut *m
 #[unsafe(no_mangle)]
 pub extern "C" fn nrt_tensor_attach_buffer(tensor: *mut nrt_tensor_t, buffer: *mut c_void, size: usize) -> crate::status::NRT_STATUS {
     guard("nrt_tensor_attach_buffer", || {
-        let t = from_handle(tensor)?;
+        let id = live_id(tensor)?;
         if buffer.is_null() && size > 0 {
             return Err(Error::invalid("buffer is NULL"));
         }
-        // SAFETY: the caller promises the buffer stays valid for `size` bytes while attached.
-        unsafe { t.attach(buffer.cast(), size) }
+        // The handle's tensor is replaced by one over the buffer (tensors never change; transfers
+        // in flight keep the memory they were posted with).
+        TENSORS
+            .replace(id, |old| {
+                // SAFETY: the caller promises the buffer stays valid for `size` bytes while attached.
+                unsafe { Tensor::attached(old.name.clone(), buffer.cast(), size) }.map(Arc::new)
+            })
+            .unwrap_or_else(|| Err(Error::handle(format!("tensor handle {tensor:p} is not a live tensor"))))
     })
 }
 

@@ -2,7 +2,9 @@
 //!
 //! A tensor is a view (offset, size) of a `Memory` shared through an `Arc`; slices share their
 //! parent's memory, and a request in flight holds a `Region` (an `Arc` to the memory plus the
-//! byte range), so freeing a tensor while a transfer runs never frees the bytes under it.
+//! byte range), so freeing a tensor while a transfer runs never frees the bytes under it. A
+//! tensor never changes: attaching a buffer replaces the handle's tensor with a new one, so
+//! reading a view (every post does) takes no lock.
 
 mod memory;
 #[cfg(feature = "preload")]
@@ -12,7 +14,6 @@ pub use memory::{Memory, Region, StagedMemory, next_id as next_memory_id, set_fr
 
 use crate::registry::Table;
 use crate::status::{Error, Result};
-use parking_lot::Mutex;
 use std::sync::Arc;
 
 pub static TENSORS: Table<Tensor> = Table::new();
@@ -34,7 +35,7 @@ struct View {
 
 pub struct Tensor {
     pub name: String,
-    view: Mutex<View>,
+    view: View,
 }
 
 fn check_range(size: usize, offset: usize, len: usize) -> Result<()> {
@@ -47,37 +48,38 @@ fn check_range(size: usize, offset: usize, len: usize) -> Result<()> {
 impl Tensor {
     pub fn allocate(size: usize, name: String) -> Result<Tensor> {
         let mem = Memory::allocate(size)?;
-        Ok(Tensor { name, view: Mutex::new(View { mem: Some(Arc::new(mem)), offset: 0, size }) })
+        Ok(Tensor { name, view: View { mem: Some(Arc::new(mem)), offset: 0, size } })
     }
 
     pub fn empty(name: String) -> Tensor {
-        Tensor { name, view: Mutex::new(View { mem: None, offset: 0, size: 0 }) }
+        Tensor { name, view: View { mem: None, offset: 0, size: 0 } }
     }
 
+    /// A tensor named `name` over the caller's buffer (what attaching makes of a tensor).
+    ///
     /// # Safety
     /// `buf` must stay valid for `size` bytes of reads and writes while the tensor uses it.
-    pub unsafe fn attach(&self, buf: *mut u8, size: usize) -> Result<()> {
+    pub unsafe fn attached(name: String, buf: *mut u8, size: usize) -> Result<Tensor> {
         // SAFETY: forwarded from the caller.
         let mem = unsafe { Memory::attach(buf, size)? };
-        *self.view.lock() = View { mem: Some(Arc::new(mem)), offset: 0, size };
-        Ok(())
+        Ok(Tensor { name, view: View { mem: Some(Arc::new(mem)), offset: 0, size } })
     }
 
     pub fn slice(&self, offset: usize, size: usize, name: String) -> Result<Tensor> {
-        let v = self.view.lock();
+        let v = &self.view;
         check_range(v.size, offset, size)?;
         let Some(mem) = v.mem.clone() else {
             return Err(Error::invalid("cannot slice a tensor that has no memory"));
         };
-        Ok(Tensor { name, view: Mutex::new(View { mem: Some(mem), offset: v.offset + offset, size }) })
+        Ok(Tensor { name, view: View { mem: Some(mem), offset: v.offset + offset, size } })
     }
 
     pub fn size(&self) -> usize {
-        self.view.lock().size
+        self.view.size
     }
 
     pub fn va(&self) -> *mut u8 {
-        let v = self.view.lock();
+        let v = &self.view;
         match &v.mem {
             Some(m) => m.ptr_at(v.offset),
             None => std::ptr::null_mut(),
@@ -86,7 +88,7 @@ impl Tensor {
 
     /// The bytes `offset..offset+len`, kept alive for as long as the region lives.
     pub fn region(&self, offset: usize, len: usize) -> Result<Region> {
-        let v = self.view.lock();
+        let v = &self.view;
         check_range(v.size, offset, len)?;
         match &v.mem {
             Some(m) => Ok(Region::new(m.clone(), v.offset + offset, len)),

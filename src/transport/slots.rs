@@ -51,13 +51,17 @@ unsafe impl<T: Send + Sync> Sync for Slot<T> {}
 
 struct Block<T> {
     slots: Box<[Slot<T>]>,
+    /// The slot freed last (a hint for the next claim: its request is the one most likely still
+    /// in the cache).
+    freed: AtomicU32,
 }
 
 /// One communicator's block: where its posts find free slots.
 pub struct BlockRef<T: Send + Sync + 'static> {
     table: &'static Slots<T>,
     idx: u32,
-    /// Where the next claim starts looking (slots are usually freed in posting order).
+    /// Where a claim scans from when the slot freed last is taken (slots are usually freed in
+    /// posting order).
     cursor: AtomicU32,
 }
 
@@ -117,10 +121,6 @@ impl<T: Send + Sync + 'static> Slots<T> {
         self.pages[page].get().map(|p| &p[off])
     }
 
-    fn slot(&self, idx: u32, k: usize) -> Option<&Slot<T>> {
-        self.block(idx).map(|b| &b.slots[k])
-    }
-
     /// A block for a new owner; `None` when the table is full.
     pub fn new_block(&'static self) -> Option<BlockRef<T>> {
         let idx = match self.free_blocks.lock().pop() {
@@ -136,6 +136,7 @@ impl<T: Send + Sync + 'static> Slots<T> {
                     (0..FIRST_PAGE << page)
                         .map(|_| Block {
                             slots: (0..BLOCK).map(|_| Slot { tag: AtomicU64::new(tag(1, FREE)), value: UnsafeCell::new(None) }).collect(),
+                            freed: AtomicU32::new(0),
                         })
                         .collect()
                 });
@@ -147,13 +148,14 @@ impl<T: Send + Sync + 'static> Slots<T> {
 
     /// Pins the slot of `id` if it is LIVE with that generation; waits while another lookup has
     /// it pinned. `None`: stale or forged.
-    fn pin(&self, id: u64) -> Option<(&Slot<T>, u64)> {
+    fn pin(&self, id: u64) -> Option<(&Block<T>, usize, u64)> {
         let (b, k, generation) = decode(id)?;
-        let slot = self.slot(b, k)?;
+        let block = self.block(b)?;
+        let slot = &block.slots[k];
         let mut spins = 0u32;
         loop {
             match slot.tag.compare_exchange(tag(generation, LIVE), tag(generation, PINNED), Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return Some((slot, generation)),
+                Ok(_) => return Some((block, k, generation)),
                 Err(t) if t == tag(generation, PINNED) => {
                     spins += 1;
                     if spins.is_multiple_of(64) {
@@ -177,7 +179,8 @@ impl<T: Send + Sync + 'static> Slots<T> {
     }
 
     fn with_remove<R>(&self, id: u64, f: impl FnOnce(&Arc<T>) -> (R, bool), out: bool) -> Option<(R, Option<Arc<T>>)> {
-        let (slot, generation) = self.pin(id)?;
+        let (block, k, generation) = self.pin(id)?;
+        let slot = &block.slots[k];
         /// Unpins on the way out, also if `f` panics (the value stays).
         struct Unpin<'a>(&'a AtomicU64, u64);
         impl Drop for Unpin<'_> {
@@ -202,6 +205,7 @@ impl<T: Send + Sync + 'static> Slots<T> {
         };
         std::mem::forget(unpin);
         slot.tag.store(tag((generation + 1) & GEN_MASK, FREE), Ordering::Release);
+        block.freed.store(k as u32, Ordering::Relaxed);
         Some((r, taken))
     }
 
@@ -217,8 +221,12 @@ impl<T: Send + Sync + 'static> Slots<T> {
 }
 
 impl<T: Send + Sync + 'static> BlockRef<T> {
+    fn own(&self) -> &Block<T> {
+        self.table.block(self.idx).expect("an owned block exists")
+    }
+
     fn slots(&self) -> &[Slot<T>] {
-        &self.table.block(self.idx).expect("an owned block exists").slots
+        &self.own().slots
     }
 
     /// Fills a free slot of this block: `fill(id, retired)` updates the slot's retired value in
@@ -226,10 +234,14 @@ impl<T: Send + Sync + 'static> BlockRef<T> {
     /// when all `BLOCK` slots are in use. The owner calls this under its own lock: one claimer at
     /// a time per block.
     pub fn claim(&self, fill: impl FnOnce(u64, Option<&mut T>) -> Option<Arc<T>>) -> Option<(u64, Arc<T>)> {
-        let slots = self.slots();
+        let block = self.own();
+        let slots = &block.slots;
+        // The slot freed last first (in a ping-pong, the same one or two requests stay hot in
+        // the cache), then onwards from the last claim (in order, as a window completes).
+        let last = block.freed.load(Ordering::Relaxed) as usize % BLOCK;
         let start = self.cursor.load(Ordering::Relaxed) as usize;
-        for n in 0..BLOCK {
-            let k = (start + n) % BLOCK;
+        for n in 0..=BLOCK {
+            let k = if n == 0 { last } else { (start + n - 1) % BLOCK };
             let slot = &slots[k];
             let t = slot.tag.load(Ordering::Acquire);
             if t & STATE != FREE {
@@ -250,7 +262,9 @@ impl<T: Send + Sync + 'static> BlockRef<T> {
                 panic!("claim: fill returned nothing for a slot without a value");
             };
             slot.tag.store(tag(generation, LIVE), Ordering::Release);
-            self.cursor.store(((k + 1) % BLOCK) as u32, Ordering::Relaxed);
+            if n > 0 {
+                self.cursor.store(((k + 1) % BLOCK) as u32, Ordering::Relaxed);
+            }
             return Some((id, out));
         }
         None
