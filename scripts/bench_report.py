@@ -468,6 +468,18 @@ def cmd_report(args):
     shm64 = median_runs("shm_bw64", S64, "gbytes_per_s", nrt_at(nrt_shm, S64, "gbytes_per_s"))
     tcp_lat8 = median_runs("tcp_lat8", 8, "lat_p50_us", nrt_at(nrt_tcp, 8, "lat_p50_us"))
     shm_lat8 = median_runs("shm_lat8", 8, "lat_p50_us", nrt_at(nrt_shm, 8, "lat_p50_us"))
+
+    def best_runs(name, size, key):
+        # Context for the ping-pongs: each run's p50 sits at one of two levels (where the host
+        # places the two vCPUs), so a median over 15 runs can land on either level for either
+        # side; the best run of each compares the same placement.
+        vals = [v for v in (nrt_at(load_json(p), size, key) for p in
+                            glob.glob(os.path.join(tmp, "nrt_%s_*.json" % name))) if v is not None]
+        return min(vals) if vals else None
+
+    def ucx_best(tls):
+        runs = [v for v in ucx[tls]["runs"]["tag_lat_8B_us"] if v is not None]
+        return min(runs) if runs else None
     ratios = {
         "tcp_vs_iperf3": ratio(tcp64, iperf3_ref),
         "tcp_vs_ucx": ratio(tcp64, ucx["tcp"]["tag_bw_64M_gbytes_per_s"]),
@@ -479,6 +491,9 @@ def cmd_report(args):
         # Context only (no target): the same 64 MiB TCP figure against the other iperf3 runs.
         "tcp_vs_iperf3_1stream": ratio(tcp64, iperf(1, False)),
         "tcp_vs_iperf3_zerocopy": ratio(tcp64, iperf(streams, True)),
+        # The 8-byte ping-pongs' best runs (context: the same vCPU placement on both sides).
+        "lat8_tcp_vs_ucx_best": ratio(best_runs("tcp_lat8", 8, "lat_p50_us"), ucx_best("tcp")),
+        "lat8_shm_vs_ucx_best": ratio(best_runs("shm_lat8", 8, "lat_p50_us"), ucx_best("sm")),
         # Plain kernel TCP with our shape at 64 MiB (bench/tcp_pair.c), medians over the rounds.
         "tcp_vs_tcp_pair": ratio(tcp64, tcp_pair),
         "tcp_pair_vs_iperf3": ratio(tcp_pair, iperf3_med),
@@ -493,6 +508,13 @@ def cmd_report(args):
         met = None if v is None else (v >= target if op == ">=" else v <= target)
         targets[name] = {"value": None if v is None else round(v, 4),
                          "target": target, "cmp": op, "met": met}
+
+    def shown(name, target):
+        # Two decimals, or three where two would read as the target itself (1.005 is not <= 1.0).
+        v = ratios[name]
+        if v is None:
+            return "n/a"
+        return "%.3f" % v if "%.2f" % v == "%.2f" % target and v != target else "%.2f" % v
 
     # A measurement the ratios need that produced nothing is a failure even if no step said so.
     needed = {
@@ -604,15 +626,18 @@ def cmd_report(args):
     md.append("")
     md.append("Context, no target: the plain C TCP pair (bench/tcp_pair.c: the kernel's loopback TCP with our "
               "shape, 64 MiB messages from and into 16 memfd buffers per side) moved %s GB/s in the same rounds: "
-              "ours / C pair %s, C pair / iperf3 %s." % (
-                  fmt_gbs(tcp_pair), fmt(ratios["tcp_vs_tcp_pair"], "%.2f"), fmt(ratios["tcp_pair_vs_iperf3"], "%.2f")))
+              "ours / C pair %s, C pair / iperf3 %s. The 8-byte ping-pongs' best runs (each run's p50 "
+              "sits at one of two levels, by where the host places the two vCPUs; the best of each side "
+              "compares like with like): tcp %s, shm %s." % (
+                  fmt_gbs(tcp_pair), fmt(ratios["tcp_vs_tcp_pair"], "%.2f"), fmt(ratios["tcp_pair_vs_iperf3"], "%.2f"),
+                  fmt(ratios["lat8_tcp_vs_ucx_best"], "%.2f"), fmt(ratios["lat8_shm_vs_ucx_best"], "%.2f")))
     md.append("")
     md.append("| ratio (ours / theirs) | value | target | |")
     md.append("|---|---:|---:|---|")
     for name, op, target in TARGETS:
         t = targets[name]
         md.append("| %s | %s | %s %.1f | %s |" % (
-            name, fmt(ratios[name], "%.2f"), op, target,
+            name, shown(name, target), op, target,
             "-" if t["met"] is None else ("met" if t["met"] else "missed")))
     with open(os.path.join(outdir, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
@@ -627,9 +652,8 @@ def cmd_report(args):
     for name, op, target in TARGETS:
         t = targets[name]
         state = "n/a (not measured)" if t["met"] is None else ("met" if t["met"] else "MISSED")
-        print("bench: target %-17s %s %.1f: %-5s %s" % (name, op, target, fmt(ratios[name], "%.2f"), state))
-    print("bench: " + " ".join("%s=%s" % (name, "n/a" if ratios[name] is None else "%.2f" % ratios[name])
-                               for name, _, _ in TARGETS))
+        print("bench: target %-17s %s %.1f: %-5s %s" % (name, op, target, shown(name, target), state))
+    print("bench: " + " ".join("%s=%s" % (name, shown(name, target)) for name, _, target in TARGETS))
     return 1 if errors else 0
 
 

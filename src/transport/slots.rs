@@ -4,11 +4,13 @@
 //!
 //! What C holds is an id (slot index + generation), never a trusted pointer. A slot's `tag` holds
 //! its generation and state:
-//! - FREE: no value. Only the block's owner fills it (`claim`, called under the owner's own lock,
-//!   so one claimer at a time), then publishes LIVE with Release.
+//! - FREE: no live value (at most a retired one, kept for reuse). Only the block's owner touches
+//!   it: it fills it (`claim`, called under the owner's own lock, so one claimer at a time), then
+//!   publishes LIVE with Release.
 //! - LIVE: holds a value. A lookup pins it (one compare-exchange, LIVE → PINNED, generation
 //!   checked in the same instruction), uses the value in place, and unpins it with a plain
-//!   Release store: back to LIVE, or FREE with the next generation after taking the value out.
+//!   Release store: back to LIVE, or FREE with the next generation once the value is removed
+//!   (retired in place when nothing else holds it, else taken out).
 //! - PINNED: one lookup uses it; a second one for the same id waits (yielding) until it is
 //!   unpinned (as a second locker of a mutex would), then finds it LIVE again or stale.
 //!
