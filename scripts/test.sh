@@ -167,6 +167,17 @@ if cc -O2 -Wall -Wextra -Werror -I include -o "$LOGDIR/overlap" bench/overlap.c 
     done
 else fail "bench/overlap.c does not build (see $LOGDIR/overlap.log)"; tail -5 "$LOGDIR/overlap.log"; fi
 
+# 7c. bench/tcp_lat.c (the kernel's loopback TCP ping-pong with our shape, no library: the
+#     floor under nrt-sr-perf's 8-byte TCP latency): builds warning-free and runs briefly.
+echo "== bench/tcp_lat.c"
+if cc -O2 -Wall -Wextra -Werror -o "$LOGDIR/tcp_lat" bench/tcp_lat.c >"$LOGDIR/tcp_lat.log" 2>&1; then
+    if timeout 60 "$LOGDIR/tcp_lat" 29700 2000 >"$LOGDIR/tcp_lat.json" 2>>"$LOGDIR/tcp_lat.log" \
+       && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["iters"]==2000 and 0<d["p50_half_rtt_us"]<=d["p99_half_rtt_us"], d' \
+              "$LOGDIR/tcp_lat.json"; then
+        pass "bench/tcp_lat.c (exit 0, JSON)"
+    else fail "bench/tcp_lat.c run (see $LOGDIR/tcp_lat.log)"; tail -3 "$LOGDIR/tcp_lat.log"; fi
+else fail "bench/tcp_lat.c does not build (see $LOGDIR/tcp_lat.log)"; tail -5 "$LOGDIR/tcp_lat.log"; fi
+
 # 8. Sanitizers (make test-sanitizers): ASan/UBSan build of the C suite, valgrind memcheck.
 echo "== sanitizers"
 scripts/sanitize.sh 2>&1 | tee "$LOGDIR/sanitize.log" | grep -E "^(asan: )?(PASS|FAIL) "
