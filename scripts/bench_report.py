@@ -449,10 +449,13 @@ def cmd_report(args):
                 return r["gbytes_per_s"]
         return None
 
+    def rounds_runs(name, size, key):
+        return [v for v in (nrt_at(load_json(p), size, key) for p in
+                            glob.glob(os.path.join(tmp, "nrt_%s_*.json" % name))) if v is not None]
+
     def median_runs(name, size, key, fallback):
         # The ratio rounds' runs (median, as for the references); the sweep's figure without them.
-        vals = [v for v in (nrt_at(load_json(p), size, key) for p in
-                            glob.glob(os.path.join(tmp, "nrt_%s_*.json" % name))) if v is not None]
+        vals = rounds_runs(name, size, key)
         return statistics.median(vals) if vals else fallback
 
     scale_size = next((r["size"] for r in scale if r.get("size")), MIB)
@@ -473,8 +476,7 @@ def cmd_report(args):
         # Context for the ping-pongs: each run's p50 sits at one of two levels (where the host
         # places the two vCPUs), so a median over 15 runs can land on either level for either
         # side; the best run of each compares the same placement.
-        vals = [v for v in (nrt_at(load_json(p), size, key) for p in
-                            glob.glob(os.path.join(tmp, "nrt_%s_*.json" % name))) if v is not None]
+        vals = rounds_runs(name, size, key)
         return min(vals) if vals else None
 
     def ucx_best(tls):

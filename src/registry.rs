@@ -183,6 +183,12 @@ mod tests {
         assert_eq!(locate(64), (1, 0));
         assert_eq!(locate(191), (1, 127));
         assert_eq!(locate(192), (2, 0));
+        // Other first-page sizes (transport::slots uses 8).
+        assert_eq!(locate_in(7, 8), (0, 7));
+        assert_eq!(locate_in(8, 8), (1, 0));
+        assert_eq!(locate_in(23, 8), (1, 15));
+        assert_eq!(locate_in(24, 8), (2, 0));
+        assert_eq!(capacity_of(8, 3), 56);
     }
 
     #[test]

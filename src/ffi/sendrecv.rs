@@ -25,13 +25,19 @@ pub struct nrt_async_sendrecv_request {
 #[allow(non_camel_case_types)]
 pub type nrt_async_sendrecv_request_t = nrt_async_sendrecv_request;
 
-fn comm_of(p: *const nrt_async_sendrecv_comm_t) -> Result<Arc<Comm>> {
+/// Calls `f` with the communicator of handle `p`, in place under its table slot (no reference
+/// counting: every post goes through here); `f` must not look the same handle up again.
+fn with_comm<R>(p: *const nrt_async_sendrecv_comm_t, f: impl FnOnce(&Arc<Comm>) -> Result<R>) -> Result<R> {
     if p.is_null() {
         return Err(Error::handle("communicator handle is NULL"));
     }
     COMMS
-        .get(handle_id(p))
-        .ok_or_else(|| Error::handle(format!("communicator handle {p:p} is not a live communicator (closed, or never created)")))
+        .with(handle_id(p), f)
+        .unwrap_or_else(|| Err(Error::handle(format!("communicator handle {p:p} is not a live communicator (closed, or never created)"))))
+}
+
+fn comm_of(p: *const nrt_async_sendrecv_comm_t) -> Result<Arc<Comm>> {
+    with_comm(p, |c| Ok(c.clone()))
 }
 
 /// Writes `*out`, NULL-checked by the caller.
@@ -135,19 +141,12 @@ fn post(
     comm: *mut nrt_async_sendrecv_comm_t,
     req: *mut *mut nrt_async_sendrecv_request_t,
 ) -> Result<()> {
-    if comm.is_null() {
-        return Err(Error::handle("communicator handle is NULL"));
-    }
     non_null(req, "request out-pointer")?;
     put(req, std::ptr::null_mut());
-    // In place under the communicator's table slot (no reference counting per post; nothing
-    // in a post looks the communicator up again).
-    let id = COMMS
-        .with(handle_id(comm), |c| {
-            let region = tensor_region(t, offset, length).map_err(|e| Error::new(e.status, format!("{}: {}", c.describe(), e.msg)))?;
-            c.post(kind, region)
-        })
-        .ok_or_else(|| Error::handle(format!("communicator handle {comm:p} is not a live communicator (closed, or never created)")))??;
+    let id = with_comm(comm, |c| {
+        let region = tensor_region(t, offset, length).map_err(|e| Error::new(e.status, format!("{}: {}", c.describe(), e.msg)))?;
+        c.post(kind, region)
+    })?;
     put(req, id_handle(id));
     Ok(())
 }

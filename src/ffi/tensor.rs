@@ -79,14 +79,8 @@ pub extern "C" fn nrt_tensor_attach_buffer(tensor: *mut nrt_tensor_t, buffer: *m
         if buffer.is_null() && size > 0 {
             return Err(Error::invalid("buffer is NULL"));
         }
-        // The handle's tensor is replaced by one over the buffer (tensors never change; transfers
-        // in flight keep the memory they were posted with).
-        TENSORS
-            .replace(id, |old| {
-                // SAFETY: the caller promises the buffer stays valid for `size` bytes while attached.
-                unsafe { Tensor::attached(old.name.clone(), buffer.cast(), size) }.map(Arc::new)
-            })
-            .unwrap_or_else(|| Err(Error::handle(format!("tensor handle {tensor:p} is not a live tensor"))))
+        // SAFETY: the caller promises the buffer stays valid for `size` bytes while attached.
+        unsafe { tensor::attach(id, buffer.cast(), size) }
     })
 }
 

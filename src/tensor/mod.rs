@@ -112,6 +112,20 @@ pub fn with<R>(id: u64, f: impl FnOnce(&Tensor) -> Result<R>) -> Result<R> {
     TENSORS.with(id, |t| f(t)).unwrap_or_else(|| Err(not_live(id)))
 }
 
+/// Puts a tensor over the caller's buffer under handle `id` (same name; tensors never change, so
+/// transfers in flight keep the memory they were posted with).
+///
+/// # Safety
+/// `buf` must stay valid for `size` bytes of reads and writes while the tensor uses it.
+pub unsafe fn attach(id: u64, buf: *mut u8, size: usize) -> Result<()> {
+    TENSORS
+        .replace(id, |old| {
+            // SAFETY: forwarded from the caller.
+            unsafe { Tensor::attached(old.name.clone(), buf, size) }.map(Arc::new)
+        })
+        .unwrap_or_else(|| Err(not_live(id)))
+}
+
 /// `nrt_tensor_read`: copies `len` bytes at `offset` of the tensor into `dst`.
 ///
 /// # Safety
