@@ -129,6 +129,17 @@ if make -s perf-tool >"$LOGDIR/perf-tool.log" 2>&1; then
             pass "nrt-sr-perf --local over $tr (4 sizes, warm-up bytes verified, JSON and plot)"
         else fail "nrt-sr-perf --local over $tr (see $LOGDIR/perf-tool.log)"; tail -5 "$LOGDIR/perf-tool.log"; fi
     done
+    # Attached buffers (this program's, page-aligned) received 16 bytes past the sender's
+    # offset: the copy-distance detours across processes (transport/copy.rs), every warm-up
+    # byte verified by the receiver.
+    for tr in tcp shm; do
+        out=$LOGDIR/perf-$tr-attached.json
+        if timeout 300 build/bin/nrt-sr-perf --local --transport $tr --memory attached --recv-offset 16 --sizes 64K,1M,5M \
+               --iters 20 --warmup 6 --window 4 --mode bw --port-base 29610 --no-progress --json "$out" >>"$LOGDIR/perf-tool.log" 2>&1 \
+           && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["results"]; assert d["verified"] and len(r)==3 and all(x["gbytes_per_s"]>0 for x in r), d' "$out"; then
+            pass "nrt-sr-perf --local over $tr, attached buffers, receiver 16 bytes off (warm-up bytes verified)"
+        else fail "nrt-sr-perf --local over $tr --memory attached --recv-offset 16 (see $LOGDIR/perf-tool.log)"; tail -5 "$LOGDIR/perf-tool.log"; fi
+    done
     # Two-host mode (--role/--peer), both processes on loopback: both exit 0, the sender's JSON
     # has its results with the warm-up verified, and neither side logs an ERROR (a run that went
     # well ends with nothing in flight: the sender's goodbye, then the receiver closes first).

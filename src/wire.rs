@@ -8,7 +8,7 @@
 //! |-----------|------------|----------|------------|-------------------------|----------|
 //! | Hello     | stream idx | nonce    | conn seq   | src lnc << 32 | dst lnc | flags << 32 \| nstreams |
 //! | HelloAck  | status     | nonce    | conn seq   | flags                   | 0        |
-//! | Data      | 0          | msg seq  | offset     | chunk length            | total    |
+//! | Data      | src page   | msg seq  | offset     | chunk length            | total    |
 //! | Ack       | status     | msg seq  | size       | 0                       | 0        |
 //! | QpInfo    | 0          | psn << 32 \| qpn | gid[0..8] | gid[8..16]       | lid      |
 //! | Cts       | 0          | msg seq  | address    | length                  | rkey     |
@@ -28,13 +28,16 @@
 //! communicator instead of steering writes into a tensor.
 
 pub const MAGIC: [u8; 4] = *b"NRSR";
-pub const VERSION: u8 = 1;
+/// 2: Data frames may name their payload's source offset in its 4 KiB page (aux).
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 40;
 /// Largest message we accept (bounds every length the peer sends us).
 pub const MAX_MESSAGE: u64 = 1 << 48;
 /// Largest chunk one Data frame may announce.
 pub const MAX_CHUNK: u64 = 1 << 30;
 pub const MAX_STREAMS: u64 = crate::config::MAX_STREAMS as u64;
+/// Data aux: the payload's source page offset follows in the low 12 bits.
+pub const SRC_PAGE: u16 = 0x8000;
 /// Hello/HelloAck flag: RDMA verbs data path.
 pub const FLAG_VERBS: u32 = 1;
 /// Hello flag: the connecting side holds a shared secret (it can answer a Challenge).
@@ -80,6 +83,10 @@ pub enum Frame {
         offset: u64,
         len: u64,
         total: u64,
+        /// Where the payload's first byte lies in its 4 KiB page at the sender, when the socket
+        /// takes the pages themselves (`sendfile`): the receiver's copy then reads from that
+        /// offset (transport/copy.rs, "Copy distance"). Aux: 0 for none, else SRC_PAGE | offset.
+        src_page: Option<u16>,
     },
     Ack {
         seq: u64,
@@ -170,7 +177,7 @@ impl Frame {
                 (K_HELLO, stream, nonce, conn_seq, (src_lnc as u64) << 32 | dst_lnc as u64, (flags as u64) << 32 | nstreams as u64)
             }
             Frame::HelloAck { status, nonce, conn_seq, flags } => (K_HELLO_ACK, status, nonce, conn_seq, flags as u64, 0),
-            Frame::Data { seq, offset, len, total } => (K_DATA, 0, seq, offset, len, total),
+            Frame::Data { seq, offset, len, total, src_page } => (K_DATA, src_page.map_or(0, |p| SRC_PAGE | p), seq, offset, len, total),
             Frame::Ack { seq, status, size } => (K_ACK, status, seq, size, 0, 0),
             Frame::QpInfo { qpn, psn, gid, lid } => {
                 let (g0, g1) = (u64::from_le_bytes(gid[..8].try_into().unwrap()), u64::from_le_bytes(gid[8..].try_into().unwrap()));
@@ -264,9 +271,11 @@ impl Frame {
                 Ok(Frame::Cts { seq: a, addr: b, len: c, rkey: d as u32 })
             }
             K_DATA => {
-                if aux != 0 {
-                    return Err(WireError::BadField("data aux"));
-                }
+                let src_page = match aux {
+                    0 => None,
+                    p if p & SRC_PAGE != 0 && p & !SRC_PAGE < 4096 => Some(p & !SRC_PAGE),
+                    _ => return Err(WireError::BadField("data aux")),
+                };
                 if d > MAX_MESSAGE {
                     return Err(WireError::BadField("message length"));
                 }
@@ -277,7 +286,7 @@ impl Frame {
                     Some(end) if end <= d => {}
                     _ => return Err(WireError::BadField("chunk outside message")),
                 }
-                Ok(Frame::Data { seq: a, offset: b, len: c, total: d })
+                Ok(Frame::Data { seq: a, offset: b, len: c, total: d, src_page })
             }
             K_ACK => {
                 if aux > ack::MAX || b > MAX_MESSAGE || c != 0 || d != 0 {
@@ -341,8 +350,10 @@ mod tests {
             Frame::Cts { seq: 3, addr: 0x7fff_0000_1000, len: 1 << 30, rkey: 0xdead_beef },
             Frame::Challenge { nonce: [0x5a; 16] },
             Frame::Proof { mac: [0xa5; 32] },
-            Frame::Data { seq: 5, offset: 1 << 20, len: 4096, total: (1 << 20) + 4096 },
-            Frame::Data { seq: 0, offset: 0, len: 0, total: 0 },
+            Frame::Data { seq: 5, offset: 1 << 20, len: 4096, total: (1 << 20) + 4096, src_page: None },
+            Frame::Data { seq: 0, offset: 0, len: 0, total: 0, src_page: None },
+            Frame::Data { seq: 1, offset: 0, len: 1 << 19, total: 1 << 26, src_page: Some(0) },
+            Frame::Data { seq: 2, offset: 1 << 19, len: 1 << 19, total: 1 << 26, src_page: Some(4095) },
             Frame::Ack { seq: u64::MAX, status: ack::TOO_LONG, size: 12 },
             Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: FLAG_SHM },
             Frame::ShmInfo { pid: 4242, fd: 17, token: 0x1234_5678_9abc_def0, addr: 0x7f00_0000_0000, size: 133_632 },
@@ -373,11 +384,12 @@ mod tests {
     #[test]
     fn oversized_lengths_are_rejected() {
         let big = [
-            Frame::Data { seq: 0, offset: 0, len: 1, total: MAX_MESSAGE + 1 },
-            Frame::Data { seq: 0, offset: 0, len: MAX_CHUNK + 1, total: MAX_MESSAGE },
-            Frame::Data { seq: 0, offset: u64::MAX, len: 2, total: MAX_MESSAGE },
-            Frame::Data { seq: 0, offset: 10, len: 10, total: 19 },
-            Frame::Data { seq: 0, offset: u64::MAX - 1, len: u64::MAX - 1, total: u64::MAX },
+            Frame::Data { seq: 0, offset: 0, len: 1, total: MAX_MESSAGE + 1, src_page: None },
+            Frame::Data { seq: 0, offset: 0, len: MAX_CHUNK + 1, total: MAX_MESSAGE, src_page: None },
+            Frame::Data { seq: 0, offset: u64::MAX, len: 2, total: MAX_MESSAGE, src_page: None },
+            Frame::Data { seq: 0, offset: 0, len: 2, total: 2, src_page: Some(4096) },
+            Frame::Data { seq: 0, offset: 10, len: 10, total: 19, src_page: None },
+            Frame::Data { seq: 0, offset: u64::MAX - 1, len: u64::MAX - 1, total: u64::MAX, src_page: None },
         ];
         for f in big {
             assert!(matches!(Frame::decode(&f.encode()), Err(WireError::BadField(_))), "{f:?}");
@@ -395,7 +407,7 @@ mod tests {
 
     #[test]
     fn garbage_is_rejected() {
-        let data = Frame::Data { seq: 5, offset: 1 << 20, len: 4096, total: (1 << 20) + 4096 };
+        let data = Frame::Data { seq: 5, offset: 1 << 20, len: 4096, total: (1 << 20) + 4096, src_page: None };
         let mut h = data.encode();
         h[0] = b'X';
         assert_eq!(Frame::decode(&h), Err(WireError::BadMagic));

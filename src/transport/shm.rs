@@ -263,11 +263,43 @@ pub fn memfd_name(id: u64) -> String {
     format!("nrt-sr-{id}")
 }
 
-/// Copies `len` bytes at `remote` in process `pid` to `local`.
+/// Copies `len` bytes at `remote` in process `pid` to `local`. At a distance the kernel copies
+/// slowly the bytes go through a bounce buffer (copy.rs, "Copy distance").
 ///
 /// # Safety
 /// `local` must be valid for `len` bytes of writes.
 unsafe fn vm_read(pid: u32, local: *mut u8, remote: u64, len: usize) -> io::Result<()> {
+    use super::copy::{ALIAS, BOUNCE, bounce_at, slow_distance};
+    if !slow_distance(local as usize, remote as usize, len) {
+        // SAFETY: the caller's promise, passed on.
+        return unsafe { vm_read_direct(pid, local, remote, len) };
+    }
+    thread_local! {
+        static BOUNCE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BOUNCE_BUF.with_borrow_mut(|buf| {
+        buf.resize(BOUNCE + ALIAS, 0);
+        let at = bounce_at(buf, remote as usize);
+        let mut done = 0usize;
+        while done < len {
+            let n = (len - done).min(BOUNCE);
+            // SAFETY: at + n lies within buf (at - base < ALIAS, n <= BOUNCE); the remote range is
+            // checked by the kernel.
+            unsafe { vm_read_direct(pid, at, remote + done as u64, n)? };
+            // SAFETY: local is valid for len >= done + n bytes of writes (the caller's promise);
+            // the bounce buffer is ours, so the ranges do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(at, local.add(done), n) };
+            done += n;
+        }
+        Ok(())
+    })
+}
+
+/// [`vm_read`] in the kernel's copy, whatever the distance.
+///
+/// # Safety
+/// `local` must be valid for `len` bytes of writes.
+unsafe fn vm_read_direct(pid: u32, local: *mut u8, remote: u64, len: usize) -> io::Result<()> {
     let mut done = 0usize;
     while done < len {
         let l = libc::iovec { iov_base: local.wrapping_add(done).cast(), iov_len: len - done };
@@ -1052,6 +1084,32 @@ mod tests {
         let mut io = ShmIo::new(Kind::Recv, false, true).unwrap();
         assert!(matches!(io.on_info(pid, fd, token, addr, size).unwrap(), Setup::Ok));
         assert!(io.is_active());
+    }
+
+    #[test]
+    fn vm_read_moves_every_byte_at_every_distance() {
+        use crate::transport::copy::{ALIAS as PAGE, BOUNCE, slow_distance};
+        // Our own memory through process_vm_readv: distances 0-70 and around the page (the
+        // slow ones go through the bounce buffer), lengths below, at and across its pieces.
+        let src: Vec<u8> = (0..(BOUNCE * 2 + 3 * PAGE)).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut dst = vec![0u8; src.len() + 2 * PAGE];
+        let s0 = src.as_ptr() as usize;
+        let mut bounced = 0;
+        for dist in (0..70).chain([PAGE - 1, PAGE - 32, PAGE + 8]) {
+            for (soff, len) in [(0usize, PAGE), (5, 3 * PAGE + 17), (64, BOUNCE), (1000, BOUNCE * 2 + 100), (3, 100)] {
+                // dst index d with (dst + d) - (src + soff) = dist (mod PAGE).
+                let d = (s0 + soff + dist).wrapping_sub(dst.as_ptr() as usize) % PAGE;
+                dst.fill(0);
+                let local = dst[d..].as_mut_ptr();
+                bounced += slow_distance(local as usize, s0 + soff, len) as usize;
+                // SAFETY: d + len <= dst.len() (d < PAGE, len <= src.len() - soff).
+                unsafe { vm_read(my_pid(), local, (s0 + soff) as u64, len) }.unwrap();
+                assert_eq!(&dst[d..d + len], &src[soff..soff + len], "distance {dist}, offset {soff}, {len} bytes");
+                assert!(dst[..d].iter().all(|&b| b == 0) && dst[d + len..].iter().all(|&b| b == 0), "wrote outside");
+            }
+        }
+        // Distances 1-31 and PAGE + 8, at the four lengths of at least a page, took the bounce path.
+        assert_eq!(bounced, 32 * 4);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! message with an Ack on stream 0; a send completes when its Ack arrives, so a receive that was
 //! too short fails both sides.
 
+use super::copy::{ALIAS, BOUNCE, bounce_at, slow_distance};
 use crate::request::{Kind, Request};
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::tensor::StagedMemory;
@@ -132,6 +133,15 @@ enum Rx {
         remaining: usize,
         len: u64,
     },
+    /// Into memory at a slow copy distance from the sender's pages: through the stream's bounce
+    /// buffer (copy.rs, "Copy distance"); `src` is the next byte's offset in its page there.
+    Bounced {
+        seq: u64,
+        ptr: *mut u8,
+        src: usize,
+        remaining: usize,
+        len: u64,
+    },
     Discard {
         seq: u64,
         remaining: usize,
@@ -208,6 +218,8 @@ pub struct Stream {
     tx: VecDeque<TxItem>,
     rx: Rx,
     inbox: Inbox,
+    /// For [`Rx::Bounced`] chunks; allocated by the first.
+    bounce: Vec<u8>,
     /// The peer closed this (non-control) stream between frames. Not an error by itself: the
     /// peer's Acks may still be on their way on stream 0, whose end decides. Sending on it is.
     peer_closed: bool,
@@ -240,6 +252,7 @@ impl Stream {
             tx: VecDeque::new(),
             rx: Rx::Header { buf: [0; HEADER_LEN], have: 0 },
             inbox: Inbox::new(),
+            bounce: Vec::new(),
             peer_closed: false,
             parked: false,
         })
@@ -575,7 +588,10 @@ impl CommIo {
                 for k in 0..nchunks {
                     let off = k * chunk;
                     let len = chunk.min(total - off);
-                    let hdr = Frame::Data { seq, offset: off as u64, len: len as u64, total: total as u64 }.encode();
+                    // Pages handed to the socket keep their offsets: the receiver may have to
+                    // steer its copy around them (copy.rs, "Copy distance").
+                    let src_page = file.map(|(_, base)| ((base + off as u64) % ALIAS as u64) as u16);
+                    let hdr = Frame::Data { seq, offset: off as u64, len: len as u64, total: total as u64, src_page }.encode();
                     // Small messages share stream 0 with the Acks: a ping-pong touches one socket.
                     let s = if total <= SMALL { 0 } else { (seq as usize + k) % n };
                     self.streams[s].tx.push_back(TxItem {
@@ -758,8 +774,8 @@ impl CommIo {
                     }
                     let frame = Frame::decode(&buf[..]).map_err(|e| Error::failure(format!("stream {i}: {e}")))?;
                     let next = match frame {
-                        Frame::Data { seq, offset, len, total } if self.kind == Kind::Recv && self.shm.is_none() => {
-                            match self.start_chunk(seq, offset, len, total)? {
+                        Frame::Data { seq, offset, len, total, src_page } if self.kind == Kind::Recv && self.shm.is_none() => {
+                            match self.start_chunk(seq, offset, len, total, src_page)? {
                                 Some(rx) => rx,
                                 None => {
                                     // Receive not posted yet: parked until a post.
@@ -852,6 +868,34 @@ impl CommIo {
                         return Ok(());
                     }
                 }
+                Rx::Bounced { seq, ptr, src, remaining, len } => {
+                    if *remaining > 0 {
+                        if s.bounce.is_empty() {
+                            s.bounce = vec![0; BOUNCE + ALIAS];
+                        }
+                        let at = bounce_at(&mut s.bounce, *src);
+                        match s.inbox.read(fd, at, (*remaining).min(BOUNCE))? {
+                            Io::WouldBlock => return Ok(()),
+                            Io::Done(0) => return Err(Error::failure(format!("peer closed stream {i} mid-message"))),
+                            Io::Done(n) => {
+                                // SAFETY: ptr is valid for remaining >= n bytes of writes (the
+                                // posted receive's region, as for Payload); at holds the n bytes
+                                // just read, in our own buffer, which the region cannot overlap.
+                                unsafe { std::ptr::copy_nonoverlapping(at, *ptr, n) };
+                                *ptr = ptr.wrapping_add(n);
+                                *src = (*src + n) % ALIAS;
+                                *remaining -= n;
+                            }
+                        }
+                        continue;
+                    }
+                    let (seq, len) = (*seq, *len);
+                    self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
+                    self.end_chunk(seq, len);
+                    if until.is_some_and(|r| !r.is_pending()) {
+                        return Ok(());
+                    }
+                }
                 Rx::Discard { seq, remaining, len } => {
                     if *remaining > 0 {
                         let mut scratch = [0u8; 16384];
@@ -875,7 +919,7 @@ impl CommIo {
     }
 
     /// A Data header arrived: where its bytes go, or `None` when its receive is not posted yet.
-    fn start_chunk(&mut self, seq: u64, offset: u64, len: u64, total: u64) -> Result<Option<Rx>> {
+    fn start_chunk(&mut self, seq: u64, offset: u64, len: u64, total: u64, src_page: Option<u16>) -> Result<Option<Rx>> {
         let idx =
             seq.checked_sub(self.base_seq).ok_or_else(|| Error::failure(format!("data for message {seq}, which already completed")))?;
         if idx >= self.slots.len() as u64 {
@@ -908,7 +952,13 @@ impl CommIo {
             let cap = (len as usize).min(CHUNK);
             Rx::Staged { seq, mem: mem.clone(), off: offset as usize, buf: vec![0; cap], fill: 0, remaining: len as usize, len }
         } else {
-            Rx::Payload { seq, ptr: slot.req.region.ptr().wrapping_add(offset as usize), remaining: len as usize, len }
+            let ptr = slot.req.region.ptr().wrapping_add(offset as usize);
+            match src_page {
+                Some(p) if slow_distance(ptr as usize, p as usize, len as usize) => {
+                    Rx::Bounced { seq, ptr, src: p as usize, remaining: len as usize, len }
+                }
+                _ => Rx::Payload { seq, ptr, remaining: len as usize, len },
+            }
         };
         Ok(Some(rx))
     }

@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Poll, RunArgs};
+use crate::cli::{Memory, Poll, RunArgs};
 use crate::error::{Context, Error, Result};
 use crate::ffi::{self, Comm, Lnc, Request, Runtime, Tensor};
 use crate::params::{self, SizePlan, human_size};
@@ -84,18 +84,26 @@ struct Side<'a> {
 /// Per communicator, the tensors the bandwidth phase cycles through (one per in-flight slot unless
 /// --footprint asks for more); plus the latency echo buffers.
 struct Pool {
+    memory: Memory,
+    /// This side's byte offset of each message in the warm-up and bandwidth phases (the slot
+    /// tensors hold it in front of the message).
+    offset: u64,
     slots: Vec<Vec<Option<Tensor>>>,
     /// Latency phase: the sender's echo target; the receiver's second and third buffers.
     lat: Vec<Tensor>,
 }
 
 impl Pool {
-    fn new(comms: usize) -> Pool {
-        Pool { slots: (0..comms).map(|_| Vec::new()).collect(), lat: Vec::new() }
+    fn new(comms: usize, memory: Memory, offset: u64) -> Pool {
+        Pool { memory, offset, slots: (0..comms).map(|_| Vec::new()).collect(), lat: Vec::new() }
     }
 
-    fn fresh(size: u64, name: &str) -> Result<Tensor> {
-        let t = Tensor::allocate(size as usize, name).ctx(|| format!("allocating a {} tensor", human_size(size)))?;
+    fn fresh(&self, size: u64, name: &str) -> Result<Tensor> {
+        let t = match self.memory {
+            Memory::Own => Tensor::allocate(size as usize, name),
+            Memory::Attached => Tensor::attached(size as usize, name),
+        }
+        .ctx(|| format!("allocating a {} tensor ({})", human_size(size), self.memory.as_str()))?;
         // Touch every page now, so page faults stay out of the measurement.
         t.memset(0, 0xA5, size as usize).ctx(|| format!("touching a {} tensor", human_size(size)))?;
         Ok(t)
@@ -105,22 +113,24 @@ impl Pool {
     /// frees the others (a slot's old tensor is freed before its new one is allocated).
     fn prepare(&mut self, size: u64, tensors: u64, lat: bool) -> Result<()> {
         let w = tensors as usize;
-        for v in &mut self.slots {
-            v.truncate(w);
-            v.resize_with(w, || None);
-            for slot in v.iter_mut() {
-                if slot.as_ref().is_some_and(|t| t.size() as u64 >= size) {
+        let need = size + self.offset;
+        for c in 0..self.slots.len() {
+            self.slots[c].truncate(w);
+            self.slots[c].resize_with(w, || None);
+            for i in 0..w {
+                if self.slots[c][i].as_ref().is_some_and(|t| t.size() as u64 >= need) {
                     continue;
                 }
-                *slot = None;
-                *slot = Some(Self::fresh(size, "nrt-sr-perf")?);
+                self.slots[c][i] = None;
+                self.slots[c][i] = Some(self.fresh(need, "nrt-sr-perf")?);
             }
         }
         if lat {
             if self.lat.first().is_none_or(|t| (t.size() as u64) < size) {
                 self.lat.clear();
                 for _ in 0..2 {
-                    self.lat.push(Self::fresh(size, "nrt-sr-perf-echo")?);
+                    let t = self.fresh(size, "nrt-sr-perf-echo")?;
+                    self.lat.push(t);
                 }
             }
         } else {
@@ -275,24 +285,27 @@ impl Side<'_> {
         Ok(())
     }
 
-    fn fill(&mut self, t: &Tensor, len: u64, seed: u64) -> Result<()> {
+    /// Writes message pattern `seed` of `len` bytes at byte `base` of `t`.
+    fn fill(&mut self, t: &Tensor, base: u64, len: u64, seed: u64) -> Result<()> {
         let mut off = 0u64;
         while off < len {
             let n = ((len - off) as usize).min(CHUNK);
             let buf = &mut self.scratch_a[..n];
             pattern::fill(buf, seed, off);
-            t.write(off as usize, buf).ctx(|| "filling a warm-up message".into())?;
+            t.write((base + off) as usize, buf).ctx(|| "filling a warm-up message".into())?;
             off += n as u64;
         }
         Ok(())
     }
 
-    fn verify(&mut self, t: &Tensor, len: u64, seed: u64) -> Result<Option<(u64, u8, u8)>> {
+    /// Checks the `len` bytes at byte `base` of `t` against message pattern `seed`: the first
+    /// mismatch (offset in the message, got, expected).
+    fn verify(&mut self, t: &Tensor, base: u64, len: u64, seed: u64) -> Result<Option<(u64, u8, u8)>> {
         let mut off = 0u64;
         while off < len {
             let n = ((len - off) as usize).min(CHUNK);
             let got = &mut self.scratch_a[..n];
-            t.read(off as usize, got).ctx(|| "reading a warm-up message".into())?;
+            t.read((base + off) as usize, got).ctx(|| "reading a warm-up message".into())?;
             if let Some(m) = pattern::first_mismatch(got, seed, off, &mut self.scratch_b) {
                 return Ok(Some(m));
             }
@@ -320,11 +333,15 @@ impl Side<'_> {
         let ncomm = self.comms.len();
         let sender = self.sender;
         let what = |c: usize| move || format!("{phase} phase, size {}, communicator {c}", human_size(size));
+        let at = pool.offset as usize;
         let post = |side: &mut Self, c: usize, slot: usize, msg: u64| -> Result<Request> {
             let t = pool.slot(c, slot);
             before_post(side, t, c, msg)?;
-            let r =
-                if sender { side.comms[c].send(t, 0, size as usize) } else { side.comms[c].recv(t, 0, size as usize) };
+            let r = if sender {
+                side.comms[c].send(t, at, size as usize)
+            } else {
+                side.comms[c].recv(t, at, size as usize)
+            };
             r.ctx(what(c))
         };
         // Split borrows: `post` needs `before_post`, the loop needs `after_done`.
@@ -391,9 +408,9 @@ impl Side<'_> {
         if self.sender {
             let corrupt = self.args.test_corrupt_byte;
             let mut before = |side: &mut Self, t: &Tensor, c: usize, msg: u64| -> Result<()> {
-                side.fill(t, size, pattern::seed(size, c as u64, msg))?;
+                side.fill(t, pool.offset, size, pattern::seed(size, c as u64, msg))?;
                 if let (Some(off), 0, 0) = (corrupt, c, msg) {
-                    let off = off.min(size - 1) as usize;
+                    let off = (pool.offset + off.min(size - 1)) as usize;
                     let mut b = [0u8; 1];
                     t.read(off, &mut b).ctx(|| "--test-corrupt-byte".into())?;
                     t.write(off, &[!b[0]]).ctx(|| "--test-corrupt-byte".into())?;
@@ -407,7 +424,7 @@ impl Side<'_> {
             let mut before = |_: &mut Self, _: &Tensor, _: usize, _: u64| -> Result<()> { Ok(()) };
             let mut after = |side: &mut Self, t: &Tensor, c: usize, msg: u64| -> Result<()> {
                 side.lnc.flush().ctx(|| "flush before verifying a warm-up message".into())?;
-                if let Some((off, got, want)) = side.verify(t, size, pattern::seed(size, c as u64, msg))? {
+                if let Some((off, got, want)) = side.verify(t, pool.offset, size, pattern::seed(size, c as u64, msg))? {
                     return Err(Error::msg(format!(
                         "receiver: data verification FAILED: size {}, communicator {c}, warm-up message {msg}: \
                          first mismatch at byte offset {off}: got 0x{got:02x}, expected 0x{want:02x}",
@@ -627,7 +644,7 @@ pub fn run_side(
     }
     sink.start(&plans);
 
-    let mut pool = Pool::new(comms.len());
+    let mut pool = Pool::new(comms.len(), args.memory, if side.sender { 0 } else { args.recv_offset });
     let mut results = Vec::with_capacity(plans.len());
     let (mut cpu_s, mut bw_bytes, mut verified, mut expected_verified) = (0.0f64, 0u64, 0u64, 0u64);
     for p in &plans {

@@ -104,6 +104,23 @@ impl Transport {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Memory {
+    /// nrt_tensor_allocate (ours: shared memory that a same-host peer maps)
+    Own,
+    /// Page-aligned buffers of this program, given by nrt_tensor_attach_buffer
+    Attached,
+}
+
+impl Memory {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Memory::Own => "own",
+            Memory::Attached => "attached",
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     Bw,
     Lat,
@@ -219,6 +236,16 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub transport: Option<Transport>,
 
+    /// Where the tensors live
+    #[arg(long, value_enum, default_value_t = Memory::Own)]
+    pub memory: Memory,
+
+    /// Byte offset of each message in the receiver's tensors in the warm-up and bandwidth
+    /// phases (the sender's start at 0): shows what the distance between source and
+    /// destination addresses costs a copy
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
+    pub recv_offset: u64,
+
     /// Phases to run
     #[arg(long, value_enum, default_value_t = Mode::Both)]
     pub mode: Mode,
@@ -332,6 +359,8 @@ impl RunArgs {
         if let Some(t) = self.transport {
             push("--transport", t.as_str().into());
         }
+        push("--memory", self.memory.as_str().into());
+        push("--recv-offset", self.recv_offset.to_string());
         push("--mode", self.mode.as_str().into());
         push("--poll", self.poll.as_str().into());
         if let Some(p) = self.port_base {
@@ -421,6 +450,10 @@ mod tests {
             "tcp",
             "--port-base",
             "25000",
+            "--memory",
+            "attached",
+            "--recv-offset",
+            "16",
         ])
         .unwrap();
         let mut argv: Vec<OsString> = vec!["nrt-sr-perf".into()];
@@ -432,6 +465,8 @@ mod tests {
         assert_eq!(child.peer_lnc(), 0);
         assert_eq!(child.sizes, "8,1M");
         assert_eq!(child.comms, 3);
+        assert_eq!(child.memory, Memory::Attached);
+        assert_eq!(child.recv_offset, 16);
         assert_eq!(child.transport, Some(Transport::Tcp));
         assert_eq!(child.port_base, Some(25000));
         assert_eq!(child.parent_pid, Some(42));

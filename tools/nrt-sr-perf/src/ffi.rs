@@ -60,6 +60,8 @@ unsafe extern "C" {
 
     fn nrt_async_sendrecv_get_max_num_communicators_per_lnc(num: *mut c_int) -> NrtStatus;
     fn nrt_async_sendrecv_get_max_num_pending_request(num: *mut c_int) -> NrtStatus;
+    fn nrt_tensor_allocate_empty(name: *const c_char, tensor: *mut *mut RawTensor) -> NrtStatus;
+    fn nrt_tensor_attach_buffer(tensor: *mut RawTensor, buffer: *mut c_void, size: usize) -> NrtStatus;
     fn nrt_async_sendrecv_init(lnc: c_int) -> NrtStatus;
     fn nrt_async_sendrecv_close(lnc: c_int) -> NrtStatus;
     fn nrt_async_sendrecv_connect(
@@ -332,10 +334,13 @@ impl Request {
     }
 }
 
-/// A host tensor (`nrt_tensor_allocate`, HOST placement), freed on drop.
+/// A host tensor (`nrt_tensor_allocate`, HOST placement, or an empty one with a buffer of ours
+/// attached), freed on drop.
 pub struct Tensor {
     raw: *mut RawTensor,
     size: usize,
+    /// The attached buffer (posix_memalign), freed after the tensor; null for allocated ones.
+    buf: *mut c_void,
 }
 
 impl Tensor {
@@ -346,13 +351,33 @@ impl Tensor {
         // SAFETY: `cname` is NUL-terminated and alive for the call; `raw` is a valid out-pointer.
         let st = unsafe { nrt_tensor_allocate(PLACEMENT_HOST, 0, size, cname.as_ptr(), &mut raw) };
         check(F, st)?;
-        let t = Tensor { raw, size };
+        let t = Tensor { raw, size, buf: ptr::null_mut() };
         // SAFETY: `raw` is the handle just returned.
         let got = unsafe { nrt_tensor_get_size(t.raw) };
         if got != size {
             // Reported as the API's "bad handle" answer would be.
             return Err(NrtError { func: "nrt_tensor_get_size", status: 1 });
         }
+        Ok(t)
+    }
+
+    /// An empty tensor with a page-aligned buffer of `size` bytes from this program attached.
+    pub fn attached(size: usize, name: &str) -> Result<Tensor, NrtError> {
+        const F: &str = "nrt_tensor_allocate_empty";
+        let cname = c_string(F, name)?;
+        let mut raw: *mut RawTensor = ptr::null_mut();
+        // SAFETY: `cname` is NUL-terminated and alive for the call; `raw` is a valid out-pointer.
+        check(F, unsafe { nrt_tensor_allocate_empty(cname.as_ptr(), &mut raw) })?;
+        let mut t = Tensor { raw, size, buf: ptr::null_mut() };
+        let mut buf: *mut c_void = ptr::null_mut();
+        // SAFETY: `buf` is a valid out-pointer; the alignment is a power of two.
+        if unsafe { libc::posix_memalign(&mut buf, 4096, size.max(1)) } != 0 {
+            // Reported as the API's allocation failure would be.
+            return Err(NrtError { func: "posix_memalign", status: 4 });
+        }
+        t.buf = buf;
+        // SAFETY: `buf` holds `size` bytes and outlives the tensor (freed after it, in drop).
+        check("nrt_tensor_attach_buffer", unsafe { nrt_tensor_attach_buffer(t.raw, buf, size) })?;
         Ok(t)
     }
 
@@ -389,6 +414,10 @@ impl Drop for Tensor {
         // SAFETY: `self.raw` is a handle from nrt_tensor_allocate, freed exactly once here
         // (the library sets it to NULL; a stale handle would only be logged).
         unsafe { nrt_tensor_free(&mut self.raw) };
+        if !self.buf.is_null() {
+            // SAFETY: from posix_memalign, freed once, after the tensor that used it.
+            unsafe { libc::free(self.buf) };
+        }
     }
 }
 
