@@ -189,6 +189,19 @@ if cc -O2 -Wall -Wextra -Werror -o "$LOGDIR/tcp_lat" bench/tcp_lat.c >"$LOGDIR/t
     else fail "bench/tcp_lat.c run (see $LOGDIR/tcp_lat.log)"; tail -3 "$LOGDIR/tcp_lat.log"; fi
 else fail "bench/tcp_lat.c does not build (see $LOGDIR/tcp_lat.log)"; tail -5 "$LOGDIR/tcp_lat.log"; fi
 
+# 7d. bench/tensor_copy.c (nrt_tensor_read/write/copy with the caller's buffer 0, 16 and 48
+#     bytes into its page, through the C API): builds warning-free, runs briefly, every byte of
+#     its last copies checked by the program.
+echo "== bench/tensor_copy.c"
+if cc -O2 -Wall -Wextra -Werror -I include -o "$LOGDIR/tensor_copy" bench/tensor_copy.c -L build/lib -lnrt \
+      -Wl,-rpath,"$PWD/build/lib" >"$LOGDIR/tensor_copy.log" 2>&1; then
+    if timeout 60 "$LOGDIR/tensor_copy" 10 >"$LOGDIR/tensor_copy.json" 2>>"$LOGDIR/tensor_copy.log" \
+       && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["results"]; assert len(r)==9 and all(x[k]>0 for x in r for k in ("read_gbytes_per_s","write_gbytes_per_s","copy_gbytes_per_s")), d' \
+              "$LOGDIR/tensor_copy.json"; then
+        pass "bench/tensor_copy.c (exit 0, bytes checked, JSON)"
+    else fail "bench/tensor_copy.c run (see $LOGDIR/tensor_copy.log)"; tail -3 "$LOGDIR/tensor_copy.log"; fi
+else fail "bench/tensor_copy.c does not build (see $LOGDIR/tensor_copy.log)"; tail -5 "$LOGDIR/tensor_copy.log"; fi
+
 # 8. Sanitizers (make test-sanitizers): ASan/UBSan build of the C suite, valgrind memcheck.
 echo "== sanitizers"
 scripts/sanitize.sh 2>&1 | tee "$LOGDIR/sanitize.log" | grep -E "^(asan: )?(PASS|FAIL) "

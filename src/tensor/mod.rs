@@ -133,8 +133,9 @@ pub unsafe fn attach(id: u64, buf: *mut u8, size: usize) -> Result<()> {
 pub unsafe fn read(t: &Tensor, dst: *mut u8, offset: usize, len: usize) -> Result<()> {
     let r = t.region(offset, len)?;
     if len > 0 {
-        // SAFETY: the region is mapped for len bytes (checked above); dst by the caller's contract.
-        unsafe { std::ptr::copy(r.ptr(), dst, len) };
+        // SAFETY: the region is mapped for len bytes (checked above); dst by the caller's
+        // contract. memmove: at any distance (transport/copy.rs), overlap allowed.
+        unsafe { crate::transport::copy::memmove(r.ptr(), dst, len) };
     }
     Ok(())
 }
@@ -146,8 +147,9 @@ pub unsafe fn read(t: &Tensor, dst: *mut u8, offset: usize, len: usize) -> Resul
 pub unsafe fn write(t: &Tensor, src: *const u8, offset: usize, len: usize) -> Result<()> {
     let r = t.region(offset, len)?;
     if len > 0 {
-        // SAFETY: region mapped for len bytes; src by the caller's contract; copy handles overlap.
-        unsafe { std::ptr::copy(src, r.ptr(), len) };
+        // SAFETY: region mapped for len bytes; src by the caller's contract; memmove handles
+        // overlap (and any distance: transport/copy.rs).
+        unsafe { crate::transport::copy::memmove(src, r.ptr(), len) };
     }
     Ok(())
 }
@@ -168,9 +170,9 @@ pub fn copy(src: &Tensor, src_off: usize, dst: &Tensor, dst_off: usize, len: usi
     let s = src.region(src_off, len)?;
     let d = dst.region(dst_off, len)?;
     if len > 0 {
-        // SAFETY: both regions are mapped for len bytes (bounds checked); ptr::copy allows overlap
+        // SAFETY: both regions are mapped for len bytes (bounds checked); memmove allows overlap
         // (a tensor copied onto a slice of itself).
-        unsafe { std::ptr::copy(s.ptr(), d.ptr(), len) };
+        unsafe { crate::transport::copy::memmove(s.ptr(), d.ptr(), len) };
     }
     Ok(())
 }

@@ -71,6 +71,22 @@ pub unsafe fn memcpy(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
+/// `memmove`: [`memcpy`] where the ranges do not overlap (the user-facing tensor copies, whose
+/// buffers may sit at any distance), else `std::ptr::copy`.
+///
+/// # Safety
+/// As for `std::ptr::copy`.
+pub unsafe fn memmove(src: *const u8, dst: *mut u8, len: usize) {
+    let (s, d) = (src as usize, dst as usize);
+    if s < d.wrapping_add(len) && d < s.wrapping_add(len) {
+        // SAFETY: the caller's contract; ptr::copy allows the overlap.
+        unsafe { std::ptr::copy(src, dst, len) };
+    } else {
+        // SAFETY: the caller's contract, and the ranges are apart.
+        unsafe { memcpy(src, dst, len) };
+    }
+}
+
 /// Copies at least this long are split.
 pub const SPLIT_MIN: usize = 2 << 20;
 
@@ -202,6 +218,21 @@ mod tests {
                 assert!(dst[d..d + len] == src[soff..soff + len], "distance {dist}, {len} bytes differ");
                 assert!(dst[..d].iter().chain(&dst[d + len..]).all(|&b| b == 0xee), "distance {dist}: wrote outside");
             }
+        }
+    }
+
+    #[test]
+    fn memmove_handles_overlap_both_ways_and_apart() {
+        let len = 64 << 10;
+        let orig: Vec<u8> = (0..3 * len).map(|i| (i * 29 + i / 511) as u8).collect();
+        for (from, to) in [(0usize, 16usize), (16, 0), (0, len), (len + 5, 3), (100, 100)] {
+            let mut buf = orig.clone();
+            let mut want = orig.clone();
+            want.copy_within(from..from + len, to);
+            let p = buf.as_mut_ptr();
+            // SAFETY: both ranges lie inside buf (from, to + len <= 3 * len).
+            unsafe { memmove(p.add(from), p.add(to), len) };
+            assert!(buf == want, "{len} bytes from {from} to {to}");
         }
     }
 
