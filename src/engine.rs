@@ -522,13 +522,7 @@ impl Lnc {
         if !wanted {
             return Ok(false);
         }
-        let local = match (sock.local_addr(), sock.peer_addr()) {
-            (Ok(l), Ok(p)) => {
-                let (l, p) = (canonical(l.ip()), canonical(p.ip()));
-                p.is_loopback() || l == p
-            }
-            _ => false,
-        };
+        let local = crate::transport::tcp::on_this_host(sock);
         let ok = local && peer_offers;
         if self.cfg.transport == Transport::Shm && !ok {
             let why = if local { "the peer does not offer shared memory" } else { "the peer is not on this host" };

@@ -213,6 +213,18 @@ impl Inbox {
     }
 }
 
+/// Whether the connection's peer is on this host: a loopback address, or our own.
+pub fn on_this_host(sock: &TcpStream) -> bool {
+    use crate::engine::canonical;
+    match (sock.local_addr(), sock.peer_addr()) {
+        (Ok(l), Ok(p)) => {
+            let (l, p) = (canonical(l.ip()), canonical(p.ip()));
+            p.is_loopback() || l == p
+        }
+        _ => false,
+    }
+}
+
 pub struct Stream {
     sock: TcpStream,
     tx: VecDeque<TxItem>,
@@ -220,6 +232,9 @@ pub struct Stream {
     inbox: Inbox,
     /// For [`Rx::Bounced`] chunks; allocated by the first.
     bounce: Vec<u8>,
+    /// The peer is a process of this host (loopback, or our own address): pages handed to the
+    /// socket arrive as they are, so a Data frame's source page offset means something.
+    same_host: bool,
     /// The peer closed this (non-control) stream between frames. Not an error by itself: the
     /// peer's Acks may still be on their way on stream 0, whose end decides. Sending on it is.
     peer_closed: bool,
@@ -247,7 +262,9 @@ impl Stream {
                 };
             }
         }
+        let same_host = on_this_host(&sock);
         Ok(Stream {
+            same_host,
             sock,
             tx: VecDeque::new(),
             rx: Rx::Header { buf: [0; HEADER_LEN], have: 0 },
@@ -588,9 +605,12 @@ impl CommIo {
                 for k in 0..nchunks {
                     let off = k * chunk;
                     let len = chunk.min(total - off);
-                    // Pages handed to the socket keep their offsets: the receiver may have to
-                    // steer its copy around them (copy.rs, "Copy distance").
-                    let src_page = file.map(|(_, base)| ((base + off as u64) % ALIAS as u64) as u16);
+                    // Pages handed to a socket to this host arrive as they are: the receiver
+                    // may have to steer its copy around their offsets (copy.rs, "Copy
+                    // distance"). Across hosts the NIC's buffers decide, not ours.
+                    let src_page = file
+                        .filter(|_| self.streams.first().is_some_and(|s| s.same_host))
+                        .map(|(_, base)| ((base + off as u64) % ALIAS as u64) as u16);
                     let hdr = Frame::Data { seq, offset: off as u64, len: len as u64, total: total as u64, src_page }.encode();
                     // Small messages share stream 0 with the Acks: a ping-pong touches one socket.
                     let s = if total <= SMALL { 0 } else { (seq as usize + k) % n };
@@ -834,9 +854,7 @@ impl CommIo {
                         continue;
                     }
                     let (seq, len) = (*seq, *len);
-                    self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
-                    self.end_chunk(seq, len);
-                    if until.is_some_and(|r| !r.is_pending()) {
+                    if self.chunk_read(i, seq, len, until) {
                         return Ok(());
                     }
                 }
@@ -862,9 +880,7 @@ impl CommIo {
                         continue;
                     }
                     let (seq, len) = (*seq, *len);
-                    self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
-                    self.end_chunk(seq, len);
-                    if until.is_some_and(|r| !r.is_pending()) {
+                    if self.chunk_read(i, seq, len, until) {
                         return Ok(());
                     }
                 }
@@ -890,9 +906,7 @@ impl CommIo {
                         continue;
                     }
                     let (seq, len) = (*seq, *len);
-                    self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
-                    self.end_chunk(seq, len);
-                    if until.is_some_and(|r| !r.is_pending()) {
+                    if self.chunk_read(i, seq, len, until) {
                         return Ok(());
                     }
                 }
@@ -908,9 +922,7 @@ impl CommIo {
                         continue;
                     }
                     let (seq, len) = (*seq, *len);
-                    self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
-                    self.end_chunk(seq, len);
-                    if until.is_some_and(|r| !r.is_pending()) {
+                    if self.chunk_read(i, seq, len, until) {
                         return Ok(());
                     }
                 }
@@ -961,6 +973,14 @@ impl CommIo {
             }
         };
         Ok(Some(rx))
+    }
+
+    /// Stream `i` has read the last byte of a chunk: back to headers, the chunk counted; true when
+    /// a caller's poll should stop here (`until` completed).
+    fn chunk_read(&mut self, i: usize, seq: u64, len: u64, until: Option<&Request>) -> bool {
+        self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
+        self.end_chunk(seq, len);
+        until.is_some_and(|r| !r.is_pending())
     }
 
     fn end_chunk(&mut self, seq: u64, len: u64) {
