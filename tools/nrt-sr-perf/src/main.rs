@@ -265,6 +265,8 @@ fn build_report(args: &RunArgs, out: &Outcome, child: Option<&SideReport>) -> Ru
         window: args.window,
         footprint: args.footprint,
         poll: args.poll.as_str().into(),
+        memory: args.memory.as_str().into(),
+        recv_offset: args.recv_offset,
         host: report::host_info(),
         verified: out.expected_verified > 0 && out.verified_messages == out.expected_verified,
         verified_messages: out.verified_messages,

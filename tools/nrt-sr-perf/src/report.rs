@@ -49,6 +49,12 @@ pub struct RunReport {
     #[serde(default)]
     pub footprint: u64,
     pub poll: String,
+    /// `own` (nrt_tensor_allocate) or `attached` (--memory).
+    #[serde(default = "own")]
+    pub memory: String,
+    /// The receiver's byte offset of each message in its tensors (--recv-offset).
+    #[serde(default)]
+    pub recv_offset: u64,
     pub host: Host,
     pub verified: bool,
     pub verified_messages: u64,
@@ -209,6 +215,8 @@ mod tests {
             window: 16,
             footprint: 0,
             poll: "spin".into(),
+            memory: "attached".into(),
+            recv_offset: 16,
             host: Host { cpus: 2, cpu_model: "x".into(), kernel: "6.1".into(), hostname: "h".into() },
             verified: true,
             verified_messages: 40,
@@ -258,6 +266,8 @@ mod tests {
             "comms",
             "window",
             "poll",
+            "memory",
+            "recv_offset",
             "host",
             "verified",
             "rss_bytes_per_comm",
@@ -267,6 +277,7 @@ mod tests {
             assert!(v.get(k).is_some(), "missing {k}");
         }
         assert_eq!(v["tool"], "nrt-sr-perf");
+        assert_eq!((v["memory"].as_str(), v["recv_offset"].as_u64()), (Some("attached"), Some(16)));
         for k in ["cpus", "cpu_model", "kernel", "hostname"] {
             assert!(v["host"].get(k).is_some(), "missing host.{k}");
         }
@@ -292,4 +303,8 @@ mod tests {
         assert!(lines[2].contains("0.0123"));
         assert!(lines[3].contains("64 MiB") && lines[3].contains("3.500") && lines[3].contains(" - "));
     }
+}
+
+fn own() -> String {
+    "own".into()
 }
