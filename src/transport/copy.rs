@@ -48,6 +48,21 @@ pub fn bounce_at(buf: &mut [u8], src: usize) -> *mut u8 {
     base.wrapping_add((src + BOUNCE_AHEAD).wrapping_sub(base as usize) % ALIAS)
 }
 
+/// Runs `f` with this thread's bounce buffer placed for bytes at `src` ([`BOUNCE`] bytes from
+/// the pointer it gets): one per thread that meets a slow distance, not one per communicator or
+/// stream (its bytes never outlive a call).
+pub fn with_bounce<R>(src: usize, f: impl FnOnce(*mut u8) -> R) -> R {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with_borrow_mut(|buf| {
+        if buf.len() < BOUNCE + ALIAS {
+            buf.resize(BOUNCE + ALIAS, 0);
+        }
+        f(bounce_at(buf, src))
+    })
+}
+
 /// At a slow distance, copies below [`PIECES_MAX`] go to `memcpy` in pieces of this size.
 pub const PIECE: usize = 2048;
 const PIECES_MAX: usize = 1 << 20;

@@ -269,22 +269,17 @@ pub fn memfd_name(id: u64) -> String {
 /// # Safety
 /// `local` must be valid for `len` bytes of writes.
 unsafe fn vm_read(pid: u32, local: *mut u8, remote: u64, len: usize) -> io::Result<()> {
-    use super::copy::{ALIAS, BOUNCE, bounce_at, slow_distance};
+    use super::copy::{BOUNCE, slow_distance, with_bounce};
     if !slow_distance(local as usize, remote as usize, len) {
         // SAFETY: the caller's promise, passed on.
         return unsafe { vm_read_direct(pid, local, remote, len) };
     }
-    thread_local! {
-        static BOUNCE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    BOUNCE_BUF.with_borrow_mut(|buf| {
-        buf.resize(BOUNCE + ALIAS, 0);
-        let at = bounce_at(buf, remote as usize);
+    with_bounce(remote as usize, |at| {
         let mut done = 0usize;
         while done < len {
             let n = (len - done).min(BOUNCE);
-            // SAFETY: at + n lies within buf (at - base < ALIAS, n <= BOUNCE); the remote range is
-            // checked by the kernel.
+            // SAFETY: at holds BOUNCE >= n bytes (with_bounce); the remote range is checked by
+            // the kernel. Pieces of BOUNCE (a multiple of 4 KiB) keep at's place right.
             unsafe { vm_read_direct(pid, at, remote + done as u64, n)? };
             // SAFETY: local is valid for len >= done + n bytes of writes (the caller's promise);
             // the bounce buffer is ours, so the ranges do not overlap.

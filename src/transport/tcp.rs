@@ -8,7 +8,7 @@
 //! message with an Ack on stream 0; a send completes when its Ack arrives, so a receive that was
 //! too short fails both sides.
 
-use super::copy::{ALIAS, BOUNCE, bounce_at, slow_distance};
+use super::copy::{ALIAS, BOUNCE, slow_distance, with_bounce};
 use crate::request::{Kind, Request};
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::tensor::StagedMemory;
@@ -230,8 +230,6 @@ pub struct Stream {
     tx: VecDeque<TxItem>,
     rx: Rx,
     inbox: Inbox,
-    /// For [`Rx::Bounced`] chunks; allocated by the first.
-    bounce: Vec<u8>,
     /// The peer is a process of this host (loopback, or our own address): pages handed to the
     /// socket arrive as they are, so a Data frame's source page offset means something.
     same_host: bool,
@@ -269,7 +267,6 @@ impl Stream {
             tx: VecDeque::new(),
             rx: Rx::Header { buf: [0; HEADER_LEN], have: 0 },
             inbox: Inbox::new(),
-            bounce: Vec::new(),
             peer_closed: false,
             parked: false,
         })
@@ -886,18 +883,21 @@ impl CommIo {
                 }
                 Rx::Bounced { seq, ptr, src, remaining, len } => {
                     if *remaining > 0 {
-                        if s.bounce.is_empty() {
-                            s.bounce = vec![0; BOUNCE + ALIAS];
-                        }
-                        let at = bounce_at(&mut s.bounce, *src);
-                        match s.inbox.read(fd, at, (*remaining).min(BOUNCE))? {
+                        let want = (*remaining).min(BOUNCE);
+                        let got = with_bounce(*src, |at| {
+                            let r = s.inbox.read(fd, at, want);
+                            if let Ok(Io::Done(n)) = r {
+                                // SAFETY: ptr is valid for remaining >= n bytes of writes (the
+                                // posted receive's region, as for Payload); at holds the n bytes
+                                // just read, in this thread's buffer, which no region overlaps.
+                                unsafe { std::ptr::copy_nonoverlapping(at, *ptr, n) };
+                            }
+                            r
+                        })?;
+                        match got {
                             Io::WouldBlock => return Ok(()),
                             Io::Done(0) => return Err(Error::failure(format!("peer closed stream {i} mid-message"))),
                             Io::Done(n) => {
-                                // SAFETY: ptr is valid for remaining >= n bytes of writes (the
-                                // posted receive's region, as for Payload); at holds the n bytes
-                                // just read, in our own buffer, which the region cannot overlap.
-                                unsafe { std::ptr::copy_nonoverlapping(at, *ptr, n) };
                                 *ptr = ptr.wrapping_add(n);
                                 *src = (*src + n) % ALIAS;
                                 *remaining -= n;
