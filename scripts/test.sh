@@ -140,6 +140,13 @@ if make -s perf-tool >"$LOGDIR/perf-tool.log" 2>&1; then
             pass "nrt-sr-perf --local over $tr, attached buffers, receiver 16 bytes off (warm-up bytes verified)"
         else fail "nrt-sr-perf --local over $tr --memory attached --recv-offset 16 (see $LOGDIR/perf-tool.log)"; tail -5 "$LOGDIR/perf-tool.log"; fi
     done
+    # The same over TCP from our tensors with the detours off (NEURON_RT_ASYNC_SENDRECV_COPY_DETOUR=0).
+    out=$LOGDIR/perf-tcp-nodetour.json
+    if NEURON_RT_ASYNC_SENDRECV_COPY_DETOUR=0 timeout 300 build/bin/nrt-sr-perf --local --transport tcp --recv-offset 16 --sizes 1M \
+           --iters 10 --warmup 6 --window 4 --mode bw --port-base 29610 --no-progress --json "$out" >>"$LOGDIR/perf-tool.log" 2>&1 \
+       && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["verified"] and d["results"][0]["gbytes_per_s"]>0, d' "$out"; then
+        pass "nrt-sr-perf --local over tcp, receiver 16 bytes off, NEURON_RT_ASYNC_SENDRECV_COPY_DETOUR=0 (warm-up bytes verified)"
+    else fail "nrt-sr-perf with NEURON_RT_ASYNC_SENDRECV_COPY_DETOUR=0 (see $LOGDIR/perf-tool.log)"; tail -5 "$LOGDIR/perf-tool.log"; fi
     # Two-host mode (--role/--peer), both processes on loopback: both exit 0, the sender's JSON
     # has its results with the warm-up verified, and neither side logs an ERROR (a run that went
     # well ends with nothing in flight: the sender's goodbye, then the receiver closes first).

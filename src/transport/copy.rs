@@ -35,10 +35,17 @@ pub const BOUNCE_AHEAD: usize = SLOW_DISTANCE.end;
 /// The bytes a bounce buffer holds (cache-resident), besides its [`ALIAS`] of placement room.
 pub const BOUNCE: usize = 256 << 10;
 
+/// `NEURON_RT_ASYNC_SENDRECV_COPY_DETOUR=0` turns the detours off (for measuring them, or a CPU
+/// where they cost more than they save).
+fn detours() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_COPY_DETOUR").map(|v| v.trim() != "0").unwrap_or(true))
+}
+
 /// Whether a kernel copy of `len` bytes to `dst` from `src` (an address, or only its offset
 /// modulo [`ALIAS`]) would run at a slow distance. Copies below a page are not worth a detour.
 pub fn slow_distance(dst: usize, src: usize, len: usize) -> bool {
-    len >= ALIAS && SLOW_DISTANCE.contains(&(dst.wrapping_sub(src) % ALIAS))
+    len >= ALIAS && SLOW_DISTANCE.contains(&(dst.wrapping_sub(src) % ALIAS)) && detours()
 }
 
 /// Where in `buf` (at least [`BOUNCE`] + [`ALIAS`] bytes) a bounce for bytes at `src` starts.
