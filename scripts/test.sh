@@ -185,29 +185,29 @@ if cc -O2 -Wall -Wextra -Werror -I include -o "$LOGDIR/overlap" bench/overlap.c 
     done
 else fail "bench/overlap.c does not build (see $LOGDIR/overlap.log)"; tail -5 "$LOGDIR/overlap.log"; fi
 
-# 7c. bench/tcp_lat.c (the kernel's loopback TCP ping-pong with our shape, no library: the
-#     floor under nrt-sr-perf's 8-byte TCP latency): builds warning-free and runs briefly.
-echo "== bench/tcp_lat.c"
-if cc -O2 -Wall -Wextra -Werror -o "$LOGDIR/tcp_lat" bench/tcp_lat.c >"$LOGDIR/tcp_lat.log" 2>&1; then
-    if timeout 60 "$LOGDIR/tcp_lat" 29700 2000 >"$LOGDIR/tcp_lat.json" 2>>"$LOGDIR/tcp_lat.log" \
-       && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["iters"]==2000 and 0<d["p50_half_rtt_us"]<=d["p99_half_rtt_us"], d' \
-              "$LOGDIR/tcp_lat.json"; then
-        pass "bench/tcp_lat.c (exit 0, JSON)"
-    else fail "bench/tcp_lat.c run (see $LOGDIR/tcp_lat.log)"; tail -3 "$LOGDIR/tcp_lat.log"; fi
-else fail "bench/tcp_lat.c does not build (see $LOGDIR/tcp_lat.log)"; tail -5 "$LOGDIR/tcp_lat.log"; fi
-
-# 7d. bench/tensor_copy.c (nrt_tensor_read/write/copy with the caller's buffer 0, 16 and 48
-#     bytes into its page, through the C API): builds warning-free, runs briefly, every byte of
-#     its last copies checked by the program.
-echo "== bench/tensor_copy.c"
-if cc -O2 -Wall -Wextra -Werror -I include -o "$LOGDIR/tensor_copy" bench/tensor_copy.c -L build/lib -lnrt \
-      -Wl,-rpath,"$PWD/build/lib" >"$LOGDIR/tensor_copy.log" 2>&1; then
-    if timeout 60 "$LOGDIR/tensor_copy" 10 >"$LOGDIR/tensor_copy.json" 2>>"$LOGDIR/tensor_copy.log" \
-       && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["results"]; assert len(r)==9 and all(x[k]>0 for x in r for k in ("read_gbytes_per_s","write_gbytes_per_s","copy_gbytes_per_s")), d' \
-              "$LOGDIR/tensor_copy.json"; then
-        pass "bench/tensor_copy.c (exit 0, bytes checked, JSON)"
-    else fail "bench/tensor_copy.c run (see $LOGDIR/tensor_copy.log)"; tail -3 "$LOGDIR/tensor_copy.log"; fi
-else fail "bench/tensor_copy.c does not build (see $LOGDIR/tensor_copy.log)"; tail -5 "$LOGDIR/tensor_copy.log"; fi
+# 7c/7d. Reference programs in bench/, each built warning-free and run once briefly (60 s bound),
+#     its one JSON object checked: c_reference NAME LINK ARGS CHECK WHAT, where LINK "lib" builds
+#     against build/lib/libnrt, CHECK is a Python expression over the object d.
+c_reference() {
+    local name=$1 link=$2 args=$3 check=$4 what=$5 flags=()
+    [ "$link" = lib ] && flags=(-I include -L build/lib -lnrt -Wl,-rpath,"$PWD/build/lib")
+    echo "== bench/$name.c"
+    if cc -O2 -Wall -Wextra -Werror -o "$LOGDIR/$name" "bench/$name.c" "${flags[@]}" >"$LOGDIR/$name.log" 2>&1; then
+        # shellcheck disable=SC2086 # args are words
+        if timeout 60 "$LOGDIR/$name" $args >"$LOGDIR/$name.json" 2>>"$LOGDIR/$name.log" \
+           && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert $check, d" "$LOGDIR/$name.json"; then
+            pass "bench/$name.c ($what)"
+        else fail "bench/$name.c run (see $LOGDIR/$name.log)"; tail -3 "$LOGDIR/$name.log"; fi
+    else fail "bench/$name.c does not build (see $LOGDIR/$name.log)"; tail -5 "$LOGDIR/$name.log"; fi
+}
+# The kernel's loopback TCP ping-pong with our shape, no library: the floor under nrt-sr-perf's
+# 8-byte TCP latency.
+c_reference tcp_lat none "29700 2000" 'd["iters"]==2000 and 0<d["p50_half_rtt_us"]<=d["p99_half_rtt_us"]' "exit 0, JSON"
+# nrt_tensor_read/write/copy with the caller's buffer 0, 16 and 48 bytes into its page, through
+# the C API; the program checks every byte of its last copies.
+c_reference tensor_copy lib 10 \
+    'len(d["results"])==9 and all(x[k]>0 for x in d["results"] for k in ("read_gbytes_per_s","write_gbytes_per_s","copy_gbytes_per_s"))' \
+    "exit 0, bytes checked, JSON"
 
 # 8. Sanitizers (make test-sanitizers): ASan/UBSan build of the C suite, valgrind memcheck.
 echo "== sanitizers"

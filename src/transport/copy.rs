@@ -49,7 +49,7 @@ pub fn slow_distance(dst: usize, src: usize, len: usize) -> bool {
 }
 
 /// Where in `buf` (at least [`BOUNCE`] + [`ALIAS`] bytes) a bounce for bytes at `src` starts.
-pub fn bounce_at(buf: &mut [u8], src: usize) -> *mut u8 {
+fn bounce_at(buf: &mut [u8], src: usize) -> *mut u8 {
     debug_assert!(buf.len() >= BOUNCE + ALIAS);
     let base = buf.as_mut_ptr();
     base.wrapping_add((src + BOUNCE_AHEAD).wrapping_sub(base as usize) % ALIAS)
@@ -71,7 +71,7 @@ pub fn with_bounce<R>(src: usize, f: impl FnOnce(*mut u8) -> R) -> R {
 }
 
 /// At a slow distance, copies below [`PIECES_MAX`] go to `memcpy` in pieces of this size.
-pub const PIECE: usize = 2048;
+const PIECE: usize = 2048;
 const PIECES_MAX: usize = 1 << 20;
 
 /// `memcpy`, in [`PIECE`]s where it would be slow (see the module's "Copy distance").

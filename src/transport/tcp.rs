@@ -132,15 +132,9 @@ enum Rx {
         ptr: *mut u8,
         remaining: usize,
         len: u64,
-    },
-    /// Into memory at a slow copy distance from the sender's pages: through the stream's bounce
-    /// buffer (copy.rs, "Copy distance"); `src` is the next byte's offset in its page there.
-    Bounced {
-        seq: u64,
-        ptr: *mut u8,
-        src: usize,
-        remaining: usize,
-        len: u64,
+        /// At a slow copy distance from the sender's pages (copy.rs, "Copy distance"): the next
+        /// byte's offset in its page there, and the bytes go through this thread's bounce buffer.
+        bounce: Option<usize>,
     },
     Discard {
         seq: u64,
@@ -196,6 +190,19 @@ impl Inbox {
         unsafe { std::ptr::copy_nonoverlapping(self.buf.as_ptr().add(self.pos), dst, n) };
         self.pos += n;
         Ok(Io::Done(n))
+    }
+
+    /// [`Inbox::read`] through this thread's bounce buffer, placed for source page offset `src`.
+    fn read_bounced(&mut self, fd: RawFd, dst: *mut u8, src: usize, len: usize) -> Result<Io> {
+        with_bounce(src, |at| {
+            let r = self.read(fd, at, len.min(BOUNCE));
+            if let Ok(Io::Done(n)) = r {
+                // SAFETY: dst is valid for len >= n bytes of writes (as for `read`); at holds the
+                // n bytes just read, in this thread's buffer, which no region overlaps.
+                unsafe { std::ptr::copy_nonoverlapping(at, dst, n) };
+            }
+            r
+        })
     }
 
     /// Header bytes: an empty inbox is refilled with one `recv` first.
@@ -838,14 +845,21 @@ impl CommIo {
                     };
                     self.streams[i].rx = next;
                 }
-                Rx::Payload { seq, ptr, remaining, len } => {
+                Rx::Payload { seq, ptr, remaining, len, bounce } => {
                     if *remaining > 0 {
-                        match s.inbox.read(fd, *ptr, *remaining)? {
+                        let got = match bounce {
+                            None => s.inbox.read(fd, *ptr, *remaining)?,
+                            Some(src) => s.inbox.read_bounced(fd, *ptr, *src, *remaining)?,
+                        };
+                        match got {
                             Io::WouldBlock => return Ok(()),
                             Io::Done(0) => return Err(Error::failure(format!("peer closed stream {i} mid-message"))),
                             Io::Done(n) => {
                                 *ptr = ptr.wrapping_add(n);
                                 *remaining -= n;
+                                if let Some(src) = bounce {
+                                    *src = (*src + n) % ALIAS;
+                                }
                             }
                         }
                         continue;
@@ -874,35 +888,6 @@ impl CommIo {
                         *fill = 0;
                     }
                     if *remaining > 0 {
-                        continue;
-                    }
-                    let (seq, len) = (*seq, *len);
-                    if self.chunk_read(i, seq, len, until) {
-                        return Ok(());
-                    }
-                }
-                Rx::Bounced { seq, ptr, src, remaining, len } => {
-                    if *remaining > 0 {
-                        let want = (*remaining).min(BOUNCE);
-                        let got = with_bounce(*src, |at| {
-                            let r = s.inbox.read(fd, at, want);
-                            if let Ok(Io::Done(n)) = r {
-                                // SAFETY: ptr is valid for remaining >= n bytes of writes (the
-                                // posted receive's region, as for Payload); at holds the n bytes
-                                // just read, in this thread's buffer, which no region overlaps.
-                                unsafe { std::ptr::copy_nonoverlapping(at, *ptr, n) };
-                            }
-                            r
-                        })?;
-                        match got {
-                            Io::WouldBlock => return Ok(()),
-                            Io::Done(0) => return Err(Error::failure(format!("peer closed stream {i} mid-message"))),
-                            Io::Done(n) => {
-                                *ptr = ptr.wrapping_add(n);
-                                *src = (*src + n) % ALIAS;
-                                *remaining -= n;
-                            }
-                        }
                         continue;
                     }
                     let (seq, len) = (*seq, *len);
@@ -965,12 +950,8 @@ impl CommIo {
             Rx::Staged { seq, mem: mem.clone(), off: offset as usize, buf: vec![0; cap], fill: 0, remaining: len as usize, len }
         } else {
             let ptr = slot.req.region.ptr().wrapping_add(offset as usize);
-            match src_page {
-                Some(p) if slow_distance(ptr as usize, p as usize, len as usize) => {
-                    Rx::Bounced { seq, ptr, src: p as usize, remaining: len as usize, len }
-                }
-                _ => Rx::Payload { seq, ptr, remaining: len as usize, len },
-            }
+            let bounce = src_page.map(usize::from).filter(|&p| slow_distance(ptr as usize, p, len as usize));
+            Rx::Payload { seq, ptr, remaining: len as usize, len, bounce }
         };
         Ok(Some(rx))
     }
