@@ -27,11 +27,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Distances (destination minus source, modulo [`ALIAS`]) at which a kernel copy is slow.
-pub const SLOW_DISTANCE: std::ops::Range<usize> = 1..32;
+const SLOW_DISTANCE: std::ops::Range<usize> = 1..32;
 /// The period of the distance: a 4 KiB page, whatever the system's page size.
 pub const ALIAS: usize = 4096;
 /// A bounce buffer lies this far past the source (modulo [`ALIAS`]).
-pub const BOUNCE_AHEAD: usize = SLOW_DISTANCE.end;
+const BOUNCE_AHEAD: usize = SLOW_DISTANCE.end;
 /// The bytes a bounce buffer holds (cache-resident), besides its [`ALIAS`] of placement room.
 pub const BOUNCE: usize = 256 << 10;
 

@@ -76,10 +76,20 @@ fn sendfile_nosignal(sock: RawFd, fd: RawFd, off: &mut libc::off_t, len: usize) 
     let n = unsafe { libc::sendfile(sock, fd, off, len) };
     let err = std::io::Error::last_os_error();
     if blocked {
-        if n < 0 && err.raw_os_error() == Some(libc::EPIPE) {
-            let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-            // SAFETY: valid pointers; takes back only a pending SIGPIPE of this thread (ours).
-            unsafe { libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero) };
+        // A call that failed with EPIPE raised SIGPIPE; so did one that moved part of its bytes
+        // before the peer's reset (it returns the count, the signal stays pending): take it back.
+        let short = n >= 0 && (n as usize) < len;
+        if (n < 0 && err.raw_os_error() == Some(libc::EPIPE)) || short {
+            // SAFETY: sigset_t is plain data, filled by sigpending.
+            let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
+            // SAFETY: valid pointers; SIGPIPE is blocked in this thread, so a pending one is the
+            // call's (one already pending for the process would have gone to a thread that
+            // does not block it).
+            if unsafe { libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, libc::SIGPIPE) == 1 } {
+                let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+                // SAFETY: valid pointers; takes back the pending SIGPIPE.
+                unsafe { libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero) };
+            }
         }
         // SAFETY: restores the mask saved above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };

@@ -98,12 +98,12 @@ impl Pool {
         Pool { memory, offset, slots: (0..comms).map(|_| Vec::new()).collect(), lat: Vec::new() }
     }
 
-    fn fresh(&self, size: u64, name: &str) -> Result<Tensor> {
-        let t = match self.memory {
+    fn fresh(memory: Memory, size: u64, name: &str) -> Result<Tensor> {
+        let t = match memory {
             Memory::Own => Tensor::allocate(size as usize, name),
             Memory::Attached => Tensor::attached(size as usize, name),
         }
-        .ctx(|| format!("allocating a {} tensor ({})", human_size(size), self.memory.as_str()))?;
+        .ctx(|| format!("allocating a {} tensor ({})", human_size(size), memory.as_str()))?;
         // Touch every page now, so page faults stay out of the measurement.
         t.memset(0, 0xA5, size as usize).ctx(|| format!("touching a {} tensor", human_size(size)))?;
         Ok(t)
@@ -113,24 +113,23 @@ impl Pool {
     /// frees the others (a slot's old tensor is freed before its new one is allocated).
     fn prepare(&mut self, size: u64, tensors: u64, lat: bool) -> Result<()> {
         let w = tensors as usize;
-        let need = size + self.offset;
-        for c in 0..self.slots.len() {
-            self.slots[c].truncate(w);
-            self.slots[c].resize_with(w, || None);
-            for i in 0..w {
-                if self.slots[c][i].as_ref().is_some_and(|t| t.size() as u64 >= need) {
+        let (memory, need) = (self.memory, size + self.offset);
+        for v in &mut self.slots {
+            v.truncate(w);
+            v.resize_with(w, || None);
+            for slot in v.iter_mut() {
+                if slot.as_ref().is_some_and(|t| t.size() as u64 >= need) {
                     continue;
                 }
-                self.slots[c][i] = None;
-                self.slots[c][i] = Some(self.fresh(need, "nrt-sr-perf")?);
+                *slot = None;
+                *slot = Some(Self::fresh(memory, need, "nrt-sr-perf")?);
             }
         }
         if lat {
             if self.lat.first().is_none_or(|t| (t.size() as u64) < size) {
                 self.lat.clear();
                 for _ in 0..2 {
-                    let t = self.fresh(size, "nrt-sr-perf-echo")?;
-                    self.lat.push(t);
+                    self.lat.push(Self::fresh(memory, size, "nrt-sr-perf-echo")?);
                 }
             }
         } else {
