@@ -41,6 +41,13 @@ pub struct Comm {
     polled_at: AtomicU64,
     /// A caller polls in a tight loop: the progress thread stopped watching the sockets.
     pub(crate) parked: AtomicBool,
+    /// When a caller's test last reported a large request done: (wall ns, that thread's tag,
+    /// its CPU ns); `None` once the caller's next post or poll has looked at it.
+    completed_at: Mutex<Option<(u64, u64, u64)>>,
+    /// `completed_at` is set: the next post or poll looks at it (one atomic swap otherwise).
+    completed_look: AtomicBool,
+    /// The caller works between its requests (`judge_work`).
+    works_between: AtomicBool,
     /// The progress thread watches the sockets for input (all but TCP send communicators).
     watch_input: AtomicBool,
 }
@@ -64,6 +71,12 @@ pub const PARK_IDLE_NS: u64 = 5_000_000;
 /// on a single communicator has left the others, which then get the progress thread (another
 /// CPU, where there is one) rather than its own loop.
 pub const PARK_NEGLECT_NS: u64 = 50_000_000;
+/// A caller that comes back to the communicator more than this long after one of its large
+/// requests completed, having run as long on its CPU meanwhile, works between its requests (a
+/// spinning one is back within microseconds; a preempted one ran nothing meanwhile).
+const WORK_GAP_NS: u64 = 50_000;
+/// Requests above this many bytes count as large for `judge_work` (as for the Ack rules).
+const LARGE: usize = 64 * 1024;
 
 impl Comm {
     pub fn new(id: u64, lnc: Arc<Lnc>, kind: Kind, peer: IpAddr, peer_lnc: i32, pair_seq: u64, reqs: BlockRef<Request>) -> Comm {
@@ -83,6 +96,9 @@ impl Comm {
             reqs,
             polled_at: AtomicU64::new(0),
             parked: AtomicBool::new(false),
+            completed_at: Mutex::new(None),
+            completed_look: AtomicBool::new(false),
+            works_between: AtomicBool::new(false),
             watch_input: AtomicBool::new(true),
         }
     }
@@ -207,6 +223,11 @@ impl Comm {
             }
             _ => return Err(Error::failure(format!("{}: communicator failed earlier: {}", self.describe(), self.error()))),
         }
+        // The caller's first call after a large completion, post or poll, tells whether it
+        // worked in between (a post's own work, copying or `sendfile`, must not count).
+        if self.completed_look.swap(false, Ordering::Relaxed) {
+            self.judge_work();
+        }
         let deadline = self.lnc.cfg.request_timeout.map(|t| crate::transport::poll::coarse_ns() + t.as_nanos() as u64);
         let mut io = self.io.lock();
         if self.state.load(Ordering::Acquire) != READY {
@@ -233,10 +254,21 @@ impl Comm {
         let Some((id, req)) = claimed else {
             return Err(Error::resource(format!("{}: {MAX_PENDING_PER_COMM} requests already pending", self.describe())));
         };
-        if let Err(e) = io.post(req).and_then(|_| io.after_post(kind)) {
-            self.fail_locked(&mut io, e);
-        }
+        // A caller that works between its requests, with the sockets at the progress thread:
+        // the chunks that waited for this receive are the progress thread's to read (it is
+        // kicked: they may lie in a stream's inbox, which raises no readiness), not this post's.
+        let pump = !(kind == Kind::Recv && self.works_between.load(Ordering::Relaxed) && !self.parked.load(Ordering::Relaxed));
+        let left = match io.post(req).and_then(|_| io.after_post(kind, pump)) {
+            Ok(left) => left,
+            Err(e) => {
+                self.fail_locked(&mut io, e);
+                false
+            }
+        };
         drop(io);
+        if left {
+            self.lnc.kick(self.clone());
+        }
         // Deferred Acks go out after this send's bytes (a receive post leaves them: its caller
         // is about to answer with a send, which should go first).
         if kind == Kind::Send {
@@ -263,6 +295,9 @@ impl Comm {
             // Pending when this poll began: a poll that completes its request (which over TCP
             // can take a while, a 64 MiB message read in one go) still counts as polling.
             let polling = tested.is_some_and(|r| r.is_pending());
+            if polling && self.completed_look.swap(false, Ordering::Relaxed) {
+                self.judge_work();
+            }
             match io.poll_fast(tested, self.parked.load(Ordering::Relaxed)) {
                 Ok(false) => {}
                 Ok(true) => crate::engine::defer_acks(self.clone()),
@@ -277,8 +312,20 @@ impl Comm {
                 self.lnc.polled_at.store(now, Ordering::Relaxed);
             }
             if let Some(now) = help_at.filter(|_| polling) {
+                // A caller that works between its requests (`judge_work`) gets its sockets back
+                // to the progress thread at each large completion, so that the next message
+                // moves meanwhile; a spinning caller keeps them (it would only pay the epoll_ctl
+                // calls), and so does one that blocks between its requests (its sockets go back
+                // after PARK_IDLE_NS, as before).
+                let handed = tested.is_some_and(|r| !r.is_pending() && r.region.len() > LARGE)
+                    && self.works_between.load(Ordering::Relaxed)
+                    && self.parked.load(Ordering::Relaxed)
+                    && io.has_pending();
+                if handed {
+                    self.hand_back(&mut io);
+                }
                 let prev = self.polled_at.swap(now, Ordering::Relaxed);
-                if now.saturating_sub(prev) < SPIN_GAP_NS && !self.parked.load(Ordering::Relaxed) {
+                if !handed && now.saturating_sub(prev) < SPIN_GAP_NS && !self.parked.load(Ordering::Relaxed) {
                     let fds = io.spin_fds();
                     if !fds.is_empty() {
                         self.parked.store(true, Ordering::Release);
@@ -336,6 +383,28 @@ impl Comm {
         true
     }
 
+    /// A caller's test reported a large request of this communicator done: the clock for
+    /// `judge_work` starts (at the end of the library's call, so none of its own work counts).
+    fn stamp_completion(&self) {
+        let (me, cpu) = crate::transport::poll::thread_cpu_ns();
+        *self.completed_at.lock() = Some((crate::transport::poll::mono_ns(), me, cpu));
+        self.completed_look.store(true, Ordering::Relaxed);
+    }
+
+    /// At the caller's first post or poll after a large completion (before it moves any
+    /// bytes): whether it works between its requests. It does when it comes back more than
+    /// `WORK_GAP_NS` later, on the same thread, having run as long on its CPU meanwhile
+    /// (computing, not preempted), and no poll of the lnc's other communicators filled the gap
+    /// (a caller cycling through many is busy with them, not working).
+    fn judge_work(&self) {
+        let Some((wall, who, cpu)) = self.completed_at.lock().take() else { return };
+        let now = crate::transport::poll::mono_ns();
+        let (me, cpu_now) = crate::transport::poll::thread_cpu_ns();
+        let gap = |t: u64| now.saturating_sub(t) > WORK_GAP_NS;
+        let worked = gap(wall) && gap(self.lnc.polled_at.load(Ordering::Relaxed)) && who == me && cpu_now.saturating_sub(cpu) > WORK_GAP_NS;
+        self.works_between.store(worked, Ordering::Relaxed);
+    }
+
     /// Progress thread: watches a parked communicator's sockets again when its caller went
     /// quiet (or it failed); true when it did.
     pub fn unpark_if_idle(&self, now: u64) -> bool {
@@ -357,15 +426,20 @@ impl Comm {
         if ready && !idle(crate::transport::poll::mono_ns()) {
             return false;
         }
+        self.hand_back(&mut io);
+        true
+    }
+
+    /// The progress thread watches the sockets again (the caller holds `io`).
+    fn hand_back(&self, io: &mut CommIo) {
         for fd in io.spin_fds() {
             let _ = self.lnc.rearm(fd, self.id, true, self.watch_input.load(Ordering::Relaxed));
         }
         self.parked.store(false, Ordering::Release);
         // Re-arming reports data already waiting; progress once anyway.
         if let Err(e) = io.progress() {
-            self.fail_locked(&mut io, e);
+            self.fail_locked(io, e);
         }
-        true
     }
 
     /// Progress from the lnc's thread: waits for the lock so no readiness edge is lost.
@@ -386,7 +460,8 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
     // the communicator's next post.
     let ((out, kind), _gone) = REQUESTS
         .with_take(id, |req| {
-            if req.is_pending() {
+            let was_pending = req.is_pending();
+            if was_pending {
                 req.comm.try_progress(Some(req.as_ref()));
             }
             let mut out = req.outcome();
@@ -400,6 +475,9 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
                 out = req.outcome();
             }
             let end = out != Outcome::Pending;
+            if end && was_pending && req.region.len() > LARGE {
+                req.comm.stamp_completion();
+            }
             ((out, req.kind), end)
         })
         .ok_or_else(|| Error::handle(format!("request handle {id:#x} is not a live request")))?;

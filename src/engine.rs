@@ -146,6 +146,9 @@ pub struct Lnc {
     announced: Mutex<Option<String>>,
     /// Communicators whose spinning caller moves their bytes (sockets not watched meanwhile).
     parked: Mutex<Vec<Arc<Comm>>>,
+    /// Communicators whose bytes the progress thread should move at its next turn, with no
+    /// readiness event to tell it (`kick`).
+    kicked: Mutex<Vec<Arc<Comm>>>,
     /// When a caller last tested a request of any TCP communicator of this lnc, or helped a
     /// parked one (`transport::poll::mono_ns`): parked communicators go back to the progress
     /// thread once every caller of the lnc has gone quiet (see `Comm::unpark_if_idle`).
@@ -193,6 +196,7 @@ impl Lnc {
             accept: Mutex::new(AcceptState::default()),
             announced: Mutex::new(None),
             parked: Mutex::new(Vec::new()),
+            kicked: Mutex::new(Vec::new()),
             polled_at: AtomicU64::new(0),
             helped_at: AtomicU64::new(0),
         });
@@ -220,7 +224,22 @@ impl Lnc {
     /// A spinning caller took over `comm`'s sockets: the progress thread checks it every
     /// millisecond and watches them again when the caller stops.
     pub fn park(&self, comm: Arc<Comm>) {
-        self.parked.lock().push(comm);
+        // A caller that works between requests parks and hands back once per message: listed once.
+        let mut p = self.parked.lock();
+        if !p.iter().any(|c| c.id == comm.id) {
+            p.push(comm);
+        }
+        drop(p);
+        self.poller.wake();
+    }
+
+    /// The progress thread moves `comm`'s bytes at its next turn (woken now).
+    pub fn kick(&self, comm: Arc<Comm>) {
+        let mut k = self.kicked.lock();
+        if !k.iter().any(|c| c.id == comm.id) {
+            k.push(comm);
+        }
+        drop(k);
         self.poller.wake();
     }
 
@@ -274,6 +293,9 @@ impl Lnc {
                     }
                 }
             }
+        }
+        for c in std::mem::take(&mut *self.kicked.lock()) {
+            c.progress();
         }
         flush_deferred();
         self.unpark();
@@ -676,6 +698,7 @@ impl Lnc {
         }
         *self.listener.lock() = None;
         self.parked.lock().clear();
+        self.kicked.lock().clear();
         DEFERRED.lock().retain(|c| {
             if std::ptr::eq(&*c.lnc, self) {
                 c.flush_deferred();

@@ -773,6 +773,72 @@ mod shm {
     }
 
     #[test]
+    fn a_caller_that_works_between_large_receives_gets_the_next_one_moved_meanwhile() {
+        // A caller spinning from one large TCP receive to the next keeps its sockets (parked);
+        // one that comes back late to this communicator (it worked meanwhile) hands them back to
+        // the progress thread as each large receive completes, so that the next message lands
+        // while it works instead of waiting in the socket for its next poll.
+        let _memory = crate::MEMORY_HEAVY_TESTS.lock();
+        let (a, b) = (966, 967);
+        let (s, r) = pair(26240, a, b, Transport::Tcp, Transport::Tcp);
+        ready(&s).unwrap();
+        ready(&r).unwrap();
+        let len = 1 << 20;
+        let msgs: Vec<(Tensor, Tensor, Vec<u8>)> = (0..6).map(|k| loaded(len, k + 31)).collect();
+        let recv = |k: usize| r.post(Kind::Recv, msgs[k].1.region(0, len).unwrap()).unwrap();
+        let send = |k: usize| s.post(Kind::Send, msgs[k].0.region(0, len).unwrap()).unwrap();
+        // Spinning: 0, then 1 and 2 at once; the sockets stay with the caller throughout.
+        let rq: Vec<u64> = (0..3).map(recv).collect();
+        park(&r, rq[0], "spinning caller");
+        let sq: Vec<u64> = (0..3).map(send).collect();
+        for k in 0..3 {
+            assert_eq!(wait(rq[k]).unwrap(), len as u64, "spinning, receive {k}");
+            assert!(r.parked.load(Ordering::Acquire), "spinning, receive {k}: sockets handed back");
+        }
+        for (k, q) in sq.into_iter().enumerate() {
+            assert_eq!(wait(q).unwrap(), len as u64, "spinning, send {k}");
+            assert_landed(&msgs[k].1, 0, &msgs[k].2, &format!("spinning, message {k}"));
+        }
+        // Working: the caller computes for 2 ms after receive 2, posts receives 3 and 4, takes
+        // the sockets over again (polling 3 before anything is sent), then polls 3 to the end:
+        // at that completion the sockets go back, and message 4 lands with no poll from it.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(2) {
+            std::hint::spin_loop();
+        }
+        let rq3 = recv(3);
+        let rq4 = recv(4);
+        park(&r, rq3, "working caller");
+        let sq3 = send(3);
+        assert_eq!(wait(rq3).unwrap(), len as u64, "working, receive 3");
+        assert!(!r.parked.load(Ordering::Acquire), "working: the sockets stayed with the caller");
+        let sq4 = send(4);
+        until_done_untested(rq4, Duration::from_secs(10), "working: message 4 did not land while the caller worked");
+        finish(rq4, sq4, &msgs[4].1, &msgs[4].2, "working, message 4");
+        assert_eq!(wait(sq3).unwrap(), len as u64, "working, send 3");
+        assert_landed(&msgs[3].1, 0, &msgs[3].2, "working, message 3");
+        // Message 5 is sent before its receive is posted: its first chunk waits in the socket.
+        // The post leaves it to the progress thread (this caller works between requests), which
+        // must read it with no poll from the caller.
+        let sq5 = send(5);
+        std::thread::sleep(Duration::from_millis(20));
+        let rq5 = recv(5);
+        until_done_untested(rq5, Duration::from_secs(10), "working: message 5, waiting before its post, did not land");
+        finish(rq5, sq5, &msgs[5].1, &msgs[5].2, "working, message 5");
+        // A small message sent before its receive is posted lies whole in the stream's inbox
+        // (the progress thread read it with its header), with nothing left in the socket to
+        // report readiness: the post itself must take it from there.
+        let (src6, dst6, data6) = loaded(100, 37);
+        let sq6 = s.post(Kind::Send, src6.region(0, 100).unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let rq6 = r.post(Kind::Recv, dst6.region(0, 100).unwrap()).unwrap();
+        until_done_untested(rq6, Duration::from_secs(5), "working: a small message waiting in the inbox did not land");
+        finish(rq6, sq6, &dst6, &data6, "working, message 6");
+        close(a).unwrap();
+        close(b).unwrap();
+    }
+
+    #[test]
     fn an_ack_left_queued_by_a_spinning_caller_goes_out_once_that_caller_waits_on_another_request() {
         // One thread exchanging with itself over TCP, the way each side of an exchange runs:
         // post a receive and a send, spin on the receive until done, then on the send. The

@@ -421,7 +421,13 @@ impl CommIo {
 
     /// Progress right after a post: a receive may unpark a stream, so everything is read; a
     /// send over TCP only needs its bytes pushed (its Ack and any error come with an epoll edge).
-    pub fn after_post(&mut self, kind: Kind) -> Result<()> {
+    ///
+    /// With `pump` false a receive does not read the streams whose next chunk waited for it,
+    /// and returns true when there were any: the progress thread is to read them (the caller
+    /// works between its requests and should not spend its post copying a message; the bytes
+    /// may lie in the inbox already, so no readiness event would tell that thread).
+    pub fn after_post(&mut self, kind: Kind, pump: bool) -> Result<bool> {
+        let mut left = false;
         if self.shm.is_none() && !self.is_verbs() {
             for i in 0..self.streams.len() {
                 if !self.streams[i].tx.is_empty() {
@@ -431,13 +437,20 @@ impl CommIo {
                 // stream was read until it would block (edge-triggered epoll's rule), so only
                 // new data, with a new edge, can be there.
                 if kind == Kind::Recv && self.streams[i].parked && !self.streams[i].peer_closed {
-                    self.pump_rx(i)?;
+                    // Unpumped, the stream waits no more all the same (a caller that takes the
+                    // sockets back reads it like any other).
+                    if pump {
+                        self.pump_rx(i)?;
+                    } else {
+                        self.streams[i].parked = false;
+                        left = true;
+                    }
                 }
             }
             if kind == Kind::Recv && !self.streams.is_empty() && !self.streams[0].tx.is_empty() {
                 self.flush_tx(0)?;
             }
-            return Ok(());
+            return Ok(left);
         }
         match self.shm.as_ref() {
             // A send over shared memory is published by the post itself (its Wake frame, if
@@ -449,6 +462,7 @@ impl CommIo {
             Some(s) if s.is_active() => self.poll_fast(None, false).map(|_| ()),
             _ => self.progress(),
         }
+        .map(|_| false)
     }
 
     /// Progress from a caller's `test_request`: over shared memory only the rings are read (no
