@@ -44,7 +44,7 @@ pub struct Comm {
     /// When a caller's test last reported a large request done: (wall ns, that thread's tag,
     /// its CPU ns); `None` once the caller's next post or poll has looked at it.
     completed_at: Mutex<Option<(u64, u64, u64)>>,
-    /// `completed_at` is set: the next post or poll looks at it (one atomic swap otherwise).
+    /// `completed_at` is set: the next post or poll looks at it (one atomic load otherwise).
     completed_look: AtomicBool,
     /// The caller works between its requests (`judge_work`).
     works_between: AtomicBool,
@@ -225,7 +225,7 @@ impl Comm {
         }
         // The caller's first call after a large completion, post or poll, tells whether it
         // worked in between (a post's own work, copying or `sendfile`, must not count).
-        if self.completed_look.swap(false, Ordering::Relaxed) {
+        if self.take_look() {
             self.judge_work();
         }
         let deadline = self.lnc.cfg.request_timeout.map(|t| crate::transport::poll::coarse_ns() + t.as_nanos() as u64);
@@ -295,7 +295,7 @@ impl Comm {
             // Pending when this poll began: a poll that completes its request (which over TCP
             // can take a while, a 64 MiB message read in one go) still counts as polling.
             let polling = tested.is_some_and(|r| r.is_pending());
-            if polling && self.completed_look.swap(false, Ordering::Relaxed) {
+            if polling && self.take_look() {
                 self.judge_work();
             }
             match io.poll_fast(tested, self.parked.load(Ordering::Relaxed)) {
@@ -383,12 +383,18 @@ impl Comm {
         true
     }
 
-    /// A caller's test reported a large request of this communicator done: the clock for
+    /// A caller's test reported a large request of this parked communicator done: the clock for
     /// `judge_work` starts (at the end of the library's call, so none of its own work counts).
     fn stamp_completion(&self) {
         let (me, cpu) = crate::transport::poll::thread_cpu_ns();
         *self.completed_at.lock() = Some((crate::transport::poll::mono_ns(), me, cpu));
         self.completed_look.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stamp waits to be judged, clearing it (a plain load on the polling path,
+    /// where it is almost always false).
+    fn take_look(&self) -> bool {
+        self.completed_look.load(Ordering::Relaxed) && self.completed_look.swap(false, Ordering::Relaxed)
     }
 
     /// At the caller's first post or poll after a large completion (before it moves any
@@ -461,6 +467,7 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
     let ((out, kind), _gone) = REQUESTS
         .with_take(id, |req| {
             let was_pending = req.is_pending();
+            let was_parked = was_pending && req.comm.parked.load(Ordering::Relaxed);
             if was_pending {
                 req.comm.try_progress(Some(req.as_ref()));
             }
@@ -475,7 +482,9 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
                 out = req.outcome();
             }
             let end = out != Outcome::Pending;
-            if end && was_pending && req.region.len() > LARGE {
+            // Only a caller that had taken the sockets over can hand them back (TCP; shared
+            // memory and verbs never park): no clock reads for the others.
+            if end && was_pending && was_parked && req.region.len() > LARGE {
                 req.comm.stamp_completion();
             }
             ((out, req.kind), end)
