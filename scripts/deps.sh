@@ -17,7 +17,10 @@ if [ "${VERBS:-1}" = 1 ]; then
     # The verbs transport: rdma-sys links libibverbs/librdmacm and runs bindgen (libclang).
     pkg-config --exists libibverbs 2>/dev/null || need="$need libibverbs-dev"
     pkg-config --exists librdmacm 2>/dev/null || need="$need librdmacm-dev"
-    ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need="$need libclang-dev"
+    # libclang itself (libclang.so.N or libclang-N.so.M), not libclang-cpp, which some hosts
+    # have without it.
+    ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang.so* \
+       /usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so* 2>/dev/null | grep -q . || need="$need libclang-dev"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
     # Debian's own toolchain (edition 2024 needs rustc >= 1.85); rustup's works as well.
