@@ -13,7 +13,8 @@
 # many_comms_vs_one = GB/s with 64 communicators / GB/s with 1 (16 in flight each, TCP; both
 # measured in every round). Context without a target: bench/tcp_pair.c, plain kernel TCP shaped
 # like ours at 64 MiB (same streams, chunks, sendfile from memfd, 16 buffers per side), runs in
-# every round next to nrt tcp 64 MiB (results: tcp_vs_tcp_pair, tcp_pair_vs_iperf3).
+# every round next to nrt tcp 64 MiB (results: tcp_vs_tcp_pair, tcp_pair_vs_iperf3), and so does
+# iperf3 -C reno, the congestion control our streams choose on loopback (tcp_vs_iperf3_reno).
 # The inputs of the ratios are medians over BENCH_ROUNDS rounds in which ours and the reference run
 # back to back (loopback figures on a small VM drift a lot from minute to minute); the tables'
 # iperf3 figures come from one 5 s run per setting, UCX 4 MiB from the median of 3 runs, memcpy
@@ -171,9 +172,10 @@ else
 fi
 
 # ------------------------------------------------------------------ iperf3
-iperf3_run() {  # streams zc|copy [tag seconds]
+iperf3_run() {  # streams zc|copy [tag seconds congestion-control]
     local streams=$1 mode=$2 tag=${3:-} secs=${4:-$SECS} port pid zflag="" out="$TMP/iperf3_P$1_$2${3:-}.json" g
     [ "$mode" = zc ] && zflag="-Z"
+    [ -n "${5:-}" ] && zflag="$zflag -C $5"
     if ! command -v iperf3 >/dev/null 2>&1; then fail "iperf3 -P $streams $zflag: iperf3 not installed"; return; fi
     port=$($PY free-port 1) || { fail "iperf3: no free port"; return; }
     timeout $((secs + 30)) iperf3 -s -1 -B 127.0.0.1 -p "$port" > "$TMP/iperf3_P${streams}_${mode}${tag}.server.log" 2>&1 &
@@ -302,7 +304,7 @@ fi
 # ------------------------------------------------------------------ ratio rounds
 # The ratio inputs, measured in ROUNDS rounds, each running ours and the reference one after the
 # other (iperf3 -P N for 3 s, nrt tcp 64 MiB, the plain C TCP pair, ucx tcp 64 MiB, nrt shm 64 MiB, ucx sm 64 MiB, then
-# the 8-byte ping-pongs the same way, three times, then 1 and 64 communicators x 16 in flight, TCP,
+# the 8-byte ping-pongs the same way, three times (and, as context, iperf3 -C reno), then 1 and 64 communicators x 16 in flight, TCP,
 # SCALE_SIZE messages, SCALE_BYTES each, both cycling through FOOTPRINT of tensors): this VM's loopback speed drifts by tens of percent within
 # minutes, and a pair measured seconds apart sees the same machine. Each side's figure is the
 # median over the rounds.
@@ -310,6 +312,8 @@ idle_check ratio_rounds
 log "ratio rounds: $ROUNDS x (iperf3 -P $N, nrt/ucx tcp 64 MiB, nrt/ucx shm|sm 64 MiB, nrt/ucx tcp 8 B, nrt/ucx shm|sm 8 B, nrt tcp 1 and 64 communicators)"
 for k in $(seq "$ROUNDS"); do
     iperf3_run "$N" copy "_round$k" 3
+    # Context: iperf3 with the congestion control our streams choose on loopback (reno).
+    iperf3_run "$N" copy "_reno_round$k" 3 reno
     [ $TOOL_OK = 1 ] && { nrt_run "tcp_bw64_$k" 120 --transport tcp --mode bw --sizes 64M --iters 64 --bytes-per-size 8G --label "nrt tcp 64M #$k" || true; }
     pair_run "$k"
     ucx_run tcp "$UCX_TLS_TCP" tag_bw $((64 << 20)) 100 10 "bw_64M_$k"

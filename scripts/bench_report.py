@@ -264,14 +264,19 @@ def collect(tmp):
             except (OSError, ValueError, KeyError, TypeError):
                 g = None
             iperf3.append({"streams": n, "zerocopy": zc, "block": "1M", "gbytes_per_s": g})
-    # The ratio rounds' iperf3 runs (N streams, copy, 3 s each), in round order.
-    iperf3_rounds = []
-    for path in sorted(glob.glob(os.path.join(tmp, "iperf3_P%d_copy_round*.json" % streams)),
-                       key=lambda p: int(re.findall(r"_round(\d+)\.json$", p)[0])):
-        try:
-            iperf3_rounds.append(parse_iperf3(path))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+    # The ratio rounds' iperf3 runs (N streams, copy, 3 s each), in round order: with the
+    # system's congestion control, and (context) with reno, which our loopback streams choose.
+    def rounds_of(pattern):
+        out = []
+        for path in sorted(glob.glob(os.path.join(tmp, pattern % streams)),
+                           key=lambda p: int(re.findall(r"_round(\d+)\.json$", p)[0])):
+            try:
+                out.append(parse_iperf3(path))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        return out
+    iperf3_rounds = rounds_of("iperf3_P%d_copy_round*.json")
+    iperf3_reno_rounds = rounds_of("iperf3_P%d_copy_reno_round*.json")
 
     def ucx_one(name):
         try:
@@ -319,7 +324,7 @@ def collect(tmp):
         d = load_json(path) or {}
         if d.get("gbytes_per_s") is not None:
             tcp_pair_rounds.append(d)
-    return env, errors, memcpy, iperf3, iperf3_rounds, ucx, nrt_tcp, nrt_shm, scale, tcp_pair_rounds
+    return env, errors, memcpy, iperf3, iperf3_rounds, iperf3_reno_rounds, ucx, nrt_tcp, nrt_shm, scale, tcp_pair_rounds
 
 
 def nrt_at(run, size, key):
@@ -361,7 +366,7 @@ def fmt_gbs(v):
 # ---------------------------------------------------------------- refs / report
 
 def build_refs(tmp):
-    env, errors, memcpy, iperf3, _, ucx, *_, pair = collect(tmp)
+    env, errors, memcpy, iperf3, _, _, ucx, *_, pair = collect(tmp)
     refs = []
     for r in iperf3:
         if r["gbytes_per_s"] is not None:
@@ -409,14 +414,17 @@ def cmd_round_summary(args):
                        glob.glob(os.path.join(tmp, "nrt_%s_%d_*.json" % (name, k))))
         return fmt_med([nrt_at(load_json(p), size, key) for p in paths], f)
 
-    try:
-        ip = "%.2f" % parse_iperf3(os.path.join(tmp, "iperf3_P%d_copy_round%d.json" % (streams, k)))
-    except (OSError, ValueError, KeyError, TypeError):
-        ip = "-"
+    def iperf3_round(tag):
+        try:
+            return "%.2f" % parse_iperf3(os.path.join(tmp, "iperf3_P%d_copy%s_round%d.json" % (streams, tag, k)))
+        except (OSError, ValueError, KeyError, TypeError):
+            return "-"
+    ip = iperf3_round("")
+    ip_reno = iperf3_round("_reno")
     pair = fmt((load_json(os.path.join(tmp, "tcp_pair_round%d.json" % k)) or {}).get("gbytes_per_s"), "%.2f")
-    print("GB/s tcp %s (iperf3 %s, ucx %s, C pair %s), shm %s (ucx sm %s); us tcp %s (ucx %s), shm %s (ucx sm %s); "
+    print("GB/s tcp %s (iperf3 %s, -C reno %s, ucx %s, C pair %s), shm %s (ucx sm %s); us tcp %s (ucx %s), shm %s (ucx sm %s); "
           "GB/s 1 comm %s, 64 comms %s" % (
-        nrt("tcp_bw64", 64 * MIB, "gbytes_per_s", "%.2f"), ip, ucx("tcp", "bw_64M", "gbytes_per_s", "%.2f"), pair,
+        nrt("tcp_bw64", 64 * MIB, "gbytes_per_s", "%.2f"), ip, ip_reno, ucx("tcp", "bw_64M", "gbytes_per_s", "%.2f"), pair,
         nrt("shm_bw64", 64 * MIB, "gbytes_per_s", "%.2f"), ucx("sm", "bw_64M", "gbytes_per_s", "%.2f"),
         nrt("tcp_lat8", 8, "lat_p50_us", "%.2f"), ucx("tcp", "lat_8B", "lat_p50_us", "%.2f"),
         nrt("shm_lat8", 8, "lat_p50_us", "%.2f"), ucx("sm", "lat_8B", "lat_p50_us", "%.2f"),
@@ -433,7 +441,7 @@ def cmd_refs(args):
 
 def cmd_report(args):
     tmp, outdir = args[0], args[1]
-    env, errors, memcpy, iperf3, iperf3_rounds, ucx, nrt_tcp, nrt_shm, scale, tcp_pair_rounds = collect(tmp)
+    env, errors, memcpy, iperf3, iperf3_rounds, iperf3_reno_rounds, ucx, nrt_tcp, nrt_shm, scale, tcp_pair_rounds = collect(tmp)
     streams = int(env.get("streams", "4"))
     S64 = 64 * MIB
 
@@ -467,6 +475,7 @@ def cmd_report(args):
     pair_shape = {k: v for k, v in (tcp_pair_rounds[0] if tcp_pair_rounds else {}).items() if k != "gbytes_per_s"}
     # The rounds' iperf3 median (the reference of tcp_vs_iperf3; the tables' run without rounds).
     iperf3_med = statistics.median(iperf3_rounds) if iperf3_rounds else None
+    iperf3_reno_med = statistics.median(iperf3_reno_rounds) if iperf3_reno_rounds else None
     iperf3_ref = iperf3_med if iperf3_med is not None else iperf(streams, False)
     shm64 = median_runs("shm_bw64", S64, "gbytes_per_s", nrt_at(nrt_shm, S64, "gbytes_per_s"))
     tcp_lat8 = median_runs("tcp_lat8", 8, "lat_p50_us", nrt_at(nrt_tcp, 8, "lat_p50_us"))
@@ -493,6 +502,8 @@ def cmd_report(args):
         # Context only (no target): the same 64 MiB TCP figure against the other iperf3 runs.
         "tcp_vs_iperf3_1stream": ratio(tcp64, iperf(1, False)),
         "tcp_vs_iperf3_zerocopy": ratio(tcp64, iperf(streams, True)),
+        # Against iperf3 -C reno, the congestion control our loopback streams choose.
+        "tcp_vs_iperf3_reno": ratio(tcp64, iperf3_reno_med),
         # The 8-byte ping-pongs' best runs (context: the same vCPU placement on both sides).
         "lat8_tcp_vs_ucx_best": ratio(best_runs("tcp_lat8", 8, "lat_p50_us"), ucx_best("tcp")),
         "lat8_shm_vs_ucx_best": ratio(best_runs("shm_lat8", 8, "lat_p50_us"), ucx_best("sm")),
@@ -549,6 +560,7 @@ def cmd_report(args):
         "nrt": {"tcp": nrt_tcp, "shm": nrt_shm, "scale": scale},
         "iperf3": iperf3,
         "iperf3_rounds": {"streams": streams, "seconds": 3, "gbytes_per_s": iperf3_rounds},
+        "iperf3_reno_rounds": {"streams": streams, "seconds": 3, "congestion": "reno", "gbytes_per_s": iperf3_reno_rounds},
         "tcp_pair_rounds": dict(pair_shape, gbytes_per_s=[r["gbytes_per_s"] for r in tcp_pair_rounds]),
         "ucx": ucx,
         "memcpy": memcpy,
@@ -625,6 +637,12 @@ def cmd_report(args):
                   fmt_gbs(ucx["tcp"]["tag_bw_64M_gbytes_per_s"]), fmt(ucx["tcp"]["tag_lat_8B_us"], "%.2f"),
                   fmt_gbs(ucx["sm"]["tag_bw_64M_gbytes_per_s"]), fmt(ucx["sm"]["tag_lat_8B_us"], "%.2f"),
                   human_size(scale_size), fmt_gbs(comms1), fmt_gbs(comms64)))
+    md.append("")
+    md.append("Context, no target: our TCP streams to this host run reno (README, \"TCP tuning\"); iperf3 "
+              "`-C reno -P %d` in the same rounds: %s GB/s (median of %d), ours / it %s; iperf3 with the "
+              "system's congestion control (the target's reference): %s GB/s." % (
+                  streams, fmt_gbs(iperf3_reno_med), len(iperf3_reno_rounds),
+                  fmt(ratios["tcp_vs_iperf3_reno"], "%.2f"), fmt_gbs(iperf3_med)))
     md.append("")
     md.append("Context, no target: the plain C TCP pair (bench/tcp_pair.c: the kernel's loopback TCP with our "
               "shape, 64 MiB messages from and into 16 memfd buffers per side) moved %s GB/s in the same rounds: "

@@ -86,6 +86,14 @@ if NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=0 NEURON_RT_ASYNC_SENDRECV_TRANSPORT=tc
     pass "t_transfer over TCP with NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=0"
 else fail "t_transfer over TCP with sendmsg copies (see $LOGDIR/t_transfer-sendmsg.log)"; tail -5 "$LOGDIR/t_transfer-sendmsg.log"; fi
 
+# A congestion control the kernel does not have (NEURON_RT_ASYNC_SENDRECV_TCP_CONGESTION): the
+# sockets keep their own, the cause is logged once, and the transfer test passes over TCP.
+if NEURON_RT_ASYNC_SENDRECV_TCP_CONGESTION=no_such_cc NEURON_RT_ASYNC_SENDRECV_TRANSPORT=tcp NRT_TEST_PORT_BASE=29200 \
+   NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=warn timeout 120 build/c_tests/t_transfer >"$LOGDIR/t_transfer-cc.log" 2>&1 \
+   && [ "$(grep -c 'TCP congestion control "no_such_cc" not set' "$LOGDIR/t_transfer-cc.log")" = 1 ]; then
+    pass "t_transfer over TCP with an unknown congestion control: logged once, every byte checked"
+else fail "t_transfer over TCP with an unknown congestion control (see $LOGDIR/t_transfer-cc.log)"; tail -5 "$LOGDIR/t_transfer-cc.log"; fi
+
 # Shared memory where the kernel refuses process_vm_readv (a seccomp filter, as container
 # policies and Yama's ptrace_scope can): still shared memory (required), messages that do not lie
 # in a memfd staged by the sender; the transfer test and the two-process test, every byte checked.

@@ -178,6 +178,11 @@ impl Lnc {
             Error::io(st, &format!("lnc {id}: cannot listen on TCP port {port} (NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT + lnc)"), &e)
         })?;
         listener.set_nonblocking(true).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "listener nonblocking", &e))?;
+        // Accepted connections start with the listener's congestion control: the one for a peer
+        // on this host (`Stream::new` gives one from elsewhere the system's).
+        if let Some(cc) = crate::transport::tcp::congestion_for(true) {
+            crate::transport::tcp::set_congestion(socket2::SockRef::from(&listener), cc);
+        }
         let poller = Poller::new(TOKEN_WAKE).map_err(|e| Error::io(NRT_STATUS::NRT_RESOURCE, "epoll/eventfd", &e))?;
         poller
             .watch_listener(listener.as_raw_fd(), TOKEN_LISTENER)
@@ -725,12 +730,20 @@ impl Lnc {
     }
 
     /// Every live communicator of this lnc, for flush.
+    /// The congestion control the listener gives the connections it accepts.
+    #[cfg(test)]
+    pub fn listener_congestion(&self) -> String {
+        let l = self.listener.lock();
+        let name = l.as_ref().map(|l| socket2::SockRef::from(l).tcp_congestion().unwrap_or_default()).unwrap_or_default();
+        String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or(&[])).into_owned()
+    }
+
     pub fn comms(&self) -> Vec<Arc<Comm>> {
         self.comms.lock().clone()
     }
 }
 
-fn connect_once(addr: SocketAddr, deadline: Instant, comm: &Comm) -> Result<TcpStream> {
+fn connect_once(addr: SocketAddr, deadline: Instant, comm: &Comm, cc: Option<&std::ffi::CStr>) -> Result<TcpStream> {
     let mut backoff = Duration::from_millis(10);
     let mut last: Option<std::io::Error> = None;
     loop {
@@ -743,7 +756,7 @@ fn connect_once(addr: SocketAddr, deadline: Instant, comm: &Comm) -> Result<TcpS
             return Err(Error::timeout(format!("no connection to {addr} within {} ms{why}", comm.lnc.cfg.connect_timeout.as_millis())));
         }
         let slice = (deadline - now).min(Duration::from_secs(1));
-        match TcpStream::connect_timeout(&addr, slice) {
+        match crate::transport::tcp::connect_with(addr, slice, cc) {
             Ok(s) => return Ok(s),
             Err(e) => {
                 crate::log_debug!("{}: connect to {addr}: {e}; retrying", comm.describe());
@@ -788,8 +801,9 @@ fn connector(lnc: &Lnc, comm: &Arc<Comm>, addr: SocketAddr) -> Result<()> {
     let mut socks = Vec::with_capacity(nstreams);
     let mut dev = None;
     let mut shm = false;
+    let cc = crate::transport::tcp::congestion_for(crate::transport::tcp::is_this_host(addr.ip()));
     for i in 0..nstreams {
-        let s = connect_once(addr, deadline, comm)?;
+        let s = connect_once(addr, deadline, comm, cc)?;
         if i == 0 {
             // Offer shared memory when the peer is on this host, else verbs when a device
             // serves the address this connection leaves from.

@@ -773,6 +773,40 @@ mod shm {
     }
 
     #[test]
+    fn streams_to_this_host_run_reno_from_their_handshake_and_others_keep_the_system_choice() {
+        // BBR, a common default (this VM's), paces every loopback socket and drains it to probe
+        // the round trip; once started on a connection it leaves the socket paced when replaced,
+        // so the choice is made before the handshake: on the connecting socket and on the
+        // listener whose accepted sockets inherit it (README, "TCP tuning").
+        let (a, b) = (968, 969);
+        let (s, r) = pair(26240, a, b, Transport::Tcp, Transport::Tcp);
+        ready(&s).unwrap();
+        ready(&r).unwrap();
+        assert_eq!(r.lnc.listener_congestion(), "reno", "the listener (accepted sockets inherit it)");
+        for (side, c) in [("connecting", &s), ("accepting", &r)] {
+            let io = c.io.lock();
+            assert!(!io.streams.is_empty(), "{side}: no streams");
+            for (i, st) in io.streams.iter().enumerate() {
+                assert_eq!(st.congestion(), "reno", "{side} side, stream {i}");
+            }
+        }
+        let (src, dst, data) = loaded(3 << 20, 41);
+        let sq = s.post(Kind::Send, src.region(0, 3 << 20).unwrap()).unwrap();
+        let rq = r.post(Kind::Recv, dst.region(0, 3 << 20).unwrap()).unwrap();
+        finish(rq, sq, &dst, &data, "a message over reno streams");
+        // Across hosts (unset variable): the system's default, what the administrator chose.
+        use crate::transport::tcp::{congestion_for, is_this_host};
+        let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap();
+        assert_eq!(congestion_for(false).map(|c| c.to_str().unwrap()), Some(system.trim()));
+        assert_eq!(congestion_for(true).map(|c| c.to_str().unwrap()), Some("reno"));
+        assert!(is_this_host("127.0.0.1".parse().unwrap()));
+        // TEST-NET-1 (RFC 5737) is never an address of this host; nothing is sent to it.
+        assert!(!is_this_host("192.0.2.1".parse().unwrap()));
+        close(a).unwrap();
+        close(b).unwrap();
+    }
+
+    #[test]
     fn a_caller_that_works_between_large_receives_gets_the_next_one_moved_meanwhile() {
         // A caller spinning from one large TCP receive to the next keeps its sockets (parked);
         // one that comes back late to this communicator (it worked meanwhile) hands them back to
