@@ -729,7 +729,6 @@ impl Lnc {
         self.accept.lock().handshakes.len()
     }
 
-    /// Every live communicator of this lnc, for flush.
     /// The congestion control the listener gives the connections it accepts.
     #[cfg(test)]
     pub fn listener_congestion(&self) -> String {
@@ -738,6 +737,7 @@ impl Lnc {
         String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or(&[])).into_owned()
     }
 
+    /// Every live communicator of this lnc, for flush.
     pub fn comms(&self) -> Vec<Arc<Comm>> {
         self.comms.lock().clone()
     }
