@@ -733,8 +733,7 @@ impl Lnc {
     #[cfg(test)]
     pub fn listener_congestion(&self) -> String {
         let l = self.listener.lock();
-        let name = l.as_ref().map(|l| socket2::SockRef::from(l).tcp_congestion().unwrap_or_default()).unwrap_or_default();
-        String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or(&[])).into_owned()
+        l.as_ref().map(|l| crate::transport::tcp::congestion_name(socket2::SockRef::from(l))).unwrap_or_default()
     }
 
     /// Every live communicator of this lnc, for flush.

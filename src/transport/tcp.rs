@@ -113,6 +113,13 @@ pub fn set_congestion(sock: socket2::SockRef<'_>, want: &std::ffi::CStr) {
     }
 }
 
+/// The congestion control a socket runs, by name ("" when it cannot be read).
+#[cfg(test)]
+pub fn congestion_name(sock: socket2::SockRef<'_>) -> String {
+    let name = sock.tcp_congestion().unwrap_or_default();
+    String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or(&[])).into_owned()
+}
+
 /// Whether `ip` is an address of this host: loopback, or one a socket can be bound to.
 pub fn is_this_host(ip: std::net::IpAddr) -> bool {
     let ip = crate::engine::canonical(ip);
@@ -381,8 +388,7 @@ impl Stream {
     /// The congestion control the socket runs (its name).
     #[cfg(test)]
     pub fn congestion(&self) -> String {
-        let name = socket2::SockRef::from(&self.sock).tcp_congestion().unwrap_or_default();
-        String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or(&[])).into_owned()
+        congestion_name(socket2::SockRef::from(&self.sock))
     }
 
     /// Bytes already read from the socket wait to be parsed.
