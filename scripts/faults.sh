@@ -90,6 +90,42 @@ check_bystander "baseline"
 res $(( s || r )) "baseline: 300 x 1 MiB across the veth" "sender $(tail -1 "$OUT/send.out"), receiver $(tail -1 "$OUT/recv.out")"
 row "none" "all delivered" "$(tail -1 "$OUT/recv.out")" "300 MiB"
 
+# 0b. Congestion control: streams across the veth keep each namespace's default (set to an
+#     algorithm other than reno for the test), streams on loopback run reno (README, "TCP
+#     tuning"); read with ss mid-transfer.
+CC=$(ip netns exec "$A" sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null | tr ' ' '\n' | grep -m1 -x -e cubic -e bbr)
+if [ -n "$CC" ] && ip netns exec "$A" sysctl -qw net.ipv4.tcp_congestion_control=$CC 2>/dev/null \
+   && ip netns exec "$B" sysctl -qw net.ipv4.tcp_congestion_control=$CC 2>/dev/null; then
+    start_pair 3000
+    wait_progress "$OUT/recv.out" 100
+    ip netns exec "$A" ss -tinH state established >"$OUT/ss_A.txt" 2>&1
+    ip netns exec "$B" ss -tinH state established >"$OUT/ss_B.txt" 2>&1
+    wait $SPID; s=$?; wait $RPID; r=$?
+    check_bystander "congestion control"
+    verdict=$(python3 - "$OUT/ss_A.txt" "$OUT/ss_B.txt" $IPA $IPB $CC <<'PY'
+import sys
+# ss prints each socket on two lines: addresses, then details starting with the algorithm.
+counts = {}
+for path in sys.argv[1:3]:
+    lines = [l for l in open(path).read().splitlines() if l.strip()]
+    for addr, info in zip(lines[::2], lines[1::2]):
+        peers = [p.replace("[::ffff:", "").replace("]", "") for p in addr.split()[-2:]]
+        kind = "veth" if any(p.startswith(sys.argv[3] + ":") or p.startswith(sys.argv[4] + ":") for p in peers) else "loopback"
+        algo = info.split()[0]
+        counts.setdefault(kind, {}).setdefault(algo, 0)
+        counts[kind][algo] += 1
+ok = set(counts.get("veth", {})) == {sys.argv[5]} and set(counts.get("loopback", {})) == {"reno"}
+print(("ok " if ok else "bad ") + " ".join("%s: %s" % (k, ",".join("%s x%d" % kv for kv in v.items())) for k, v in sorted(counts.items())))
+PY
+)
+    res $(( s || r )) "congestion control: transfer across the veth" "receiver $(tail -1 "$OUT/recv.out")"
+    case "$verdict" in ok*) v=0 ;; *) v=1 ;; esac
+    res $v "congestion control: $CC (the namespace's) across the veth, reno on loopback" "${verdict#* }"
+    row "none (congestion control)" "the namespace's across hosts, reno on loopback" "${verdict#* }" "3000 MiB"
+else
+    res 1 "congestion control: neither cubic nor bbr can be a namespace's default" "$(ip netns exec "$A" sysctl net.ipv4.tcp_available_congestion_control 2>&1)"
+fi
+
 # 1. Link down for 2 s in the middle of a transfer: TCP retransmits; everything arrives.
 start_pair 3000
 if wait_progress "$OUT/recv.out" 300; then
