@@ -1,10 +1,12 @@
 /* Plain kernel TCP on loopback, shaped like our TCP transport at 64 MiB: the context figure for
  * `make bench`'s tcp ratios (what a sender/receiver pair with no library at all moves here).
  *
- *   cc -O2 -o tcp_pair bench/tcp_pair.c && ./tcp_pair [streams] [message_MiB] [buffers] [messages]
+ *   cc -O2 -o tcp_pair bench/tcp_pair.c && ./tcp_pair [streams] [message_MiB] [buffers] [messages] [cc]
  *
  * Defaults: 4 streams, 64 MiB messages, 16 buffers per side, 64 timed messages, as the bench's
- * `nrt-sr-perf --sizes 64M --iters 64` (window 16, one tensor per slot). A forked sender
+ * `nrt-sr-perf --sizes 64M --iters 64` (window 16, one tensor per slot), and the system's TCP
+ * congestion control unless `cc` names one (the bench passes reno, which our streams to this host
+ * choose; set before listen/connect, as ours is). A forked sender
  * `sendfile`s each message from a memfd (like our tensors) in 512 KiB chunks dealt round robin over
  * the streams, blocking; the receiver `recv`s every chunk in place into its own memfd buffers,
  * blocking, one stream after the other. 4 untimed messages first, then the timed ones: GB/s =
@@ -15,6 +17,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -77,13 +80,18 @@ static void sender(const int *socks, int streams, size_t msg, int buffers, int m
     if (recv(socks[0], &x, 1, 0) != 1) die("sender: waiting for the receiver's end byte");
 }
 
+static void set_cc(int fd, const char *cc) {
+    if (cc && setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc)) != 0) die("setsockopt TCP_CONGESTION");
+}
+
 int main(int argc, char **argv) {
     int streams = argc > 1 ? atoi(argv[1]) : 4;
     size_t msg = (size_t)(argc > 2 ? atoi(argv[2]) : 64) << 20;
     int buffers = argc > 3 ? atoi(argv[3]) : 16;
     int messages = argc > 4 ? atoi(argv[4]) : 64;
+    const char *cc = argc > 5 ? argv[5] : NULL;
     if (streams < 1 || streams > MAX_STREAMS || msg == 0 || buffers < 1 || messages < 1) {
-        fprintf(stderr, "usage: tcp_pair [streams 1-%d] [message_MiB] [buffers] [messages]\n", MAX_STREAMS);
+        fprintf(stderr, "usage: tcp_pair [streams 1-%d] [message_MiB] [buffers] [messages] [congestion control]\n", MAX_STREAMS);
         return 2;
     }
     size_t total = msg * (size_t)buffers;
@@ -93,6 +101,7 @@ int main(int argc, char **argv) {
     for (int s = 0; s < streams; s++) {
         listeners[s] = socket(AF_INET, SOCK_STREAM, 0);
         if (listeners[s] < 0) die("socket");
+        set_cc(listeners[s], cc);
         memset(&addr[s], 0, sizeof addr[s]);
         addr[s].sin_family = AF_INET;
         addr[s].sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -115,6 +124,7 @@ int main(int argc, char **argv) {
         for (int s = 0; s < streams; s++) {
             socks[s] = socket(AF_INET, SOCK_STREAM, 0);
             if (socks[s] < 0) die("socket");
+            set_cc(socks[s], cc);
             if (connect(socks[s], (struct sockaddr *)&addr[s], sizeof addr[s]) != 0) die("connect");
         }
         sender(socks, streams, msg, buffers, messages, fd);
@@ -168,7 +178,8 @@ int main(int argc, char **argv) {
         }
     }
     printf("{\"gbytes_per_s\": %.3f, \"streams\": %d, \"message_bytes\": %zu, \"buffers\": %d, "
-           "\"messages\": %d, \"chunk_bytes\": %u, \"verified_bytes\": %zu}\n",
-           (double)msg * messages / dt / 1e9, streams, msg, buffers, messages, CHUNK, (size_t)filled * msg);
+           "\"messages\": %d, \"chunk_bytes\": %u, \"verified_bytes\": %zu, \"congestion\": \"%s\"}\n",
+           (double)msg * messages / dt / 1e9, streams, msg, buffers, messages, CHUNK, (size_t)filled * msg,
+           cc ? cc : "system");
     return 0;
 }

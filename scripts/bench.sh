@@ -12,7 +12,7 @@
 # ucx_perftest tag_lat, whose latency is the round trip / 2), and
 # many_comms_vs_one = GB/s with 64 communicators / GB/s with 1 (16 in flight each, TCP; both
 # measured in every round). Context without a target: bench/tcp_pair.c, plain kernel TCP shaped
-# like ours at 64 MiB (same streams, chunks, sendfile from memfd, 16 buffers per side), runs in
+# like ours at 64 MiB (same streams, chunks, sendfile from memfd, 16 buffers per side, reno), runs in
 # every round next to nrt tcp 64 MiB (results: tcp_vs_tcp_pair, tcp_pair_vs_iperf3), and so does
 # iperf3 -C reno, the congestion control our streams choose on loopback (tcp_vs_iperf3_reno).
 # The inputs of the ratios are medians over BENCH_ROUNDS rounds in which ours and the reference run
@@ -204,7 +204,7 @@ else
 fi
 pair_run() {  # round
     [ $PAIR_OK = 1 ] || return
-    if run_fg timeout 120 "$TMP/tcp_pair" "$N" 64 16 64 > "$TMP/tcp_pair_round$1.json" 2> "$TMP/tcp_pair_round$1.err" \
+    if run_fg timeout 120 "$TMP/tcp_pair" "$N" 64 16 64 reno > "$TMP/tcp_pair_round$1.json" 2> "$TMP/tcp_pair_round$1.err" \
             && [ -s "$TMP/tcp_pair_round$1.json" ]; then
         return
     fi
