@@ -75,8 +75,9 @@ pub const PARK_NEGLECT_NS: u64 = 50_000_000;
 /// requests completed, having run as long on its CPU meanwhile, works between its requests (a
 /// spinning one is back within microseconds; a preempted one ran nothing meanwhile).
 const WORK_GAP_NS: u64 = 50_000;
-/// Requests above this many bytes count as large for `judge_work` (as for the Ack rules).
-const LARGE: usize = 64 * 1024;
+/// Requests above this many bytes count as large for `judge_work`: those cut into chunks over
+/// all streams (the transport's Ack rules draw the same line).
+const LARGE: usize = crate::transport::tcp::SMALL;
 
 impl Comm {
     pub fn new(id: u64, lnc: Arc<Lnc>, kind: Kind, peer: IpAddr, peer_lnc: i32, pair_seq: u64, reqs: BlockRef<Request>) -> Comm {

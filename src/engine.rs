@@ -229,22 +229,22 @@ impl Lnc {
     /// A spinning caller took over `comm`'s sockets: the progress thread checks it every
     /// millisecond and watches them again when the caller stops.
     pub fn park(&self, comm: Arc<Comm>) {
-        // A caller that works between requests parks and hands back once per message: listed once.
-        let mut p = self.parked.lock();
-        if !p.iter().any(|c| c.id == comm.id) {
-            p.push(comm);
-        }
-        drop(p);
-        self.poller.wake();
+        // A caller that works between requests parks and hands back once per message.
+        self.list_once(&self.parked, comm);
     }
 
     /// The progress thread moves `comm`'s bytes at its next turn (woken now).
     pub fn kick(&self, comm: Arc<Comm>) {
-        let mut k = self.kicked.lock();
-        if !k.iter().any(|c| c.id == comm.id) {
-            k.push(comm);
+        self.list_once(&self.kicked, comm);
+    }
+
+    /// Adds `comm` to one of the progress thread's lists unless it is there, and wakes it.
+    fn list_once(&self, list: &Mutex<Vec<Arc<Comm>>>, comm: Arc<Comm>) {
+        let mut l = list.lock();
+        if !l.iter().any(|c| c.id == comm.id) {
+            l.push(comm);
         }
-        drop(k);
+        drop(l);
         self.poller.wake();
     }
 
@@ -733,7 +733,7 @@ impl Lnc {
     #[cfg(test)]
     pub fn listener_congestion(&self) -> String {
         let l = self.listener.lock();
-        l.as_ref().map(|l| crate::transport::tcp::congestion_name(socket2::SockRef::from(l))).unwrap_or_default()
+        l.as_ref().map(|l| crate::transport::tcp::congestion_name(&socket2::SockRef::from(l))).unwrap_or_default()
     }
 
     /// Every live communicator of this lnc, for flush.

@@ -652,6 +652,14 @@ mod shm {
         }
     }
 
+    /// A connected TCP pair (lnc `a` sends to lnc `b`), both sides ready.
+    fn tcp_pair(base: u16, a: i32, b: i32) -> (Arc<Comm>, Arc<Comm>) {
+        let (s, r) = pair(base, a, b, Transport::Tcp, Transport::Tcp);
+        ready(&s).unwrap();
+        ready(&r).unwrap();
+        (s, r)
+    }
+
     fn pair(base: u16, a: i32, b: i32, ta: Transport, tb: Transport) -> (Arc<Comm>, Arc<Comm>) {
         nrt_init();
         init_with(a, Some(cfg(base, ta))).unwrap();
@@ -751,9 +759,7 @@ mod shm {
         // finish transfers on its own, large (read over several polls) and small.
         let _memory = crate::MEMORY_HEAVY_TESTS.lock();
         let (a, b) = (950, 951);
-        let (s, r) = pair(26150, a, b, Transport::Tcp, Transport::Tcp);
-        ready(&s).unwrap();
-        ready(&r).unwrap();
+        let (s, r) = tcp_pair(26150, a, b);
         for (k, len) in [40usize << 20, 8].into_iter().enumerate() {
             let (src, dst, data) = loaded(len, k + 11);
             let rq = r.post(Kind::Recv, dst.region(0, len).unwrap()).unwrap();
@@ -779,9 +785,7 @@ mod shm {
         // so the choice is made before the handshake: on the connecting socket and on the
         // listener whose accepted sockets inherit it (README, "TCP tuning").
         let (a, b) = (968, 969);
-        let (s, r) = pair(26240, a, b, Transport::Tcp, Transport::Tcp);
-        ready(&s).unwrap();
-        ready(&r).unwrap();
+        let (s, r) = tcp_pair(26240, a, b);
         assert_eq!(r.lnc.listener_congestion(), "reno", "the listener (accepted sockets inherit it)");
         for (side, c) in [("connecting", &s), ("accepting", &r)] {
             let io = c.io.lock();
@@ -814,9 +818,7 @@ mod shm {
         // while it works instead of waiting in the socket for its next poll.
         let _memory = crate::MEMORY_HEAVY_TESTS.lock();
         let (a, b) = (966, 967);
-        let (s, r) = pair(26240, a, b, Transport::Tcp, Transport::Tcp);
-        ready(&s).unwrap();
-        ready(&r).unwrap();
+        let (s, r) = tcp_pair(26240, a, b);
         let len = 1 << 20;
         let msgs: Vec<(Tensor, Tensor, Vec<u8>)> = (0..6).map(|k| loaded(len, k + 31)).collect();
         let recv = |k: usize| r.post(Kind::Recv, msgs[k].1.region(0, len).unwrap()).unwrap();
@@ -881,9 +883,7 @@ mod shm {
         // must put it on the wire, and so must flush(lnc). (Before, it waited for the progress
         // thread's next tick: two processes exchanging this way took 0.7 ms per step, not 24 µs.)
         let (a, b) = (954, 955);
-        let (s, r) = pair(26170, a, b, Transport::Tcp, Transport::Tcp);
-        ready(&s).unwrap();
-        ready(&r).unwrap();
+        let (s, r) = tcp_pair(26170, a, b);
         let mut left_queued = 0;
         for k in 0..20 {
             let (src, dst, data) = loaded(8, k);
@@ -929,9 +929,7 @@ mod shm {
         // previous test says when it goes then). Every step checks every byte.
         let _memory = crate::MEMORY_HEAVY_TESTS.lock();
         let (a, b) = (956, 957);
-        let (s, r) = pair(26180, a, b, Transport::Tcp, Transport::Tcp);
-        ready(&s).unwrap();
-        ready(&r).unwrap();
+        let (s, r) = tcp_pair(26180, a, b);
         let mut small_left_queued = 0;
         for k in 0..12 {
             let len = if k % 2 == 0 { (1 << 20) + 5 } else { 8 };

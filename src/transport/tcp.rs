@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// Messages above this are split into chunks of this size over the streams.
 pub const CHUNK: usize = 512 * 1024;
 /// Messages up to this size all travel on stream 0.
-const SMALL: usize = 64 * 1024;
+pub(crate) const SMALL: usize = 64 * 1024;
 /// Bytes one `recv` may read ahead of a frame header (its payload, the next frames).
 const INBOX: usize = 4096;
 /// A caller waiting for a small receive reads stream 0 alone; every this many polls it checks
@@ -101,8 +101,7 @@ pub fn congestion_for(same_host: bool) -> Option<&'static std::ffi::CStr> {
 /// is not available, or not allowed to this process) leaves the socket's own and is logged once
 /// per process.
 pub fn set_congestion(sock: socket2::SockRef<'_>, want: &std::ffi::CStr) {
-    let have = sock.tcp_congestion().ok();
-    if have.as_deref().map(|h| h.split(|&b| b == 0).next().unwrap_or(h)) == Some(want.to_bytes()) {
+    if congestion_name(&sock).as_bytes() == want.to_bytes() {
         return;
     }
     if let Err(e) = sock.set_tcp_congestion(want.to_bytes()) {
@@ -114,8 +113,7 @@ pub fn set_congestion(sock: socket2::SockRef<'_>, want: &std::ffi::CStr) {
 }
 
 /// The congestion control a socket runs, by name ("" when it cannot be read).
-#[cfg(test)]
-pub fn congestion_name(sock: socket2::SockRef<'_>) -> String {
+pub fn congestion_name(sock: &socket2::Socket) -> String {
     let name = sock.tcp_congestion().unwrap_or_default();
     String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or(&[])).into_owned()
 }
@@ -388,7 +386,7 @@ impl Stream {
     /// The congestion control the socket runs (its name).
     #[cfg(test)]
     pub fn congestion(&self) -> String {
-        congestion_name(socket2::SockRef::from(&self.sock))
+        congestion_name(&socket2::SockRef::from(&self.sock))
     }
 
     /// Bytes already read from the socket wait to be parsed.
