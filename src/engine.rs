@@ -13,7 +13,7 @@
 
 use crate::comm::{COMMS, Comm};
 use crate::config::{Config, Transport};
-use crate::request::Kind;
+use crate::comm::request::Kind;
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::transport::poll::{Poller, random_u64};
 use crate::transport::tcp::Stream;
@@ -651,7 +651,7 @@ impl Lnc {
             *n - 1
         };
         let lnc = self.clone();
-        let reqs = crate::request::REQUESTS.new_block().ok_or_else(|| Error::resource("request table full"))?;
+        let reqs = crate::comm::request::REQUESTS.new_block().ok_or_else(|| Error::resource("request table full"))?;
         let (_, comm) = COMMS
             .insert_with(|id| Arc::new(Comm::new(id, lnc, kind, peer, peer_lnc, seq, reqs)))
             .ok_or_else(|| Error::resource("communicator table full"))?;

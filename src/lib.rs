@@ -11,7 +11,6 @@ pub mod engine;
 pub mod ffi;
 pub mod log;
 pub mod registry;
-pub mod request;
 pub mod runtime;
 pub mod status;
 pub mod tensor;

@@ -4,7 +4,6 @@
 pub mod copy;
 pub mod poll;
 pub mod shm;
-pub mod slots;
 pub mod tcp;
 #[cfg(feature = "verbs")]
 pub mod verbs;

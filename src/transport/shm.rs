@@ -43,7 +43,7 @@
 //! The TCP streams stay open: stream 0 carries the control frames, and its end is how either
 //! side learns that the other has gone.
 
-use crate::request::{Kind, Request};
+use crate::comm::request::{Kind, Request};
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::wire::{Frame, MAX_MESSAGE, ack};
 use std::collections::{HashMap, VecDeque};

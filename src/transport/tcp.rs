@@ -9,7 +9,7 @@
 //! too short fails both sides.
 
 use super::copy::{ALIAS, BOUNCE, slow_distance, with_bounce};
-use crate::request::{Kind, Request};
+use crate::comm::request::{Kind, Request};
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::tensor::StagedMemory;
 use crate::wire::{Frame, HEADER_LEN, ack};

@@ -23,7 +23,7 @@ mod mr;
 
 pub use device::{Device, device_for_ip};
 
-use crate::request::{Kind, Request};
+use crate::comm::request::{Kind, Request};
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::wire::{Frame, ack};
 use rdma_sys::*;

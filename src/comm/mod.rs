@@ -3,10 +3,13 @@
 use crate::config::MAX_PENDING_PER_COMM;
 use crate::engine::Lnc;
 use crate::registry::Table;
-use crate::request::{Kind, Outcome, REQUESTS, Request};
+pub mod request;
+pub mod slots;
+
+use crate::comm::request::{Kind, Outcome, REQUESTS, Request};
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::tensor::Region;
-use crate::transport::slots::BlockRef;
+use crate::comm::slots::BlockRef;
 use crate::transport::tcp::{CommIo, Stream};
 use parking_lot::Mutex;
 use std::net::IpAddr;

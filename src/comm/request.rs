@@ -7,7 +7,7 @@
 use crate::comm::Comm;
 use crate::status::{Error, NRT_STATUS};
 use crate::tensor::Region;
-use crate::transport::slots::Slots;
+use crate::comm::slots::Slots;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
