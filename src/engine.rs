@@ -11,11 +11,13 @@
 //! hands a complete group to the `accept` communicator with the same peer address, peer lnc and
 //! sequence number (the k-th connect pairs with the k-th accept), whichever comes first.
 
+use crate::comm::request::Kind;
 use crate::comm::{COMMS, Comm};
 use crate::config::{Config, Transport};
-use crate::comm::request::Kind;
 use crate::status::{Error, NRT_STATUS, Result};
-use crate::transport::poll::{Poller, random_u64};
+use crate::sys::epoll::Poller;
+use crate::sys::net::canonical;
+use crate::sys::random::random_u64;
 use crate::transport::tcp::Stream;
 use crate::transport::{RdmaDevice, rdma_device_for};
 use crate::wire::{FLAG_AUTH, FLAG_SHM, FLAG_VERBS, Frame, HEADER_LEN, WireError, ack};
@@ -41,17 +43,6 @@ const TICK: Duration = Duration::from_millis(100);
 const PARK_TICK: Duration = Duration::from_millis(1);
 /// How much longer than the connect deadline an unmatched incoming connection is kept.
 const GROUP_GRACE: Duration = Duration::from_secs(2);
-
-/// IPv4-mapped IPv6 addresses compare as the IPv4 address they carry.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    }
-}
 
 struct Handshake {
     sock: TcpStream,
@@ -150,7 +141,7 @@ pub struct Lnc {
     /// readiness event to tell it (`kick`).
     kicked: Mutex<Vec<Arc<Comm>>>,
     /// When a caller last tested a request of any TCP communicator of this lnc, or helped a
-    /// parked one (`transport::poll::mono_ns`): parked communicators go back to the progress
+    /// parked one (`sys::clock::mono_ns`): parked communicators go back to the progress
     /// thread once every caller of the lnc has gone quiet (see `Comm::unpark_if_idle`).
     pub(crate) polled_at: AtomicU64,
     /// When a polling caller last moved the bytes of the lnc's quiet parked communicators
@@ -266,7 +257,7 @@ impl Lnc {
         };
         for c in quiet {
             // Helping is a caller's work too (it can take a while, many communicators' bytes).
-            self.polled_at.store(crate::transport::poll::mono_ns(), Ordering::Relaxed);
+            self.polled_at.store(crate::sys::clock::mono_ns(), Ordering::Relaxed);
             c.help();
         }
     }
@@ -313,7 +304,7 @@ impl Lnc {
         if parked.is_empty() {
             return;
         }
-        let now = crate::transport::poll::mono_ns();
+        let now = crate::sys::clock::mono_ns();
         let keep: Vec<Arc<Comm>> = parked.into_iter().filter(|c| !c.unpark_if_idle(now)).collect();
         self.parked.lock().extend(keep);
     }
@@ -549,7 +540,7 @@ impl Lnc {
         if !wanted {
             return Ok(false);
         }
-        let local = crate::transport::tcp::on_this_host(sock);
+        let local = crate::sys::net::on_this_host(sock);
         let ok = local && peer_offers;
         if self.cfg.transport == Transport::Shm && !ok {
             let why = if local { "the peer does not offer shared memory" } else { "the peer is not on this host" };
@@ -800,7 +791,7 @@ fn connector(lnc: &Lnc, comm: &Arc<Comm>, addr: SocketAddr) -> Result<()> {
     let mut socks = Vec::with_capacity(nstreams);
     let mut dev = None;
     let mut shm = false;
-    let cc = crate::transport::tcp::congestion_for(crate::transport::tcp::is_this_host(addr.ip()));
+    let cc = crate::transport::tcp::congestion_for(crate::sys::net::is_this_host(addr.ip()));
     for i in 0..nstreams {
         let s = connect_once(addr, deadline, comm, cc)?;
         if i == 0 {

@@ -13,6 +13,7 @@ pub mod log;
 pub mod registry;
 pub mod runtime;
 pub mod status;
+pub mod sys;
 pub mod tensor;
 pub mod transport;
 pub mod wire;

@@ -7,9 +7,9 @@ pub mod request;
 pub mod slots;
 
 use crate::comm::request::{Kind, Outcome, REQUESTS, Request};
+use crate::comm::slots::BlockRef;
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::tensor::Region;
-use crate::comm::slots::BlockRef;
 use crate::transport::tcp::{CommIo, Stream};
 use parking_lot::Mutex;
 use std::net::IpAddr;
@@ -232,7 +232,7 @@ impl Comm {
         if self.take_look() {
             self.judge_work();
         }
-        let deadline = self.lnc.cfg.request_timeout.map(|t| crate::transport::poll::coarse_ns() + t.as_nanos() as u64);
+        let deadline = self.lnc.cfg.request_timeout.map(|t| crate::sys::clock::coarse_ns() + t.as_nanos() as u64);
         let mut io = self.io.lock();
         if self.state.load(Ordering::Acquire) != READY {
             return Err(Error::failure(format!("{}: communicator failed: {}", self.describe(), self.error())));
@@ -311,7 +311,7 @@ impl Comm {
                 }
             }
             // Any caller's poll over TCP shows the lnc has a live caller (see `unpark_if_idle`).
-            let help_at = (!io.is_shm() && park_enabled()).then(crate::transport::poll::mono_ns);
+            let help_at = (!io.is_shm() && park_enabled()).then(crate::sys::clock::mono_ns);
             if let Some(now) = help_at {
                 self.lnc.polled_at.store(now, Ordering::Relaxed);
             }
@@ -344,7 +344,7 @@ impl Comm {
             // second thread, transport/copy.rs): a caller spinning on it gives its CPU away
             // between polls instead of competing with that copy.
             let yield_cpu = io.is_shm()
-                && tested.is_some_and(|r| r.kind == Kind::Send && r.region.len() >= crate::transport::copy::SPLIT_MIN && r.is_pending());
+                && tested.is_some_and(|r| r.kind == Kind::Send && r.region.len() >= crate::sys::copy::SPLIT_MIN && r.is_pending());
             drop(io);
             if yield_cpu {
                 std::thread::yield_now();
@@ -390,8 +390,8 @@ impl Comm {
     /// A caller's test reported a large request of this parked communicator done: the clock for
     /// `judge_work` starts (at the end of the library's call, so none of its own work counts).
     fn stamp_completion(&self) {
-        let (me, cpu) = crate::transport::poll::thread_cpu_ns();
-        *self.completed_at.lock() = Some((crate::transport::poll::mono_ns(), me, cpu));
+        let (me, cpu) = crate::sys::clock::thread_cpu_ns();
+        *self.completed_at.lock() = Some((crate::sys::clock::mono_ns(), me, cpu));
         self.completed_look.store(true, Ordering::Relaxed);
     }
 
@@ -408,8 +408,8 @@ impl Comm {
     /// (a caller cycling through many is busy with them, not working).
     fn judge_work(&self) {
         let Some((wall, who, cpu)) = self.completed_at.lock().take() else { return };
-        let now = crate::transport::poll::mono_ns();
-        let (me, cpu_now) = crate::transport::poll::thread_cpu_ns();
+        let now = crate::sys::clock::mono_ns();
+        let (me, cpu_now) = crate::sys::clock::thread_cpu_ns();
         let gap = |t: u64| now.saturating_sub(t) > WORK_GAP_NS;
         let worked = gap(wall) && gap(self.lnc.polled_at.load(Ordering::Relaxed)) && who == me && cpu_now.saturating_sub(cpu) > WORK_GAP_NS;
         self.works_between.store(worked, Ordering::Relaxed);
@@ -433,7 +433,7 @@ impl Comm {
         // A caller holding the lock is polling right now (one poll can last long: a large
         // message read in one go); it stamps `polled_at` before letting go. Next tick then.
         let Some(mut io) = self.io.try_lock() else { return false };
-        if ready && !idle(crate::transport::poll::mono_ns()) {
+        if ready && !idle(crate::sys::clock::mono_ns()) {
             return false;
         }
         self.hand_back(&mut io);
@@ -478,7 +478,7 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
             let mut out = req.outcome();
             if out == Outcome::Pending
                 && let Some(d) = req.deadline
-                && crate::transport::poll::coarse_ns() > d
+                && crate::sys::clock::coarse_ns() > d
             {
                 let e = Error::timeout(format!("{}: {:?} request not complete within its deadline", req.comm.describe(), req.kind));
                 req.fail(e.clone());

@@ -5,9 +5,9 @@
 //! Done also sees the bytes.
 
 use crate::comm::Comm;
+use crate::comm::slots::Slots;
 use crate::status::{Error, NRT_STATUS};
 use crate::tensor::Region;
-use crate::comm::slots::Slots;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -30,7 +30,7 @@ pub struct Request {
     pub kind: Kind,
     pub comm: Arc<Comm>,
     pub region: Region,
-    /// CLOCK_MONOTONIC_COARSE nanoseconds (see `transport::poll::coarse_ns`).
+    /// CLOCK_MONOTONIC_COARSE nanoseconds (see `sys::clock::coarse_ns`).
     pub deadline: Option<u64>,
     state: AtomicU8,
     size: AtomicU64,

@@ -2,9 +2,9 @@
 
 use super::nrt_tensor_t;
 use super::{c_str, guard, handle_id, id_handle, non_null};
+use crate::comm::request::Kind;
 use crate::comm::{COMMS, Comm};
 use crate::config::{MAX_COMMS_PER_LNC, MAX_PENDING_PER_COMM};
-use crate::comm::request::Kind;
 use crate::status::{Error, NRT_STATUS, Result};
 use std::ffi::{c_char, c_int};
 use std::sync::Arc;

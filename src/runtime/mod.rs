@@ -31,7 +31,7 @@ fn check_lnc(what: &str, lnc: i32) -> Result<()> {
 /// `nrt_init`: a second call while initialised succeeds and changes nothing.
 pub fn nrt_init() {
     crate::log::reload();
-    crate::transport::poll::raise_nofile_limit();
+    crate::sys::rlimit::raise_nofile_limit();
     let mut st = STATE.lock();
     if !st.nrt_initialised {
         st.nrt_initialised = true;
@@ -188,8 +188,8 @@ pub fn flush(lnc: i32) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
 mod shm_tests;
+#[cfg(test)]
+mod tests;

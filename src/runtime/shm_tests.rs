@@ -3,9 +3,9 @@
 //! of a receiver that is not polling, and the fallbacks; and (same helpers) a TCP
 //! communicator handed back to the progress thread when its caller stops polling.
 use super::*;
+use crate::comm::request::{Kind, REQUESTS};
 use crate::comm::test_request;
 use crate::config::Transport;
-use crate::comm::request::{Kind, REQUESTS};
 use crate::status::NRT_STATUS;
 use crate::tensor::Tensor;
 use std::sync::atomic::Ordering;
@@ -134,7 +134,7 @@ fn every_copy_path_and_short_receives() {
     assert!(s.io.lock().is_shm() && r.io.lock().is_shm(), "loopback between auto lncs uses shared memory");
     // 0; inline (<= 960); process_vm_readv (anonymous tensors below 64 KiB); the sender's memfd.
     let inline = crate::transport::shm::INLINE;
-    let memfd = crate::transport::shm::MEMFD_MIN;
+    let memfd = crate::sys::memfd::MEMFD_MIN;
     for (k, len) in [0, 1, 8, inline, inline + 1, 4095, memfd - 1, memfd, (1 << 20) + 3, 9 << 20].into_iter().enumerate() {
         xfer(&s, &r, len, len, k);
         xfer(&s, &r, len, len + 77, k + 100);
@@ -222,11 +222,7 @@ fn tcp_sockets_go_back_to_the_progress_thread_when_the_caller_stops_polling() {
         park(&r, rq, &format!("{len} bytes"));
         let sq = s.post(Kind::Send, src.region(0, len).unwrap()).unwrap();
         // Neither side polls now: the receiver's progress thread must get the bytes.
-        until_done_untested(
-            rq,
-            Duration::from_secs(10),
-            &format!("{len} bytes: the parked receive never completed without its caller"),
-        );
+        until_done_untested(rq, Duration::from_secs(10), &format!("{len} bytes: the parked receive never completed without its caller"));
         assert!(!r.parked.load(Ordering::Acquire), "{len} bytes: still parked");
         finish(rq, sq, &dst, &data, &format!("{len} bytes"));
     }
@@ -255,7 +251,8 @@ fn streams_to_this_host_run_reno_from_their_handshake_and_others_keep_the_system
     let rq = r.post(Kind::Recv, dst.region(0, 3 << 20).unwrap()).unwrap();
     finish(rq, sq, &dst, &data, "a message over reno streams");
     // Across hosts (unset variable): the system's default, what the administrator chose.
-    use crate::transport::tcp::{congestion_for, is_this_host};
+    use crate::sys::net::is_this_host;
+    use crate::transport::tcp::congestion_for;
     let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap();
     assert_eq!(congestion_for(false).map(|c| c.to_str().unwrap()), Some(system.trim()));
     assert_eq!(congestion_for(true).map(|c| c.to_str().unwrap()), Some("reno"));

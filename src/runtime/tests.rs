@@ -1,8 +1,8 @@
 //! The request table under load: threads posting, testing and completing requests on shared
 //! communicators through the same entry points the C functions use.
 use super::*;
-use crate::comm::test_request;
 use crate::comm::request::Kind;
+use crate::comm::test_request;
 use crate::tensor::Tensor;
 use std::time::{Duration, Instant};
 

@@ -33,8 +33,8 @@ impl Memory {
         // Large tensors live in a sealed memfd, so that a peer process of this host can map them
         // (the shm transport's single copy). Without a descriptor to spare, anonymous memory.
         #[cfg(not(feature = "preload"))]
-        if size >= crate::transport::shm::MEMFD_MIN
-            && let Ok(fd) = crate::transport::shm::memfd(&crate::transport::shm::memfd_name(id), size)
+        if size >= crate::sys::memfd::MEMFD_MIN
+            && let Ok(fd) = crate::sys::memfd::memfd(&crate::sys::memfd::memfd_name(id), size)
         {
             use std::os::fd::AsRawFd;
             // SAFETY: a shared mapping of the whole memfd we just sized; the result is checked.

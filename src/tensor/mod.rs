@@ -135,7 +135,7 @@ pub unsafe fn read(t: &Tensor, dst: *mut u8, offset: usize, len: usize) -> Resul
     if len > 0 {
         // SAFETY: the region is mapped for len bytes (checked above); dst by the caller's
         // contract. memmove: at any distance (transport/copy.rs), overlap allowed.
-        unsafe { crate::transport::copy::memmove(r.ptr(), dst, len) };
+        unsafe { crate::sys::copy::memmove(r.ptr(), dst, len) };
     }
     Ok(())
 }
@@ -149,7 +149,7 @@ pub unsafe fn write(t: &Tensor, src: *const u8, offset: usize, len: usize) -> Re
     if len > 0 {
         // SAFETY: region mapped for len bytes; src by the caller's contract; memmove handles
         // overlap (and any distance: transport/copy.rs).
-        unsafe { crate::transport::copy::memmove(src, r.ptr(), len) };
+        unsafe { crate::sys::copy::memmove(src, r.ptr(), len) };
     }
     Ok(())
 }
@@ -172,7 +172,7 @@ pub fn copy(src: &Tensor, src_off: usize, dst: &Tensor, dst_off: usize, len: usi
     if len > 0 {
         // SAFETY: both regions are mapped for len bytes (bounds checked); memmove allows overlap
         // (a tensor copied onto a slice of itself).
-        unsafe { crate::transport::copy::memmove(s.ptr(), d.ptr(), len) };
+        unsafe { crate::sys::copy::memmove(s.ptr(), d.ptr(), len) };
     }
     Ok(())
 }

@@ -1,8 +1,6 @@
 //! Transports and the system calls under them: the only place (with `tensor` and `ffi`) that
 //! holds unsafe code.
 
-pub mod copy;
-pub mod poll;
 pub mod shm;
 pub mod tcp;
 #[cfg(feature = "verbs")]

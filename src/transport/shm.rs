@@ -45,10 +45,13 @@
 
 use crate::comm::request::{Kind, Request};
 use crate::status::{Error, NRT_STATUS, Result};
+use crate::sys::memfd::{Mapping, describe_fd, memfd, memfd_name, my_pid, open_peer_fd};
+use crate::sys::stamp::{stamp_clock, stamp_now};
+use crate::sys::vm::vm_read;
 use crate::wire::{Frame, MAX_MESSAGE, ack};
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -101,220 +104,11 @@ const STAGE_KEEP_BUFS: usize = 32;
 /// message in flight): a message takes the slot freed most recently (cache-warm; the pages
 /// touched are those of the most messages ever in flight) and gives it back at its
 /// acknowledgement; at most RING messages are in flight, so a slot is always free.
-const STAGE_ALWAYS_MAX: usize = MEMFD_MIN;
+const STAGE_ALWAYS_MAX: usize = crate::sys::memfd::MEMFD_MIN;
 /// Staging memfds are sized in powers of two from this size (so they are reused), and above
 /// STAGE_ROUND_MAX in multiples of it.
 const STAGE_MIN: usize = 64 * 1024;
 const STAGE_ROUND_MAX: usize = 64 << 20;
-/// Tensors of at least this size are allocated in a memfd (smaller ones go inline or by
-/// process_vm_readv, and do not spend a descriptor each).
-pub const MEMFD_MIN: usize = 64 * 1024;
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
-}
-
-/// CLOCK_MONOTONIC: one clock for every process of the host.
-use crate::transport::poll::mono_ns;
-
-/// The clock of the polling stamps (the receiver writes one every few µs while it polls, the
-/// sender reads it at every post): the CPU's time-stamp counter on x86_64 where the kernel itself
-/// keeps time with it (clocksource `tsc`: constant rate, synchronised across CPUs), a third of the
-/// cost of `clock_gettime`; else CLOCK_MONOTONIC. Both ends must agree: the channel names its
-/// clock (header word 24) and a receiver with another one declines the channel.
-struct StampClock {
-    tsc: bool,
-    /// Ticks per microsecond.
-    per_us: u64,
-}
-
-const CLOCK_MONO: u64 = 1;
-const CLOCK_TSC: u64 = 2;
-
-fn stamp_clock() -> &'static StampClock {
-    static C: std::sync::OnceLock<StampClock> = std::sync::OnceLock::new();
-    C.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let src = std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource").unwrap_or_default();
-            if src.trim() == "tsc" {
-                // Calibrated against CLOCK_MONOTONIC over 200 µs (once per process).
-                let (t0, c0) = (mono_ns(), tsc_now());
-                let mut t1 = t0;
-                while t1 - t0 < 200_000 {
-                    std::hint::spin_loop();
-                    t1 = mono_ns();
-                }
-                let c1 = tsc_now();
-                let per_us = (c1.saturating_sub(c0) * 1000 / (t1 - t0)).max(1);
-                return StampClock { tsc: true, per_us };
-            }
-        }
-        StampClock { tsc: false, per_us: 1000 }
-    })
-}
-
-#[cfg(target_arch = "x86_64")]
-fn tsc_now() -> u64 {
-    // SAFETY: RDTSC exists on every x86_64 CPU and has no side effects.
-    #[allow(unused_unsafe)]
-    unsafe {
-        core::arch::x86_64::_rdtsc()
-    }
-}
-
-/// Now, on the stamp clock.
-fn stamp_now(c: &StampClock) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    if c.tsc {
-        return tsc_now();
-    }
-    let _ = c;
-    mono_ns()
-}
-
-impl StampClock {
-    fn id(&self) -> u64 {
-        if self.tsc { CLOCK_TSC } else { CLOCK_MONO }
-    }
-    /// `ns` nanoseconds in ticks.
-    fn ticks(&self, ns: u64) -> u64 {
-        ns * self.per_us / 1000
-    }
-}
-
-pub fn my_pid() -> u32 {
-    std::process::id()
-}
-
-/// A shared mapping, unmapped on drop.
-pub struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: a plain address range; access is synchronised by the ring protocol.
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    pub fn map(fd: RawFd, len: usize, writable: bool, populate: bool) -> io::Result<Mapping> {
-        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
-        let flags = libc::MAP_SHARED | if populate { libc::MAP_POPULATE } else { 0 };
-        // SAFETY: a fresh shared mapping of a descriptor we hold; the result is checked.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len.max(1), prot, flags, fd, 0) };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping { ptr: p.cast(), len: len.max(1) })
-    }
-    pub fn ptr(&self) -> *mut u8 {
-        self.ptr
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: exactly the range mapped in `map`, unmapped once.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
-/// A sealed memfd of `size` bytes (it can neither shrink nor grow, so a mapping of it never
-/// faults with SIGBUS).
-pub fn memfd(name: &str, size: usize) -> io::Result<OwnedFd> {
-    let cname = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: cname is a valid C string; the result is checked.
-    let fd = cvt(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
-    // SAFETY: fd is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: plain system calls on our descriptor.
-    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size.max(1) as libc::off_t) })?;
-    // SAFETY: as above.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL) })?;
-    Ok(fd)
-}
-
-/// Opens descriptor `fd` of process `pid` (needs the right to read that process).
-fn open_peer_fd(pid: u32, fd: u32, writable: bool) -> io::Result<OwnedFd> {
-    let path = std::ffi::CString::new(format!("/proc/{pid}/fd/{fd}")).expect("no NUL in a number");
-    let mode = if writable { libc::O_RDWR } else { libc::O_RDONLY };
-    // SAFETY: path is a valid C string; the result is checked.
-    let r = cvt(unsafe { libc::open(path.as_ptr(), mode | libc::O_CLOEXEC) })?;
-    // SAFETY: r is a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(r) })
-}
-
-/// What our descriptor `fd` points to, and its size and seals.
-fn describe_fd(fd: &OwnedFd) -> io::Result<(String, u64, i32)> {
-    let name = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?.to_string_lossy().into_owned();
-    // SAFETY: st is a plain struct the kernel fills.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is open; st is writable.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    // SAFETY: plain system call on our descriptor.
-    let seals = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })?;
-    Ok((name, st.st_size as u64, seals))
-}
-
-/// The memfd name of tensor memory `id`.
-pub fn memfd_name(id: u64) -> String {
-    format!("nrt-sr-{id}")
-}
-
-/// Copies `len` bytes at `remote` in process `pid` to `local`. At a distance the kernel copies
-/// slowly the bytes go through a bounce buffer (copy.rs, "Copy distance").
-///
-/// # Safety
-/// `local` must be valid for `len` bytes of writes.
-unsafe fn vm_read(pid: u32, local: *mut u8, remote: u64, len: usize) -> io::Result<()> {
-    use super::copy::{BOUNCE, slow_distance, with_bounce};
-    if !slow_distance(local as usize, remote as usize, len) {
-        // SAFETY: the caller's promise, passed on.
-        return unsafe { vm_read_direct(pid, local, remote, len) };
-    }
-    with_bounce(remote as usize, |at| {
-        let mut done = 0usize;
-        while done < len {
-            let n = (len - done).min(BOUNCE);
-            // SAFETY: at holds BOUNCE >= n bytes (with_bounce); the remote range is checked by
-            // the kernel. Pieces of BOUNCE (a multiple of 4 KiB) keep at's place right.
-            unsafe { vm_read_direct(pid, at, remote + done as u64, n)? };
-            // SAFETY: local is valid for len >= done + n bytes of writes (the caller's promise);
-            // the bounce buffer is ours, so the ranges do not overlap.
-            unsafe { std::ptr::copy_nonoverlapping(at, local.add(done), n) };
-            done += n;
-        }
-        Ok(())
-    })
-}
-
-/// [`vm_read`] in the kernel's copy, whatever the distance.
-///
-/// # Safety
-/// `local` must be valid for `len` bytes of writes.
-unsafe fn vm_read_direct(pid: u32, local: *mut u8, remote: u64, len: usize) -> io::Result<()> {
-    let mut done = 0usize;
-    while done < len {
-        let l = libc::iovec { iov_base: local.wrapping_add(done).cast(), iov_len: len - done };
-        let r = libc::iovec { iov_base: (remote as usize).wrapping_add(done) as *mut libc::c_void, iov_len: len - done };
-        // SAFETY: the local iovec is within the caller's buffer; the kernel checks the remote one.
-        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &l, 1, &r, 1, 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "process_vm_readv read nothing"));
-        }
-        done += n as usize;
-    }
-    Ok(())
-}
 
 /// The shared channel of one communicator.
 struct Channel {
@@ -328,10 +122,10 @@ impl Channel {
         debug_assert!(off.is_multiple_of(8) && off + 8 <= CHANNEL_SIZE);
         // SAFETY: off is 8-aligned inside the page-aligned mapping of CHANNEL_SIZE bytes, which
         // lives as long as self; both processes access these words only atomically.
-        unsafe { &*(self.map.ptr.add(off) as *const AtomicU64) }
+        unsafe { &*(self.map.ptr().add(off) as *const AtomicU64) }
     }
     fn slot(&self, i: u64) -> *mut u8 {
-        self.map.ptr.wrapping_add(OFF_SLOTS + (i as usize % RING) * SLOT)
+        self.map.ptr().wrapping_add(OFF_SLOTS + (i as usize % RING) * SLOT)
     }
     /// The sequence word of slot `i` (message number + 1 once the descriptor is complete).
     fn slot_seq(&self, i: u64) -> &AtomicU64 {
@@ -360,7 +154,7 @@ impl StageBuf {
         Ok(StageBuf { fd, map, id })
     }
     fn len(&self) -> usize {
-        self.map.len
+        self.map.len()
     }
 }
 
@@ -422,7 +216,7 @@ impl MapCache {
         for id in gone {
             self.fds.remove(&id);
             if let Some((m, _)) = self.maps.remove(&id) {
-                self.bytes -= m.len;
+                self.bytes -= m.len();
             }
         }
     }
@@ -431,10 +225,10 @@ impl MapCache {
         self.clock += 1;
         let now = self.clock;
         if let Some((m, used)) = self.maps.get_mut(&d.mem_id)
-            && m.len as u64 >= d.mem_len
+            && m.len() as u64 >= d.mem_len
         {
             *used = now;
-            return Ok(m.ptr);
+            return Ok(m.ptr());
         }
         // A miss: first drop the mappings of tensors the peer has freed since (their descriptor
         // no longer names them), so freed memory is not kept alive here.
@@ -452,9 +246,9 @@ impl MapCache {
             )));
         }
         let m = Mapping::map(fd.as_raw_fd(), d.mem_len as usize, false, d.flags & F_STAGE == 0).map_err(|e| fail("mmap", e))?;
-        let ptr = m.ptr as *const u8;
+        let ptr = m.ptr() as *const u8;
         if let Some((old, _)) = self.maps.insert(d.mem_id, (m, now)) {
-            self.bytes -= old.len;
+            self.bytes -= old.len();
         }
         self.fds.insert(d.mem_id, d.mem_fd);
         self.bytes += d.mem_len as usize;
@@ -462,7 +256,7 @@ impl MapCache {
             let victim = self.maps.iter().filter(|(id, _)| **id != d.mem_id).min_by_key(|(_, (_, u))| *u).map(|(id, _)| *id);
             let Some(v) = victim else { break };
             if let Some((m, _)) = self.maps.remove(&v) {
-                self.bytes -= m.len;
+                self.bytes -= m.len();
             }
             self.fds.remove(&v);
         }
@@ -542,7 +336,7 @@ impl ShmIo {
             queued: VecDeque::new(),
             chan: None,
             active: false,
-            token: crate::transport::poll::random_u64(),
+            token: crate::sys::random::random_u64(),
             peer_pid: 0,
             in_flight: VecDeque::new(),
             backlog: VecDeque::new(),
@@ -570,7 +364,7 @@ impl ShmIo {
                 pid: my_pid(),
                 fd: ch.fd.as_ref().expect("just set").as_raw_fd() as u32,
                 token: io.token,
-                addr: ch.map.ptr as u64,
+                addr: ch.map.ptr() as u64,
                 size: CHANNEL_SIZE as u64,
             });
             io.chan = Some(ch);
@@ -758,7 +552,7 @@ impl ShmIo {
             // request); `base` is the staging mapping (kept by `st` or the ring), which holds at
             // least off + len bytes, a range that is ours alone until the descriptor is published
             // below and the receiver acknowledges it.
-            unsafe { super::copy::copy(req.region.ptr(), base.add(off), len) };
+            unsafe { crate::sys::copy::copy(req.region.ptr(), base.add(off), len) };
             staged = st;
             d.flags = F_MEMFD | F_STAGE;
             d.mem_fd = fd as u32;
@@ -988,7 +782,7 @@ impl ShmIo {
                     // SAFETY: the mapping covers mem_len >= mem_off + len bytes (checked; the
                     // memfd is sealed against shrinking); dst holds len bytes; both stay mapped
                     // until the copy returns (large ones use a helper thread: copy.rs).
-                    unsafe { super::copy::copy(base.add(d.mem_off as usize), dst, len) };
+                    unsafe { crate::sys::copy::copy(base.add(d.mem_off as usize), dst, len) };
                 } else if !self.vm_readv {
                     return Err(Error::failure(format!(
                         "shm: descriptor {tail} names the sender's memory, which this process may not read (the sender should have staged it)"
@@ -1083,7 +877,7 @@ mod tests {
 
     #[test]
     fn vm_read_moves_every_byte_at_every_distance() {
-        use crate::transport::copy::{ALIAS as PAGE, BOUNCE, slow_distance};
+        use crate::sys::copy::{ALIAS as PAGE, BOUNCE, slow_distance};
         // Our own memory through process_vm_readv: distances 0-70 and around the page (the
         // slow ones go through the bounce buffer), lengths below, at and across its pieces.
         let src: Vec<u8> = (0..(BOUNCE * 2 + 3 * PAGE)).map(|i| (i * 7 + i / 251) as u8).collect();

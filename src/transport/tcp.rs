@@ -8,9 +8,9 @@
 //! message with an Ack on stream 0; a send completes when its Ack arrives, so a receive that was
 //! too short fails both sides.
 
-use super::copy::{ALIAS, BOUNCE, slow_distance, with_bounce};
 use crate::comm::request::{Kind, Request};
 use crate::status::{Error, NRT_STATUS, Result};
+use crate::sys::copy::{ALIAS, BOUNCE, slow_distance, with_bounce};
 use crate::tensor::StagedMemory;
 use crate::wire::{Frame, HEADER_LEN, ack};
 use std::collections::VecDeque;
@@ -116,12 +116,6 @@ pub fn set_congestion(sock: socket2::SockRef<'_>, want: &std::ffi::CStr) {
 pub fn congestion_name(sock: &socket2::Socket) -> String {
     let name = sock.tcp_congestion().unwrap_or_default();
     String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or(&[])).into_owned()
-}
-
-/// Whether `ip` is an address of this host: loopback, or one a socket can be bound to.
-pub fn is_this_host(ip: std::net::IpAddr) -> bool {
-    let ip = crate::engine::canonical(ip);
-    ip.is_loopback() || std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
 /// Connects within `timeout`, choosing the congestion control `cc` before the handshake.
@@ -316,18 +310,6 @@ impl Inbox {
     }
 }
 
-/// Whether the connection's peer is on this host: a loopback address, or our own.
-pub fn on_this_host(sock: &TcpStream) -> bool {
-    use crate::engine::canonical;
-    match (sock.local_addr(), sock.peer_addr()) {
-        (Ok(l), Ok(p)) => {
-            let (l, p) = (canonical(l.ip()), canonical(p.ip()));
-            p.is_loopback() || l == p
-        }
-        _ => false,
-    }
-}
-
 pub struct Stream {
     sock: TcpStream,
     tx: VecDeque<TxItem>,
@@ -363,7 +345,7 @@ impl Stream {
                 };
             }
         }
-        let same_host = on_this_host(&sock);
+        let same_host = crate::sys::net::on_this_host(&sock);
         // Normally chosen before the handshake already (`connect_with`, the lnc's listener); an
         // accepted stream from another host inherited the listener's and gets the system's.
         if let Some(cc) = congestion_for(same_host) {
@@ -623,7 +605,7 @@ impl CommIo {
                         *f = s.fd();
                     }
                     let mut ready = [false; crate::config::MAX_STREAMS];
-                    super::poll::readable(&fds[..n], &mut ready[..n]).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "poll", &e))?;
+                    crate::sys::epoll::readable(&fds[..n], &mut ready[..n]).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "poll", &e))?;
                     for (i, ready) in ready.iter().enumerate().take(n) {
                         let s = &self.streams[i];
                         if (*ready || s.has_inbox()) && !s.peer_closed && !s.parked && tested.is_none_or(|r| r.is_pending()) {
@@ -1196,7 +1178,7 @@ mod tests {
         act.sa_sigaction = count_sigpipe as *const () as usize;
         // SAFETY: valid sigaction structs.
         assert_eq!(unsafe { libc::sigaction(libc::SIGPIPE, &act, &mut old) }, 0);
-        let file = crate::transport::shm::memfd("nrt-sr-sigpipe-test", 1 << 20).unwrap();
+        let file = crate::sys::memfd::memfd("nrt-sr-sigpipe-test", 1 << 20).unwrap();
         let pair = || {
             let mut sv = [0 as RawFd; 2];
             // SAFETY: sv has room for the two descriptors.

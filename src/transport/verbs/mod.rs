@@ -113,7 +113,7 @@ impl VerbsIo {
             channel,
             cq: std::ptr::null_mut(),
             qp: std::ptr::null_mut(),
-            psn: (crate::transport::poll::random_u64() & 0xff_ffff) as u32,
+            psn: (crate::sys::random::random_u64() & 0xff_ffff) as u32,
             kind,
             connected: false,
             next_seq: 0,

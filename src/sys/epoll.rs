@@ -1,5 +1,4 @@
-//! The few system calls the engine needs, behind safe wrappers: epoll, an eventfd to wake the
-//! progress thread, random bytes, and the open-file limit.
+//! epoll with an eventfd to wake the waiting thread, and a non-blocking readiness check.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -106,48 +105,6 @@ impl Poller {
     }
 }
 
-/// 64 random bits from the kernel (falls back to time and pid if getrandom is unavailable).
-pub fn random_u64() -> u64 {
-    let mut v: u64 = 0;
-    // SAFETY: writes at most 8 bytes into a live u64.
-    let n = unsafe { libc::getrandom((&mut v as *mut u64).cast(), 8, libc::GRND_NONBLOCK) };
-    if n != 8 {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        v = (t.as_nanos() as u64) ^ ((std::process::id() as u64) << 40);
-    }
-    v
-}
-
-/// Raises the soft open-file limit to the hard one: each communicator holds several sockets.
-pub fn raise_nofile_limit() {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: r is a live rlimit the kernel fills in.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 && r.rlim_cur < r.rlim_max {
-        r.rlim_cur = r.rlim_max;
-        // SAFETY: r is a valid rlimit.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
-    }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds (vDSO, no system call).
-pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid timespec to write; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// This thread's CPU time in nanoseconds (a system call: for rare events only), and a number
-/// that tells this thread from the others (0 never).
-pub fn thread_cpu_ns() -> (u64, u64) {
-    thread_local!(static ME: u8 = const { 0 });
-    let me = ME.with(|m| m as *const u8 as u64);
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid timespec to write; CLOCK_THREAD_CPUTIME_ID always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (me, ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
-}
-
 /// Which of `fds` have input, a hang-up or an error, without waiting (one `poll`, which unlike a
 /// `recv` takes no socket lock: a caller spinning on it does not hold off the peer's delivery).
 pub fn readable(fds: &[RawFd], out: &mut [bool]) -> io::Result<()> {
@@ -170,13 +127,4 @@ pub fn readable(fds: &[RawFd], out: &mut [bool]) -> io::Result<()> {
         *o = pf.revents != 0;
     }
     Ok(())
-}
-
-/// CLOCK_MONOTONIC_COARSE in nanoseconds: a few ms of resolution, a third of the cost; for
-/// request deadlines (milliseconds to minutes), read on every poll.
-pub fn coarse_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid timespec to write; CLOCK_MONOTONIC_COARSE exists since Linux 2.6.32.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

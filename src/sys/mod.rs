@@ -1,0 +1,14 @@
+//! The system calls under everything else, behind safe wrappers where they can be: epoll and
+//! eventfd, clocks, random numbers, process limits, memfds and mappings, reading another
+//! process's memory, copies steered around slow distances, and what an address says about the
+//! host. Nothing here knows about communicators, requests or transports.
+
+pub mod clock;
+pub mod copy;
+pub mod epoll;
+pub mod memfd;
+pub mod net;
+pub mod random;
+pub mod rlimit;
+pub mod stamp;
+pub mod vm;
