@@ -183,7 +183,7 @@ pub fn flush(lnc: i32) -> Result<()> {
     let _l = lookup(lnc)?;
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     // The caller is done with its receives: Acks it left queued go out (their senders wait).
-    crate::engine::flush_deferred();
+    crate::comm::flush_deferred();
     Ok(())
 }
 

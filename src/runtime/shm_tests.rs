@@ -3,7 +3,8 @@
 //! of a receiver that is not polling, and the fallbacks; and (same helpers) a TCP
 //! communicator handed back to the progress thread when its caller stops polling.
 use super::*;
-use crate::comm::request::{Kind, REQUESTS};
+use crate::comm::REQUESTS;
+use crate::comm::request::Kind;
 use crate::comm::test_request;
 use crate::config::Transport;
 use crate::status::NRT_STATUS;
@@ -235,15 +236,15 @@ fn streams_to_this_host_run_reno_from_their_handshake_and_others_keep_the_system
     // BBR, a common default (this VM's), paces every loopback socket and drains it to probe
     // the round trip; once started on a connection it leaves the socket paced when replaced,
     // so the choice is made before the handshake: on the connecting socket and on the
-    // listener whose accepted sockets inherit it (README, "TCP tuning").
+    // listener whose accepted sockets inherit it (docs/transports.md, "Congestion control").
     let (a, b) = (968, 969);
     let (s, r) = tcp_pair(26240, a, b);
-    assert_eq!(r.lnc.listener_congestion(), "reno", "the listener (accepted sockets inherit it)");
+    assert_eq!(lookup(r.hub.id).unwrap().listener_congestion(), "reno", "the listener (accepted sockets inherit it)");
     for (side, c) in [("connecting", &s), ("accepting", &r)] {
-        let io = c.io.lock();
-        assert!(!io.streams.is_empty(), "{side}: no streams");
-        for (i, st) in io.streams.iter().enumerate() {
-            assert_eq!(st.congestion(), "reno", "{side} side, stream {i}");
+        let algos = c.io.lock().transport().congestion();
+        assert!(!algos.is_empty(), "{side}: no streams");
+        for (i, cc) in algos.iter().enumerate() {
+            assert_eq!(cc, "reno", "{side} side, stream {i}");
         }
     }
     let (src, dst, data) = loaded(3 << 20, 41);

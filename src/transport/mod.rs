@@ -1,26 +1,146 @@
-//! Transports and the system calls under them: the only place (with `tensor` and `ffi`) that
-//! holds unsafe code.
+//! Transports behind one interface: what a communicator hands down is a message (its sequence
+//! number and its memory); what comes back up is a completion (sequence, bytes, outcome), as a
+//! NIC and its driver meet at a completion queue. A transport never sees a request or a
+//! communicator: the communicator (`comm`) pairs completions with its requests.
+//!
+//! - `tcp/`: the streams of a connection; the data path over them, and the control link that
+//!   the other transports keep for their control frames and to notice a dead peer;
+//! - `shm/`: same-host shared memory (a ring channel per communicator, one copy);
+//! - `verbs/`: RDMA verbs (RC queue pair; eager sends and RDMA-write rendezvous).
+//!
+//! Adding a transport is a folder that implements [`Transport`] plus one arm where the lnc
+//! chooses a communicator's transport (`engine/choice.rs`).
 
 pub mod shm;
 pub mod tcp;
 #[cfg(feature = "verbs")]
 pub mod verbs;
 
-/// The RDMA device a verbs communicator uses (uninhabited in builds without verbs).
-#[cfg(feature = "verbs")]
-pub type RdmaDevice = verbs::Device;
-#[cfg(not(feature = "verbs"))]
-pub enum RdmaDevice {}
+use crate::status::{Error, Result};
+use crate::tensor::Region;
+use std::os::fd::RawFd;
 
-/// The RDMA device that serves local address `ip`, if this build and host have one.
-pub fn rdma_device_for(ip: std::net::IpAddr) -> crate::status::Result<Option<std::sync::Arc<RdmaDevice>>> {
-    #[cfg(feature = "verbs")]
-    {
-        verbs::device_for_ip(ip)
+/// A communicator's direction: it sends, or it receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Send,
+    Recv,
+}
+
+/// What to move: the communicator's number for the message (it counts its posts from 0, sends
+/// and receives alike, so the k-th send pairs with the k-th receive) and the memory, which the
+/// transport keeps alive (a `Region` holds its tensor memory) until it reports the message.
+pub struct Msg {
+    pub seq: u64,
+    pub region: Region,
+}
+
+/// A message the transport is done with, reported once. A failed message leaves the
+/// communicator working (a receive shorter than its send fails both, and nothing else); a
+/// communicator that cannot go on is an `Err` from the transport's call instead.
+#[derive(Debug)]
+pub enum Done {
+    /// A send the peer received whole, or a receive that holds `bytes`.
+    Ok {
+        seq: u64,
+        bytes: u64,
+    },
+    Failed {
+        seq: u64,
+        err: Error,
+    },
+}
+
+impl Done {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Done::Ok { seq, .. } | Done::Failed { seq, .. } => *seq,
+        }
     }
-    #[cfg(not(feature = "verbs"))]
-    {
-        let _ = ip;
-        Ok(None)
+}
+
+/// Whether `done` reports message `seq` (a caller's poll stops reading once its message is done).
+pub fn reported(done: &[Done], seq: u64) -> bool {
+    done.iter().rev().any(|d| d.seq() == seq)
+}
+
+/// The message a caller is polling for (`test_request` on a pending request): what to read
+/// first, and when to stop.
+#[derive(Clone, Copy, Debug)]
+pub struct Wait {
+    pub seq: u64,
+    pub len: usize,
+}
+
+/// A descriptor for the lnc's epoll: the communicator's bytes move when it is ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitFd {
+    pub fd: RawFd,
+    /// Readiness for input matters (else only output and hang-ups).
+    pub input: bool,
+}
+
+/// One communicator's data path. Called under the communicator's lock, one thread at a time.
+/// Every call that moves bytes appends the messages it finished to `done`, in any order.
+pub trait Transport: Send {
+    /// "tcp", "shm", "verbs" (logs and tests).
+    fn name(&self) -> &'static str;
+
+    /// Queues a message of the communicator's direction.
+    fn post(&mut self, m: Msg, done: &mut Vec<Done>) -> Result<()>;
+
+    /// Right after a post: moves what the post made movable. With `pump` false a receive leaves
+    /// the bytes that waited for it to the progress thread and returns true when there were any
+    /// (its caller works between requests; see `comm`).
+    fn after_post(&mut self, pump: bool, done: &mut Vec<Done>) -> Result<bool>;
+
+    /// Moves everything that can move without blocking (the progress thread, woken by
+    /// edge-triggered readiness, relies on it reading until it would block).
+    fn progress(&mut self, done: &mut Vec<Done>) -> Result<()>;
+
+    /// A caller's poll: as little work as finds `wait`'s completion. With `defer_control`, a
+    /// completed small receive may leave its control frame queued: `Ok(true)` says so (sent by
+    /// `flush_control` soon after).
+    fn poll(&mut self, wait: Option<Wait>, defer_control: bool, done: &mut Vec<Done>) -> Result<bool>;
+
+    /// Sends the control frames left queued, as far as the socket takes them now.
+    fn flush_control(&mut self) -> Result<()>;
+
+    /// What the lnc's progress thread watches for this communicator.
+    fn wait_fds(&self, out: &mut Vec<WaitFd>);
+
+    /// The sockets a spinning caller may take over from the progress thread (empty: the
+    /// transport's polls need no sockets, or its caller must not take them).
+    fn spin_fds(&self, out: &mut Vec<WaitFd>);
+
+    /// A caller's poll reads sockets (its polls count as a live caller for the lnc's parking
+    /// rules); false where a poll only reads memory (shared memory).
+    fn polls_sockets(&self) -> bool;
+
+    /// A caller spinning on `wait` should give its CPU away between polls (another thread of
+    /// this host does the work it waits for).
+    fn yield_while(&self, wait: Wait) -> bool {
+        let _ = wait;
+        false
+    }
+
+    /// The largest message this transport takes.
+    fn max_message(&self) -> u64;
+
+    /// Messages posted and not reported yet.
+    fn in_flight(&self) -> bool;
+
+    /// Control frames wait for the socket (tests).
+    fn has_queued_control(&self) -> bool;
+
+    /// The congestion control of each TCP stream (tests).
+    #[cfg(test)]
+    fn congestion(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Messages a shared-memory sender staged so far (tests).
+    fn staged_messages(&self) -> Option<u64> {
+        None
     }
 }

@@ -2,7 +2,7 @@
 //! the tensor's memory is freed (a hook from `tensor::Memory`'s drop); other memory is
 //! registered for one request. The cache is bounded by the number of live tensors.
 
-use super::Device;
+use super::device::Device;
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::tensor::{Memory, Region};
 use parking_lot::Mutex;

@@ -1,58 +1,19 @@
-//! The same-host data path: a shared-memory channel per communicator, bytes copied once.
-//!
-//! When both ends of a connection are processes of one host (the TCP connection's peer address is
-//! a loopback address or our own local address), the sending side creates a small memfd, the
-//! *channel*, and names it to the receiver on the TCP control stream (ShmInfo: its pid, the
-//! descriptor number, a random token, the channel's address). The receiver opens
-//! `/proc/<pid>/fd/<n>`, maps it and checks the token in it (only the peer, which sent the token
-//! over the connection, can have put it there: the pid is the peer, not a namesake in another pid
-//! namespace). It then reads the same token from the sender's address space with
-//! `process_vm_readv`, to learn whether it may read the sender's memory directly. It answers
-//! ShmReady: OK, or STAGE when the kernel refused that read (Yama `ptrace_scope` 1, a seccomp
-//! policy) or `NEURON_RT_ASYNC_SENDRECV_SHM_VM_READV=0`: then the sender stages every message
-//! that does not lie in one of its memfds in a memfd of its own (a copy on each side, still no
-//! socket); or an error status, and both sides fall back to the TCP data path, which nothing has
-//! used yet.
-//!
-//! The channel holds two single-producer rings of [`RING`] entries (the pending-request limit, so
-//! neither ever overflows):
-//! - descriptors, sender → receiver: message length, the sender's address, and when the bytes lie
-//!   in one of our memfd-backed tensors, that memfd's descriptor number, id, size and offset;
-//!   messages up to [`INLINE`] bytes travel inside the descriptor;
-//! - acknowledgements, receiver → sender: sequence, status, size.
-//!
-//! The receiver copies each message straight from the sender's tensor into the posted receive:
-//! through a read-only mapping of the sender's memfd (cached per memfd, opened through
-//! `/proc/<pid>/fd`, name and seals checked), or with `process_vm_readv` for memory we do not own
-//! (`nrt_tensor_attach_buffer`) above `STAGE_ALWAYS_MAX` (64 KiB). Smaller such messages, and all of
-//! them where that call is refused, come from a staging memfd of the sender's (a copy on each
-//! side). A send completes when its acknowledgement is seen, after the receiver's copy, so the
-//! sender may reuse its tensor at once.
-//!
-//! Wake-ups: a receiver that is polling `test_request` sees a new descriptor within a cache-line
-//! transfer. Otherwise its progress thread must be woken: the sender sends a Wake frame on the TCP
-//! control stream, at most one until the receiver has looked at the ring again (`wake` flag), and
-//! none while the receiver polled a pending receive within the last 2 x [`SPIN_NS`] (its stamp).
-//! A receiver that stops polling leaves its stamp to run out; a sender that published meanwhile
-//! and waits for its acknowledgement checks again every [`RECHECK_POLLS`] polls and wakes it once
-//! the stamp is stale (so a message is never left behind a receiver that went away, and nothing
-//! is written on the receiver's side when a receive completes). A receiver with no receive posted
-//! leaves the `wake` flag set: its next post reads the ring. Acknowledgements need no wake-up: a
-//! send's completion is only observed by `test_request`, which reads the ring itself.
-//!
-//! The TCP streams stay open: stream 0 carries the control frames, and its end is how either
-//! side learns that the other has gone.
+//! One end of a communicator's shared-memory channel: the rings of descriptors and
+//! acknowledgements (the protocol is described in `shm/mod.rs`).
 
-use crate::comm::request::{Kind, Request};
+use super::maps::{MapCache, Wanted};
+use super::stage::{STAGE_ALWAYS_MAX, STAGE_KEEP, STAGE_KEEP_BUFS, StageBuf, Staged, stage_size};
 use crate::status::{Error, NRT_STATUS, Result};
-use crate::sys::memfd::{Mapping, describe_fd, memfd, memfd_name, my_pid, open_peer_fd};
+use crate::sys::memfd::{Mapping, describe_fd, memfd, my_pid, open_peer_fd};
 use crate::sys::stamp::{stamp_clock, stamp_now};
 use crate::sys::vm::vm_read;
+use crate::transport::Kind;
+use crate::transport::tcp::{send_verdict, short_receive};
+use crate::transport::{Done, Msg};
 use crate::wire::{Frame, MAX_MESSAGE, ack};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Entries per ring: the pending-request limit per communicator.
@@ -87,28 +48,6 @@ const F_MEMFD: u32 = 2;
 /// Descriptor flag (with F_MEMFD): that memfd is a staging area, touched only where messages
 /// land (the receiver maps it without populating it).
 const F_STAGE: u32 = 4;
-/// Receiver-side cache of mapped sender memfds: at most this many, this many bytes.
-const MAP_CACHE_ENTRIES: usize = 64;
-const MAP_CACHE_BYTES: usize = 4 << 30;
-/// Staging memfds per communicator for messages above STAGE_ALWAYS_MAX: an acknowledged one is
-/// kept for reuse while those in flight and those kept stay within this many bytes and memfds
-/// (beyond, it is unmapped). A send never waits for staging memory: one that waited would depend
-/// on its caller polling sends to go out, and a caller waiting on a receive that needs it would
-/// wait for ever. The staging memory in flight is the caller's own window.
-const STAGE_KEEP: usize = 512 << 20;
-const STAGE_KEEP_BUFS: usize = 32;
-/// Messages up to this size that do not lie in a memfd are staged even where the receiver may
-/// `process_vm_readv` them: two memcpys of cache-resident bytes beat that system call's fixed
-/// cost (4 KiB over shared memory: p50 half round trip 2.65 -> 0.70 µs, README). They go through
-/// one staging memfd per communicator, RING slots of this size (one descriptor, not one per
-/// message in flight): a message takes the slot freed most recently (cache-warm; the pages
-/// touched are those of the most messages ever in flight) and gives it back at its
-/// acknowledgement; at most RING messages are in flight, so a slot is always free.
-const STAGE_ALWAYS_MAX: usize = crate::sys::memfd::MEMFD_MIN;
-/// Staging memfds are sized in powers of two from this size (so they are reused), and above
-/// STAGE_ROUND_MAX in multiples of it.
-const STAGE_MIN: usize = 64 * 1024;
-const STAGE_ROUND_MAX: usize = 64 << 20;
 
 /// The shared channel of one communicator.
 struct Channel {
@@ -137,41 +76,6 @@ impl Channel {
     }
 }
 
-/// A sender's staging memfd: a message that does not lie in one of our memfds is copied here
-/// when the receiver may not read our memory, and described as if it were tensor memory.
-struct StageBuf {
-    fd: OwnedFd,
-    map: Mapping,
-    /// A tensor-memory id (the receiver checks the memfd's name and caches its mapping by it).
-    id: u64,
-}
-
-impl StageBuf {
-    fn new(len: usize, populate: bool) -> io::Result<StageBuf> {
-        let id = crate::tensor::next_memory_id();
-        let fd = memfd(&memfd_name(id), len)?;
-        let map = Mapping::map(fd.as_raw_fd(), len, true, populate)?;
-        Ok(StageBuf { fd, map, id })
-    }
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-}
-
-/// Where a message in flight was staged.
-enum Staged {
-    No,
-    /// A slot of the small-message ring.
-    Slot(u16),
-    /// A staging memfd of its own.
-    Buf(StageBuf),
-}
-
-/// The size of a new staging memfd for `len` bytes.
-fn stage_size(len: usize) -> usize {
-    if len <= STAGE_ROUND_MAX { len.next_power_of_two().max(STAGE_MIN) } else { len.div_ceil(STAGE_ROUND_MAX) * STAGE_ROUND_MAX }
-}
-
 /// A descriptor as it sits in a ring slot (64 bytes, native endianness: one host).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -191,87 +95,14 @@ struct Desc {
 }
 const _: () = assert!(std::mem::size_of::<Desc>() == DESC);
 
-/// Mapped sender memfds, by memory id (least recently used evicted).
-#[derive(Default)]
-struct MapCache {
-    maps: HashMap<u64, (Mapping, u64)>,
-    /// The peer's descriptor number of each mapped memfd.
-    fds: HashMap<u64, u32>,
-    bytes: usize,
-    clock: u64,
-}
-
-impl MapCache {
-    fn sweep(&mut self, pid: u32) {
-        let gone: Vec<u64> = self
-            .fds
-            .iter()
-            .filter(|(id, fd)| {
-                let want = format!("/memfd:{}", memfd_name(**id));
-                !std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-                    .is_ok_and(|p| p.to_string_lossy().split(' ').next() == Some(want.as_str()))
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            self.fds.remove(&id);
-            if let Some((m, _)) = self.maps.remove(&id) {
-                self.bytes -= m.len();
-            }
-        }
-    }
-
-    fn get(&mut self, pid: u32, d: &Desc) -> Result<*const u8> {
-        self.clock += 1;
-        let now = self.clock;
-        if let Some((m, used)) = self.maps.get_mut(&d.mem_id)
-            && m.len() as u64 >= d.mem_len
-        {
-            *used = now;
-            return Ok(m.ptr());
-        }
-        // A miss: first drop the mappings of tensors the peer has freed since (their descriptor
-        // no longer names them), so freed memory is not kept alive here.
-        self.sweep(pid);
-        let fail = |what: &str, e: io::Error| {
-            Error::io(NRT_STATUS::NRT_FAILURE, &format!("shm: {what} of the peer's tensor memfd (pid {pid}, fd {})", d.mem_fd), &e)
-        };
-        let fd = open_peer_fd(pid, d.mem_fd, false).map_err(|e| fail("open", e))?;
-        let (name, size, seals) = describe_fd(&fd).map_err(|e| fail("stat", e))?;
-        let want = format!("/memfd:{}", memfd_name(d.mem_id));
-        if !(name == want || name.starts_with(&format!("{want} "))) || size < d.mem_len || seals & libc::F_SEAL_SHRINK == 0 {
-            return Err(Error::failure(format!(
-                "shm: the peer's fd {} is {name:?} ({size} bytes, seals {seals:#x}), not tensor memory {} of {} bytes",
-                d.mem_fd, d.mem_id, d.mem_len
-            )));
-        }
-        let m = Mapping::map(fd.as_raw_fd(), d.mem_len as usize, false, d.flags & F_STAGE == 0).map_err(|e| fail("mmap", e))?;
-        let ptr = m.ptr() as *const u8;
-        if let Some((old, _)) = self.maps.insert(d.mem_id, (m, now)) {
-            self.bytes -= old.len();
-        }
-        self.fds.insert(d.mem_id, d.mem_fd);
-        self.bytes += d.mem_len as usize;
-        while self.maps.len() > MAP_CACHE_ENTRIES || (self.bytes > MAP_CACHE_BYTES && self.maps.len() > 1) {
-            let victim = self.maps.iter().filter(|(id, _)| **id != d.mem_id).min_by_key(|(_, (_, u))| *u).map(|(id, _)| *id);
-            let Some(v) = victim else { break };
-            if let Some((m, _)) = self.maps.remove(&v) {
-                self.bytes -= m.len();
-            }
-            self.fds.remove(&v);
-        }
-        Ok(ptr)
-    }
-}
-
-pub struct ShmIo {
+pub(super) struct ShmIo {
     kind: Kind,
     /// Set-up fails instead of falling back (NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm).
     required: bool,
     /// Control frames for stream 0.
     pub out: Vec<Frame>,
     /// Requests posted before the channel was ready (replayed on it, or on TCP after a fallback).
-    queued: VecDeque<Arc<Request>>,
+    queued: VecDeque<Msg>,
     chan: Option<Channel>,
     active: bool,
     token: u64,
@@ -292,10 +123,10 @@ pub struct ShmIo {
     pub staged_msgs: u64,
     /// Send side: descriptors in the ring awaiting their acknowledgement (with the staging
     /// memfd the message was copied to, if any), and those that found the ring full.
-    in_flight: VecDeque<(u64, Arc<Request>, Staged)>,
-    backlog: VecDeque<Arc<Request>>,
+    in_flight: VecDeque<(u64, Msg, Staged)>,
+    backlog: VecDeque<Msg>,
     /// Receive side: posted receives in order.
-    slots: VecDeque<Arc<Request>>,
+    slots: VecDeque<Msg>,
     maps: MapCache,
     last_spin: u64,
     spin_polls: u32,
@@ -312,11 +143,11 @@ pub struct ShmIo {
 }
 
 /// What the caller does after a set-up frame.
-pub enum Setup {
+pub(super) enum Setup {
     /// Go on (the channel may now be active).
     Ok,
     /// Use TCP instead; these requests were posted meanwhile, in order.
-    Fallback(VecDeque<Arc<Request>>),
+    Fallback(VecDeque<Msg>),
 }
 
 impl ShmIo {
@@ -446,7 +277,7 @@ impl ShmIo {
     }
 
     /// Sender: the receiver's verdict on the channel.
-    pub fn on_ready(&mut self, status: u16) -> Result<Setup> {
+    pub fn on_ready(&mut self, status: u16, done: &mut Vec<Done>) -> Result<Setup> {
         if self.kind != Kind::Send || self.active {
             return Err(Error::failure("unexpected ShmReady frame"));
         }
@@ -462,26 +293,26 @@ impl ShmIo {
         self.stage = status == ack::STAGE;
         crate::log_debug!("shm: the peer mapped the channel (staging: {}); {} queued posts go out", self.stage, self.queued.len());
         let q = std::mem::take(&mut self.queued);
-        for r in q {
-            self.post(r)?;
+        for m in q {
+            self.post(m, done)?;
         }
         Ok(Setup::Ok)
     }
 
-    pub fn post(&mut self, req: Arc<Request>) -> Result<()> {
+    pub fn post(&mut self, m: Msg, done: &mut Vec<Done>) -> Result<()> {
         if !self.active {
-            self.queued.push_back(req);
+            self.queued.push_back(m);
             return Ok(());
         }
         match self.kind {
-            Kind::Recv => self.slots.push_back(req),
+            Kind::Recv => self.slots.push_back(m),
             Kind::Send => {
                 if self.backlog.is_empty() && self.ring_space() {
-                    if self.push_desc(req) {
+                    if self.push_desc(m, done) {
                         self.doorbell();
                     }
                 } else {
-                    self.backlog.push_back(req);
+                    self.backlog.push_back(m);
                 }
             }
         }
@@ -503,27 +334,30 @@ impl ShmIo {
 
     /// Publishes a send's descriptor; false when the send failed instead (no staging memory:
     /// it takes no message number, so the receiver pairs its receive with the next send).
-    fn push_desc(&mut self, req: Arc<Request>) -> bool {
+    fn push_desc(&mut self, m: Msg, done: &mut Vec<Done>) -> bool {
         let head = self.tx_next;
-        let len = req.region.len();
-        let mut d = Desc { seq: 0, len: len as u64, addr: req.region.ptr() as u64, ..Desc::default() };
+        let len = m.region.len();
+        let mut d = Desc { seq: 0, len: len as u64, addr: m.region.ptr() as u64, ..Desc::default() };
         let mut staged = Staged::No;
         if len <= INLINE {
             d.flags = F_INLINE;
-        } else if let Some(m) = req.region.memory()
-            && let Some(fd) = m.fd()
+        } else if let Some(mem) = m.region.memory()
+            && let Some(fd) = mem.fd()
         {
             d.flags = F_MEMFD;
             d.mem_fd = fd as u32;
-            d.mem_id = m.id();
-            d.mem_len = m.len() as u64;
-            d.mem_off = req.region.ptr() as u64 - m.base() as u64;
+            d.mem_id = mem.id();
+            d.mem_len = mem.len() as u64;
+            d.mem_off = m.region.ptr() as u64 - mem.base() as u64;
         } else if self.stage || len <= STAGE_ALWAYS_MAX {
             let small = len <= STAGE_ALWAYS_MAX;
             if small && self.stage_ring.is_none() && !self.stage_ring_tried {
                 self.stage_ring_tried = true;
                 self.stage_ring = StageBuf::new(RING * STAGE_ALWAYS_MAX, false).map(Some).unwrap_or_else(|e| {
-                    crate::log_error!("{}: cannot make the small-message staging ring ({e}); one memfd per message", req.comm.describe());
+                    crate::log_error!(
+                        "shm (peer pid {}): cannot make the small-message staging ring ({e}); one memfd per message",
+                        self.peer_pid
+                    );
                     None
                 });
             }
@@ -543,8 +377,8 @@ impl ShmIo {
                 Ok(g) => g,
                 Err(e) => {
                     // Logged once, by the test_request that reports it.
-                    let msg = format!("{}: no staging memory for a send of {len} bytes over shared memory", req.comm.describe());
-                    req.fail(Error::io(NRT_STATUS::NRT_RESOURCE, &msg, &e));
+                    let msg = format!("no staging memory for a send of {len} bytes over shared memory");
+                    done.push(Done::Failed { seq: m.seq, err: Error::io(NRT_STATUS::NRT_RESOURCE, &msg, &e) });
                     return false;
                 }
             };
@@ -552,7 +386,7 @@ impl ShmIo {
             // request); `base` is the staging mapping (kept by `st` or the ring), which holds at
             // least off + len bytes, a range that is ours alone until the descriptor is published
             // below and the receiver acknowledges it.
-            unsafe { crate::sys::copy::copy(req.region.ptr(), base.add(off), len) };
+            unsafe { crate::sys::copy::copy(m.region.ptr(), base.add(off), len) };
             staged = st;
             d.flags = F_MEMFD | F_STAGE;
             d.mem_fd = fd as u32;
@@ -572,7 +406,7 @@ impl ShmIo {
             std::ptr::write_volatile(slot.add(16) as *mut u32, d.mem_fd);
             std::ptr::write_volatile(slot.add(20) as *mut u32, d.flags);
             if d.flags == F_INLINE {
-                let src = req.region.ptr() as *const u8;
+                let src = m.region.ptr() as *const u8;
                 let first = len.min(INLINE_HEAD);
                 std::ptr::copy_nonoverlapping(src, slot.add(24), first);
                 if len > first {
@@ -589,7 +423,7 @@ impl ShmIo {
         // the doorbell: see there.)
         ch.slot_seq(head).store(head + 1, Ordering::Release);
         self.tx_next = head + 1;
-        self.in_flight.push_back((head, req, staged));
+        self.in_flight.push_back((head, m, staged));
         true
     }
 
@@ -647,17 +481,17 @@ impl ShmIo {
     }
 
     /// Moves whatever can move: acknowledgements (sender), descriptors (receiver).
-    pub fn poll(&mut self) -> Result<()> {
+    pub fn poll(&mut self, done: &mut Vec<Done>) -> Result<()> {
         if !self.active {
             return Ok(());
         }
         match self.kind {
-            Kind::Send => self.poll_acks(),
-            Kind::Recv => self.poll_descs(),
+            Kind::Send => self.poll_acks(done),
+            Kind::Recv => self.poll_descs(done),
         }
     }
 
-    fn poll_acks(&mut self) -> Result<()> {
+    fn poll_acks(&mut self, done: &mut Vec<Done>) -> Result<()> {
         let ch = self.chan.as_ref().expect("active channel");
         let mut next = self.ack_next;
         let mut freed = Vec::new();
@@ -668,7 +502,7 @@ impl ShmIo {
             }
             let word = w1.load(Ordering::Relaxed);
             let (status, size) = ((word >> 56) as u16, word & ((1 << 56) - 1));
-            let (s, req, staged) = self.in_flight.pop_front().expect("not empty");
+            let (s, m, staged) = self.in_flight.pop_front().expect("not empty");
             if s != next {
                 return Err(Error::failure(format!("shm: acknowledgement for message {next}, expected {s}")));
             }
@@ -678,7 +512,7 @@ impl ShmIo {
                 Staged::Slot(i) => self.stage_slots.push(i),
                 Staged::Buf(b) => freed.push(b),
             }
-            req.finish_send(next, status, size)?;
+            done.push(send_verdict(m.seq, m.region.len() as u64, status, size)?);
             next += 1;
         }
         if next != self.ack_next {
@@ -699,8 +533,8 @@ impl ShmIo {
         }
         let mut pushed = false;
         while !self.backlog.is_empty() && self.ring_space() {
-            let r = self.backlog.pop_front().expect("not empty");
-            pushed |= self.push_desc(r);
+            let m = self.backlog.pop_front().expect("not empty");
+            pushed |= self.push_desc(m, done);
         }
         if pushed {
             self.doorbell();
@@ -708,7 +542,7 @@ impl ShmIo {
         Ok(())
     }
 
-    fn poll_descs(&mut self) -> Result<()> {
+    fn poll_descs(&mut self, done: &mut Vec<Done>) -> Result<()> {
         let pid = self.peer_pid;
         let ch = self.chan.as_ref().expect("active channel");
         if self.slots.is_empty() {
@@ -751,14 +585,14 @@ impl ShmIo {
             if d.len > MAX_MESSAGE {
                 return Err(Error::failure(format!("shm: bad descriptor in slot {tail}")));
             }
-            let req = self.slots.pop_front().expect("not empty");
-            let cap = req.region.len() as u64;
+            let m = self.slots.pop_front().expect("not empty");
+            let cap = m.region.len() as u64;
             let status = if d.len > cap {
-                req.reject_short(d.len);
+                done.push(Done::Failed { seq: m.seq, err: short_receive(cap, d.len) });
                 ack::TOO_LONG
             } else {
                 let len = d.len as usize;
-                let dst = req.region.ptr();
+                let dst = m.region.ptr();
                 if len == 0 {
                 } else if d.flags & F_INLINE != 0 {
                     if len > INLINE {
@@ -778,7 +612,9 @@ impl ShmIo {
                         Some(end) if end <= d.mem_len => {}
                         _ => return Err(Error::failure(format!("shm: descriptor {tail} lies outside its memfd"))),
                     }
-                    let base = self.maps.get(pid, &d)?;
+                    let base = self
+                        .maps
+                        .get(pid, &Wanted { mem_id: d.mem_id, mem_fd: d.mem_fd, mem_len: d.mem_len, populate: d.flags & F_STAGE == 0 })?;
                     // SAFETY: the mapping covers mem_len >= mem_off + len bytes (checked; the
                     // memfd is sealed against shrinking); dst holds len bytes; both stay mapped
                     // until the copy returns (large ones use a helper thread: copy.rs).
@@ -792,7 +628,7 @@ impl ShmIo {
                     unsafe { vm_read(pid, dst, d.addr, len) }
                         .map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("shm: process_vm_readv from pid {pid}"), &e))?;
                 }
-                req.complete(d.len);
+                done.push(Done::Ok { seq: m.seq, bytes: d.len });
                 ack::OK
             };
             let (w0, w1) = ch.ack_entry(tail);
@@ -831,26 +667,12 @@ impl ShmIo {
     pub fn has_pending(&self) -> bool {
         !self.queued.is_empty() || !self.in_flight.is_empty() || !self.backlog.is_empty() || !self.slots.is_empty()
     }
-
-    pub fn fail_all(&mut self, e: &Error) {
-        for r in self.queued.drain(..).chain(self.backlog.drain(..)).chain(self.slots.drain(..)) {
-            r.fail(e.clone());
-        }
-        for (_, r, _) in self.in_flight.drain(..) {
-            r.fail(e.clone());
-        }
-        self.stage_free.clear();
-        self.stage_ring = None;
-        self.stage_slots = (0..RING as u16).rev().collect();
-        self.active = false;
-        self.maps = MapCache::default();
-        self.chan = None;
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::memfd::memfd_name;
 
     #[test]
     fn a_channel_that_cannot_be_reached_falls_back_or_fails() {

@@ -1,0 +1,162 @@
+//! A communicator's side of its transport: the transport object, and the requests it has been
+//! handed, paired with its completions by sequence number (in whatever order they come).
+
+use super::request::Request;
+use crate::status::{Error, Result};
+use crate::transport::{Done, Msg, Transport, Wait, WaitFd};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Held under the communicator's lock.
+pub struct CommIo<C> {
+    t: Box<dyn Transport>,
+    /// Requests handed to the transport and not reported yet, in posting order.
+    inflight: VecDeque<Arc<Request<C>>>,
+    /// The next message's number.
+    pub next_seq: u64,
+    /// Completions of the current call.
+    done: Vec<Done>,
+    /// The communicator, for the requests' failure messages ("lnc 0 → 10.0.0.2 lnc 1 (Send comm #0)").
+    who: String,
+}
+
+impl<C> CommIo<C> {
+    pub fn new(who: String) -> CommIo<C> {
+        CommIo { t: Box::new(Unconnected), inflight: VecDeque::new(), next_seq: 0, done: Vec::with_capacity(8), who }
+    }
+
+    /// The transport chosen at set-up.
+    pub fn install(&mut self, t: Box<dyn Transport>) {
+        self.t = t;
+    }
+
+    pub fn transport(&self) -> &dyn Transport {
+        &*self.t
+    }
+
+    #[cfg(test)]
+    pub fn is_shm(&self) -> bool {
+        self.t.name() == "shm"
+    }
+
+    #[cfg(test)]
+    pub fn has_queued_control(&self) -> bool {
+        self.t.has_queued_control()
+    }
+
+    #[cfg(test)]
+    pub fn shm_staged(&self) -> Option<u64> {
+        self.t.staged_messages()
+    }
+
+    /// Hands a request to the transport.
+    pub fn post(&mut self, req: Arc<Request<C>>) -> Result<()> {
+        let m = Msg { seq: req.seq, region: req.region.clone() };
+        self.inflight.push_back(req);
+        let r = self.t.post(m, &mut self.done);
+        self.apply();
+        r
+    }
+
+    pub fn after_post(&mut self, pump: bool) -> Result<bool> {
+        let r = self.t.after_post(pump, &mut self.done);
+        self.apply();
+        r
+    }
+
+    pub fn progress(&mut self) -> Result<()> {
+        let r = self.t.progress(&mut self.done);
+        self.apply();
+        r
+    }
+
+    pub fn poll(&mut self, wait: Option<Wait>, defer_control: bool) -> Result<bool> {
+        let r = self.t.poll(wait, defer_control, &mut self.done);
+        self.apply();
+        r
+    }
+
+    pub fn flush_control(&mut self) -> Result<()> {
+        self.t.flush_control()
+    }
+
+    pub fn spin_fds(&self) -> Vec<WaitFd> {
+        let mut v = Vec::new();
+        self.t.spin_fds(&mut v);
+        v
+    }
+
+    /// Requests posted and not finished.
+    pub fn has_pending(&self) -> bool {
+        !self.inflight.is_empty()
+    }
+
+    /// Completes or fails the requests the transport reported.
+    fn apply(&mut self) {
+        for d in self.done.drain(..) {
+            let seq = d.seq();
+            // In order for every transport so far: almost always the first.
+            let Some(pos) = self.inflight.iter().position(|r| r.seq == seq) else {
+                debug_assert!(false, "completion for message {seq}, which is not in flight");
+                continue;
+            };
+            let req = self.inflight.remove(pos).expect("position is in range");
+            match d {
+                Done::Ok { bytes, .. } => {
+                    req.complete(bytes);
+                }
+                Done::Failed { err, .. } => {
+                    // Logged once, by the test_request that reports it.
+                    req.fail(Error::new(err.status, format!("{}: {}", self.who, err.msg)));
+                }
+            }
+        }
+    }
+
+    /// The communicator broke or closed: every request in flight fails with `e`, and the
+    /// transport goes (its connection closes).
+    pub fn fail_all(&mut self, e: &Error) {
+        for r in self.inflight.drain(..) {
+            r.fail(e.clone());
+        }
+        self.t = Box::new(Unconnected);
+    }
+}
+
+/// The transport of a communicator that is not connected (yet, or any more).
+struct Unconnected;
+
+impl Transport for Unconnected {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+    fn post(&mut self, _m: Msg, _done: &mut Vec<Done>) -> Result<()> {
+        Err(Error::failure("not connected"))
+    }
+    fn after_post(&mut self, _pump: bool, _done: &mut Vec<Done>) -> Result<bool> {
+        Ok(false)
+    }
+    fn progress(&mut self, _done: &mut Vec<Done>) -> Result<()> {
+        Ok(())
+    }
+    fn poll(&mut self, _wait: Option<Wait>, _defer: bool, _done: &mut Vec<Done>) -> Result<bool> {
+        Ok(false)
+    }
+    fn flush_control(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn wait_fds(&self, _out: &mut Vec<WaitFd>) {}
+    fn spin_fds(&self, _out: &mut Vec<WaitFd>) {}
+    fn polls_sockets(&self) -> bool {
+        false
+    }
+    fn max_message(&self) -> u64 {
+        crate::wire::MAX_MESSAGE
+    }
+    fn in_flight(&self) -> bool {
+        false
+    }
+    fn has_queued_control(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,155 @@
+//! Which transport a connection uses, and building it: shared memory when both sides are on
+//! this host and may, else RDMA verbs when both have a device for the connection, else TCP
+//! (`NEURON_RT_ASYNC_SENDRECV_TRANSPORT` narrows the choice). A new transport is one more arm
+//! in [`Chosen`] and [`build`].
+
+use crate::comm::Comm;
+use crate::comm::request::Kind;
+use crate::config::{Config, Transport as Setting};
+use crate::status::{Error, NRT_STATUS, Result};
+use crate::sys::net::canonical;
+use crate::transport::Transport;
+use crate::transport::shm::ShmTransport;
+use crate::transport::tcp::{Stream, TcpTransport};
+use parking_lot::Mutex;
+use std::net::TcpStream;
+use std::sync::Arc;
+
+/// The RDMA device a verbs communicator uses (uninhabited in builds without verbs).
+#[cfg(feature = "verbs")]
+pub type RdmaDevice = crate::transport::verbs::Device;
+#[cfg(not(feature = "verbs"))]
+pub enum RdmaDevice {}
+
+/// The RDMA device that serves local address `ip`, if this build and host have one.
+fn rdma_device_for(ip: std::net::IpAddr) -> Result<Option<Arc<RdmaDevice>>> {
+    #[cfg(feature = "verbs")]
+    {
+        crate::transport::verbs::device_for_ip(ip)
+    }
+    #[cfg(not(feature = "verbs"))]
+    {
+        let _ = ip;
+        Ok(None)
+    }
+}
+
+/// A connection's transport, as chosen (and, on the connecting side, offered).
+pub enum Chosen {
+    Tcp,
+    Shm,
+    Verbs(Arc<RdmaDevice>),
+}
+
+impl Chosen {
+    /// The Hello/HelloAck flag that offers or accepts this transport.
+    pub fn flag(&self) -> u32 {
+        match self {
+            Chosen::Tcp => 0,
+            Chosen::Shm => crate::wire::FLAG_SHM,
+            Chosen::Verbs(_) => crate::wire::FLAG_VERBS,
+        }
+    }
+}
+
+/// Builds the chosen transport over the connection's streams.
+pub fn build(cfg: &Config, kind: Kind, streams: Vec<Stream>, chosen: Chosen) -> Result<Box<dyn Transport>> {
+    Ok(match chosen {
+        Chosen::Tcp => Box::new(TcpTransport::new(kind, streams)),
+        Chosen::Shm => Box::new(ShmTransport::new(kind, streams, cfg.transport == Setting::Shm, cfg.shm_vm_readv)?),
+        #[cfg(feature = "verbs")]
+        Chosen::Verbs(dev) => Box::new(crate::transport::verbs::VerbsTransport::new(kind, streams, dev)?),
+        #[cfg(not(feature = "verbs"))]
+        Chosen::Verbs(dev) => match *dev {},
+    })
+}
+
+/// The lnc's choices, and the transport it last logged.
+#[derive(Default)]
+pub struct Chooser {
+    announced: Mutex<Option<String>>,
+}
+
+impl Chooser {
+    /// The transport for a communicator whose first stream is `sock`, given what the peer
+    /// offers (`FLAG_*` bits; the connecting side passes every flag). An error when the setting
+    /// requires a transport that is not possible.
+    pub fn choose(&self, cfg: &Config, comm: &Comm, peer_offers: u32, sock: &TcpStream) -> Result<Chosen> {
+        if self.choose_shm(cfg, comm, peer_offers & crate::wire::FLAG_SHM != 0, sock)? {
+            return Ok(Chosen::Shm);
+        }
+        Ok(match self.choose_rdma(cfg, comm, peer_offers & crate::wire::FLAG_VERBS != 0, sock)? {
+            Some(dev) => Chosen::Verbs(dev),
+            None => Chosen::Tcp,
+        })
+    }
+
+    /// Whether a connection may use shared memory: the transport setting allows it and the peer
+    /// is on this host (a loopback address, or the connection's own local address). With
+    /// `NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm`, an error when it may not.
+    fn choose_shm(&self, cfg: &Config, comm: &Comm, peer_offers: bool, sock: &TcpStream) -> Result<bool> {
+        let wanted = matches!(cfg.transport, Setting::Auto | Setting::Shm) && !cfg!(feature = "preload");
+        if !wanted {
+            return Ok(false);
+        }
+        let local = crate::sys::net::on_this_host(sock);
+        let ok = local && peer_offers;
+        if cfg.transport == Setting::Shm && !ok {
+            let why = if local { "the peer does not offer shared memory" } else { "the peer is not on this host" };
+            return Err(Error::failure(format!("{}: NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm, but {why}", comm.describe())));
+        }
+        if ok {
+            self.announce_what(comm, "shm (same-host shared memory)".into());
+        }
+        Ok(ok)
+    }
+
+    /// The RDMA device for a communicator whose first stream is `sock`, per the transport
+    /// setting: `None` for TCP; an error when verbs is required but impossible.
+    fn choose_rdma(&self, cfg: &Config, comm: &Comm, peer_offers: bool, sock: &TcpStream) -> Result<Option<Arc<RdmaDevice>>> {
+        let local = sock.local_addr().map(|a| canonical(a.ip()));
+        let dev = match (cfg.transport, &local) {
+            (Setting::Tcp, _) => None,
+            (_, Ok(ip)) => match rdma_device_for(*ip) {
+                Ok(d) => d,
+                Err(e) if cfg.transport == Setting::Verbs => return Err(e),
+                Err(e) => {
+                    crate::log_warn!("{}: RDMA device lookup failed, using TCP: {e}", comm.describe());
+                    None
+                }
+            },
+            (_, Err(e)) => return Err(Error::io(NRT_STATUS::NRT_FAILURE, "local address of the connection", e)),
+        };
+        let dev = if peer_offers { dev } else { None };
+        if cfg.transport == Setting::Verbs && dev.is_none() {
+            let why = if peer_offers { "no RDMA device here serves" } else { "the peer offers no RDMA for" };
+            return Err(Error::failure(format!(
+                "{}: NEURON_RT_ASYNC_SENDRECV_TRANSPORT=verbs, but {why} local address {}",
+                comm.describe(),
+                local.map(|a| a.to_string()).unwrap_or_default()
+            )));
+        }
+        self.announce(comm, dev.as_deref());
+        Ok(dev)
+    }
+
+    /// Logs the transport of the lnc's first communicator, and every later change.
+    pub fn announce(&self, comm: &Comm, dev: Option<&RdmaDevice>) {
+        #[cfg(feature = "verbs")]
+        let what = dev.map(|d| format!("verbs on {d}")).unwrap_or_else(|| "tcp".into());
+        #[cfg(not(feature = "verbs"))]
+        let what = {
+            let _ = dev;
+            "tcp".to_string()
+        };
+        self.announce_what(comm, what);
+    }
+
+    fn announce_what(&self, comm: &Comm, what: String) {
+        let mut last = self.announced.lock();
+        if last.as_deref() != Some(what.as_str()) {
+            crate::log_info!("lnc {}: transport {what} (first used by {})", comm.hub.id, comm.describe());
+            *last = Some(what);
+        }
+    }
+}
