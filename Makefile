@@ -140,7 +140,8 @@ perf-tool:
 	    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/nrt-sr-perf" $(BUILD)/bin/nrt-sr-perf
 
 # Our library (nrt-sr-perf over TCP and shared memory) against iperf3, ucx_perftest and memcpy on
-# loopback; writes bench/results.json, bench/results.md, bench/report.png (scripts/bench.sh).
+# loopback; writes bench/results.json, bench/report.png and the latest results in
+# docs/performance.md (scripts/bench.sh).
 bench: lib perf-tool
 	@scripts/bench.sh
 

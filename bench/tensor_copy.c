@@ -1,8 +1,8 @@
 /* nrt_tensor_read / nrt_tensor_write / nrt_tensor_copy bandwidth through the library's C API,
- * with the caller's buffer at a chosen distance from the tensor's bytes (transport/copy.rs,
- * "Copy distance": `rep movsb` copies run several times slower when the destination lies 1-31
- * bytes past the source modulo 4 KiB on some CPUs, and a large malloc() buffer starts 16 bytes
- * into its page).
+ * with the caller's buffer at a chosen distance from the tensor's bytes (src/transport/copy.rs;
+ * docs/transports.md, "Copy distance": `rep movsb` copies run several times slower when the
+ * destination lies 1-31 bytes past the source modulo 4 KiB on some CPUs, and a large malloc()
+ * buffer starts 16 bytes into its page).
  *
  *   cc -O2 -I include -o tensor_copy bench/tensor_copy.c -L build/lib -lnrt -Wl,-rpath,$PWD/build/lib
  *   ./tensor_copy [rounds]                                     (default 200 copies per figure)

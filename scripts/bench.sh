@@ -2,9 +2,11 @@
 # make bench: our library (through build/bin/nrt-sr-perf) against iperf3, ucx_perftest and memcpy,
 # all on this host's loopback, one after another (run it on an otherwise idle machine).
 #
-# Writes bench/results.json, bench/results.md (tables for the README) and bench/report.png (the
-# tool's plot with the reference points); raw outputs stay in bench/tmp/ (ignored by git). Ends
-# with one line per target (met / MISSED) and then exactly one line:
+# Writes bench/results.json, bench/report.png (the tool's plot with the reference points) and the
+# latest results into docs/performance.md, between its lines <!-- bench:begin --> and
+# <!-- bench:end --> (scripts/bench_report.py; the method is described above them there); raw
+# outputs stay in bench/tmp/ (ignored by git). Ends with one line per target (met / MISSED) and
+# then exactly one line:
 #   bench: tcp_vs_iperf3=R tcp_vs_ucx=R shm_vs_memcpy=R shm_vs_ucx_sm=R lat8_tcp_vs_ucx=R lat8_shm_vs_ucx=R many_comms_vs_one=R
 # Every ratio is ours / theirs: bandwidths at 64 MiB (tcp against iperf3 -l 1M without -Z with the
 # same number of TCP streams; against ucx_perftest tag_bw over UCX_TLS=tcp; shm against memcpy and
@@ -22,7 +24,8 @@
 #
 # The machine must be otherwise idle: before each phase the script waits (BENCH_IDLE_WAIT) for the
 # CPUs to be < 10% busy, and after it prints a warning when other processes used more than 10% of
-# the CPUs while it ran (results.json: settings.cpu_others_percent_during; results.md says it too).
+# the CPUs while it ran (results.json: settings.cpu_others_percent_during; docs/performance.md
+# says it too).
 # Exit status 0 when everything was measured (targets missed or not), 1 when a measurement failed
 # (named on a "bench: error:" line before the target lines).
 #
@@ -61,6 +64,7 @@ ROUNDS=${BENCH_ROUNDS:-5}
 TOOL=${NRT_SR_PERF:-build/bin/nrt-sr-perf}
 OUT=bench
 TMP=$OUT/tmp
+DOC=docs/performance.md
 PY="python3 scripts/bench_report.py"
 UCX_TLS_TCP=tcp
 UCX_TLS_SM=sm
@@ -357,6 +361,6 @@ else
     fail "plot: no nrt run to plot; $OUT/report.png not written"
 fi
 cleanup
-log "wrote $OUT/results.json, $OUT/results.md"
+log "writing $OUT/results.json and the latest results in $DOC"
 # Prints the errors, one line per target, then the final line; exits 1 when something failed.
-$PY report "$TMP" "$OUT"
+$PY report "$TMP" "$OUT" "$DOC"

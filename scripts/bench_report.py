@@ -10,8 +10,13 @@
   bench_report.py parse-ucx FILE             JSON of the "Final:" line, or exit 1
   bench_report.py round-summary TMP K N      one line: round K's figures, ours and the references
   bench_report.py refs TMP                   TMP/refs.json for `nrt-sr-perf plot --refs`
-  bench_report.py report TMP OUTDIR          OUTDIR/results.json, OUTDIR/results.md; prints the
-                                             target lines and the final `bench:` line
+  bench_report.py report TMP OUTDIR [DOC]    OUTDIR/results.json, and the latest results in DOC
+                                             (docs/performance.md) between its bench markers;
+                                             prints the target lines and the final `bench:` line
+  bench_report.py docs RESULTS [DOC]         rewrites DOC's bench markers from a results.json
+
+DOC's text between the lines `<!-- bench:begin -->` and `<!-- bench:end -->` is replaced; the rest
+of DOC is left as it is. Both markers must be there, each once, on lines of their own.
 
 Units: GB/s = 1e9 bytes per second. ucx_perftest prints bandwidth in MiB/s (bytes / 2^20 / s) and,
 for ping-pong tests (tag_lat), latency as the round trip divided by two (ucx_perf_calc_result
@@ -43,6 +48,23 @@ TARGETS = [
     ("lat8_shm_vs_ucx", "<=", 2.0),
     ("many_comms_vs_one", ">=", 0.8),
 ]
+
+BENCH_BEGIN = "<!-- bench:begin -->"
+BENCH_END = "<!-- bench:end -->"
+DEFAULT_DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "performance.md")
+
+
+def shown(ratios, name, target):
+    """Two decimals, or three where two would read as the target itself (1.005 is not <= 1.0)."""
+    v = ratios.get(name)
+    if v is None:
+        return "n/a"
+    return "%.3f" % v if "%.2f" % v == "%.2f" % target and v != target else "%.2f" % v
+
+
+def bench_line(ratios):
+    """The final line of make bench (scripts parse it: keep its format)."""
+    return "bench: " + " ".join("%s=%s" % (name, shown(ratios, name, target)) for name, _, target in TARGETS)
 
 
 # ---------------------------------------------------------------- ports
@@ -439,8 +461,195 @@ def cmd_refs(args):
     return 0
 
 
+def render_md(results):
+    """The latest results as Markdown lines for docs/performance.md, from a results.json."""
+    m = results.get("machine") or {}
+    settings = results.get("settings") or {}
+    streams = settings.get("tcp_streams", 4)
+    nrt = results.get("nrt") or {}
+    nrt_tcp, nrt_shm, scale = nrt.get("tcp"), nrt.get("shm"), nrt.get("scale") or []
+    iperf3 = results.get("iperf3") or []
+    ucx = results.get("ucx") or {}
+    memcpy = results.get("memcpy") or {}
+    ratios = results.get("ratios") or {}
+    targets = results.get("targets") or {}
+    med = results.get("round_medians") or {}
+    pair_runs = (results.get("tcp_pair_rounds") or {}).get("gbytes_per_s") or []
+    reno_runs = (results.get("iperf3_reno_rounds") or {}).get("gbytes_per_s") or []
+    n_rounds = med.get("rounds", len((results.get("iperf3_rounds") or {}).get("gbytes_per_s") or []))
+    scale_size = med.get("scale_size") or next((r["size"] for r in scale if r.get("size")), MIB)
+
+    def u(tls, key):
+        return (ucx.get(tls) or {}).get(key)
+
+    def u_runs(tls, key):
+        return len(((ucx.get(tls) or {}).get("runs") or {}).get(key) or [])
+
+    md = ["<!-- Written by scripts/bench_report.py from bench/results.json (make bench). Edit the script, not this text. -->", ""]
+    md.append("Run of %s: loopback on %s (%s CPUs, %s GiB, kernel %s). TCP: %d streams per communicator."
+              % ((results.get("date") or "-")[:10], m.get("cpu_model"), m.get("cpus"), m.get("mem_gib"),
+                 m.get("kernel"), streams))
+    others = settings.get("cpu_others_percent_during") or {}
+    if others:
+        md.append("CPU time used by other processes during each phase: %s."
+                  % ", ".join("%s %d%%" % kv for kv in others.items()))
+    md.append("")
+    md.append("![bandwidth and latency against message size](../bench/report.png)")
+    md.append("")
+    md.append("### Bandwidth and latency by message size")
+    md.append("")
+    wins = sorted({r.get("window") for run in (nrt_tcp, nrt_shm) if run
+                   for r in run.get("results") or [] if r.get("window") is not None})
+    md.append("`nrt-sr-perf --local --mode both`, one communicator; bandwidth with %s messages in flight "
+              "(fewer for the largest sizes: the tool keeps at most 1 GiB of tensors per side), latency as "
+              "the p50 half round trip." % (
+                  "up to %d" % wins[-1] if wins else "-"))
+    md.append("")
+    md.append("| size | tcp GB/s | shm GB/s | tcp p50 µs | shm p50 µs |")
+    md.append("|---:|---:|---:|---:|---:|")
+    sizes = sorted({r.get("size") for run in (nrt_tcp, nrt_shm) if run
+                    for r in run.get("results") or [] if r.get("size") is not None})
+    for s in sizes:
+        md.append("| %s | %s | %s | %s | %s |" % (
+            human_size(s), fmt_gbs(nrt_at(nrt_tcp, s, "gbytes_per_s")), fmt_gbs(nrt_at(nrt_shm, s, "gbytes_per_s")),
+            fmt(nrt_at(nrt_tcp, s, "lat_p50_us"), "%.1f"), fmt(nrt_at(nrt_shm, s, "lat_p50_us"), "%.1f")))
+    if not sizes:
+        md.append("| - | - | - | - | - |")
+    md.append("")
+    md.append("### References")
+    md.append("")
+    md.append("| reference | GB/s | half round trip µs |")
+    md.append("|---|---:|---:|")
+    for r in iperf3:
+        md.append("| iperf3 `-l 1M -P %d%s` (%d s) | %s | |" % (
+            r["streams"], " -Z" if r["zerocopy"] else "", settings.get("seconds", 5), fmt(r["gbytes_per_s"])))
+    for tls in ("tcp", "sm"):
+        name = (ucx.get(tls) or {}).get("UCX_TLS", tls)
+        md.append("| ucx_perftest tag_bw 4 MiB, `UCX_TLS=%s` (median of %d runs) | %s | |" % (
+            name, u_runs(tls, "tag_bw_4M_gbytes_per_s"), fmt(u(tls, "tag_bw_4M_gbytes_per_s"))))
+        md.append("| ucx_perftest tag_bw 64 MiB, `UCX_TLS=%s` (median of %d runs) | %s | |" % (
+            name, u_runs(tls, "tag_bw_64M_gbytes_per_s"), fmt(u(tls, "tag_bw_64M_gbytes_per_s"))))
+        md.append("| ucx_perftest tag_lat 8 B, `UCX_TLS=%s` (p50, median of %d runs) | | %s |" % (
+            name, u_runs(tls, "tag_lat_8B_us"), fmt(u(tls, "tag_lat_8B_us"), "%.2f")))
+    for size, key in (("4 MiB", "4M_gbytes_per_s"), ("64 MiB", "64M_gbytes_per_s")):
+        md.append("| memcpy %s (one core, best of %s) | %s | |" % (size, memcpy.get("runs", "-"), fmt(memcpy.get(key))))
+    md.append("| plain C TCP pair, 64 MiB, %d streams, `sendfile`/`recv` (bench/tcp_pair.c, median of %d runs) | %s | |" % (
+        streams, len(pair_runs), fmt(med.get("tcp_pair_gbytes_per_s"))))
+    md.append("")
+    md.append("### Communicators and messages in flight")
+    md.append("")
+    md.append("TCP, each run moving the same bytes in all; RSS per communicator and CPU seconds per GB "
+              "(both processes).")
+    md.append("")
+    md.append("| comms | in flight per comm | size | GB/s | RSS per comm | CPU s per GB |")
+    md.append("|---:|---:|---:|---:|---:|---:|")
+    for r in scale:
+        rss = r.get("rss_bytes_per_comm")
+        win = str(r["window"])
+        if r.get("window_used") not in (None, r["window"]):
+            win += " (used %s)" % r["window_used"]
+        md.append("| %d | %s | %s | %s | %s | %s |" % (
+            r["comms"], win, human_size(r["size"]) if r.get("size") else "-", fmt_gbs(r.get("gbytes_per_s")),
+            "-" if rss is None else "%.0f KiB" % (rss / 1024), fmt(r.get("cpu_s_per_gb"), "%.2f")))
+    if not scale:
+        md.append("| - | - | - | - | - | - |")
+    md.append("")
+    md.append("### Ratios")
+    md.append("")
+    md.append("Ratios at 64 MiB (bandwidth) and 8 B (half round trip, p50), from %d rounds in which each "
+              "of ours and its reference ran back to back (64 MiB: 64 messages, window 16; 8 B: 20,000 "
+              "ping-pongs, three pairs per round; iperf3 `-l 1M -P %d` for 3 s); every input is its median over all its runs: "
+              "nrt tcp 64 MiB %s GB/s, 8 B %s µs; nrt shm 64 MiB %s GB/s, 8 B %s µs; iperf3 %s GB/s; "
+              "ucx tcp 64 MiB %s GB/s, 8 B %s µs; ucx sm 64 MiB %s GB/s, 8 B %s µs; "
+              "TCP %s messages, 16 in flight per communicator: 1 communicator %s GB/s, 64 communicators %s GB/s." % (
+                  n_rounds, streams, fmt_gbs(med.get("nrt_tcp_64M_gbytes_per_s")), fmt(med.get("nrt_tcp_8B_lat_p50_us"), "%.2f"),
+                  fmt_gbs(med.get("nrt_shm_64M_gbytes_per_s")), fmt(med.get("nrt_shm_8B_lat_p50_us"), "%.2f"),
+                  fmt_gbs(med.get("iperf3_gbytes_per_s")),
+                  fmt_gbs(u("tcp", "tag_bw_64M_gbytes_per_s")), fmt(u("tcp", "tag_lat_8B_us"), "%.2f"),
+                  fmt_gbs(u("sm", "tag_bw_64M_gbytes_per_s")), fmt(u("sm", "tag_lat_8B_us"), "%.2f"),
+                  human_size(scale_size), fmt_gbs(med.get("nrt_tcp_comms1_gbytes_per_s")),
+                  fmt_gbs(med.get("nrt_tcp_comms64_gbytes_per_s"))))
+    md.append("")
+    md.append("| ratio (ours / theirs) | value | target | |")
+    md.append("|---|---:|---:|---|")
+    for name, op, target in TARGETS:
+        met = (targets.get(name) or {}).get("met")
+        md.append("| %s | %s | %s %.1f | %s |" % (
+            name, shown(ratios, name, target), op, target, "-" if met is None else ("met" if met else "missed")))
+    md.append("")
+    md.append("Context, no target: our TCP streams to this host run reno ([transports.md](transports.md#congestion-control)); "
+              "iperf3 `-C reno -P %d` in the same rounds: %s GB/s (median of %d), ours / it %s; iperf3 with the "
+              "system's congestion control (the target's reference): %s GB/s." % (
+                  streams, fmt_gbs(med.get("iperf3_reno_gbytes_per_s")), len(reno_runs),
+                  fmt(ratios.get("tcp_vs_iperf3_reno"), "%.2f"), fmt_gbs(med.get("iperf3_gbytes_per_s"))))
+    md.append("")
+    md.append("Context, no target: the plain C TCP pair (bench/tcp_pair.c: the kernel's loopback TCP with our "
+              "shape, 64 MiB messages from and into 16 memfd buffers per side) moved %s GB/s in the same rounds: "
+              "ours / C pair %s, C pair / iperf3 %s. The 8-byte ping-pongs' best runs (each run's p50 "
+              "sits at one of two levels, by where the host places the two vCPUs; the best of each side "
+              "compares like with like): tcp %s, shm %s." % (
+                  fmt_gbs(med.get("tcp_pair_gbytes_per_s")), fmt(ratios.get("tcp_vs_tcp_pair"), "%.2f"),
+                  fmt(ratios.get("tcp_pair_vs_iperf3"), "%.2f"),
+                  fmt(ratios.get("lat8_tcp_vs_ucx_best"), "%.2f"), fmt(ratios.get("lat8_shm_vs_ucx_best"), "%.2f")))
+    md.append("")
+    md.append("The closing line of `make bench`:")
+    md.append("")
+    md.append("```")
+    md.append(bench_line(ratios))
+    md.append("```")
+    errors = results.get("errors") or []
+    if errors:
+        md.append("")
+        md.append("Measurements that failed in this run: %s." % "; ".join(errors))
+    return md
+
+
+def write_doc(doc, lines):
+    """Replaces the text between DOC's bench markers with LINES; an error message, or None."""
+    try:
+        with open(doc) as f:
+            text = f.read()
+    except OSError as e:
+        return "%s: %s" % (doc, e)
+    rows = text.split("\n")
+    begin = [i for i, r in enumerate(rows) if r.strip() == BENCH_BEGIN]
+    end = [i for i, r in enumerate(rows) if r.strip() == BENCH_END]
+    if len(begin) != 1 or len(end) != 1 or begin[0] > end[0]:
+        return "%s: needs one line %s followed by one line %s; results not written there" % (doc, BENCH_BEGIN, BENCH_END)
+    rows[begin[0] + 1:end[0]] = [""] + lines + [""]
+    tmp = doc + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write("\n".join(rows))
+        os.replace(tmp, doc)
+    except OSError as e:
+        return "%s: %s" % (doc, e)
+    return None
+
+
+def cmd_docs(args):
+    """Rewrites DOC's bench markers from an existing results.json."""
+    if not args:
+        print(__doc__, file=sys.stderr)
+        return 2
+    doc = args[1] if len(args) > 1 else DEFAULT_DOC
+    try:
+        with open(args[0]) as f:
+            results = json.load(f)
+    except (OSError, ValueError) as e:
+        print("bench_report: %s: %s" % (args[0], e), file=sys.stderr)
+        return 1
+    err = write_doc(doc, render_md(results))
+    if err:
+        print("bench_report: %s" % err, file=sys.stderr)
+        return 1
+    print("bench_report: wrote the results of %s into %s" % (results.get("date", "?"), doc))
+    return 0
+
+
 def cmd_report(args):
     tmp, outdir = args[0], args[1]
+    doc = args[2] if len(args) > 2 else DEFAULT_DOC
     env, errors, memcpy, iperf3, iperf3_rounds, iperf3_reno_rounds, ucx, nrt_tcp, nrt_shm, scale, tcp_pair_rounds = collect(tmp)
     streams = int(env.get("streams", "4"))
     S64 = 64 * MIB
@@ -522,13 +731,6 @@ def cmd_report(args):
         targets[name] = {"value": None if v is None else round(v, 4),
                          "target": target, "cmp": op, "met": met}
 
-    def shown(name, target):
-        # Two decimals, or three where two would read as the target itself (1.005 is not <= 1.0).
-        v = ratios[name]
-        if v is None:
-            return "n/a"
-        return "%.3f" % v if "%.2f" % v == "%.2f" % target and v != target else "%.2f" % v
-
     # A measurement the ratios need that produced nothing is a failure even if no step said so.
     needed = {
         "nrt tcp 64 MiB bandwidth": tcp64, "nrt tcp 8 B latency": tcp_lat8,
@@ -564,6 +766,17 @@ def cmd_report(args):
         "tcp_pair_rounds": dict(pair_shape, gbytes_per_s=[r["gbytes_per_s"] for r in tcp_pair_rounds]),
         "ucx": ucx,
         "memcpy": memcpy,
+        # The inputs of the ratios: medians over the rounds (the sweep's figure where no round
+        # measured it), as docs/performance.md shows them.
+        "round_medians": {
+            "rounds": len(iperf3_rounds),
+            "nrt_tcp_64M_gbytes_per_s": tcp64, "nrt_tcp_8B_lat_p50_us": tcp_lat8,
+            "nrt_shm_64M_gbytes_per_s": shm64, "nrt_shm_8B_lat_p50_us": shm_lat8,
+            "scale_size": scale_size,
+            "nrt_tcp_comms1_gbytes_per_s": comms1, "nrt_tcp_comms64_gbytes_per_s": comms64,
+            "iperf3_gbytes_per_s": iperf3_med, "iperf3_reno_gbytes_per_s": iperf3_reno_med,
+            "tcp_pair_gbytes_per_s": tcp_pair,
+        },
         "ratios": {k: (None if v is None else round(v, 4)) for k, v in ratios.items()},
         "targets": targets,
         "errors": errors,
@@ -572,95 +785,10 @@ def cmd_report(args):
         json.dump(results, f, indent=1)
         f.write("\n")
 
-    # ---- markdown
-    m = results["machine"]
-    md = []
-    md.append("Loopback on %s (%s CPUs, %s GiB, kernel %s), %s. TCP: %d streams per communicator."
-              % (m["cpu_model"], m["cpus"], m["mem_gib"], m["kernel"], results["date"][:10], streams))
-    others = results["settings"]["cpu_others_percent_during"]
-    if others:
-        md.append("CPU time used by other processes during each phase: %s."
-                  % ", ".join("%s %d%%" % kv for kv in others.items()))
-    md.append("")
-    md.append("| size | tcp GB/s | shm GB/s | tcp p50 µs | shm p50 µs |")
-    md.append("|---:|---:|---:|---:|---:|")
-    sizes = sorted({r.get("size") for run in (nrt_tcp, nrt_shm) if run
-                    for r in run.get("results") or [] if r.get("size") is not None})
-    for s in sizes:
-        md.append("| %s | %s | %s | %s | %s |" % (
-            human_size(s), fmt_gbs(nrt_at(nrt_tcp, s, "gbytes_per_s")), fmt_gbs(nrt_at(nrt_shm, s, "gbytes_per_s")),
-            fmt(nrt_at(nrt_tcp, s, "lat_p50_us"), "%.1f"), fmt(nrt_at(nrt_shm, s, "lat_p50_us"), "%.1f")))
-    if not sizes:
-        md.append("| - | - | - | - | - |")
-    md.append("")
-    md.append("| reference | GB/s | half round trip µs |")
-    md.append("|---|---:|---:|")
-    for r in iperf3:
-        md.append("| iperf3 `-l 1M -P %d%s` (%d s) | %s | |" % (
-            r["streams"], " -Z" if r["zerocopy"] else "", results["settings"]["seconds"], fmt(r["gbytes_per_s"])))
-    for tls in ("tcp", "sm"):
-        u = ucx[tls]
-        md.append("| ucx_perftest tag_bw 4 MiB, `UCX_TLS=%s` (median of %d runs) | %s | |" % (
-            u["UCX_TLS"], len(u["runs"]["tag_bw_4M_gbytes_per_s"]), fmt(u["tag_bw_4M_gbytes_per_s"])))
-        md.append("| ucx_perftest tag_bw 64 MiB, `UCX_TLS=%s` (median of %d runs) | %s | |" % (
-            u["UCX_TLS"], len(u["runs"]["tag_bw_64M_gbytes_per_s"]), fmt(u["tag_bw_64M_gbytes_per_s"])))
-        md.append("| ucx_perftest tag_lat 8 B, `UCX_TLS=%s` (p50, median of %d runs) | | %s |" % (
-            u["UCX_TLS"], len(u["runs"]["tag_lat_8B_us"]), fmt(u["tag_lat_8B_us"], "%.2f")))
-    for size, key in (("4 MiB", "4M_gbytes_per_s"), ("64 MiB", "64M_gbytes_per_s")):
-        md.append("| memcpy %s (one core, best of %s) | %s | |" % (
-            size, (memcpy or {}).get("runs", "-"), fmt((memcpy or {}).get(key))))
-    md.append("| plain C TCP pair, 64 MiB, %d streams, `sendfile`/`recv` (bench/tcp_pair.c, median of %d runs) | %s | |" % (
-        streams, len(tcp_pair_rounds), fmt(tcp_pair)))
-    md.append("")
-    md.append("| comms | in flight per comm | size | GB/s | RSS per comm | CPU s per GB |")
-    md.append("|---:|---:|---:|---:|---:|---:|")
-    for r in scale:
-        rss = r["rss_bytes_per_comm"]
-        win = str(r["window"])
-        if r.get("window_used") not in (None, r["window"]):
-            win += " (used %s)" % r["window_used"]
-        md.append("| %d | %s | %s | %s | %s | %s |" % (
-            r["comms"], win, human_size(r["size"]) if r["size"] else "-", fmt_gbs(r["gbytes_per_s"]),
-            "-" if rss is None else "%.0f KiB" % (rss / 1024), fmt(r["cpu_s_per_gb"], "%.2f")))
-    if not scale:
-        md.append("| - | - | - | - | - | - |")
-    md.append("")
-    n_rounds = len(iperf3_rounds)
-    md.append("Ratios at 64 MiB (bandwidth) and 8 B (half round trip, p50), from %d rounds in which each "
-              "of ours and its reference ran back to back (64 MiB: 64 messages, window 16; 8 B: 20,000 "
-              "ping-pongs, three pairs per round; iperf3 `-l 1M -P %d` for 3 s); every input is its median over all its runs: "
-              "nrt tcp 64 MiB %s GB/s, 8 B %s µs; nrt shm 64 MiB %s GB/s, 8 B %s µs; iperf3 %s GB/s; "
-              "ucx tcp 64 MiB %s GB/s, 8 B %s µs; ucx sm 64 MiB %s GB/s, 8 B %s µs; "
-              "TCP %s messages, 16 in flight per communicator: 1 communicator %s GB/s, 64 communicators %s GB/s." % (
-                  n_rounds, streams, fmt_gbs(tcp64), fmt(tcp_lat8, "%.2f"), fmt_gbs(shm64), fmt(shm_lat8, "%.2f"),
-                  fmt_gbs(iperf3_med),
-                  fmt_gbs(ucx["tcp"]["tag_bw_64M_gbytes_per_s"]), fmt(ucx["tcp"]["tag_lat_8B_us"], "%.2f"),
-                  fmt_gbs(ucx["sm"]["tag_bw_64M_gbytes_per_s"]), fmt(ucx["sm"]["tag_lat_8B_us"], "%.2f"),
-                  human_size(scale_size), fmt_gbs(comms1), fmt_gbs(comms64)))
-    md.append("")
-    md.append("Context, no target: our TCP streams to this host run reno (README, \"TCP tuning\"); iperf3 "
-              "`-C reno -P %d` in the same rounds: %s GB/s (median of %d), ours / it %s; iperf3 with the "
-              "system's congestion control (the target's reference): %s GB/s." % (
-                  streams, fmt_gbs(iperf3_reno_med), len(iperf3_reno_rounds),
-                  fmt(ratios["tcp_vs_iperf3_reno"], "%.2f"), fmt_gbs(iperf3_med)))
-    md.append("")
-    md.append("Context, no target: the plain C TCP pair (bench/tcp_pair.c: the kernel's loopback TCP with our "
-              "shape, 64 MiB messages from and into 16 memfd buffers per side) moved %s GB/s in the same rounds: "
-              "ours / C pair %s, C pair / iperf3 %s. The 8-byte ping-pongs' best runs (each run's p50 "
-              "sits at one of two levels, by where the host places the two vCPUs; the best of each side "
-              "compares like with like): tcp %s, shm %s." % (
-                  fmt_gbs(tcp_pair), fmt(ratios["tcp_vs_tcp_pair"], "%.2f"), fmt(ratios["tcp_pair_vs_iperf3"], "%.2f"),
-                  fmt(ratios["lat8_tcp_vs_ucx_best"], "%.2f"), fmt(ratios["lat8_shm_vs_ucx_best"], "%.2f")))
-    md.append("")
-    md.append("| ratio (ours / theirs) | value | target | |")
-    md.append("|---|---:|---:|---|")
-    for name, op, target in TARGETS:
-        t = targets[name]
-        md.append("| %s | %s | %s %.1f | %s |" % (
-            name, shown(name, target), op, target,
-            "-" if t["met"] is None else ("met" if t["met"] else "missed")))
-    with open(os.path.join(outdir, "results.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
+    # ---- docs/performance.md, between its bench markers
+    err = write_doc(doc, render_md(results))
+    if err:
+        errors.append(err)
 
     # ---- console: one line per target, then the final line
     busy = {k: v for k, v in results["settings"]["cpu_others_percent_during"].items() if v > 10}
@@ -672,8 +800,8 @@ def cmd_report(args):
     for name, op, target in TARGETS:
         t = targets[name]
         state = "n/a (not measured)" if t["met"] is None else ("met" if t["met"] else "MISSED")
-        print("bench: target %-17s %s %.1f: %-5s %s" % (name, op, target, shown(name, target), state))
-    print("bench: " + " ".join("%s=%s" % (name, shown(name, target)) for name, _, target in TARGETS))
+        print("bench: target %-17s %s %.1f: %-5s %s" % (name, op, target, shown(ratios, name, target), state))
+    print(bench_line(ratios))
     return 1 if errors else 0
 
 
@@ -681,7 +809,8 @@ def main():
     cmds = {"free-port": cmd_free_port, "cpu-busy": cmd_cpu_busy,
             "cpu-mark": cmd_cpu_mark, "cpu-others": cmd_cpu_others, "wait-listen": cmd_wait_listen,
             "parse-iperf3": cmd_parse_iperf3, "parse-ucx": cmd_parse_ucx,
-            "round-summary": cmd_round_summary, "refs": cmd_refs, "report": cmd_report}
+            "round-summary": cmd_round_summary, "refs": cmd_refs, "report": cmd_report,
+            "docs": cmd_docs}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         print(__doc__, file=sys.stderr)
         return 2

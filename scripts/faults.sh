@@ -8,7 +8,7 @@
 # RSS back to where they were). Each case prints the time to the error it measured; the matrix
 # also goes to build/faults/matrix.md. Ends with "faults: N passed, M failed".
 # (Packet loss, delay, reordering, duplication and a rate cap need tc netem, which this host kernel
-# lacks: scripts/rdma-vm.sh runs those inside its VM; see README, "Fault matrix".)
+# lacks: scripts/rdma-vm.sh runs those inside its VM; see docs/faults.md.)
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -91,8 +91,8 @@ res $(( s || r )) "baseline: 300 x 1 MiB across the veth" "sender $(tail -1 "$OU
 row "none" "all delivered" "$(tail -1 "$OUT/recv.out")" "300 MiB"
 
 # 0b. Congestion control: streams across the veth keep each namespace's default (set to an
-#     algorithm other than reno for the test), streams on loopback run reno (README, "TCP
-#     tuning"); read with ss mid-transfer.
+#     algorithm other than reno for the test), streams on loopback run reno (docs/transports.md,
+#     "Congestion control"); read with ss mid-transfer.
 CC=$(ip netns exec "$A" sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null | tr ' ' '\n' | grep -m1 -x -e cubic -e bbr)
 if [ -n "$CC" ] && ip netns exec "$A" sysctl -qw net.ipv4.tcp_congestion_control=$CC 2>/dev/null \
    && ip netns exec "$B" sysctl -qw net.ipv4.tcp_congestion_control=$CC 2>/dev/null; then

@@ -263,7 +263,7 @@ EOF
 (cd "$INITRD_ROOT" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$WORK/initrd.cpio.gz"
 
 # ---------------------------------------------------------------- 3. boot
-# Software emulation: this host's KVM cannot run the guest (see README, "RDMA in a VM").
+# Software emulation where this host's KVM cannot run the guest (see docs/rdma-vm.md).
 if [ -z "${ACCEL:-}" ]; then
     if [ -w /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ] && grep -qE 'vmx|svm' /proc/cpuinfo; then ACCEL=kvm; else ACCEL=tcg; fi
 fi

@@ -114,7 +114,7 @@ echo "== LD_PRELOAD mode"
 NRT_TEST_PORT_BASE=27000 c_tests/preload/run.sh | tee "$LOGDIR/preload.log"
 collect preload "$LOGDIR/preload.log"
 
-# 7. The Python ctypes pattern of API.md, unchanged, in two processes.
+# 7. The vendor's Python ctypes usage pattern (docs/semantics.md), unchanged, in two processes.
 echo "== python ctypes"
 if NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=29500 NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=error \
    timeout 120 python3 tests_py/ctypes_pattern.py build/lib/libnrt.so.1 >"$LOGDIR/ctypes.log" 2>&1; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The vendor's Python ctypes usage pattern (API.md), run against build/lib/libnrt.so.1.
+"""The vendor's Python ctypes usage pattern (docs/semantics.md), run against build/lib/libnrt.so.1.
 
 Two processes: the receiver (lnc 1) and the sender (lnc 0) exchange nothing but the library's
 own traffic over 127.0.0.1; DEVICE tensors of 1 MiB and 8 MiB + 5, one request at a time,
