@@ -9,8 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/*
- Status codes returned by every `nrt_*` function (values fixed by the vendor ABI).
+/**
+ * Status codes returned by every `nrt_*` function (values fixed by the vendor ABI).
  */
 typedef enum NRT_STATUS {
   NRT_SUCCESS = 0,

@@ -16,6 +16,9 @@ pub use sendrecv::*;
 #[cfg(not(feature = "preload"))]
 pub use tensor::*;
 
+#[cfg(all(test, not(feature = "preload")))]
+mod tests;
+
 /// A tensor (opaque; in the standalone library the pointer is a checked handle, in preload mode
 /// it is the vendor runtime's own tensor).
 #[allow(non_camel_case_types)]

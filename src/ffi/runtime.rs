@@ -22,8 +22,15 @@ pub enum nrt_framework_type_t {
 #[derive(Clone, Copy)]
 pub struct FrameworkArg(pub c_int);
 
-/// Initialises the runtime. Without Neuron devices this only records that it was called; the
-/// versions are accepted as given (NULL allowed). A second call is a successful no-op.
+/// Initialises the runtime. Without Neuron devices this only records that it was called (which
+/// `nrt_async_sendrecv_init` requires), re-reads `NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL` and raises
+/// the soft open-file limit to the hard one. `fw_version` and `fal_version` are not read (NULL
+/// allowed). A second call while initialised changes nothing. Tensor functions do not need it.
+///
+/// Returns:
+/// - `NRT_SUCCESS`: initialised (or already so).
+/// - `NRT_INVALID`: `framework` is not a `nrt_framework_type_t` value (0 to 4).
+/// - `NRT_FAILURE`: an internal error (logged).
 #[unsafe(no_mangle)]
 pub extern "C" fn nrt_init(framework: FrameworkArg, fw_version: *const c_char, fal_version: *const c_char) -> NRT_STATUS {
     let _ = (fw_version, fal_version);
@@ -36,7 +43,15 @@ pub extern "C" fn nrt_init(framework: FrameworkArg, fw_version: *const c_char, f
     })
 }
 
-/// Closes the runtime: every lnc still initialised is closed and its handles die.
+/// Closes the runtime: every lnc still initialised is closed as by `nrt_async_sendrecv_close`
+/// (what was unfinished is freed all the same, and not reported), so every communicator and request handle
+/// becomes stale (`NRT_INVALID_HANDLE`). `nrt_init` must be called again before
+/// `nrt_async_sendrecv_init`; an lnc whose close had failed may be initialised again. Tensors
+/// are not affected.
+///
+/// Returns:
+/// - `NRT_SUCCESS`: closed (also when nothing was initialised).
+/// - `NRT_FAILURE`: only for an internal error (logged).
 #[unsafe(no_mangle)]
 pub extern "C" fn nrt_close() -> NRT_STATUS {
     guard("nrt_close", || {

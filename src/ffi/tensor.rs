@@ -35,15 +35,38 @@ fn name_of(name: *const c_char) -> String {
     unsafe { c_str(name) }.map(|s| s.into_owned()).unwrap_or_default()
 }
 
-fn publish(t: Tensor, out: *mut *mut nrt_tensor_t) -> Result<()> {
+/// Enters `t` in the tensor table and writes its handle to `*out` (left as it was when the table
+/// is full: `NRT_RESOURCE`).
+///
+/// # Safety
+/// `out` must be non-NULL (callers check it with `non_null` first), aligned, and valid for a
+/// write of one pointer for the duration of the call. For the C caller's out-pointer the last two
+/// are the API's contract, which the library cannot check.
+unsafe fn publish(t: Tensor, out: *mut *mut nrt_tensor_t) -> Result<()> {
     let (id, _) = TENSORS.insert_with(|_| Arc::new(t)).ok_or_else(|| Error::resource("tensor table full"))?;
-    // SAFETY: out was NULL-checked by the caller and points to storage for one pointer.
+    // SAFETY: non-NULL, aligned and valid for writes by this function's contract.
     unsafe { out.write(id_handle(id)) };
     Ok(())
 }
 
-/// Allocates `size` bytes of zeroed host memory (every placement, `vnc` ignored: no devices).
+/// Allocates a tensor of `size` bytes of zeroed, page-aligned host memory and writes its handle
+/// to `*tensor`. Every placement gets host memory and `vnc` is ignored (there are no Neuron
+/// devices); `name` may be NULL (no name) and is copied. `size` 0 gives a valid, empty tensor.
+/// Needs no `nrt_init`.
+///
+/// Returns:
+/// - `NRT_SUCCESS`: `*tensor` is the new tensor.
+/// - `NRT_INVALID`: `tensor` is NULL; `tensor_placement` is not one of the three values.
+/// - `NRT_FAIL_HOST_MEM_ALLOC`: the memory could not be mapped.
+/// - `NRT_RESOURCE`: the tensor table is full.
+/// - `NRT_FAILURE`: an internal error (logged).
+///
+/// `*tensor` is left as it was after a failure. The caller owns the tensor and frees it with
+/// `nrt_tensor_free`; its memory is released once the tensor, every slice of it and every
+/// request posted on them are gone.
 #[unsafe(no_mangle)]
+// The C ABI hands us the caller's pointer; it is NULL-checked before it is written.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub extern "C" fn nrt_tensor_allocate(
     tensor_placement: PlacementArg,
     vnc: c_int,
@@ -58,20 +81,48 @@ pub extern "C" fn nrt_tensor_allocate(
             return Err(Error::invalid(format!("placement {} is not an nrt_tensor_placement_t", tensor_placement.0)));
         }
         let t = Tensor::allocate(size, name_of(name))?;
-        publish(t, tensor)
+        // SAFETY: `tensor` is non-NULL (checked above) and, by the API's contract, points to
+        // writable storage for a tensor pointer.
+        unsafe { publish(t, tensor) }
     })
 }
 
-/// Allocates a tensor with no memory; give it some with `nrt_tensor_attach_buffer`.
+/// Allocates a tensor without memory (size 0) and writes its handle to `*tensor`; give it memory
+/// with `nrt_tensor_attach_buffer`. `name` may be NULL (no name) and is copied.
+///
+/// Returns:
+/// - `NRT_SUCCESS`: `*tensor` is the new tensor.
+/// - `NRT_INVALID`: `tensor` is NULL.
+/// - `NRT_RESOURCE`: the tensor table is full.
+/// - `NRT_FAILURE`: an internal error (logged).
+///
+/// `*tensor` is left as it was after a failure. The caller owns the tensor and frees it with
+/// `nrt_tensor_free`.
 #[unsafe(no_mangle)]
+// The C ABI hands us the caller's pointer; it is NULL-checked before it is written.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub extern "C" fn nrt_tensor_allocate_empty(name: *const c_char, tensor: *mut *mut nrt_tensor_t) -> crate::status::NRT_STATUS {
     guard("nrt_tensor_allocate_empty", || {
         non_null(tensor, "tensor out-pointer")?;
-        publish(Tensor::empty(name_of(name)), tensor)
+        // SAFETY: `tensor` is non-NULL (checked above) and, by the API's contract, points to
+        // writable storage for a tensor pointer.
+        unsafe { publish(Tensor::empty(name_of(name)), tensor) }
     })
 }
 
-/// Makes the tensor a view of the caller's buffer (which must outlive its use by the tensor).
+/// Makes `tensor` a view of the caller's `buffer` of `size` bytes, replacing the memory it had
+/// (the handle stays the same; slices made and requests posted before keep the old memory).
+///
+/// Returns:
+/// - `NRT_SUCCESS`: the tensor now has size `size` and the address `buffer`.
+/// - `NRT_INVALID_HANDLE`: `tensor` is NULL, stale or forged.
+/// - `NRT_INVALID`: `buffer` is NULL and `size` is not 0.
+/// - `NRT_FAILURE`: an internal error (logged).
+///
+/// The buffer stays the caller's (the library never frees it) and must stay valid for reads and
+/// writes of `size` bytes for as long as the tensor, a slice of it, or a request posted on them
+/// uses it: until they are freed and every such request was reported done by
+/// `nrt_async_sendrecv_test_request` (or its lnc closed).
 #[unsafe(no_mangle)]
 pub extern "C" fn nrt_tensor_attach_buffer(tensor: *mut nrt_tensor_t, buffer: *mut c_void, size: usize) -> crate::status::NRT_STATUS {
     guard("nrt_tensor_attach_buffer", || {
@@ -84,8 +135,23 @@ pub extern "C" fn nrt_tensor_attach_buffer(tensor: *mut nrt_tensor_t, buffer: *m
     })
 }
 
-/// A new tensor viewing `size` bytes of `source` from `offset` (sharing its memory).
+/// Creates a tensor viewing the `size` bytes at `offset` of `tensor_source` (sharing its memory,
+/// no copy) and writes its handle to `*tensor_slice`. `name` may be NULL and is copied.
+///
+/// Returns:
+/// - `NRT_SUCCESS`: `*tensor_slice` is the new tensor.
+/// - `NRT_INVALID_HANDLE`: `tensor_source` is NULL, stale or forged.
+/// - `NRT_INVALID`: `tensor_slice` is NULL; `offset` + `size` is beyond the source's size
+///   (overflow-checked); the source has no memory.
+/// - `NRT_RESOURCE`: the tensor table is full.
+/// - `NRT_FAILURE`: an internal error (logged).
+///
+/// `*tensor_slice` is left as it was after a failure. The slice is a tensor of its own, owned
+/// by the caller and freed with `nrt_tensor_free`; it stays valid after the source is freed
+/// (memory the library allocated lives on; an attached buffer must, by the caller's rule).
 #[unsafe(no_mangle)]
+// The C ABI hands us the caller's pointer; it is NULL-checked before it is written.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub extern "C" fn nrt_tensor_allocate_slice(
     tensor_source: *const nrt_tensor_t,
     offset: usize,
@@ -97,11 +163,18 @@ pub extern "C" fn nrt_tensor_allocate_slice(
         let src = from_handle(tensor_source)?;
         non_null(tensor_slice, "slice out-pointer")?;
         let s = src.slice(offset, size, name_of(name))?;
-        publish(s, tensor_slice)
+        // SAFETY: `tensor_slice` is non-NULL (checked above) and, by the API's contract, points
+        // to writable storage for a tensor pointer.
+        unsafe { publish(s, tensor_slice) }
     })
 }
 
-/// Frees the tensor and sets `*tensor` to NULL; NULL and stale handles are ignored (logged).
+/// Frees the tensor `*tensor` and sets `*tensor` to NULL; the handle is stale afterwards.
+///
+/// No status: `tensor` NULL or `*tensor` NULL is a no-op; a stale or forged `*tensor` (freed
+/// twice, say) is set to NULL and logged, nothing else happens. The memory is released once no
+/// slice of the tensor and no request posted on it uses it any more: a transfer in flight keeps
+/// it. An attached buffer is never freed by the library.
 #[unsafe(no_mangle)]
 // The C ABI hands us the caller's pointer; it is NULL-checked before it is read or written.
 #[allow(clippy::not_unsafe_ptr_arg_deref)]
@@ -125,7 +198,17 @@ pub extern "C" fn nrt_tensor_free(tensor: *mut *mut nrt_tensor_t) {
     })
 }
 
-/// Copies `size` bytes at `offset` of the tensor into `buf`.
+/// Copies the `size` bytes at `offset` of `tensor` into `buf`.
+///
+/// Returns:
+/// - `NRT_SUCCESS`: copied.
+/// - `NRT_INVALID_HANDLE`: `tensor` is NULL, stale or forged.
+/// - `NRT_INVALID`: `buf` is NULL and `size` is not 0; `offset` + `size` is beyond the tensor's
+///   size (overflow-checked; a tensor without memory has size 0).
+/// - `NRT_FAILURE`: an internal error (logged).
+///
+/// `buf` must be valid for writes of `size` bytes. Bytes a pending receive is writing are
+/// undefined until `nrt_async_sendrecv_test_request` reports it done.
 #[unsafe(no_mangle)]
 pub extern "C" fn nrt_tensor_read(tensor: *const nrt_tensor_t, buf: *mut c_void, offset: usize, size: usize) -> crate::status::NRT_STATUS {
     guard("nrt_tensor_read", || {
@@ -138,7 +221,17 @@ pub extern "C" fn nrt_tensor_read(tensor: *const nrt_tensor_t, buf: *mut c_void,
     })
 }
 
-/// Copies `size` bytes from `buf` into the tensor at `offset`.
+/// Copies `size` bytes from `buf` into `tensor` at `offset`.
+///
+/// Returns:
+/// - `NRT_SUCCESS`: copied.
+/// - `NRT_INVALID_HANDLE`: `tensor` is NULL, stale or forged.
+/// - `NRT_INVALID`: `buf` is NULL and `size` is not 0; `offset` + `size` is beyond the tensor's
+///   size (overflow-checked; a tensor without memory has size 0).
+/// - `NRT_FAILURE`: an internal error (logged).
+///
+/// `buf` must be valid for reads of `size` bytes. Do not write a range that a pending send or
+/// receive uses until `nrt_async_sendrecv_test_request` reports it done.
 #[unsafe(no_mangle)]
 pub extern "C" fn nrt_tensor_write(tensor: *mut nrt_tensor_t, buf: *const c_void, offset: usize, size: usize) -> crate::status::NRT_STATUS {
     guard("nrt_tensor_write", || {
@@ -151,19 +244,32 @@ pub extern "C" fn nrt_tensor_write(tensor: *mut nrt_tensor_t, buf: *const c_void
     })
 }
 
-/// The tensor's size in bytes; 0 for a bad handle (logged).
+/// Returns the tensor's size in bytes (0 for a tensor without memory).
+///
+/// No status: a NULL, stale or forged handle gives 0 (logged), as does an internal error.
 #[unsafe(no_mangle)]
 pub extern "C" fn nrt_tensor_get_size(tensor: *const nrt_tensor_t) -> usize {
     guard_value("nrt_tensor_get_size", 0, || Ok(from_handle(tensor)?.size()))
 }
 
-/// The host address of the tensor's first byte; NULL for a bad handle (logged) or no memory.
+/// Returns the host address of the tensor's first byte (for an attached buffer, an address in
+/// it). The address stays valid as long as the tensor's memory does (see `nrt_tensor_free`).
+///
+/// No status: NULL for a tensor without memory, and for a NULL, stale or forged handle (logged)
+/// or an internal error.
 #[unsafe(no_mangle)]
 pub extern "C" fn nrt_tensor_get_va(tensor: *const nrt_tensor_t) -> *mut c_void {
     guard_value("nrt_tensor_get_va", std::ptr::null_mut(), || Ok(from_handle(tensor)?.va().cast()))
 }
 
-/// Copies `size` bytes between tensors (overlap allowed).
+/// Copies `size` bytes from `src` at `src_offset` to `dst` at `dst_offset`. The ranges may
+/// overlap (a tensor and its slice, or the same tensor).
+///
+/// Returns:
+/// - `NRT_SUCCESS`: copied.
+/// - `NRT_INVALID_HANDLE`: `src` or `dst` is NULL, stale or forged.
+/// - `NRT_INVALID`: a range is beyond its tensor's size (overflow-checked).
+/// - `NRT_FAILURE`: an internal error (logged).
 #[unsafe(no_mangle)]
 pub extern "C" fn nrt_tensor_copy(
     src: *const nrt_tensor_t,
@@ -179,7 +285,14 @@ pub extern "C" fn nrt_tensor_copy(
     })
 }
 
-/// Sets `size` bytes at `offset` to `value` (converted to unsigned char, as memset does).
+/// Sets the `size` bytes at `offset` of `tensor` to `value` (converted to unsigned char, as
+/// memset does).
+///
+/// Returns:
+/// - `NRT_SUCCESS`: set.
+/// - `NRT_INVALID_HANDLE`: `tensor` is NULL, stale or forged.
+/// - `NRT_INVALID`: `offset` + `size` is beyond the tensor's size (overflow-checked).
+/// - `NRT_FAILURE`: an internal error (logged).
 #[unsafe(no_mangle)]
 pub extern "C" fn nrt_tensor_memset(tensor: *mut nrt_tensor_t, offset: u64, value: c_int, size: usize) -> crate::status::NRT_STATUS {
     guard("nrt_tensor_memset", || {
