@@ -2,7 +2,7 @@
 //! exactly the bytes it was decoded from.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use nrt_sendrecv::wire::{Frame, HEADER_LEN};
+use nrt_sendrecv::fuzzing::{Frame, HEADER_LEN};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(f) = Frame::decode(data) {

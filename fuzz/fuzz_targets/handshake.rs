@@ -4,9 +4,7 @@
 //! real connect/accept pair must still connect.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use nrt_sendrecv::config::{Config, Transport};
-use nrt_sendrecv::runtime;
-use nrt_sendrecv::wire::Frame;
+use nrt_sendrecv::fuzzing::{self as runtime, Config, Frame, Transport};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Once;
@@ -44,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     START.call_once(|| {
         // SAFETY: set once, before any other thread of this process reads the environment.
         unsafe { std::env::set_var("NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL", "off") };
-        nrt_sendrecv::log::reload();
+        runtime::reload_log();
         runtime::nrt_init();
         runtime::init_with(0, Some(cfg(false))).unwrap();
         runtime::init_with(1, Some(cfg(false))).unwrap();

@@ -212,6 +212,7 @@ impl<T: Send + Sync + 'static> Slots<T> {
     }
 
     /// A clone of the value of a current `id`.
+    #[cfg(test)]
     pub fn get(&self, id: u64) -> Option<Arc<T>> {
         self.with_take(id, |v| (v.clone(), false)).map(|(v, _)| v)
     }

@@ -77,6 +77,7 @@ impl Acceptor {
     }
 
     /// Connections accepted and still mid-handshake (bounded by `MAX_HALF_OPEN`).
+    #[cfg(test)]
     pub fn half_open(&self) -> usize {
         self.st.lock().handshakes.len()
     }

@@ -14,6 +14,7 @@ mod auth;
 mod choice;
 mod connector;
 
+#[cfg(test)]
 pub use accept::MAX_HALF_OPEN;
 
 use crate::comm::request::Kind;
@@ -50,7 +51,6 @@ pub struct Lnc {
     pub id: i32,
     /// What the lnc's communicators share with its progress thread (epoll, configuration).
     pub hub: Arc<Hub>,
-    pub port: u16,
     nonce: u64,
     stop: AtomicBool,
     listener: Mutex<Option<TcpListener>>,
@@ -95,7 +95,6 @@ impl Lnc {
         let lnc = Arc::new(Lnc {
             id,
             hub: Arc::new(Hub::new(id, cfg, poller)),
-            port,
             nonce: random_u64(),
             stop: AtomicBool::new(false),
             listener: Mutex::new(Some(listener)),
@@ -232,6 +231,7 @@ impl Lnc {
     }
 
     /// Connections accepted and still mid-handshake (bounded by `MAX_HALF_OPEN`).
+    #[cfg(test)]
     pub fn half_open(&self) -> usize {
         self.acceptor.half_open()
     }

@@ -10,12 +10,6 @@ mod sendrecv;
 #[cfg(not(feature = "preload"))]
 mod tensor;
 
-#[cfg(not(feature = "preload"))]
-pub use runtime::*;
-pub use sendrecv::*;
-#[cfg(not(feature = "preload"))]
-pub use tensor::*;
-
 #[cfg(all(test, not(feature = "preload")))]
 mod tests;
 

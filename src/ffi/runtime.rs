@@ -7,6 +7,7 @@ use std::ffi::{c_char, c_int};
 /// Framework that drives the runtime (`nrt_framework_type_t`); recorded, not used.
 #[repr(C)]
 #[allow(non_camel_case_types)]
+#[allow(dead_code)] // declared for the generated header
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum nrt_framework_type_t {
     NRT_FRAMEWORK_TYPE_INVALID = 0,

@@ -1,6 +1,8 @@
 //! The status codes and out-pointer rules the exported functions document, on the paths that need
 //! no lnc (the runtime's tests, running on other threads, own the lncs and `nrt_init`/`nrt_close`).
 
+use super::sendrecv::*;
+use super::tensor::*;
 use super::*;
 use crate::status::NRT_STATUS::*;
 use std::ffi::{c_int, c_void};

@@ -52,10 +52,6 @@ pub fn nrt_close() {
     }
 }
 
-pub fn is_initialised() -> bool {
-    STATE.lock().nrt_initialised
-}
-
 pub fn init(lnc: i32) -> Result<()> {
     init_with(lnc, None)
 }

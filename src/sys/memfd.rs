@@ -41,11 +41,9 @@ impl Mapping {
     pub fn ptr(&self) -> *mut u8 {
         self.ptr
     }
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 

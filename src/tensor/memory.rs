@@ -98,6 +98,7 @@ impl Memory {
 /// cache drops its entry, so a later mapping at the same address is never served a stale key).
 static FREE_HOOK: std::sync::OnceLock<fn(usize)> = std::sync::OnceLock::new();
 
+#[cfg_attr(not(feature = "verbs"), allow(dead_code))]
 pub fn set_free_hook(f: fn(usize)) {
     let _ = FREE_HOOK.set(f);
 }

@@ -10,7 +10,9 @@ mod memory;
 #[cfg(feature = "preload")]
 pub mod vendor;
 
-pub use memory::{Memory, Region, StagedMemory, next_id as next_memory_id, set_free_hook};
+pub use memory::{Memory, Region, StagedMemory, next_id as next_memory_id};
+#[cfg(feature = "verbs")]
+pub use memory::set_free_hook;
 
 use crate::registry::Table;
 use crate::status::{Error, Result};
@@ -20,6 +22,7 @@ pub static TENSORS: Table<Tensor> = Table::new();
 
 #[repr(C)]
 #[allow(non_camel_case_types)]
+#[allow(dead_code)] // declared for the generated header
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum nrt_tensor_placement_t {
     NRT_TENSOR_PLACEMENT_DEVICE = 0,
@@ -155,12 +158,14 @@ pub unsafe fn write(t: &Tensor, src: *const u8, offset: usize, len: usize) -> Re
 }
 
 /// `read` into a Rust slice.
+#[cfg(test)]
 pub fn read_into(t: &Tensor, offset: usize, dst: &mut [u8]) -> Result<()> {
     // SAFETY: dst is a live, exclusive slice of dst.len() bytes, apart from the tensor's memory.
     unsafe { read(t, dst.as_mut_ptr(), offset, dst.len()) }
 }
 
 /// `write` from a Rust slice.
+#[cfg(test)]
 pub fn write_from(t: &Tensor, offset: usize, src: &[u8]) -> Result<()> {
     // SAFETY: src is a live slice of src.len() bytes.
     unsafe { write(t, src.as_ptr(), offset, src.len()) }

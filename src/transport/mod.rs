@@ -18,6 +18,7 @@ pub mod verbs;
 
 use crate::status::{Error, Result};
 use crate::tensor::Region;
+use crate::wire::ack;
 use std::os::fd::RawFd;
 
 /// A communicator's direction: it sends, or it receives.
@@ -62,6 +63,24 @@ impl Done {
 /// Whether `done` reports message `seq` (a caller's poll stops reading once its message is done).
 pub fn reported(done: &[Done], seq: u64) -> bool {
     done.iter().rev().any(|d| d.seq() == seq)
+}
+
+/// A send's outcome from the peer's verdict (TCP's Ack frames, the shared-memory ring's
+/// acknowledgement entries, verbs' eager Acks).
+pub fn send_verdict(seq: u64, len: u64, status: u16, size: u64) -> Result<Done> {
+    match status {
+        ack::OK if size == len => Ok(Done::Ok { seq, bytes: size }),
+        ack::TOO_LONG => {
+            Ok(Done::Failed { seq, err: Error::failure(format!("the peer's matching receive is shorter than this send of {len} bytes")) })
+        }
+        s => Err(Error::failure(format!("message {seq}: acknowledgement status {s} for {size} of {len} bytes"))),
+    }
+}
+
+/// A receive of `cap` bytes shorter than the matching send of `sent` bytes: both fail, nothing is
+/// written.
+pub fn short_receive(cap: u64, sent: u64) -> Error {
+    Error::failure(format!("receive of {cap} bytes is shorter than the matching send of {sent} bytes; both fail"))
 }
 
 /// The message a caller is polling for (`test_request` on a pending request): what to read

@@ -46,6 +46,8 @@
 mod maps;
 mod ring;
 mod stage;
+#[cfg(test)]
+mod tests;
 
 use super::tcp::{Stream, TcpTransport};
 use super::{Done, Msg, Transport, Wait, WaitFd, reported};
@@ -54,7 +56,8 @@ use crate::transport::Kind;
 use crate::wire::{Frame, MAX_MESSAGE};
 use ring::{Setup, ShmIo};
 
-pub use ring::{CHANNEL_SIZE, INLINE};
+#[cfg(test)]
+pub use ring::INLINE;
 
 /// A communicator's same-host data path.
 pub struct ShmTransport {

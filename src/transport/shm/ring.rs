@@ -2,14 +2,13 @@
 //! acknowledgements (the protocol is described in `shm/mod.rs`).
 
 use super::maps::{MapCache, Wanted};
-use super::stage::{STAGE_ALWAYS_MAX, STAGE_KEEP, STAGE_KEEP_BUFS, StageBuf, Staged, stage_size};
+use super::stage::{STAGE_ALWAYS_MAX, StageBuf, StagePool, Staged};
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::sys::memfd::{Mapping, describe_fd, memfd, my_pid, open_peer_fd};
 use crate::sys::stamp::{stamp_clock, stamp_now};
 use crate::sys::vm::vm_read;
 use crate::transport::Kind;
-use crate::transport::tcp::{send_verdict, short_receive};
-use crate::transport::{Done, Msg};
+use crate::transport::{Done, Msg, send_verdict, short_receive};
 use crate::wire::{Frame, MAX_MESSAGE, ack};
 use std::collections::VecDeque;
 use std::io;
@@ -118,7 +117,7 @@ pub(super) struct ShmIo {
     /// Sender: making the ring was tried (a failure is logged once).
     stage_ring_tried: bool,
     /// Sender: staging memfds free for reuse.
-    stage_free: Vec<StageBuf>,
+    stage_free: StagePool,
     /// Sender: messages staged so far (read by tests).
     pub staged_msgs: u64,
     /// Send side: descriptors in the ring awaiting their acknowledgement (with the staging
@@ -161,7 +160,7 @@ impl ShmIo {
             stage_ring: None,
             stage_ring_tried: false,
             stage_slots: (0..RING as u16).rev().collect(),
-            stage_free: Vec::new(),
+            stage_free: StagePool::default(),
             staged_msgs: 0,
             out: Vec::new(),
             queued: VecDeque::new(),
@@ -371,7 +370,7 @@ impl ShmIo {
                     let slot = self.stage_slots.pop().expect("checked above");
                     Ok((r.fd.as_raw_fd(), r.id, r.len(), r.map.ptr(), slot as usize * STAGE_ALWAYS_MAX, Staged::Slot(slot)))
                 }
-                None => self.stage_buf(len).map(|b| (b.fd.as_raw_fd(), b.id, b.len(), b.map.ptr(), 0, Staged::Buf(b))),
+                None => self.stage_free.take(len).map(|b| (b.fd.as_raw_fd(), b.id, b.len(), b.map.ptr(), 0, Staged::Buf(b))),
             };
             let (fd, id, mem_len, base, off, st) = match got {
                 Ok(g) => g,
@@ -427,42 +426,6 @@ impl ShmIo {
         true
     }
 
-    /// Staging memfds of their own (in flight and free): how many, how many bytes. Only the
-    /// large-message staging path asks (at most RING + STAGE_KEEP_BUFS entries).
-    fn stage_bufs(&self) -> (usize, usize) {
-        let busy = self.in_flight.iter().filter_map(|(_, _, b)| if let Staged::Buf(b) = b { Some(b) } else { None });
-        busy.chain(&self.stage_free).fold((0, 0), |(n, bytes), b| (n + 1, bytes + b.len()))
-    }
-
-    /// A staging memfd of at least `len` bytes: the smallest free one that fits, else a new one
-    /// (free ones that would push the total over STAGE_KEEP are dropped first).
-    fn stage_buf(&mut self, len: usize) -> io::Result<StageBuf> {
-        let best = self.stage_free.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
-        let b = match best {
-            Some(i) => self.stage_free.swap_remove(i),
-            None => {
-                let size = stage_size(len);
-                while let (n, bytes) = self.stage_bufs()
-                    && (bytes + size > STAGE_KEEP || n >= STAGE_KEEP_BUFS)
-                    && let Some(i) = self.stage_free.iter().enumerate().max_by_key(|(_, b)| b.len()).map(|(i, _)| i)
-                {
-                    self.stage_free.swap_remove(i);
-                }
-                StageBuf::new(size, true)?
-            }
-        };
-        Ok(b)
-    }
-
-    /// An acknowledged message's staging memfd: kept for reuse while the total stays within
-    /// STAGE_KEEP.
-    fn stage_done(&mut self, b: StageBuf) {
-        let (n, bytes) = self.stage_bufs();
-        if bytes + b.len() <= STAGE_KEEP && n < STAGE_KEEP_BUFS {
-            self.stage_free.push(b);
-        }
-    }
-
     /// After publishing descriptors: wake the receiver unless it is polling or already woken.
     fn doorbell(&mut self) {
         let ch = self.chan();
@@ -510,7 +473,10 @@ impl ShmIo {
             match staged {
                 Staged::No => {}
                 Staged::Slot(i) => self.stage_slots.push(i),
-                Staged::Buf(b) => freed.push(b),
+                Staged::Buf(b) => {
+                    self.stage_free.release(&b);
+                    freed.push(b);
+                }
             }
             done.push(send_verdict(m.seq, m.region.len() as u64, status, size)?);
             next += 1;
@@ -529,7 +495,7 @@ impl ShmIo {
             }
         }
         for b in freed {
-            self.stage_done(b);
+            self.stage_free.keep(b);
         }
         let mut pushed = false;
         while !self.backlog.is_empty() && self.ring_space() {
@@ -666,71 +632,5 @@ impl ShmIo {
 
     pub fn has_pending(&self) -> bool {
         !self.queued.is_empty() || !self.in_flight.is_empty() || !self.backlog.is_empty() || !self.slots.is_empty()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sys::memfd::memfd_name;
-
-    #[test]
-    fn a_channel_that_cannot_be_reached_falls_back_or_fails() {
-        // pid 1's descriptors are not ours to open (or not a channel): TCP, told to the peer.
-        let mut io = ShmIo::new(Kind::Recv, false, true).unwrap();
-        match io.on_info(1, 0, 42, 0x1000, CHANNEL_SIZE as u64).unwrap() {
-            Setup::Fallback(q) => assert!(q.is_empty()),
-            Setup::Ok => panic!("pid 1's fd 0 is not a channel"),
-        }
-        assert_eq!(io.out, vec![Frame::ShmReady { status: ack::REFUSED }]);
-        // A wrong size is refused before anything is opened; with shm required, an error.
-        let mut io = ShmIo::new(Kind::Recv, true, true).unwrap();
-        assert!(io.on_info(my_pid(), 0, 42, 0x1000, 4096).is_err());
-        // Our own channel, but the wrong token: refused.
-        let tx = ShmIo::new(Kind::Send, false, true).unwrap();
-        let Frame::ShmInfo { pid, fd, token, addr, size } = tx.out[0] else { panic!("no ShmInfo") };
-        let mut io = ShmIo::new(Kind::Recv, false, true).unwrap();
-        assert!(matches!(io.on_info(pid, fd, token ^ 1, addr, size).unwrap(), Setup::Fallback(_)));
-        // The right one: mapped.
-        let mut io = ShmIo::new(Kind::Recv, false, true).unwrap();
-        assert!(matches!(io.on_info(pid, fd, token, addr, size).unwrap(), Setup::Ok));
-        assert!(io.is_active());
-    }
-
-    #[test]
-    fn vm_read_moves_every_byte_at_every_distance() {
-        use crate::sys::copy::{ALIAS as PAGE, BOUNCE, slow_distance};
-        // Our own memory through process_vm_readv: distances 0-70 and around the page (the
-        // slow ones go through the bounce buffer), lengths below, at and across its pieces.
-        let src: Vec<u8> = (0..(BOUNCE * 2 + 3 * PAGE)).map(|i| (i * 7 + i / 251) as u8).collect();
-        let mut dst = vec![0u8; src.len() + 2 * PAGE];
-        let s0 = src.as_ptr() as usize;
-        let mut bounced = 0;
-        for dist in (0..70).chain([PAGE - 1, PAGE - 32, PAGE + 8]) {
-            for (soff, len) in [(0usize, PAGE), (5, 3 * PAGE + 17), (64, BOUNCE), (1000, BOUNCE * 2 + 100), (3, 100)] {
-                // dst index d with (dst + d) - (src + soff) = dist (mod PAGE).
-                let d = (s0 + soff + dist).wrapping_sub(dst.as_ptr() as usize) % PAGE;
-                dst.fill(0);
-                let local = dst[d..].as_mut_ptr();
-                bounced += slow_distance(local as usize, s0 + soff, len) as usize;
-                // SAFETY: d + len <= dst.len() (d < PAGE, len <= src.len() - soff).
-                unsafe { vm_read(my_pid(), local, (s0 + soff) as u64, len) }.unwrap();
-                assert_eq!(&dst[d..d + len], &src[soff..soff + len], "distance {dist}, offset {soff}, {len} bytes");
-                assert!(dst[..d].iter().all(|&b| b == 0) && dst[d + len..].iter().all(|&b| b == 0), "wrote outside");
-            }
-        }
-        // Distances 1-31 and PAGE + 8, at the four lengths of at least a page, took the bounce path.
-        assert_eq!(bounced, 32 * 4);
-    }
-
-    #[test]
-    fn memfd_tensors_are_sealed_and_named() {
-        let fd = memfd(&memfd_name(77), 1 << 20).unwrap();
-        let (name, size, seals) = describe_fd(&fd).unwrap();
-        assert!(name.starts_with("/memfd:nrt-sr-77"), "{name}");
-        assert_eq!(size, 1 << 20);
-        assert!(seals & libc::F_SEAL_SHRINK != 0 && seals & libc::F_SEAL_GROW != 0);
-        // SAFETY: plain system call on our descriptor; it must fail (sealed).
-        assert!(unsafe { libc::ftruncate(fd.as_raw_fd(), 4096) } < 0);
     }
 }

@@ -59,3 +59,53 @@ pub(super) enum Staged {
 pub(super) fn stage_size(len: usize) -> usize {
     if len <= STAGE_ROUND_MAX { len.next_power_of_two().max(STAGE_MIN) } else { len.div_ceil(STAGE_ROUND_MAX) * STAGE_ROUND_MAX }
 }
+
+/// A sender's staging memfds for large messages: those in flight (counted) and those free for
+/// reuse, within STAGE_KEEP bytes and STAGE_KEEP_BUFS memfds together.
+#[derive(Default)]
+pub(super) struct StagePool {
+    free: Vec<StageBuf>,
+    /// Memfds handed out and not yet released, and their bytes.
+    busy: (usize, usize),
+}
+
+impl StagePool {
+    /// Staging memfds of their own (in flight and free): how many, how many bytes.
+    fn count(&self) -> (usize, usize) {
+        self.free.iter().fold(self.busy, |(n, bytes), b| (n + 1, bytes + b.len()))
+    }
+
+    /// A staging memfd of at least `len` bytes: the smallest free one that fits, else a new one
+    /// (free ones that would push the total over STAGE_KEEP are dropped first).
+    pub(super) fn take(&mut self, len: usize) -> io::Result<StageBuf> {
+        let best = self.free.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
+        let b = match best {
+            Some(i) => self.free.swap_remove(i),
+            None => {
+                let size = stage_size(len);
+                while let (n, bytes) = self.count()
+                    && (bytes + size > STAGE_KEEP || n >= STAGE_KEEP_BUFS)
+                    && let Some(i) = self.free.iter().enumerate().max_by_key(|(_, b)| b.len()).map(|(i, _)| i)
+                {
+                    self.free.swap_remove(i);
+                }
+                StageBuf::new(size, true)?
+            }
+        };
+        self.busy = (self.busy.0 + 1, self.busy.1 + b.len());
+        Ok(b)
+    }
+
+    /// `b`'s message was acknowledged: it no longer counts as in flight.
+    pub(super) fn release(&mut self, b: &StageBuf) {
+        self.busy = (self.busy.0 - 1, self.busy.1 - b.len());
+    }
+
+    /// A released memfd: kept for reuse while the total stays within STAGE_KEEP.
+    pub(super) fn keep(&mut self, b: StageBuf) {
+        let (n, bytes) = self.count();
+        if bytes + b.len() <= STAGE_KEEP && n < STAGE_KEEP_BUFS {
+            self.free.push(b);
+        }
+    }
+}

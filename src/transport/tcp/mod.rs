@@ -16,10 +16,12 @@
 mod congestion;
 mod stream;
 
-pub use congestion::{congestion_for, congestion_name, connect_with, set_congestion};
+#[cfg(test)]
+pub use congestion::congestion_name;
+pub use congestion::{congestion_for, connect_with, set_congestion};
 pub use stream::Stream;
 
-use super::{Done, Msg, Transport, Wait, WaitFd, reported};
+use super::{Done, Msg, Transport, Wait, WaitFd, reported, send_verdict, short_receive};
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::sys::copy::{ALIAS, slow_distance};
 use crate::tensor::Region;
@@ -133,6 +135,7 @@ impl TcpTransport {
 
     /// Reads the streams that have input now (one `poll`), and sends what is queued (a control
     /// link read by a caller's poll).
+    #[cfg_attr(not(feature = "verbs"), allow(dead_code))]
     pub fn read_ready(&mut self) -> Result<()> {
         for i in 0..self.streams.len() {
             if !self.streams[i].tx.is_empty() {
@@ -140,11 +143,6 @@ impl TcpTransport {
             }
         }
         self.pump_ready(self.streams.len(), None, &mut Vec::new())
-    }
-
-    /// Stream 0's socket, for a control link's owner that must not wait behind the data path.
-    pub fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
-        self.streams.iter().map(|s| s.fd())
     }
 
     fn flush_tx(&mut self, i: usize) -> Result<()> {
@@ -449,24 +447,6 @@ fn small_done(done: &[Done], seq: u64) -> bool {
         Done::Ok { seq: s, bytes } => *s == seq && *bytes <= DEFER_ACK_MAX,
         Done::Failed { seq: s, .. } => *s == seq,
     })
-}
-
-/// A send's outcome from the peer's verdict (TCP's Ack frames, the shared-memory ring's
-/// acknowledgement entries, verbs' eager Acks).
-pub fn send_verdict(seq: u64, len: u64, status: u16, size: u64) -> Result<Done> {
-    match status {
-        ack::OK if size == len => Ok(Done::Ok { seq, bytes: size }),
-        ack::TOO_LONG => {
-            Ok(Done::Failed { seq, err: Error::failure(format!("the peer's matching receive is shorter than this send of {len} bytes")) })
-        }
-        s => Err(Error::failure(format!("message {seq}: acknowledgement status {s} for {size} of {len} bytes"))),
-    }
-}
-
-/// A receive of `cap` bytes shorter than the matching send of `sent` bytes: both fail, nothing is
-/// written.
-pub fn short_receive(cap: u64, sent: u64) -> Error {
-    Error::failure(format!("receive of {cap} bytes is shorter than the matching send of {sent} bytes; both fail"))
 }
 
 impl Transport for TcpTransport {
