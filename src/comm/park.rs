@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// `NEURON_RT_ASYNC_SENDRECV_BUSY_POLL=0`: a polling caller never takes over its sockets (the
-/// progress thread keeps waking on every edge; measured in README, "TCP tuning").
+/// progress thread keeps waking on every edge; measured in docs/transports.md, "Busy polling").
 fn park_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_BUSY_POLL").map(|v| v.trim() != "0").unwrap_or(true))

@@ -14,7 +14,7 @@ pub(super) const STAGE_KEEP: usize = 512 << 20;
 pub(super) const STAGE_KEEP_BUFS: usize = 32;
 /// Messages up to this size that do not lie in a memfd are staged even where the receiver may
 /// `process_vm_readv` them: two memcpys of cache-resident bytes beat that system call's fixed
-/// cost (4 KiB over shared memory: p50 half round trip 2.65 -> 0.70 µs, README). They go through
+/// cost (4 KiB over shared memory: p50 half round trip 2.65 -> 0.70 µs, docs/transports.md). They go through
 /// one staging memfd per communicator, RING slots of this size (one descriptor, not one per
 /// message in flight): a message takes the slot freed most recently (cache-warm; the pages
 /// touched are those of the most messages ever in flight) and gives it back at its

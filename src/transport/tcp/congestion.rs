@@ -8,7 +8,7 @@ use std::net::TcpStream;
 /// network); a name: that algorithm on every stream; `system`: never set. On loopback there is no
 /// network to share, but BBR (a common default, this VM's included) paces every socket with
 /// timers and drains it periodically to probe the round trip: 64 MiB messages measured 3.3-5.3
-/// GB/s under BBR against 5.0-6.8 under reno (README, "TCP tuning"). Reno is the one algorithm the
+/// GB/s under BBR against 5.0-6.8 under reno (docs/transports.md, "Congestion control"). Reno is the one algorithm the
 /// kernel lets every process choose. It must be chosen before the handshake: BBR, once started
 /// on a connection, leaves the socket paced when replaced.
 enum CcPolicy {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 const INBOX: usize = 4096;
 
 /// `NEURON_RT_ASYNC_SENDRECV_TCP_SOCKBUF`: SO_SNDBUF/SO_RCVBUF in bytes (0, the default: the
-/// kernel's autotuning, which measured best; see README).
+/// kernel's autotuning, which measured best; docs/transports.md).
 fn sockbuf() -> usize {
     static B: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *B.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_TCP_SOCKBUF").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0))
@@ -26,7 +26,7 @@ fn sockbuf() -> usize {
 /// Chunks of 64 KiB or more that lie in one of our memfd tensors go by `sendfile` (page
 /// references instead of a copy into the socket: one copy in all, the receiver's, and half the
 /// sender's CPU); `NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE=0` copies them with `sendmsg` instead.
-/// Measured in README, "TCP tuning".
+/// Measured in docs/transports.md, "Zero copy: sendfile".
 pub(super) fn sendfile_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("NEURON_RT_ASYNC_SENDRECV_TCP_SENDFILE").map(|v| v.trim() != "0").unwrap_or(true))

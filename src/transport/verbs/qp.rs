@@ -21,7 +21,7 @@ const RECV_DEPTH: usize = 160;
 pub const EAGER_MAX: usize = 4096;
 /// Tags receive work requests (bounce slot in the low bits) apart from sends (seq).
 const RECV_TAG: u64 = 1 << 63;
-/// The largest single RDMA write; longer messages are refused at posting (see README).
+/// The largest single RDMA write; longer messages are refused at posting (README, "Limits").
 pub const MAX_VERBS_MESSAGE: usize = 1 << 30;
 
 fn os_err(what: &str) -> Error {

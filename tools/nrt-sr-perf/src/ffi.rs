@@ -6,7 +6,7 @@
 //! and read through `nrt_tensor_write`/`nrt_tensor_read`/`nrt_tensor_memset`, so memory that the
 //! library may be filling in the background is never aliased by a Rust slice. Handles are opaque
 //! ids in this library (stale ones give NRT_INVALID_HANDLE, never undefined behaviour), and a
-//! tensor freed while a transfer uses it stays mapped until the transfer ends (API.md).
+//! tensor freed while a transfer uses it stays mapped until the transfer ends (docs/semantics.md).
 
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::fmt;
@@ -317,7 +317,7 @@ impl Request {
     pub fn test(&mut self) -> Result<Option<usize>, NrtError> {
         const F: &str = "nrt_async_sendrecv_test_request";
         if self.finished {
-            // Never test a finished request again (API.md): report it as the library would.
+            // Never test a finished request again (docs/semantics.md): report it as the library would.
             return Err(NrtError { func: F, status: 3 });
         }
         let mut done = false;
