@@ -85,7 +85,7 @@ pub enum Frame {
         total: u64,
         /// Where the payload's first byte lies in its 4 KiB page at the sender, when the socket
         /// takes the pages themselves (`sendfile`) and the peer is on the same host: the
-        /// receiver's copy then reads from that offset (transport/copy.rs, "Copy distance").
+        /// receiver's copy then reads from that offset (sys/copy.rs, "Copy distance").
         /// Aux: 0 for none, else SRC_PAGE | offset.
         src_page: Option<u16>,
     },

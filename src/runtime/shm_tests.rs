@@ -520,7 +520,7 @@ fn over_shared_memory_small_messages_outside_memfds_are_staged_even_where_the_re
 #[test]
 fn receives_at_every_copy_distance_land_exactly() {
     // Destinations 1-31 bytes past the source (modulo 4 KiB) take the detours of
-    // transport/copy.rs: TCP from our memfd tensors (sendfile: Data frames name the source
+    // sys/copy.rs: TCP from our memfd tensors (sendfile: Data frames name the source
     // page offset) through the stream's bounce buffer; shared memory by memcpy pieces, and
     // from an attached buffer by process_vm_readv through a bounce buffer. Every byte checked.
     for (base, a, b, t) in [(26220u16, 962, 963, Transport::Tcp), (26230, 964, 965, Transport::Shm)] {

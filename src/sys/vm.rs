@@ -4,7 +4,7 @@ use super::copy::{BOUNCE, slow_distance, with_bounce};
 use std::io;
 
 /// Copies `len` bytes at `remote` in process `pid` to `local`. At a distance the kernel copies
-/// slowly the bytes go through a bounce buffer (copy.rs, "Copy distance").
+/// slowly the bytes go through a bounce buffer (sys/copy.rs, "Copy distance").
 ///
 /// # Safety
 /// `local` must be valid for `len` bytes of writes.

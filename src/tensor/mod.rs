@@ -10,9 +10,9 @@ mod memory;
 #[cfg(feature = "preload")]
 pub mod vendor;
 
-pub use memory::{Memory, Region, StagedMemory, next_id as next_memory_id};
 #[cfg(feature = "verbs")]
 pub use memory::set_free_hook;
+pub use memory::{Memory, Region, StagedMemory, next_id as next_memory_id};
 
 use crate::registry::Table;
 use crate::status::{Error, Result};
@@ -137,7 +137,7 @@ pub unsafe fn read(t: &Tensor, dst: *mut u8, offset: usize, len: usize) -> Resul
     let r = t.region(offset, len)?;
     if len > 0 {
         // SAFETY: the region is mapped for len bytes (checked above); dst by the caller's
-        // contract. memmove: at any distance (transport/copy.rs), overlap allowed.
+        // contract. memmove: at any distance (sys/copy.rs), overlap allowed.
         unsafe { crate::sys::copy::memmove(r.ptr(), dst, len) };
     }
     Ok(())
@@ -151,7 +151,7 @@ pub unsafe fn write(t: &Tensor, src: *const u8, offset: usize, len: usize) -> Re
     let r = t.region(offset, len)?;
     if len > 0 {
         // SAFETY: region mapped for len bytes; src by the caller's contract; memmove handles
-        // overlap (and any distance: transport/copy.rs).
+        // overlap (and any distance: sys/copy.rs).
         unsafe { crate::sys::copy::memmove(src, r.ptr(), len) };
     }
     Ok(())

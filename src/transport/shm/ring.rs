@@ -583,7 +583,7 @@ impl ShmIo {
                         .get(pid, &Wanted { mem_id: d.mem_id, mem_fd: d.mem_fd, mem_len: d.mem_len, populate: d.flags & F_STAGE == 0 })?;
                     // SAFETY: the mapping covers mem_len >= mem_off + len bytes (checked; the
                     // memfd is sealed against shrinking); dst holds len bytes; both stay mapped
-                    // until the copy returns (large ones use a helper thread: copy.rs).
+                    // until the copy returns (large ones use a helper thread: sys/copy.rs).
                     unsafe { crate::sys::copy::copy(base.add(d.mem_off as usize), dst, len) };
                 } else if !self.vm_readv {
                     return Err(Error::failure(format!(

@@ -118,7 +118,7 @@ pub(super) enum Rx {
         ptr: *mut u8,
         remaining: usize,
         len: u64,
-        /// At a slow copy distance from the sender's pages (copy.rs, "Copy distance"): the next
+        /// At a slow copy distance from the sender's pages (sys/copy.rs, "Copy distance"): the next
         /// byte's offset in its page there, and the bytes go through this thread's bounce buffer.
         bounce: Option<usize>,
     },
