@@ -47,6 +47,25 @@ done
 if [ -z "$fmt_bad" ]; then pass "rustfmt: library, tools and fuzz targets formatted (rustfmt.toml)"
 else fail "rustfmt: not formatted in$fmt_bad (cargo fmt there; see $LOGDIR/rustfmt.log)"; fi
 
+# 2b. Module graph: no cycle among src/'s files (scripts/modcycles.py: crate::, super:: and self::
+#     paths, test code left out), after the script's own tests on small synthetic crates.
+echo "== module graph"
+if python3 scripts/modcycles_test.py >"$LOGDIR/modcycles-test.log" 2>&1; then pass "modcycles.py on synthetic crates (its own tests)"
+else fail "modcycles.py's own tests (see $LOGDIR/modcycles-test.log)"; tail -5 "$LOGDIR/modcycles-test.log"; fi
+if python3 scripts/modcycles.py src >"$LOGDIR/modcycles.log" 2>&1; then pass "$(tail -1 "$LOGDIR/modcycles.log")"
+else fail "module graph: cycles among src/'s files (see $LOGDIR/modcycles.log)"; grep -E "^cycle|^module graph" "$LOGDIR/modcycles.log"; fi
+
+# 2c. loom: model checks of the request slots' lock-free protocol (src/comm/slots.rs,
+#     `loom_tests`: claim, pin, unpin, take, retire, reuse under every interleaving of small models),
+#     the crate built with --cfg loom in its own target folder.
+echo "== loom"
+l_pass=0
+if RUSTFLAGS="--cfg loom" cargo test --release --locked --lib --target-dir target/loom loom_ >"$LOGDIR/loom.log" 2>&1; then
+    l_pass=$(awk '/^test result: ok\./ {for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) s += $i} END {print s + 0}' "$LOGDIR/loom.log")
+fi
+if [ "${l_pass:-0}" -ge 4 ]; then pass "loom: $l_pass models of the request slots (src/comm/slots.rs) hold"
+else fail "loom models of the request slots (see $LOGDIR/loom.log)"; grep -E "^test .*FAILED|panicked at|^error" "$LOGDIR/loom.log" | head -5; fi
+
 # 3. Exports: exactly the promised names, each @@NRT_2.0.0, nothing else; SONAME libnrt.so.1.
 echo "== exports"
 want=$(sed -n 's/^ *\(nrt_[a-z_]*\);$/\1@@NRT_2.0.0/p' src/ffi/libnrt.map | sort)

@@ -17,18 +17,79 @@
 //! A stale or forged id finds a generation or state that does not match and touches nothing.
 //! Blocks are never freed or moved (pages of blocks, grown on demand); a communicator's block
 //! goes back to a free list when it is dropped, with its generations running on.
+//!
+//! In the unit tests built with `cfg(loom)` (`RUSTFLAGS="--cfg loom"`, scripts/test.sh's "loom"
+//! step) the slots' atomics, their value cells and the lookup's wait come from loom, blocks are
+//! two slots and a table's first page one block, and `loom_tests` model-checks this code (claim,
+//! pin, unpin, take, retire, reuse) on tables of its own; the crate's other tests are not meant to
+//! run there. Any other build, with `cfg(loom)` or not, is the plain one.
 
 use parking_lot::Mutex;
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell, spin_loop, yield_now};
+
+/// What the slot protocol synchronizes with: std's atomics and cell, or loom's in loom's tests.
+mod sync {
+    #[cfg(all(test, loom))]
+    pub(super) use loom::{
+        cell::UnsafeCell,
+        hint::spin_loop,
+        sync::atomic::{AtomicU32, AtomicU64, Ordering},
+        thread::yield_now,
+    };
+    #[cfg(not(all(test, loom)))]
+    pub(super) use std::{
+        hint::spin_loop,
+        sync::atomic::{AtomicU32, AtomicU64, Ordering},
+        thread::yield_now,
+    };
+
+    /// std's `UnsafeCell` with the part of loom's API used here: `get_mut` hands out a pointer
+    /// that loom counts as a write access for as long as it lives (here: a plain `*mut T`).
+    #[cfg(not(all(test, loom)))]
+    pub(super) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    #[cfg(not(all(test, loom)))]
+    impl<T> UnsafeCell<T> {
+        pub(super) const fn new(v: T) -> Self {
+            UnsafeCell(std::cell::UnsafeCell::new(v))
+        }
+
+        #[inline(always)]
+        pub(super) fn get_mut(&self) -> MutPtr<T> {
+            MutPtr(self.0.get())
+        }
+    }
+
+    #[cfg(not(all(test, loom)))]
+    pub(super) struct MutPtr<T>(*mut T);
+
+    #[cfg(not(all(test, loom)))]
+    impl<T> MutPtr<T> {
+        /// # Safety
+        /// As for `&mut *ptr`: nothing else reads or writes the value while the reference lives.
+        #[inline(always)]
+        #[allow(clippy::mut_from_ref)] // (loom's signature: the pointer, not `&self`, is the borrow)
+        pub(super) unsafe fn deref(&self) -> &mut T {
+            // SAFETY: the caller's.
+            unsafe { &mut *self.0 }
+        }
+    }
+}
 
 /// Slots per block: a communicator's limit of posted, not yet reported requests.
+#[cfg(not(all(test, loom)))]
 pub const BLOCK: usize = crate::config::MAX_PENDING_PER_COMM;
+/// (Two under loom: a full block, a wrap-around and a reused slot within a few operations.)
+#[cfg(all(test, loom))]
+pub const BLOCK: usize = 2;
 const _: () = assert!(BLOCK.is_power_of_two() && BLOCK <= 1 << 12);
 const BLOCK_BITS: u32 = BLOCK.trailing_zeros();
 const PAGES: usize = 18;
+#[cfg(not(all(test, loom)))]
 const FIRST_PAGE: usize = 8;
+#[cfg(all(test, loom))]
+const FIRST_PAGE: usize = 1;
 /// Generations stay below 2^31 so an id never has bit 63 set.
 const GEN_MASK: u64 = 0x7fff_ffff;
 
@@ -79,7 +140,8 @@ impl<T: Send + Sync + 'static> Drop for BlockRef<T> {
 
 pub struct Slots<T> {
     pages: [OnceLock<Box<[Block<T>]>>; PAGES],
-    next_fresh: AtomicU32,
+    /// (std's under loom too: `new` is const, and handing out blocks is not the slot protocol.)
+    next_fresh: std::sync::atomic::AtomicU32,
     free_blocks: Mutex<Vec<u32>>,
     /// Readies a removed value for reuse (drops what it should not keep alive).
     retire: fn(&mut T),
@@ -112,7 +174,12 @@ impl<T: Send + Sync + 'static> Slots<T> {
     /// A table whose removed values are kept in their slot for the next claim when nothing
     /// else holds them (`retire` readies them: one allocation saved per use).
     pub const fn new(retire: fn(&mut T)) -> Self {
-        Slots { pages: [const { OnceLock::new() }; PAGES], next_fresh: AtomicU32::new(0), free_blocks: Mutex::new(Vec::new()), retire }
+        Slots {
+            pages: [const { OnceLock::new() }; PAGES],
+            next_fresh: std::sync::atomic::AtomicU32::new(0),
+            free_blocks: Mutex::new(Vec::new()),
+            retire,
+        }
     }
 
     fn block(&self, idx: u32) -> Option<&Block<T>> {
@@ -161,9 +228,9 @@ impl<T: Send + Sync + 'static> Slots<T> {
                 Err(t) if t == tag(generation, PINNED) => {
                     spins += 1;
                     if spins.is_multiple_of(64) {
-                        std::thread::yield_now();
+                        yield_now();
                     } else {
-                        std::hint::spin_loop();
+                        spin_loop();
                     }
                 }
                 Err(_) => return None,
@@ -191,19 +258,24 @@ impl<T: Send + Sync + 'static> Slots<T> {
             }
         }
         let unpin = Unpin(&slot.tag, tag(generation, LIVE));
-        // SAFETY: the slot is pinned by us (the compare-exchange above admits one thread), so no
-        // other thread reads or writes `value` until we unpin it.
-        let v = unsafe { &mut *slot.value.get() };
-        let (r, take) = f(v.as_ref().expect("a LIVE slot holds a value"));
-        if !take {
-            return Some((r, None));
-        }
-        let taken = match v.as_mut().filter(|_| !out).and_then(Arc::get_mut) {
-            Some(t) => {
-                (self.retire)(t);
-                None
+        // (The access to `value` ends with this block, before the unpin on every way out.)
+        let (r, taken) = {
+            let value = slot.value.get_mut();
+            // SAFETY: the slot is pinned by us (the compare-exchange above admits one thread), so
+            // no other thread reads or writes `value` until we unpin it.
+            let v = unsafe { value.deref() };
+            let (r, take) = f(v.as_ref().expect("a LIVE slot holds a value"));
+            if !take {
+                return Some((r, None));
             }
-            None => v.take(),
+            let taken = match v.as_mut().filter(|_| !out).and_then(Arc::get_mut) {
+                Some(t) => {
+                    (self.retire)(t);
+                    None
+                }
+                None => v.take(),
+            };
+            (r, taken)
         };
         std::mem::forget(unpin);
         slot.tag.store(tag((generation + 1) & GEN_MASK, FREE), Ordering::Release);
@@ -253,17 +325,22 @@ impl<T: Send + Sync + 'static> BlockRef<T> {
             }
             let generation = t >> 2;
             let id = encode(self.idx, k, generation);
-            // SAFETY: the slot is FREE: no lookup pins a FREE slot, and claims of this block (and
-            // `clear`) are serialized by the owner, so we are the only thread touching `value`
-            // until the Release store below publishes it.
-            let v = unsafe { &mut *slot.value.get() };
-            // (Nothing else holds a retired value: `with_remove` kept it only when unique, and a
-            // FREE slot hands out no clones.)
-            if let Some(new) = fill(id, v.as_mut().and_then(Arc::get_mut)) {
-                *v = Some(new);
-            }
-            let Some(out) = v.clone() else {
-                panic!("claim: fill returned nothing for a slot without a value");
+            // (The access to `value` ends with this block, before the publishing store.)
+            let out = {
+                let value = slot.value.get_mut();
+                // SAFETY: the slot is FREE: no lookup pins a FREE slot, and claims of this block
+                // (and `clear`) are serialized by the owner, so we are the only thread touching
+                // `value` until the Release store below publishes it.
+                let v = unsafe { value.deref() };
+                // (Nothing else holds a retired value: `with_remove` kept it only when unique, and
+                // a FREE slot hands out no clones.)
+                if let Some(new) = fill(id, v.as_mut().and_then(Arc::get_mut)) {
+                    *v = Some(new);
+                }
+                let Some(out) = v.clone() else {
+                    panic!("claim: fill returned nothing for a slot without a value");
+                };
+                out
             };
             slot.tag.store(tag(generation, LIVE), Ordering::Release);
             if n > 0 {
@@ -283,7 +360,7 @@ impl<T: Send + Sync + 'static> BlockRef<T> {
             .filter(|s| s.tag.load(Ordering::Acquire) & STATE == FREE)
             // SAFETY: FREE slots are touched only by the owner's claims, which the caller has
             // stopped (the owner's contract, as for `claim`).
-            .filter_map(|s| unsafe { (*s.value.get()).take() })
+            .filter_map(|s| unsafe { s.value.get_mut().deref().take() })
             .collect()
     }
 
@@ -309,7 +386,7 @@ impl<T: Send + Sync + 'static> BlockRef<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::collections::HashSet;
@@ -455,5 +532,197 @@ mod tests {
             let mine = ids.iter().filter(|&&id| T.remove(id).is_some()).count();
             assert_eq!(mine + h.join().unwrap(), BLOCK);
         }
+    }
+}
+
+/// Model checks of the slot protocol above: loom runs each model under every interleaving of its
+/// threads' atomic operations, each load also returning the older values its ordering allows
+/// (within loom's model of memory), and fails on any access to a value cell that is not ordered
+/// after the previous one by the tags' Release/Acquire. The code is this file's own claim, pin,
+/// unpin, take and retire, on a fresh table per execution whose blocks are two slots (std's `Arc`,
+/// `OnceLock` and the block free list's mutex are not modeled).
+/// `RUSTFLAGS="--cfg loom" cargo test --release --lib --target-dir target/loom loom_`;
+/// `LOOM_MAX_PREEMPTIONS=n` bounds the exploration (none by default: each model is explored whole).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+
+    type Table = &'static Slots<u64>;
+
+    /// Runs `f` under loom, on a table of its own each execution (retiring a value sets it to 0).
+    fn model(name: &str, f: impl Fn(Table) + Send + Sync + 'static) {
+        // No preemption bound unless LOOM_MAX_PREEMPTIONS sets one: these models are small enough
+        // to explore whole (about 150,000 executions, seconds).
+        let builder = loom::model::Builder::new();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = runs.clone();
+        builder.check(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            let table: Table = Box::leak(Box::new(Slots::new(|v: &mut u64| *v = 0)));
+            f(table);
+            // SAFETY: `f` joined the threads it spawned and dropped its blocks: nothing refers to
+            // the table any more. (A model that panics leaks it.)
+            unsafe { drop(Box::from_raw(std::ptr::from_ref(table).cast_mut())) };
+        });
+        let bound = builder.preemption_bound.map_or("none".to_string(), |b| b.to_string());
+        println!("{name}: {} executions, preemption bound {bound}", runs.load(Ordering::Relaxed));
+    }
+
+    /// A claim's fill that stores `v` (in the retired value when there is one).
+    fn put(v: u64) -> impl FnOnce(u64, Option<&mut u64>) -> Option<Arc<u64>> {
+        move |_, old| match old {
+            Some(o) => {
+                assert_eq!(*o, 0, "a reused value was retired");
+                *o = v;
+                None
+            }
+            None => Some(Arc::new(v)),
+        }
+    }
+
+    /// The slot (block and index) of an id, without its generation.
+    fn slot_of(id: u64) -> u64 {
+        id & 0xffff_ffff
+    }
+
+    /// (a) test_request's lookups (one that leaves the request, one that reaps it) pin a slot while
+    /// the owner posts (into the other slot, or into that one once reaped), reaps and posts again;
+    /// the owner hands its new id over with a Relaxed store only, so what the lookup finds there
+    /// is published by the slot's own tag.
+    #[test]
+    fn loom_lookup_pins_while_the_owner_claims() {
+        model("lookup_pins_while_the_owner_claims", |t| {
+            let b = t.new_block().unwrap();
+            let (id1, v) = b.claim(put(1)).unwrap();
+            drop(v);
+            let handed = Arc::new(AtomicU64::new(0));
+            let h = {
+                let handed = handed.clone();
+                thread::spawn(move || {
+                    let pending = t.with_take(id1, |v| (**v, false));
+                    assert!(matches!(pending, Some((1, None))), "{pending:?}");
+                    let id2 = handed.load(Ordering::Relaxed);
+                    if id2 != 0 {
+                        // Published by the claim's Release store: the filled value, or (once the
+                        // owner removed it) nothing; never the value of the slot's next use.
+                        let found = t.get(id2).map(|v| *v);
+                        assert!(found.is_none() || found == Some(2), "{found:?}");
+                    }
+                    let reaped = t.with_take(id1, |v| (**v, true));
+                    assert!(matches!(reaped, Some((1, None))), "{reaped:?}");
+                })
+            };
+            // The other slot, or id1's once the lookup reaped it (its value retired in place).
+            let (id2, v) = b.claim(put(2)).unwrap();
+            assert_ne!(id2, id1);
+            assert_eq!(*v, 2);
+            drop(v);
+            handed.store(id2, Ordering::Relaxed);
+            let reaped = t.with_take(id2, |v| (**v, true)).map(|(r, _)| r);
+            assert_eq!(reaped, Some(2));
+            // Posting again: the slot just freed (id2's, its value retired in place) or, once the
+            // lookup reaped id1, that one; never one still pinned or LIVE.
+            let (id3, v) = b.claim(put(3)).unwrap();
+            assert!(id3 != id1 && id3 != id2);
+            assert_eq!(*v, 3);
+            drop(v);
+            h.join().unwrap();
+            assert!(t.get(id1).is_none() && t.get(id2).is_none());
+            assert_eq!(t.get(id3).as_deref(), Some(&3));
+            drop(b);
+        });
+    }
+
+    /// (b) Two lookups of one id, both removing it, while the owner posts: exactly one finds it
+    /// (and retires it in place, nothing else holding it); the other finds it stale, having waited
+    /// if it came while pinned, also when the owner's claim has reused the slot by then.
+    #[test]
+    fn loom_two_lookups_of_one_id_one_takes() {
+        model("two_lookups_of_one_id_one_takes", |t| {
+            let b = t.new_block().unwrap();
+            let (id, v) = b.claim(put(7)).unwrap();
+            drop(v);
+            let take = move || t.with_take(id, |v| (**v, true)).map(|(r, taken)| (r, taken.is_none()));
+            let hs = [thread::spawn(take), thread::spawn(take)];
+            // The owner posts: into id's slot (its retired value, the next generation) once taken,
+            // else into the other one.
+            let (first, v) = b.claim(put(8)).unwrap();
+            assert_ne!(first, id);
+            assert_eq!(*v, 8);
+            drop(v);
+            let found: Vec<_> = hs.into_iter().filter_map(|h| h.join().unwrap()).collect();
+            assert_eq!(found, [(7, true)], "exactly one lookup takes the value, retired in place");
+            assert!(t.get(id).is_none());
+            if slot_of(first) != slot_of(id) {
+                let (next, v) = b.claim(put(9)).unwrap();
+                assert!(slot_of(next) == slot_of(id) && next != id, "the freed slot is reused");
+                assert_eq!(*v, 9);
+            }
+            assert_eq!(t.get(first).as_deref(), Some(&8));
+            drop(b);
+        });
+    }
+
+    /// (c) A lookup with an id that the owner removes and whose slot the owner's next claim reuses
+    /// (new generation): it finds the old value or nothing, never the new one; a clone it took
+    /// keeps the old value (the removal then takes it out rather than retiring it in place).
+    #[test]
+    fn loom_stale_id_races_removal_and_reuse() {
+        model("stale_id_races_removal_and_reuse", |t| {
+            let b = t.new_block().unwrap();
+            let (old, v) = b.claim(put(1)).unwrap();
+            drop(v);
+            let h = thread::spawn(move || {
+                let held = t.get(old);
+                let found = t.with_take(old, |v| (**v, false)).map(|(r, _)| r);
+                assert!(found.is_none() || found == Some(1), "{found:?}");
+                held
+            });
+            let removed = t.with_take(old, |v| (**v, true));
+            assert!(matches!(removed, Some((1, _))), "{removed:?}");
+            drop(removed);
+            let (new, v) = b.claim(put(2)).unwrap();
+            assert!(slot_of(new) == slot_of(old) && new != old, "the freed slot is reused");
+            assert_eq!(*v, 2);
+            drop(v);
+            let held = h.join().unwrap();
+            assert!(held.is_none_or(|v| *v == 1), "a held value was reused");
+            assert!(t.get(old).is_none());
+            assert_eq!(t.get(new).as_deref(), Some(&2));
+            drop(b);
+        });
+    }
+
+    /// (d) The block is full and a lookup has one slot pinned (it takes the value, yielding in
+    /// the middle): the owner's claim finds no slot until the lookup unpins it as FREE, and then
+    /// gets that slot with the retired value, never while pinned.
+    #[test]
+    fn loom_pinned_slot_is_not_reused_until_unpinned() {
+        model("pinned_slot_is_not_reused_until_unpinned", |t| {
+            let b = t.new_block().unwrap();
+            let (id1, v) = b.claim(put(1)).unwrap();
+            drop(v);
+            let (id2, v) = b.claim(put(2)).unwrap();
+            drop(v);
+            let h = thread::spawn(move || {
+                t.with_take(id1, |v| {
+                    let before = **v;
+                    thread::yield_now();
+                    assert_eq!(**v, before, "a pinned value changed");
+                    (before, true)
+                })
+                .map(|(r, taken)| (r, taken.is_none()))
+            });
+            let claimed = b.claim(put(3)).map(|(id, v)| (id, *v));
+            assert_eq!(h.join().unwrap(), Some((1, true)));
+            let (id3, v3) = claimed.or_else(|| b.claim(put(3)).map(|(id, v)| (id, *v))).expect("a slot once unpinned");
+            assert!(slot_of(id3) == slot_of(id1) && id3 != id1);
+            assert_eq!(v3, 3);
+            assert!(t.get(id1).is_none());
+            assert_eq!(t.get(id2).as_deref(), Some(&2));
+            assert_eq!(t.get(id3).as_deref(), Some(&3));
+            drop(b);
+        });
     }
 }
