@@ -223,7 +223,11 @@ class Source:
         self.refs = []  # (absolute segments or None, line, as written)
         self.test_children = set()
         self.exported_macros = set()  # `#[macro_export] macro_rules! name`: crate::name is here
-        self.scan(tokens(text))
+        toks = tokens(text)
+        # Child modules declared here (`mod x;`): a path starting with `x::` (2018 uniform paths)
+        # refers to the child as `self::x::` would.
+        self.children = {toks[k + 1][0] for k in range(len(toks) - 2) if toks[k][0] == "mod" and toks[k + 2][0] == ";"}
+        self.scan(toks)
 
     def scan(self, toks):
         stack = []  # (inline module name, index of its closing brace)
@@ -284,6 +288,19 @@ class Source:
             elif t in ("crate", "super", "self") and i and toks[i - 1][0] == "::":
                 i += 1  # a::self (the rest of a path already taken)
                 continue
+            if t in self.children and i + 2 < len(toks) and toks[i + 1][0] == "::" and not stack and (i == 0 or toks[i - 1][0] != "::"):
+                t = "self"  # a bare child path: read as self::child::...
+                segs, line = ["self"], toks[i][1]
+                while i < len(toks) and IDENT.fullmatch(toks[i][0]):
+                    segs.append(toks[i][0])
+                    i += 1
+                    if i + 1 < len(toks) and toks[i][0] == "::" and IDENT.fullmatch(toks[i + 1][0]):
+                        i += 1
+                    else:
+                        break
+                if len(segs) > 2:
+                    self.add(segs, here, line)
+                continue
             if t in ("crate", "super", "self"):
                 segs, line = [], toks[i][1]
                 while i < len(toks) and IDENT.fullmatch(toks[i][0]):
@@ -303,6 +320,8 @@ class Source:
     def add(self, segs, here, line):
         """Records a path (as written, relative to the module `here`) made absolute; paths that
         do not start with crate, super or self are another crate's or a local name's."""
+        if segs and segs[0] in self.children and here == self.module:
+            segs = ["self"] + segs
         if not segs or segs[0] not in ("crate", "super", "self"):
             return
         written = "::".join(segs)
