@@ -3,7 +3,7 @@
 
 use super::request::Request;
 use crate::status::{Error, Result};
-use crate::transport::{Done, Msg, Transport, Wait, WaitFd};
+use crate::transport::{Completions, Done, Msg, Transport, Wait, WaitFd};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -14,15 +14,13 @@ pub struct CommIo<C> {
     inflight: VecDeque<Arc<Request<C>>>,
     /// The next message's number.
     pub next_seq: u64,
-    /// Completions of the current call.
-    done: Vec<Done>,
     /// The communicator, for the requests' failure messages ("lnc 0 → 10.0.0.2 lnc 1 (Send comm #0)").
     who: String,
 }
 
 impl<C> CommIo<C> {
     pub fn new(who: String) -> CommIo<C> {
-        CommIo { t: Box::new(Unconnected), inflight: VecDeque::new(), next_seq: 0, done: Vec::with_capacity(8), who }
+        CommIo { t: Box::new(Unconnected), inflight: VecDeque::new(), next_seq: 0, who }
     }
 
     /// The transport chosen at set-up.
@@ -53,27 +51,47 @@ impl<C> CommIo<C> {
     pub fn post(&mut self, req: Arc<Request<C>>) -> Result<()> {
         let m = Msg { seq: req.seq, region: req.region.clone() };
         self.inflight.push_back(req);
-        let r = self.t.post(m, &mut self.done);
-        self.apply();
-        r
+        let (t, mut apply) = self.parts();
+        t.post(m, &mut Completions::new(&mut apply, None))
     }
 
     pub fn after_post(&mut self, pump: bool) -> Result<bool> {
-        let r = self.t.after_post(pump, &mut self.done);
-        self.apply();
-        r
+        let (t, mut apply) = self.parts();
+        t.after_post(pump, &mut Completions::new(&mut apply, None))
     }
 
     pub fn progress(&mut self) -> Result<()> {
-        let r = self.t.progress(&mut self.done);
-        self.apply();
-        r
+        let (t, mut apply) = self.parts();
+        t.progress(&mut Completions::new(&mut apply, None))
     }
 
     pub fn poll(&mut self, wait: Option<Wait>, defer_control: bool) -> Result<bool> {
-        let r = self.t.poll(wait, defer_control, &mut self.done);
-        self.apply();
-        r
+        let (t, mut apply) = self.parts();
+        t.poll(wait, defer_control, &mut Completions::new(&mut apply, wait.map(|w| w.seq)))
+    }
+
+    /// The transport, and what completes or fails the request a report names.
+    fn parts(&mut self) -> (&mut dyn Transport, impl FnMut(Done) + '_) {
+        let (inflight, who) = (&mut self.inflight, &self.who);
+        let apply = move |d: Done| {
+            let seq = d.seq();
+            // In order for every transport so far: almost always the first.
+            let Some(pos) = inflight.iter().position(|r| r.seq == seq) else {
+                debug_assert!(false, "completion for message {seq}, which is not in flight");
+                return;
+            };
+            let req = inflight.remove(pos).expect("position is in range");
+            match d {
+                Done::Ok { bytes, .. } => {
+                    req.complete(bytes);
+                }
+                Done::Failed { err, .. } => {
+                    // Logged once, by the test_request that reports it.
+                    req.fail(Error::new(err.status, format!("{who}: {}", err.msg)));
+                }
+            }
+        };
+        (&mut *self.t, apply)
     }
 
     pub fn flush_control(&mut self) -> Result<()> {
@@ -89,28 +107,6 @@ impl<C> CommIo<C> {
     /// Requests posted and not finished.
     pub fn has_pending(&self) -> bool {
         !self.inflight.is_empty()
-    }
-
-    /// Completes or fails the requests the transport reported.
-    fn apply(&mut self) {
-        for d in self.done.drain(..) {
-            let seq = d.seq();
-            // In order for every transport so far: almost always the first.
-            let Some(pos) = self.inflight.iter().position(|r| r.seq == seq) else {
-                debug_assert!(false, "completion for message {seq}, which is not in flight");
-                continue;
-            };
-            let req = self.inflight.remove(pos).expect("position is in range");
-            match d {
-                Done::Ok { bytes, .. } => {
-                    req.complete(bytes);
-                }
-                Done::Failed { err, .. } => {
-                    // Logged once, by the test_request that reports it.
-                    req.fail(Error::new(err.status, format!("{}: {}", self.who, err.msg)));
-                }
-            }
-        }
     }
 
     /// The communicator broke or closed: every request in flight fails with `e`, and the
@@ -130,16 +126,16 @@ impl Transport for Unconnected {
     fn name(&self) -> &'static str {
         "none"
     }
-    fn post(&mut self, _m: Msg, _done: &mut Vec<Done>) -> Result<()> {
+    fn post(&mut self, _m: Msg, _done: &mut Completions<'_>) -> Result<()> {
         Err(Error::failure("not connected"))
     }
-    fn after_post(&mut self, _pump: bool, _done: &mut Vec<Done>) -> Result<bool> {
+    fn after_post(&mut self, _pump: bool, _done: &mut Completions<'_>) -> Result<bool> {
         Ok(false)
     }
-    fn progress(&mut self, _done: &mut Vec<Done>) -> Result<()> {
+    fn progress(&mut self, _done: &mut Completions<'_>) -> Result<()> {
         Ok(())
     }
-    fn poll(&mut self, _wait: Option<Wait>, _defer: bool, _done: &mut Vec<Done>) -> Result<bool> {
+    fn poll(&mut self, _wait: Option<Wait>, _defer: bool, _done: &mut Completions<'_>) -> Result<bool> {
         Ok(false)
     }
     fn flush_control(&mut self) -> Result<()> {

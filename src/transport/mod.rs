@@ -60,9 +60,45 @@ impl Done {
     }
 }
 
-/// Whether `done` reports message `seq` (a caller's poll stops reading once its message is done).
-pub fn reported(done: &[Done], seq: u64) -> bool {
-    done.iter().rev().any(|d| d.seq() == seq)
+/// Where a transport reports the messages it is done with. A report takes effect at once (the
+/// communicator completes the request then), so a transport reports a message before it tells
+/// the peer anything that follows from it (a receive completes before its acknowledgement is
+/// published, so a sender that sees its send done finds the receive done too). It also tells
+/// the transport whether the message a caller polls for was reported during this call.
+pub struct Completions<'a> {
+    apply: &'a mut dyn FnMut(Done),
+    /// The message a caller polls for.
+    watch: Option<u64>,
+    /// It was reported: `Some(bytes)` done, `None` failed.
+    seen: Option<Option<u64>>,
+}
+
+impl<'a> Completions<'a> {
+    /// Reports go to `apply`; `watch`: the message a caller polls for.
+    pub fn new(apply: &'a mut dyn FnMut(Done), watch: Option<u64>) -> Completions<'a> {
+        Completions { apply, watch, seen: None }
+    }
+
+    pub fn push(&mut self, d: Done) {
+        if self.watch == Some(d.seq()) {
+            self.seen = Some(match d {
+                Done::Ok { bytes, .. } => Some(bytes),
+                Done::Failed { .. } => None,
+            });
+        }
+        (self.apply)(d);
+    }
+
+    /// Whether message `seq`, the one a caller polls for, was reported during this call.
+    pub fn saw(&self, seq: u64) -> bool {
+        self.watch == Some(seq) && self.seen.is_some()
+    }
+
+    /// What was reported of the watched message during this call: `Some(Some(bytes))` done,
+    /// `Some(None)` failed, `None` nothing.
+    pub fn watched(&self) -> Option<Option<u64>> {
+        self.seen
+    }
 }
 
 /// A send's outcome from the peer's verdict (TCP's Ack frames, the shared-memory ring's
@@ -100,27 +136,27 @@ pub struct WaitFd {
 }
 
 /// One communicator's data path. Called under the communicator's lock, one thread at a time.
-/// Every call that moves bytes appends the messages it finished to `done`, in any order.
+/// Every call that moves bytes reports the messages it finished to `done`, in any order.
 pub trait Transport: Send {
     /// "tcp", "shm", "verbs" (logs and tests).
     fn name(&self) -> &'static str;
 
     /// Queues a message of the communicator's direction.
-    fn post(&mut self, m: Msg, done: &mut Vec<Done>) -> Result<()>;
+    fn post(&mut self, m: Msg, done: &mut Completions<'_>) -> Result<()>;
 
     /// Right after a post: moves what the post made movable. With `pump` false a receive leaves
     /// the bytes that waited for it to the progress thread and returns true when there were any
     /// (its caller works between requests; see `comm`).
-    fn after_post(&mut self, pump: bool, done: &mut Vec<Done>) -> Result<bool>;
+    fn after_post(&mut self, pump: bool, done: &mut Completions<'_>) -> Result<bool>;
 
     /// Moves everything that can move without blocking (the progress thread, woken by
     /// edge-triggered readiness, relies on it reading until it would block).
-    fn progress(&mut self, done: &mut Vec<Done>) -> Result<()>;
+    fn progress(&mut self, done: &mut Completions<'_>) -> Result<()>;
 
     /// A caller's poll: as little work as finds `wait`'s completion. With `defer_control`, a
     /// completed small receive may leave its control frame queued: `Ok(true)` says so (sent by
     /// `flush_control` soon after).
-    fn poll(&mut self, wait: Option<Wait>, defer_control: bool, done: &mut Vec<Done>) -> Result<bool>;
+    fn poll(&mut self, wait: Option<Wait>, defer_control: bool, done: &mut Completions<'_>) -> Result<bool>;
 
     /// Sends the control frames left queued, as far as the socket takes them now.
     fn flush_control(&mut self) -> Result<()>;

@@ -43,6 +43,7 @@
 //! The TCP streams stay open: stream 0 carries the control frames, and its end is how either
 //! side learns that the other has gone.
 
+mod channel;
 mod maps;
 mod ring;
 mod stage;
@@ -50,14 +51,14 @@ mod stage;
 mod tests;
 
 use super::tcp::{Stream, TcpTransport};
-use super::{Done, Msg, Transport, Wait, WaitFd, reported};
+use super::{Completions, Msg, Transport, Wait, WaitFd};
 use crate::status::{Error, Result};
 use crate::transport::Kind;
 use crate::wire::{Frame, MAX_MESSAGE};
 use ring::{Setup, ShmIo};
 
 #[cfg(test)]
-pub use ring::INLINE;
+pub use channel::INLINE;
 
 /// A communicator's same-host data path.
 pub struct ShmTransport {
@@ -91,7 +92,7 @@ impl ShmTransport {
     }
 
     /// The frames the link read: the channel's set-up and wake-ups.
-    fn handle_frames(&mut self, done: &mut Vec<Done>) -> Result<()> {
+    fn handle_frames(&mut self, done: &mut Completions<'_>) -> Result<()> {
         for f in self.link.take_frames() {
             let Some(r) = self.ring.as_mut() else {
                 return Err(Error::failure(format!("unexpected frame {f:?}")));
@@ -123,7 +124,7 @@ impl Transport for ShmTransport {
         if self.ring.is_some() { "shm" } else { "tcp" }
     }
 
-    fn post(&mut self, m: Msg, done: &mut Vec<Done>) -> Result<()> {
+    fn post(&mut self, m: Msg, done: &mut Completions<'_>) -> Result<()> {
         match self.ring.as_mut() {
             Some(r) => {
                 r.post(m, done)?;
@@ -134,7 +135,7 @@ impl Transport for ShmTransport {
         }
     }
 
-    fn after_post(&mut self, pump: bool, done: &mut Vec<Done>) -> Result<bool> {
+    fn after_post(&mut self, pump: bool, done: &mut Completions<'_>) -> Result<bool> {
         match self.ring.as_ref() {
             None => self.link.after_post(pump, done),
             // A send over shared memory is published by the post itself (its Wake frame, if
@@ -145,7 +146,7 @@ impl Transport for ShmTransport {
         }
     }
 
-    fn progress(&mut self, done: &mut Vec<Done>) -> Result<()> {
+    fn progress(&mut self, done: &mut Completions<'_>) -> Result<()> {
         let Some(r) = self.ring.as_mut() else { return self.link.progress(done) };
         // Acknowledgements already in the ring complete their sends even when the peer closed
         // its streams right after (its end is read next).
@@ -161,7 +162,7 @@ impl Transport for ShmTransport {
 
     /// Over shared memory only the rings are read (no system call unless a control frame must go
     /// out); the streams are the progress thread's.
-    fn poll(&mut self, wait: Option<Wait>, defer_control: bool, done: &mut Vec<Done>) -> Result<bool> {
+    fn poll(&mut self, wait: Option<Wait>, defer_control: bool, done: &mut Completions<'_>) -> Result<bool> {
         match self.ring.as_mut() {
             None => self.link.poll(wait, defer_control, done),
             Some(r) if r.is_active() => {
@@ -169,7 +170,7 @@ impl Transport for ShmTransport {
                 if let Some(w) = wait
                     && self.kind == Kind::Recv
                 {
-                    r.note_poll(!reported(done, w.seq));
+                    r.note_poll(!done.saw(w.seq));
                 }
                 self.flush_control().map(|_| false)
             }

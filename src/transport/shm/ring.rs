@@ -1,38 +1,24 @@
 //! One end of a communicator's shared-memory channel: the rings of descriptors and
 //! acknowledgements (the protocol is described in `shm/mod.rs`).
 
+use super::channel::{
+    CHANNEL_SIZE, Channel, DESC, Desc, F_INLINE, F_MEMFD, F_STAGE, INLINE, INLINE_HEAD, MAGIC, OFF_ACK_TAIL, OFF_RX_SPIN, OFF_SEND_TAIL,
+    OFF_WAKE, RING, attach,
+};
 use super::maps::{MapCache, Wanted};
 use super::stage::{STAGE_ALWAYS_MAX, StageBuf, StagePool, Staged};
 use crate::status::{Error, NRT_STATUS, Result};
-use crate::sys::memfd::{Mapping, describe_fd, memfd, my_pid, open_peer_fd};
+use crate::sys::memfd::{Mapping, memfd, my_pid};
 use crate::sys::stamp::{stamp_clock, stamp_now};
 use crate::sys::vm::vm_read;
 use crate::transport::Kind;
-use crate::transport::{Done, Msg, send_verdict, short_receive};
+use crate::transport::{Completions, Done, Msg, send_verdict, short_receive};
 use crate::wire::{Frame, MAX_MESSAGE, ack};
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 
-/// Entries per ring: the pending-request limit per communicator.
-pub const RING: usize = crate::config::MAX_PENDING_PER_COMM;
-const SLOT: usize = 1024;
-const DESC: usize = 64;
-/// Bytes of a message that fit in its descriptor's first cache line (after sequence, length,
-/// flags): an 8-byte message costs the receiver one cache-line transfer.
-const INLINE_HEAD: usize = 40;
-/// Messages up to this size travel inside their descriptor.
-pub const INLINE: usize = INLINE_HEAD + SLOT - DESC;
-const MAGIC: u64 = u64::from_le_bytes(*b"NRSRSHM1");
-// Words 64 and 192 are spare (no head words: a slot or an entry carries its own number).
-const OFF_SEND_TAIL: usize = 128;
-const OFF_ACK_TAIL: usize = 256;
-const OFF_RX_SPIN: usize = 320;
-const OFF_WAKE: usize = 384;
-const OFF_ACKS: usize = 512;
-const OFF_SLOTS: usize = OFF_ACKS + RING * 16;
-pub const CHANNEL_SIZE: usize = OFF_SLOTS + RING * SLOT;
 /// A receiver that polled this recently needs no Wake frame.
 const SPIN_NS: u64 = 20_000;
 // (The receiver stamps at most every SPIN_NS / 4, so the sender mostly reads the stamp from its own
@@ -40,60 +26,6 @@ const SPIN_NS: u64 = 20_000;
 /// A sender waiting for acknowledgements checks every this many polls whether a receiver that
 /// was polling when the descriptors went out has stopped without taking them (then it wakes it).
 const RECHECK_POLLS: u32 = 64;
-/// Descriptor flag: the bytes follow the descriptor.
-const F_INLINE: u32 = 1;
-/// Descriptor flag: the bytes lie in the sender's memfd `mem_fd`.
-const F_MEMFD: u32 = 2;
-/// Descriptor flag (with F_MEMFD): that memfd is a staging area, touched only where messages
-/// land (the receiver maps it without populating it).
-const F_STAGE: u32 = 4;
-
-/// The shared channel of one communicator.
-struct Channel {
-    map: Mapping,
-    /// The sender keeps its memfd open for the receiver to find.
-    fd: Option<OwnedFd>,
-}
-
-impl Channel {
-    fn word(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off.is_multiple_of(8) && off + 8 <= CHANNEL_SIZE);
-        // SAFETY: off is 8-aligned inside the page-aligned mapping of CHANNEL_SIZE bytes, which
-        // lives as long as self; both processes access these words only atomically.
-        unsafe { &*(self.map.ptr().add(off) as *const AtomicU64) }
-    }
-    fn slot(&self, i: u64) -> *mut u8 {
-        self.map.ptr().wrapping_add(OFF_SLOTS + (i as usize % RING) * SLOT)
-    }
-    /// The sequence word of slot `i` (message number + 1 once the descriptor is complete).
-    fn slot_seq(&self, i: u64) -> &AtomicU64 {
-        self.word(OFF_SLOTS + (i as usize % RING) * SLOT)
-    }
-    fn ack_entry(&self, i: u64) -> (&AtomicU64, &AtomicU64) {
-        let off = OFF_ACKS + (i as usize % RING) * 16;
-        (self.word(off), self.word(off + 8))
-    }
-}
-
-/// A descriptor as it sits in a ring slot (64 bytes, native endianness: one host).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-/// `seq` holds the message number + 1 and is written last (Release): a slot is valid when it
-/// holds the number the receiver expects, so the receiver reads no separate head word. For an
-/// inline message the 40 bytes from `addr` on hold its first bytes.
-struct Desc {
-    seq: u64,
-    len: u64,
-    mem_fd: u32,
-    flags: u32,
-    addr: u64,
-    mem_id: u64,
-    mem_off: u64,
-    mem_len: u64,
-    _pad: u64,
-}
-const _: () = assert!(std::mem::size_of::<Desc>() == DESC);
-
 pub(super) struct ShmIo {
     kind: Kind,
     /// Set-up fails instead of falling back (NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm).
@@ -211,7 +143,7 @@ impl ShmIo {
         if self.kind != Kind::Recv || self.chan.is_some() {
             return Err(Error::failure("unexpected ShmInfo frame"));
         }
-        match Self::attach(pid, fd, token, addr, size, self.vm_readv) {
+        match attach(pid, fd, token, addr, size, self.vm_readv) {
             Ok((ch, readable)) => {
                 crate::log_debug!("shm: channel of pid {pid} (fd {fd}) mapped");
                 self.chan = Some(ch);
@@ -233,50 +165,8 @@ impl ShmIo {
         }
     }
 
-    /// Maps and checks the peer's channel; says whether `process_vm_readv` reaches the peer's
-    /// memory (false where the kernel refuses it, or when told not to try).
-    fn attach(pid: u32, fd: u32, token: u64, addr: u64, size: u64, try_vm_readv: bool) -> Result<(Channel, bool)> {
-        if size != CHANNEL_SIZE as u64 {
-            return Err(Error::failure(format!("the peer's channel has {size} bytes, we expect {CHANNEL_SIZE}")));
-        }
-        let fail = |what: &str, e: io::Error| Error::io(NRT_STATUS::NRT_FAILURE, &format!("{what} (peer pid {pid})"), &e);
-        let f = open_peer_fd(pid, fd, true).map_err(|e| fail("cannot open the peer's channel through /proc", e))?;
-        let (_, fsize, seals) = describe_fd(&f).map_err(|e| fail("stat of the channel", e))?;
-        if fsize < CHANNEL_SIZE as u64 || seals & libc::F_SEAL_SHRINK == 0 {
-            return Err(Error::failure(format!("the peer's channel descriptor is not a sealed memfd of {CHANNEL_SIZE} bytes")));
-        }
-        let map = Mapping::map(f.as_raw_fd(), CHANNEL_SIZE, true, true).map_err(|e| fail("mmap of the channel", e))?;
-        let ch = Channel { map, fd: None };
-        if ch.word(0).load(Ordering::Acquire) != MAGIC || ch.word(8).load(Ordering::Acquire) != token {
-            return Err(Error::failure(format!("pid {pid} fd {fd} is not the peer's channel (another pid namespace?)")));
-        }
-        let theirs = ch.word(24).load(Ordering::Acquire);
-        if theirs != stamp_clock().id() {
-            return Err(Error::failure(format!("the peer's polling stamps use clock {theirs}, ours {}", stamp_clock().id())));
-        }
-        if !try_vm_readv {
-            crate::log_info!("shm: NEURON_RT_ASYNC_SENDRECV_SHM_VM_READV=0: pid {pid} stages what is not in a memfd (a copy on each side)");
-            return Ok((ch, false));
-        }
-        let mut probe = [0u64; 2];
-        // SAFETY: probe is a local buffer of 16 writable bytes.
-        match unsafe { vm_read(pid, probe.as_mut_ptr().cast(), addr, 16) } {
-            Ok(()) if probe == [MAGIC, token] => Ok((ch, true)),
-            Ok(()) => Err(Error::failure(format!("process_vm_readv of pid {pid} does not reach the peer"))),
-            // The kernel's policy (Yama ptrace_scope, seccomp, no such call): the channel works,
-            // the rest is staged.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES | libc::ENOSYS)) => {
-                crate::log_info!(
-                    "shm: process_vm_readv of pid {pid} is not permitted ({e}); it stages what is not in a memfd (a copy on each side)"
-                );
-                Ok((ch, false))
-            }
-            Err(e) => Err(fail("process_vm_readv", e)),
-        }
-    }
-
     /// Sender: the receiver's verdict on the channel.
-    pub fn on_ready(&mut self, status: u16, done: &mut Vec<Done>) -> Result<Setup> {
+    pub fn on_ready(&mut self, status: u16, done: &mut Completions<'_>) -> Result<Setup> {
         if self.kind != Kind::Send || self.active {
             return Err(Error::failure("unexpected ShmReady frame"));
         }
@@ -298,7 +188,7 @@ impl ShmIo {
         Ok(Setup::Ok)
     }
 
-    pub fn post(&mut self, m: Msg, done: &mut Vec<Done>) -> Result<()> {
+    pub fn post(&mut self, m: Msg, done: &mut Completions<'_>) -> Result<()> {
         if !self.active {
             self.queued.push_back(m);
             return Ok(());
@@ -333,7 +223,7 @@ impl ShmIo {
 
     /// Publishes a send's descriptor; false when the send failed instead (no staging memory:
     /// it takes no message number, so the receiver pairs its receive with the next send).
-    fn push_desc(&mut self, m: Msg, done: &mut Vec<Done>) -> bool {
+    fn push_desc(&mut self, m: Msg, done: &mut Completions<'_>) -> bool {
         let head = self.tx_next;
         let len = m.region.len();
         let mut d = Desc { seq: 0, len: len as u64, addr: m.region.ptr() as u64, ..Desc::default() };
@@ -444,7 +334,7 @@ impl ShmIo {
     }
 
     /// Moves whatever can move: acknowledgements (sender), descriptors (receiver).
-    pub fn poll(&mut self, done: &mut Vec<Done>) -> Result<()> {
+    pub fn poll(&mut self, done: &mut Completions<'_>) -> Result<()> {
         if !self.active {
             return Ok(());
         }
@@ -454,7 +344,7 @@ impl ShmIo {
         }
     }
 
-    fn poll_acks(&mut self, done: &mut Vec<Done>) -> Result<()> {
+    fn poll_acks(&mut self, done: &mut Completions<'_>) -> Result<()> {
         let ch = self.chan.as_ref().expect("active channel");
         let mut next = self.ack_next;
         let mut freed = Vec::new();
@@ -508,7 +398,7 @@ impl ShmIo {
         Ok(())
     }
 
-    fn poll_descs(&mut self, done: &mut Vec<Done>) -> Result<()> {
+    fn poll_descs(&mut self, done: &mut Completions<'_>) -> Result<()> {
         let pid = self.peer_pid;
         let ch = self.chan.as_ref().expect("active channel");
         if self.slots.is_empty() {

@@ -1,5 +1,6 @@
 //! The channel's set-up checks, process_vm_readv at every distance, memfd tensors.
 
+use super::channel::CHANNEL_SIZE;
 use super::ring::*;
 use crate::sys::memfd::{describe_fd, memfd, memfd_name, my_pid};
 use crate::sys::vm::vm_read;

@@ -21,7 +21,7 @@ pub use congestion::congestion_name;
 pub use congestion::{congestion_for, connect_with, set_congestion};
 pub use stream::Stream;
 
-use super::{Done, Msg, Transport, Wait, WaitFd, reported, send_verdict, short_receive};
+use super::{Completions, Done, Msg, Transport, Wait, WaitFd, send_verdict, short_receive};
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::sys::copy::{ALIAS, slow_distance};
 use crate::tensor::Region;
@@ -127,7 +127,7 @@ impl TcpTransport {
         for i in 0..self.streams.len() {
             self.streams[i].flush(i)?;
             if !self.streams[i].peer_closed {
-                self.pump_rx_until(i, None, &mut Vec::new())?;
+                self.pump_rx_until(i, None, &mut Completions::new(&mut |_| {}, None))?;
             }
         }
         self.flush_control()
@@ -142,7 +142,7 @@ impl TcpTransport {
                 self.streams[i].flush(i)?;
             }
         }
-        self.pump_ready(self.streams.len(), None, &mut Vec::new())
+        self.pump_ready(self.streams.len(), None, &mut Completions::new(&mut |_| {}, None))
     }
 
     fn flush_tx(&mut self, i: usize) -> Result<()> {
@@ -151,7 +151,7 @@ impl TcpTransport {
 
     /// One `poll` over the first `n` streams, then reads those with input (or bytes read ahead)
     /// until `wait` is done.
-    fn pump_ready(&mut self, n: usize, wait: Option<Wait>, done: &mut Vec<Done>) -> Result<()> {
+    fn pump_ready(&mut self, n: usize, wait: Option<Wait>, done: &mut Completions<'_>) -> Result<()> {
         let mut fds = [0 as RawFd; crate::config::MAX_STREAMS];
         for (f, s) in fds.iter_mut().zip(&self.streams[..n]) {
             *f = s.fd();
@@ -160,7 +160,7 @@ impl TcpTransport {
         crate::sys::epoll::readable(&fds[..n], &mut ready[..n]).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "poll", &e))?;
         for (i, ready) in ready.iter().enumerate().take(n) {
             let s = &self.streams[i];
-            if (*ready || s.has_inbox()) && !s.peer_closed && !s.parked && wait.is_none_or(|w| !reported(done, w.seq)) {
+            if (*ready || s.has_inbox()) && !s.peer_closed && !s.parked && wait.is_none_or(|w| !done.saw(w.seq)) {
                 self.pump_rx_until(i, wait, done)?;
             }
         }
@@ -170,7 +170,7 @@ impl TcpTransport {
     /// Reads stream `i` until it would block, or (a caller's poll) as soon as `until` is done:
     /// only the progress thread, which relies on edges, must read to the end, and it is woken by
     /// the same edge and does.
-    fn pump_rx_until(&mut self, i: usize, until: Option<Wait>, done: &mut Vec<Done>) -> Result<()> {
+    fn pump_rx_until(&mut self, i: usize, until: Option<Wait>, done: &mut Completions<'_>) -> Result<()> {
         self.streams[i].parked = false;
         let fd = self.streams[i].sock.as_raw_fd();
         let idle_tx = self.streams[i].tx.is_empty();
@@ -207,7 +207,7 @@ impl TcpTransport {
                         }
                         Frame::Ack { seq, status, size } if self.kind == Kind::Send && self.data => {
                             self.on_ack(seq, status, size, done)?;
-                            if until.is_some_and(|w| reported(done, w.seq)) {
+                            if until.is_some_and(|w| done.saw(w.seq)) {
                                 self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
                                 return Ok(());
                             }
@@ -300,7 +300,7 @@ impl TcpTransport {
         len: u64,
         total: u64,
         src_page: Option<u16>,
-        done: &mut Vec<Done>,
+        done: &mut Completions<'_>,
     ) -> Result<Option<Rx>> {
         let idx =
             seq.checked_sub(self.base_seq).ok_or_else(|| Error::failure(format!("data for message {seq}, which already completed")))?;
@@ -343,13 +343,13 @@ impl TcpTransport {
 
     /// Stream `i` has read the last byte of a chunk: back to headers, the chunk counted; true when
     /// a caller's poll should stop here (`until` is done).
-    fn chunk_read(&mut self, i: usize, seq: u64, len: u64, until: Option<Wait>, done: &mut Vec<Done>) -> bool {
+    fn chunk_read(&mut self, i: usize, seq: u64, len: u64, until: Option<Wait>, done: &mut Completions<'_>) -> bool {
         self.streams[i].rx = Rx::Header { buf: [0; HEADER_LEN], have: 0 };
         self.end_chunk(seq, len, done);
-        until.is_some_and(|w| reported(done, w.seq))
+        until.is_some_and(|w| done.saw(w.seq))
     }
 
-    fn end_chunk(&mut self, seq: u64, len: u64, done: &mut Vec<Done>) {
+    fn end_chunk(&mut self, seq: u64, len: u64, done: &mut Completions<'_>) {
         let idx = (seq - self.base_seq) as usize;
         let slot = &mut self.slots[idx];
         slot.got += len;
@@ -384,7 +384,7 @@ impl TcpTransport {
     /// The peer's verdict on a send: `ack::OK` with the bytes it received, or `ack::TOO_LONG`
     /// when the matching receive was shorter (the send fails, the communicator goes on).
     /// Anything else is a protocol error.
-    fn on_ack(&mut self, wire: u64, status: u16, size: u64, done: &mut Vec<Done>) -> Result<()> {
+    fn on_ack(&mut self, wire: u64, status: u16, size: u64, done: &mut Completions<'_>) -> Result<()> {
         let pos = self
             .awaiting_ack
             .iter()
@@ -441,20 +441,12 @@ impl TcpTransport {
     }
 }
 
-/// Whether `done` reports message `seq` done with at most `DEFER_ACK_MAX` bytes, or failed.
-fn small_done(done: &[Done], seq: u64) -> bool {
-    done.iter().rev().any(|d| match d {
-        Done::Ok { seq: s, bytes } => *s == seq && *bytes <= DEFER_ACK_MAX,
-        Done::Failed { seq: s, .. } => *s == seq,
-    })
-}
-
 impl Transport for TcpTransport {
     fn name(&self) -> &'static str {
         "tcp"
     }
 
-    fn post(&mut self, m: Msg, _done: &mut Vec<Done>) -> Result<()> {
+    fn post(&mut self, m: Msg, _done: &mut Completions<'_>) -> Result<()> {
         debug_assert!(self.data, "a control link carries no messages");
         match self.kind {
             Kind::Recv => {
@@ -467,7 +459,7 @@ impl Transport for TcpTransport {
 
     /// A receive may unpark a stream, so everything is read; a send only needs its bytes pushed
     /// (its Ack and any error come with an epoll edge).
-    fn after_post(&mut self, pump: bool, done: &mut Vec<Done>) -> Result<bool> {
+    fn after_post(&mut self, pump: bool, done: &mut Completions<'_>) -> Result<bool> {
         let mut left = false;
         let recv = self.kind == Kind::Recv;
         for i in 0..self.streams.len() {
@@ -494,7 +486,7 @@ impl Transport for TcpTransport {
         Ok(left)
     }
 
-    fn progress(&mut self, done: &mut Vec<Done>) -> Result<()> {
+    fn progress(&mut self, done: &mut Completions<'_>) -> Result<()> {
         for i in 0..self.streams.len() {
             self.flush_tx(i)?;
             if !self.streams[i].peer_closed {
@@ -505,7 +497,7 @@ impl Transport for TcpTransport {
         self.flush_control()
     }
 
-    fn poll(&mut self, wait: Option<Wait>, defer_control: bool, done: &mut Vec<Done>) -> Result<bool> {
+    fn poll(&mut self, wait: Option<Wait>, defer_control: bool, done: &mut Completions<'_>) -> Result<bool> {
         if self.streams.is_empty() {
             return self.progress(done).map(|_| false);
         }
@@ -539,7 +531,9 @@ impl Transport for TcpTransport {
             self.pump_ready(n, wait, done)?;
         }
         if !self.streams[0].tx.is_empty() {
-            if defer_control && self.kind == Kind::Recv && wait.is_some_and(|w| small_done(done, w.seq)) {
+            // The receive this caller waited for completed small (or failed): its Ack may wait.
+            let small = wait.is_some_and(|w| done.saw(w.seq)) && done.watched().is_some_and(|b| b.is_none_or(|b| b <= DEFER_ACK_MAX));
+            if defer_control && self.kind == Kind::Recv && small {
                 return Ok(true);
             }
             self.flush_tx(0)?;

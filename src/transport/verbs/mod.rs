@@ -25,7 +25,7 @@ mod qp;
 pub use device::{Device, device_for_ip};
 
 use super::tcp::{Stream, TcpTransport};
-use super::{Done, Msg, Transport, Wait, WaitFd, reported};
+use super::{Completions, Msg, Transport, Wait, WaitFd};
 use crate::status::{Error, Result};
 use crate::transport::Kind;
 use crate::wire::{Frame, ack};
@@ -56,7 +56,7 @@ impl VerbsTransport {
     }
 
     /// The frames the link read: the peer's queue pair, clear-to-send, verdicts.
-    fn handle_frames(&mut self, done: &mut Vec<Done>) -> Result<()> {
+    fn handle_frames(&mut self, done: &mut Completions<'_>) -> Result<()> {
         for f in self.link.take_frames() {
             match f {
                 Frame::QpInfo { qpn, psn, gid, lid } => self.io.on_qp_info(qpn, psn, gid, lid, done)?,
@@ -76,17 +76,17 @@ impl Transport for VerbsTransport {
         "verbs"
     }
 
-    fn post(&mut self, m: Msg, done: &mut Vec<Done>) -> Result<()> {
+    fn post(&mut self, m: Msg, done: &mut Completions<'_>) -> Result<()> {
         self.io.post(m, done)?;
         self.drain_out();
         Ok(())
     }
 
-    fn after_post(&mut self, _pump: bool, done: &mut Vec<Done>) -> Result<bool> {
+    fn after_post(&mut self, _pump: bool, done: &mut Completions<'_>) -> Result<bool> {
         self.progress(done).map(|_| false)
     }
 
-    fn progress(&mut self, done: &mut Vec<Done>) -> Result<()> {
+    fn progress(&mut self, done: &mut Completions<'_>) -> Result<()> {
         self.link.read_all()?;
         self.handle_frames(done)?;
         self.io.poll(done)?;
@@ -94,10 +94,10 @@ impl Transport for VerbsTransport {
         self.link.flush_control()
     }
 
-    fn poll(&mut self, wait: Option<Wait>, _defer_control: bool, done: &mut Vec<Done>) -> Result<bool> {
+    fn poll(&mut self, wait: Option<Wait>, _defer_control: bool, done: &mut Completions<'_>) -> Result<bool> {
         self.link.read_ready()?;
         self.handle_frames(done)?;
-        if wait.is_none_or(|w| !reported(done, w.seq)) {
+        if wait.is_none_or(|w| !done.saw(w.seq)) {
             self.io.poll(done)?;
             self.drain_out();
         }

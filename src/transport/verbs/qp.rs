@@ -5,7 +5,7 @@ use super::device::Device;
 use super::mr;
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::transport::Kind;
-use crate::transport::{Done, Msg, send_verdict, short_receive};
+use crate::transport::{Completions, Done, Msg, send_verdict, short_receive};
 use crate::wire::{Frame, ack};
 use rdma_sys::*;
 use std::collections::VecDeque;
@@ -195,7 +195,7 @@ impl VerbsIo {
     }
 
     /// The peer's QpInfo: move the QP to RTR and RTS, then release what waited for it.
-    pub fn on_qp_info(&mut self, qpn: u32, psn: u32, gid: [u8; 16], lid: u16, done: &mut Vec<Done>) -> Result<()> {
+    pub fn on_qp_info(&mut self, qpn: u32, psn: u32, gid: [u8; 16], lid: u16, done: &mut Completions<'_>) -> Result<()> {
         if self.connected {
             return Err(Error::failure("second QpInfo from the peer"));
         }
@@ -248,7 +248,7 @@ impl VerbsIo {
     }
 
     /// Queues a send or a receive.
-    pub fn post(&mut self, m: Msg, done: &mut Vec<Done>) -> Result<()> {
+    pub fn post(&mut self, m: Msg, done: &mut Completions<'_>) -> Result<()> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let len = m.region.len();
@@ -287,7 +287,7 @@ impl VerbsIo {
     }
 
     /// Sender: a CTS arrived.
-    pub fn on_cts(&mut self, seq: u64, addr: u64, len: u64, rkey: u32, done: &mut Vec<Done>) -> Result<()> {
+    pub fn on_cts(&mut self, seq: u64, addr: u64, len: u64, rkey: u32, done: &mut Completions<'_>) -> Result<()> {
         if self.kind != Kind::Send {
             return Err(Error::failure("clear-to-send on a receive communicator"));
         }
@@ -297,7 +297,7 @@ impl VerbsIo {
 
     /// Sender: pairs waiting sends with CTS in order and posts the writes; small sends whose
     /// CTS is not here yet go eagerly.
-    fn issue(&mut self, done: &mut Vec<Done>) -> Result<()> {
+    fn issue(&mut self, done: &mut Completions<'_>) -> Result<()> {
         while self.connected {
             // A CTS for a message that already went eagerly is not needed. (The receiver sends
             // one CTS per receive, in order, so an eager seq below the first CTS has had its CTS.)
@@ -380,7 +380,7 @@ impl VerbsIo {
     }
 
     /// Sender: the receiver's verdict on an eager message.
-    pub fn on_verdict(&mut self, seq: u64, status: u16, size: u64, done: &mut Vec<Done>) -> Result<()> {
+    pub fn on_verdict(&mut self, seq: u64, status: u16, size: u64, done: &mut Completions<'_>) -> Result<()> {
         let pos = self
             .verdicts
             .iter()
@@ -393,7 +393,7 @@ impl VerbsIo {
 
     /// Receiver: copies eager message bytes from bounce `slot` into `item`'s receive, answers the
     /// sender, and gives the slot back to the NIC.
-    fn deliver(&mut self, item: &mut RecvItem, slot: usize, n: usize, done: &mut Vec<Done>) -> Result<()> {
+    fn deliver(&mut self, item: &mut RecvItem, slot: usize, n: usize, done: &mut Completions<'_>) -> Result<()> {
         let cap = item.m.region.len();
         if n > cap {
             done.push(Done::Failed { seq: item.m.seq, err: short_receive(cap as u64, n as u64) });
@@ -412,7 +412,7 @@ impl VerbsIo {
     }
 
     /// Receiver: the sender refused message `seq` (our receive was too short).
-    pub fn on_refused(&mut self, seq: u64, done: &mut Vec<Done>) -> Result<()> {
+    pub fn on_refused(&mut self, seq: u64, done: &mut Completions<'_>) -> Result<()> {
         let r = self
             .recvs
             .iter_mut()
@@ -432,7 +432,7 @@ impl VerbsIo {
     }
 
     /// Drains the completion channel, re-arms the CQ and handles every completion.
-    pub fn poll(&mut self, done: &mut Vec<Done>) -> Result<()> {
+    pub fn poll(&mut self, done: &mut Completions<'_>) -> Result<()> {
         let mut n_events = 0u32;
         loop {
             let mut cq: *mut ibv_cq = std::ptr::null_mut();
@@ -469,7 +469,7 @@ impl VerbsIo {
         Ok(())
     }
 
-    fn completion(&mut self, w: &ibv_wc, done: &mut Vec<Done>) -> Result<()> {
+    fn completion(&mut self, w: &ibv_wc, done: &mut Completions<'_>) -> Result<()> {
         if w.status != ibv_wc_status::IBV_WC_SUCCESS {
             return Err(Error::failure(format!(
                 "RDMA completion error: status {} (vendor error {:#x}) on {}",
