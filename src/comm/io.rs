@@ -3,13 +3,15 @@
 
 use super::request::Request;
 use crate::status::{Error, Result};
+use crate::tensor::Region;
+use crate::transport::any::AnyTransport;
 use crate::transport::{Completions, Done, Msg, Transport, Wait, WaitFd};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Held under the communicator's lock.
 pub struct CommIo<C> {
-    t: Box<dyn Transport>,
+    t: AnyTransport,
     /// Requests handed to the transport and not reported yet, in posting order.
     inflight: VecDeque<Arc<Request<C>>>,
     /// The next message's number.
@@ -20,16 +22,16 @@ pub struct CommIo<C> {
 
 impl<C> CommIo<C> {
     pub fn new(who: String) -> CommIo<C> {
-        CommIo { t: Box::new(Unconnected), inflight: VecDeque::new(), next_seq: 0, who }
+        CommIo { t: AnyTransport::None, inflight: VecDeque::new(), next_seq: 0, who }
     }
 
     /// The transport chosen at set-up.
-    pub fn install(&mut self, t: Box<dyn Transport>) {
+    pub fn install(&mut self, t: AnyTransport) {
         self.t = t;
     }
 
-    pub fn transport(&self) -> &dyn Transport {
-        &*self.t
+    pub fn transport(&self) -> &AnyTransport {
+        &self.t
     }
 
     #[cfg(test)]
@@ -47,9 +49,10 @@ impl<C> CommIo<C> {
         self.t.staged_messages()
     }
 
-    /// Hands a request to the transport.
-    pub fn post(&mut self, req: Arc<Request<C>>) -> Result<()> {
-        let m = Msg { seq: req.seq, region: req.region.clone() };
+    /// Hands a request and its memory to the transport (which keeps the memory until it
+    /// reports the message).
+    pub fn post(&mut self, req: Arc<Request<C>>, region: Region) -> Result<()> {
+        let m = Msg { seq: req.seq, region };
         self.inflight.push_back(req);
         let (t, mut apply) = self.parts();
         t.post(m, &mut Completions::new(&mut apply, None))
@@ -71,7 +74,7 @@ impl<C> CommIo<C> {
     }
 
     /// The transport, and what completes or fails the request a report names.
-    fn parts(&mut self) -> (&mut dyn Transport, impl FnMut(Done) + '_) {
+    fn parts(&mut self) -> (&mut AnyTransport, impl FnMut(Done) + '_) {
         let (inflight, who) = (&mut self.inflight, &self.who);
         let apply = move |d: Done| {
             let seq = d.seq();
@@ -91,7 +94,7 @@ impl<C> CommIo<C> {
                 }
             }
         };
-        (&mut *self.t, apply)
+        (&mut self.t, apply)
     }
 
     pub fn flush_control(&mut self) -> Result<()> {
@@ -115,44 +118,6 @@ impl<C> CommIo<C> {
         for r in self.inflight.drain(..) {
             r.fail(e.clone());
         }
-        self.t = Box::new(Unconnected);
-    }
-}
-
-/// The transport of a communicator that is not connected (yet, or any more).
-struct Unconnected;
-
-impl Transport for Unconnected {
-    fn name(&self) -> &'static str {
-        "none"
-    }
-    fn post(&mut self, _m: Msg, _done: &mut Completions<'_>) -> Result<()> {
-        Err(Error::failure("not connected"))
-    }
-    fn after_post(&mut self, _pump: bool, _done: &mut Completions<'_>) -> Result<bool> {
-        Ok(false)
-    }
-    fn progress(&mut self, _done: &mut Completions<'_>) -> Result<()> {
-        Ok(())
-    }
-    fn poll(&mut self, _wait: Option<Wait>, _defer: bool, _done: &mut Completions<'_>) -> Result<bool> {
-        Ok(false)
-    }
-    fn flush_control(&mut self) -> Result<()> {
-        Ok(())
-    }
-    fn wait_fds(&self, _out: &mut Vec<WaitFd>) {}
-    fn spin_fds(&self, _out: &mut Vec<WaitFd>) {}
-    fn polls_sockets(&self) -> bool {
-        false
-    }
-    fn max_message(&self) -> u64 {
-        crate::wire::MAX_MESSAGE
-    }
-    fn in_flight(&self) -> bool {
-        false
-    }
-    fn has_queued_control(&self) -> bool {
-        false
+        self.t = AnyTransport::None;
     }
 }

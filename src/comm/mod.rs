@@ -18,6 +18,7 @@ use crate::status::{Error, NRT_STATUS, Result};
 use crate::sys::epoll::Poller;
 use crate::tensor::Region;
 use crate::transport::Transport;
+use crate::transport::any::AnyTransport;
 use io::CommIo;
 use parking_lot::Mutex;
 use request::{Kind, Outcome, Request};
@@ -111,7 +112,7 @@ impl Comm {
     }
 
     /// Hands the connected transport to the communicator and makes it Ready.
-    pub fn install(&self, t: Box<dyn Transport>) -> Result<()> {
+    pub fn install(&self, t: AnyTransport) -> Result<()> {
         let mut io = self.io.lock();
         if self.state.load(Ordering::Acquire) != CONNECTING {
             return Err(Error::failure("communicator was closed or failed during set-up"));
@@ -234,12 +235,13 @@ impl Comm {
         // A slot of this communicator's block (claims are serialized by the lock held here).
         // (A slot's previous request is reused when nothing holds it any more: no allocation.)
         let seq = io.next_seq;
+        let len = region.len();
         let claimed = self.reqs.claim(|id, old| match old {
             Some(r) => {
-                r.reuse(id, region, seq, deadline);
+                r.reuse(id, len, seq, deadline);
                 None
             }
-            None => Some(Arc::new(Request::new(id, kind, self.clone(), region, seq, deadline))),
+            None => Some(Arc::new(Request::new(id, kind, self.clone(), len, seq, deadline))),
         });
         let Some((id, req)) = claimed else {
             return Err(Error::resource(format!("{}: {MAX_PENDING_PER_COMM} requests already pending", self.describe())));
@@ -249,7 +251,7 @@ impl Comm {
         // the chunks that waited for this receive are the progress thread's to read (it is
         // kicked: they may lie in a stream's inbox, which raises no readiness), not this post's.
         let pump = !(kind == Kind::Recv && self.works_between.load(Ordering::Relaxed) && !self.parked.load(Ordering::Relaxed));
-        let left = match io.post(req).and_then(|_| io.after_post(pump)) {
+        let left = match io.post(req, region).and_then(|_| io.after_post(pump)) {
             Ok(left) => left,
             Err(e) => {
                 self.fail_locked(&mut io, e);
@@ -314,7 +316,7 @@ pub fn test_request(id: u64) -> Result<Option<u64>> {
             let end = out != Outcome::Pending;
             // Only a caller that had taken the sockets over can hand them back (TCP; shared
             // memory and verbs never park): no clock reads for the others.
-            if end && was_pending && was_parked && req.region.len() > LARGE {
+            if end && was_pending && was_parked && req.len > LARGE {
                 req.comm.stamp_completion();
             }
             ((out, req.kind), end)

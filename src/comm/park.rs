@@ -6,7 +6,7 @@
 use super::io::CommIo;
 use super::request::Request;
 use super::{Comm, LARGE, READY, defer};
-use crate::transport::Wait;
+use crate::transport::{Transport, Wait};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -51,7 +51,7 @@ impl Comm {
         {
             // Pending when this poll began: a poll that completes its request (which over TCP
             // can take a while, a 64 MiB message read in one go) still counts as polling.
-            let wait = tested.filter(|r| r.is_pending()).map(|r| Wait { seq: r.seq, len: r.region.len() });
+            let wait = tested.filter(|r| r.is_pending()).map(|r| Wait { seq: r.seq, len: r.len });
             let polling = wait.is_some();
             if polling && self.take_look() {
                 self.judge_work();
@@ -75,7 +75,7 @@ impl Comm {
                 // moves meanwhile; a spinning caller keeps them (it would only pay the epoll_ctl
                 // calls), and so does one that blocks between its requests (its sockets go back
                 // after PARK_IDLE_NS, as before).
-                let handed = tested.is_some_and(|r| !r.is_pending() && r.region.len() > LARGE)
+                let handed = tested.is_some_and(|r| !r.is_pending() && r.len > LARGE)
                     && self.works_between.load(Ordering::Relaxed)
                     && self.parked.load(Ordering::Relaxed)
                     && io.has_pending();

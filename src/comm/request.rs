@@ -9,7 +9,6 @@
 pub use crate::transport::Kind;
 
 use crate::status::{Error, NRT_STATUS};
-use crate::tensor::Region;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -22,7 +21,9 @@ pub struct Request<C> {
     pub id: u64,
     pub kind: Kind,
     pub comm: Arc<C>,
-    pub region: Region,
+    /// Bytes of the posted region (the transport holds the region itself until it reports the
+    /// message).
+    pub len: usize,
     /// The communicator's number of this message (its k-th post pairs with the peer's k-th).
     pub seq: u64,
     /// CLOCK_MONOTONIC_COARSE nanoseconds (see `sys::clock::coarse_ns`).
@@ -41,20 +42,19 @@ pub enum Outcome {
 }
 
 impl<C> Request<C> {
-    pub fn new(id: u64, kind: Kind, comm: Arc<C>, region: Region, seq: u64, deadline: Option<u64>) -> Request<C> {
-        Request { id, kind, comm, region, seq, deadline, state: AtomicU8::new(PENDING), size: AtomicU64::new(0), error: Mutex::new(None) }
+    pub fn new(id: u64, kind: Kind, comm: Arc<C>, len: usize, seq: u64, deadline: Option<u64>) -> Request<C> {
+        Request { id, kind, comm, len, seq, deadline, state: AtomicU8::new(PENDING), size: AtomicU64::new(0), error: Mutex::new(None) }
     }
 
-    /// A reported request kept for its communicator's next post: it lets its tensor go.
+    /// A reported request kept for its communicator's next post.
     pub fn retire(&mut self) {
-        self.region = Region::empty();
         *self.error.get_mut() = None;
     }
 
     /// A retired request posted again (same communicator, so same kind).
-    pub fn reuse(&mut self, id: u64, region: Region, seq: u64, deadline: Option<u64>) {
+    pub fn reuse(&mut self, id: u64, len: usize, seq: u64, deadline: Option<u64>) {
         self.id = id;
-        self.region = region;
+        self.len = len;
         self.seq = seq;
         self.deadline = deadline;
         *self.state.get_mut() = PENDING;

@@ -8,7 +8,7 @@ use crate::comm::request::Kind;
 use crate::config::{Config, Transport as Setting};
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::sys::net::canonical;
-use crate::transport::Transport;
+use crate::transport::any::AnyTransport;
 use crate::transport::shm::ShmTransport;
 use crate::transport::tcp::{Stream, TcpTransport};
 use parking_lot::Mutex;
@@ -53,12 +53,12 @@ impl Chosen {
 }
 
 /// Builds the chosen transport over the connection's streams.
-pub fn build(cfg: &Config, kind: Kind, streams: Vec<Stream>, chosen: Chosen) -> Result<Box<dyn Transport>> {
+pub fn build(cfg: &Config, kind: Kind, streams: Vec<Stream>, chosen: Chosen) -> Result<AnyTransport> {
     Ok(match chosen {
-        Chosen::Tcp => Box::new(TcpTransport::new(kind, streams)),
-        Chosen::Shm => Box::new(ShmTransport::new(kind, streams, cfg.transport == Setting::Shm, cfg.shm_vm_readv)?),
+        Chosen::Tcp => AnyTransport::Tcp(TcpTransport::new(kind, streams)),
+        Chosen::Shm => AnyTransport::Shm(ShmTransport::new(kind, streams, cfg.transport == Setting::Shm, cfg.shm_vm_readv)?),
         #[cfg(feature = "verbs")]
-        Chosen::Verbs(dev) => Box::new(crate::transport::verbs::VerbsTransport::new(kind, streams, dev)?),
+        Chosen::Verbs(dev) => AnyTransport::Verbs(crate::transport::verbs::VerbsTransport::new(kind, streams, dev)?),
         #[cfg(not(feature = "verbs"))]
         Chosen::Verbs(dev) => match *dev {},
     })

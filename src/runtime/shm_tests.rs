@@ -9,6 +9,7 @@ use crate::comm::test_request;
 use crate::config::Transport;
 use crate::status::NRT_STATUS;
 use crate::tensor::Tensor;
+use crate::transport::Transport as _;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 

@@ -125,8 +125,7 @@ fn complete_and_fail_race() {
     init_with(902, Some(cfg(26000))).unwrap();
     let comm = connect("127.0.0.1", 903, 902).unwrap();
     for round in 0..2000 {
-        let req =
-            Arc::new(crate::comm::request::Request::new(round, Kind::Send, comm.clone(), crate::tensor::Region::empty(), round, None));
+        let req = Arc::new(crate::comm::request::Request::new(round, Kind::Send, comm.clone(), 0, round, None));
         let r2 = req.clone();
         let h = std::thread::spawn(move || r2.complete(7));
         let failed = req.fail(Error::failure("x"));

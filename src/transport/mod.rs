@@ -8,9 +8,11 @@
 //! - `shm/`: same-host shared memory (a ring channel per communicator, one copy);
 //! - `verbs/`: RDMA verbs (RC queue pair; eager sends and RDMA-write rendezvous).
 //!
-//! Adding a transport is a folder that implements [`Transport`] plus one arm where the lnc
-//! chooses a communicator's transport (`engine/choice.rs`).
+//! Adding a transport is a folder that implements [`Transport`], one variant of
+//! [`any::AnyTransport`] (what a communicator holds), and one arm where the lnc chooses a
+//! communicator's transport (`engine/choice.rs`).
 
+pub mod any;
 pub mod shm;
 pub mod tcp;
 #[cfg(feature = "verbs")]
@@ -182,10 +184,8 @@ pub trait Transport: Send {
     /// The largest message this transport takes.
     fn max_message(&self) -> u64;
 
-    /// Messages posted and not reported yet.
-    fn in_flight(&self) -> bool;
-
     /// Control frames wait for the socket (tests).
+    #[cfg(test)]
     fn has_queued_control(&self) -> bool;
 
     /// The congestion control of each TCP stream (tests).
@@ -195,6 +195,7 @@ pub trait Transport: Send {
     }
 
     /// Messages a shared-memory sender staged so far (tests).
+    #[cfg(test)]
     fn staged_messages(&self) -> Option<u64> {
         None
     }

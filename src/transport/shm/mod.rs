@@ -208,10 +208,7 @@ impl Transport for ShmTransport {
         MAX_MESSAGE
     }
 
-    fn in_flight(&self) -> bool {
-        self.ring.as_ref().is_some_and(|r| r.has_pending()) || self.link.in_flight()
-    }
-
+    #[cfg(test)]
     fn has_queued_control(&self) -> bool {
         self.link.has_queued_control()
     }
@@ -221,6 +218,7 @@ impl Transport for ShmTransport {
         self.link.congestion()
     }
 
+    #[cfg(test)]
     fn staged_messages(&self) -> Option<u64> {
         self.ring.as_ref().filter(|r| r.is_active()).map(|r| r.staged_msgs)
     }

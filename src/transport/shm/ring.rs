@@ -519,8 +519,4 @@ impl ShmIo {
             self.last_spin = now;
         }
     }
-
-    pub fn has_pending(&self) -> bool {
-        !self.queued.is_empty() || !self.in_flight.is_empty() || !self.backlog.is_empty() || !self.slots.is_empty()
-    }
 }

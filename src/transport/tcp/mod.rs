@@ -71,8 +71,9 @@ pub struct TcpTransport {
     frames: Vec<Frame>,
     /// The next wire message number (data path).
     next_seq: u64,
-    /// Send side: sends whose Ack has not come yet: (wire number, communicator's number, length).
-    awaiting_ack: VecDeque<(u64, u64, u64)>,
+    /// Send side: sends whose Ack has not come yet: (wire number, communicator's number, its
+    /// memory, kept until then).
+    awaiting_ack: VecDeque<(u64, u64, Region)>,
     /// Receive side: posted receives, `slots[i]` pairs with wire message `base_seq + i`.
     base_seq: u64,
     slots: VecDeque<RecvSlot>,
@@ -390,8 +391,8 @@ impl TcpTransport {
             .iter()
             .position(|(w, _, _)| *w == wire)
             .ok_or_else(|| Error::failure(format!("ack for unknown message {wire}")))?;
-        let (_, seq, len) = self.awaiting_ack.remove(pos).expect("position is in range");
-        done.push(send_verdict(seq, len, status, size)?);
+        let (_, seq, region) = self.awaiting_ack.remove(pos).expect("position is in range");
+        done.push(send_verdict(seq, region.len() as u64, status, size)?);
         Ok(())
     }
 
@@ -437,7 +438,7 @@ impl TcpTransport {
                 file: file.map(|(fd, base)| (fd, base + off as u64)),
             });
         }
-        self.awaiting_ack.push_back((wire, m.seq, total as u64));
+        self.awaiting_ack.push_back((wire, m.seq, region));
     }
 }
 
@@ -569,10 +570,7 @@ impl Transport for TcpTransport {
         crate::wire::MAX_MESSAGE
     }
 
-    fn in_flight(&self) -> bool {
-        !self.awaiting_ack.is_empty() || !self.slots.is_empty()
-    }
-
+    #[cfg(test)]
     fn has_queued_control(&self) -> bool {
         self.streams.first().is_some_and(|s| !s.tx.is_empty())
     }

@@ -124,10 +124,7 @@ impl Transport for VerbsTransport {
         MAX_VERBS_MESSAGE as u64
     }
 
-    fn in_flight(&self) -> bool {
-        self.io.has_pending()
-    }
-
+    #[cfg(test)]
     fn has_queued_control(&self) -> bool {
         self.link.has_queued_control()
     }

@@ -530,10 +530,6 @@ impl VerbsIo {
         }
         Ok(())
     }
-
-    pub fn has_pending(&self) -> bool {
-        !self.waiting.is_empty() || !self.in_flight.is_empty() || !self.recvs.is_empty()
-    }
 }
 
 impl Drop for VerbsIo {

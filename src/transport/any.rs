@@ -1,0 +1,87 @@
+//! The transport a communicator holds: one enum over the transports, dispatched with one `match`
+//! per operation. Measured against a `Box<dyn Transport>`: the 8-byte shared-memory half round
+//! trip is a poll loop of a few hundred cycles, and the indirect call kept the transport's poll
+//! from being inlined into `test_request` (docs/architecture.md, "Cost"). A new transport adds
+//! one variant here.
+
+use super::shm::ShmTransport;
+use super::tcp::TcpTransport;
+#[cfg(feature = "verbs")]
+use super::verbs::VerbsTransport;
+use super::{Completions, Msg, Transport, Wait, WaitFd};
+use crate::status::{Error, Result};
+
+pub enum AnyTransport {
+    /// Not connected (yet, or any more).
+    None,
+    Tcp(TcpTransport),
+    Shm(ShmTransport),
+    #[cfg(feature = "verbs")]
+    Verbs(VerbsTransport),
+}
+
+/// `$body` with `$t` bound to the transport of every variant but `None`, else `$none`.
+macro_rules! each {
+    ($self:expr, $t:ident => $body:expr, $none:expr) => {
+        match $self {
+            AnyTransport::None => $none,
+            AnyTransport::Tcp($t) => $body,
+            AnyTransport::Shm($t) => $body,
+            #[cfg(feature = "verbs")]
+            AnyTransport::Verbs($t) => $body,
+        }
+    };
+}
+
+impl Transport for AnyTransport {
+    fn name(&self) -> &'static str {
+        each!(self, t => t.name(), "none")
+    }
+    #[inline]
+    fn post(&mut self, m: Msg, done: &mut Completions<'_>) -> Result<()> {
+        each!(self, t => t.post(m, done), Err(Error::failure("not connected")))
+    }
+    #[inline]
+    fn after_post(&mut self, pump: bool, done: &mut Completions<'_>) -> Result<bool> {
+        each!(self, t => t.after_post(pump, done), Ok(false))
+    }
+    fn progress(&mut self, done: &mut Completions<'_>) -> Result<()> {
+        each!(self, t => t.progress(done), Ok(()))
+    }
+    #[inline]
+    fn poll(&mut self, wait: Option<Wait>, defer_control: bool, done: &mut Completions<'_>) -> Result<bool> {
+        each!(self, t => t.poll(wait, defer_control, done), Ok(false))
+    }
+    fn flush_control(&mut self) -> Result<()> {
+        each!(self, t => t.flush_control(), Ok(()))
+    }
+    fn wait_fds(&self, out: &mut Vec<WaitFd>) {
+        each!(self, t => t.wait_fds(out), ())
+    }
+    fn spin_fds(&self, out: &mut Vec<WaitFd>) {
+        each!(self, t => t.spin_fds(out), ())
+    }
+    #[inline]
+    fn polls_sockets(&self) -> bool {
+        each!(self, t => t.polls_sockets(), false)
+    }
+    #[inline]
+    fn yield_while(&self, wait: Wait) -> bool {
+        each!(self, t => t.yield_while(wait), false)
+    }
+    fn max_message(&self) -> u64 {
+        each!(self, t => t.max_message(), crate::wire::MAX_MESSAGE)
+    }
+    #[cfg(test)]
+    fn has_queued_control(&self) -> bool {
+        each!(self, t => t.has_queued_control(), false)
+    }
+    #[cfg(test)]
+    fn congestion(&self) -> Vec<String> {
+        each!(self, t => t.congestion(), Vec::new())
+    }
+    #[cfg(test)]
+    fn staged_messages(&self) -> Option<u64> {
+        each!(self, t => t.staged_messages(), None)
+    }
+}
