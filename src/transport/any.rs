@@ -1,8 +1,8 @@
 //! The transport a communicator holds: one enum over the transports, dispatched with one `match`
-//! per operation. Measured against a `Box<dyn Transport>`: the 8-byte shared-memory half round
-//! trip is a poll loop of a few hundred cycles, and the indirect call kept the transport's poll
-//! from being inlined into `test_request` (docs/architecture.md, "Cost"). A new transport adds
-//! one variant here.
+//! per operation. Against a `Box<dyn Transport>` the 8-byte shared-memory half round trip
+//! measured p50 0.175 µs with the enum and 0.180 µs with the trait object (4 alternating runs
+//! each; before the interface, 0.168): within noise, and the enum lets the compiler see the
+//! transport's code where a poll calls it. A new transport adds one variant here.
 
 use super::shm::ShmTransport;
 use super::tcp::TcpTransport;
