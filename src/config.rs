@@ -21,6 +21,8 @@ pub enum Transport {
     /// Shared memory or nothing: set-up fails unless the peer is a process of this host that
     /// this process may read.
     Shm,
+    /// libfabric or nothing: set-up fails unless both sides open the same provider.
+    Ofi,
 }
 
 #[derive(Clone, Debug)]
@@ -38,6 +40,12 @@ pub struct Config {
     /// read a sender's memory that is not in a memfd with `process_vm_readv`; 0 never tries, and
     /// senders stage such messages in a memfd, as they do where the kernel refuses the call.
     pub shm_vm_readv: bool,
+    /// `NEURON_RT_ASYNC_SENDRECV_OFI_PROVIDER`, else `FI_PROVIDER`: the libfabric provider
+    /// (`None`: libfabric's own choice, `efa` where it exists for `auto`).
+    pub ofi_provider: Option<String>,
+    /// `NEURON_RT_ASYNC_SENDRECV_OFI_RAILS`: a count, or a comma list of domain names (`None`:
+    /// every domain the provider offers for the connection).
+    pub ofi_rails: Option<String>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -75,18 +83,29 @@ impl Config {
             Some("tcp") => Transport::Tcp,
             Some("verbs") if cfg!(feature = "verbs") => Transport::Verbs,
             Some("shm") if !cfg!(feature = "preload") => Transport::Shm,
+            Some("ofi") if cfg!(feature = "ofi") => Transport::Ofi,
             Some(other) => {
-                let have = match (cfg!(feature = "verbs"), cfg!(feature = "preload")) {
-                    (_, true) => "auto|tcp (the LD_PRELOAD library)",
-                    (true, false) => "auto|tcp|shm|verbs",
-                    (false, false) => "auto|tcp|shm (built without verbs)",
-                };
+                let mut have = vec!["auto", "tcp"];
+                if !cfg!(feature = "preload") {
+                    have.push("shm");
+                }
+                if cfg!(feature = "verbs") {
+                    have.push("verbs");
+                }
+                if cfg!(feature = "ofi") {
+                    have.push("ofi");
+                }
+                let have = have.join("|");
                 return Err(format!("NEURON_RT_ASYNC_SENDRECV_TRANSPORT={other:?}: this build has {have}"));
             }
         };
         let shm_vm_readv = env_num("NEURON_RT_ASYNC_SENDRECV_SHM_VM_READV", 1, 0, 1)? == 1;
         let auth_secret = std::env::var("NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET").ok().filter(|v| !v.is_empty()).map(String::into_bytes);
+        let ofi_provider = env("NEURON_RT_ASYNC_SENDRECV_OFI_PROVIDER").or_else(|| env("FI_PROVIDER")).map(|v| v.trim().to_string());
+        let ofi_rails = env("NEURON_RT_ASYNC_SENDRECV_OFI_RAILS").map(|v| v.trim().to_string());
         Ok(Config {
+            ofi_provider,
+            ofi_rails,
             auth_secret,
             shm_vm_readv,
             transport,

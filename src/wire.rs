@@ -17,11 +17,14 @@
 //! | ShmInfo   | 0          | pid << 32 \| fd | token | channel address       | channel size |
 //! | ShmReady  | status     | 0        | 0          | 0                       | 0        |
 //! | Wake      | 0          | 0        | 0          | 0                       | 0        |
+//! | OfiName   | rail << 8 \| piece | provider hash << 32 \| mode << 24 \| nrails << 16 \| length | name bytes 24 * piece .. +24 over b, c, d |
 //!
 //! Flags (Hello: what the connecting side offers; HelloAck: what the accepting side chose):
 //! bit 0 = RDMA verbs for the data, with the TCP streams kept for control (QpInfo, Cts, Ack);
 //! bit 1 (Hello only) = the connecting side can answer an authentication Challenge;
-//! bit 2 = same-host shared memory for the data (ShmInfo, ShmReady, Wake on stream 0).
+//! bit 2 = same-host shared memory for the data (ShmInfo, ShmReady, Wake on stream 0);
+//! bit 3 = libfabric for data and control, the TCP streams kept to notice a dead peer (OfiName on
+//! stream 0 names each rail's endpoint).
 //!
 //! A Data header is followed by `chunk length` payload bytes; nothing else carries payload.
 //! The decoder rejects everything it does not fully understand, so a garbage stream fails the
@@ -44,7 +47,13 @@ pub const FLAG_VERBS: u32 = 1;
 pub const FLAG_AUTH: u32 = 2;
 /// Hello/HelloAck flag: same-host shared-memory data path.
 pub const FLAG_SHM: u32 = 4;
-const KNOWN_FLAGS: u64 = (FLAG_VERBS | FLAG_AUTH | FLAG_SHM) as u64;
+/// Hello/HelloAck flag: libfabric data path.
+pub const FLAG_OFI: u32 = 8;
+const KNOWN_FLAGS: u64 = (FLAG_VERBS | FLAG_AUTH | FLAG_SHM | FLAG_OFI) as u64;
+/// Bytes of an endpoint name one OfiName frame carries.
+pub const OFI_PIECE: usize = 24;
+/// Longest endpoint name (`fi_getname`) OfiName frames carry.
+pub const OFI_NAME_MAX: usize = 16 * OFI_PIECE;
 
 /// Status carried by HelloAck and Ack frames.
 pub mod ack {
@@ -129,6 +138,18 @@ pub enum Frame {
     },
     /// Shared memory: new descriptors wait in the channel.
     Wake,
+    /// libfabric: piece `piece` of rail `rail`'s endpoint name (`len` bytes in all), of `nrails`
+    /// rails; `write`: this side's protocol writes large messages (else the receiver reads);
+    /// `provider`: a hash of the provider's name (both sides must run the same).
+    OfiName {
+        rail: u8,
+        piece: u8,
+        nrails: u8,
+        write: bool,
+        provider: u32,
+        len: u16,
+        bytes: [u8; OFI_PIECE],
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +185,7 @@ const K_PROOF: u8 = 8;
 const K_SHM_INFO: u8 = 9;
 const K_SHM_READY: u8 = 10;
 const K_WAKE: u8 = 11;
+const K_OFI_NAME: u8 = 12;
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
@@ -200,6 +222,11 @@ impl Frame {
             Frame::ShmInfo { pid, fd, token, addr, size } => (K_SHM_INFO, 0, (pid as u64) << 32 | fd as u64, token, addr, size),
             Frame::ShmReady { status } => (K_SHM_READY, status, 0, 0, 0, 0),
             Frame::Wake => (K_WAKE, 0, 0, 0, 0, 0),
+            Frame::OfiName { rail, piece, nrails, write, provider, len, bytes } => {
+                let w = |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap());
+                let a = (provider as u64) << 32 | (write as u64) << 24 | (nrails as u64) << 16 | len as u64;
+                (K_OFI_NAME, (rail as u16) << 8 | piece as u16, a, w(0), w(1), w(2))
+            }
         };
         let mut h = [0u8; HEADER_LEN];
         h[0..4].copy_from_slice(&MAGIC);
@@ -332,6 +359,21 @@ impl Frame {
                 }
                 Ok(Frame::Wake)
             }
+            K_OFI_NAME => {
+                let (rail, piece) = ((aux >> 8) as u8, aux as u8);
+                let (len, nrails, mode) = (a as u16, (a >> 16) as u8, (a >> 24) as u8);
+                if nrails == 0 || nrails as usize > crate::config::MAX_STREAMS || rail >= nrails || mode > 1 {
+                    return Err(WireError::BadField("ofi rails"));
+                }
+                if len == 0 || len as usize > OFI_NAME_MAX || piece as usize * OFI_PIECE >= len as usize {
+                    return Err(WireError::BadField("ofi name length"));
+                }
+                let mut bytes = [0u8; OFI_PIECE];
+                for (i, v) in [b, c, d].into_iter().enumerate() {
+                    bytes[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
+                }
+                Ok(Frame::OfiName { rail, piece, nrails, write: mode == 1, provider: (a >> 32) as u32, len, bytes })
+            }
             k => Err(WireError::BadKind(k)),
         }
     }
@@ -362,6 +404,9 @@ mod tests {
             Frame::ShmReady { status: ack::REFUSED },
             Frame::ShmReady { status: ack::STAGE },
             Frame::Wake,
+            Frame::OfiName { rail: 1, piece: 0, nrails: 2, write: true, provider: 0xdead_beef, len: 16, bytes: [7; OFI_PIECE] },
+            Frame::OfiName { rail: 0, piece: 1, nrails: 1, write: false, provider: 1, len: 32, bytes: [0xa5; OFI_PIECE] },
+            Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: FLAG_OFI },
         ]
     }
 
@@ -404,6 +449,17 @@ mod tests {
         h[32..40].copy_from_slice(&2u64.to_le_bytes());
         h[6..8].copy_from_slice(&2u16.to_le_bytes());
         assert_eq!(Frame::decode(&h), Err(WireError::BadField("stream index")));
+        let name = |rail, piece, nrails, len| Frame::OfiName { rail, piece, nrails, write: true, provider: 0, len, bytes: [0; OFI_PIECE] };
+        for (f, why) in [
+            (name(2, 0, 2, 8), "ofi rails"),
+            (name(0, 0, 0, 8), "ofi rails"),
+            (name(0, 0, 17, 8), "ofi rails"),
+            (name(0, 0, 1, 0), "ofi name length"),
+            (name(0, 1, 1, 24), "ofi name length"),
+            (name(0, 0, 1, OFI_NAME_MAX as u16 + 1), "ofi name length"),
+        ] {
+            assert_eq!(Frame::decode(&f.encode()), Err(WireError::BadField(why)), "{f:?}");
+        }
     }
 
     #[test]

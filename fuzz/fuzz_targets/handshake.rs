@@ -25,6 +25,8 @@ fn cfg(secret: bool) -> Config {
         streams: 2,
         auth_secret: secret.then(|| b"fuzz".to_vec()),
         shm_vm_readv: true,
+        ofi_provider: None,
+        ofi_rails: None,
     }
 }
 

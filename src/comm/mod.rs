@@ -112,7 +112,7 @@ impl Comm {
     }
 
     /// Hands the connected transport to the communicator and makes it Ready.
-    pub fn install(&self, t: AnyTransport) -> Result<()> {
+    pub fn install(self: &Arc<Self>, t: AnyTransport) -> Result<()> {
         let mut io = self.io.lock();
         if self.state.load(Ordering::Acquire) != CONNECTING {
             return Err(Error::failure("communicator was closed or failed during set-up"));
@@ -124,6 +124,7 @@ impl Comm {
                 .watch(w.fd, self.id, w.input)
                 .map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("epoll add of {}", t.name()), &e))?;
         }
+        let ticks = t.wants_ticks();
         io.install(t);
         self.ever_ready.store(true, Ordering::Release);
         self.state.store(READY, Ordering::Release);
@@ -132,6 +133,11 @@ impl Comm {
         if let Err(e) = io.progress() {
             drop(io);
             self.fail(e);
+            return Ok(());
+        }
+        drop(io);
+        if ticks {
+            self.hub.tick(self.clone());
         }
         Ok(())
     }
@@ -358,6 +364,8 @@ pub struct Hub {
     /// Communicators whose bytes the progress thread should move at its next turn, with no
     /// readiness event to tell it (`kick`).
     kicked: Mutex<Vec<Arc<Comm>>>,
+    /// Communicators the progress thread moves at every tick (`tick`).
+    ticking: Mutex<Vec<Arc<Comm>>>,
     /// When a caller last tested a request of any TCP communicator of this lnc, or helped a
     /// parked one (`sys::clock::mono_ns`): parked communicators go back to the progress thread
     /// once every caller of the lnc has gone quiet (see `Comm::unpark_if_idle`).
@@ -375,6 +383,7 @@ impl Hub {
             poller,
             parked: Mutex::new(Vec::new()),
             kicked: Mutex::new(Vec::new()),
+            ticking: Mutex::new(Vec::new()),
             polled_at: AtomicU64::new(0),
             helped_at: AtomicU64::new(0),
         }
@@ -402,6 +411,12 @@ impl Hub {
         self.list_once(&self.kicked, comm);
     }
 
+    /// The progress thread moves `comm`'s bytes at every tick (`PARK_TICK`) while it is ready:
+    /// its transport has completions no descriptor announces.
+    pub fn tick(&self, comm: Arc<Comm>) {
+        self.list_once(&self.ticking, comm);
+    }
+
     /// Adds `comm` to one of the progress thread's lists unless it is there, and wakes it.
     fn list_once(&self, list: &Mutex<Vec<Arc<Comm>>>, comm: Arc<Comm>) {
         let mut l = list.lock();
@@ -412,15 +427,24 @@ impl Hub {
         self.poller.wake();
     }
 
-    /// Whether any communicator is parked (the progress thread then ticks every `PARK_TICK`).
-    pub fn any_parked(&self) -> bool {
-        !self.parked.lock().is_empty()
+    /// Whether any communicator is parked or ticking (the progress thread then ticks every
+    /// `PARK_TICK`).
+    pub fn fast_ticks(&self) -> bool {
+        !self.parked.lock().is_empty() || !self.ticking.lock().is_empty()
     }
 
     /// The progress thread's turn: moves the bytes of the kicked communicators, and watches the
     /// sockets of parked ones again whose caller went quiet.
     pub fn tend(&self) {
         for c in std::mem::take(&mut *self.kicked.lock()) {
+            c.progress();
+        }
+        let ticking: Vec<Arc<Comm>> = {
+            let mut t = self.ticking.lock();
+            t.retain(|c| c.state.load(Ordering::Acquire) == READY);
+            t.clone()
+        };
+        for c in ticking {
             c.progress();
         }
         let parked = std::mem::take(&mut *self.parked.lock());
@@ -436,6 +460,7 @@ impl Hub {
     pub fn clear(&self) {
         self.parked.lock().clear();
         self.kicked.lock().clear();
+        self.ticking.lock().clear();
     }
 
     /// A caller polling `from` (one of this lnc's communicators, at `now`) also moves the bytes of

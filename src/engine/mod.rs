@@ -128,7 +128,7 @@ impl Lnc {
     fn run_once(self: &Arc<Self>) -> bool {
         let mut tokens = Vec::with_capacity(128);
         let hub = &*self.hub;
-        let tick = if hub.any_parked() { PARK_TICK } else { TICK };
+        let tick = if hub.fast_ticks() { PARK_TICK } else { TICK };
         if let Err(e) = hub.poller.wait(&mut tokens, tick) {
             crate::log_error!("lnc {}: epoll_wait failed, progress thread stops: {e}", self.id);
             return false;

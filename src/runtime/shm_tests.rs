@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 fn cfg(port_base: u16, transport: Transport) -> Config {
     Config {
         shm_vm_readv: true,
+        ofi_provider: None,
+        ofi_rails: None,
         transport,
         auth_secret: None,
         port_base,

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 fn cfg(port_base: u16) -> Config {
     Config {
         shm_vm_readv: true,
+        ofi_provider: None,
+        ofi_rails: None,
         transport: crate::config::Transport::Tcp,
         auth_secret: None,
         port_base,

@@ -65,6 +65,9 @@ impl Transport for AnyTransport {
     fn polls_sockets(&self) -> bool {
         each!(self, t => t.polls_sockets(), false)
     }
+    fn wants_ticks(&self) -> bool {
+        each!(self, t => t.wants_ticks(), false)
+    }
     #[inline]
     fn yield_while(&self, wait: Wait) -> bool {
         each!(self, t => t.yield_while(wait), false)

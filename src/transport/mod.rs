@@ -174,6 +174,12 @@ pub trait Transport: Send {
     /// rules); false where a poll only reads memory (shared memory).
     fn polls_sockets(&self) -> bool;
 
+    /// The progress thread must poll this transport every tick (it has completions that no
+    /// descriptor of `wait_fds` announces: a libfabric provider without wait objects).
+    fn wants_ticks(&self) -> bool {
+        false
+    }
+
     /// A caller spinning on `wait` should give its CPU away between polls (another thread of
     /// this host does the work it waits for).
     fn yield_while(&self, wait: Wait) -> bool {
