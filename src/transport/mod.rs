@@ -6,13 +6,16 @@
 //! - `tcp/`: the streams of a connection; the data path over them, and the control link that
 //!   the other transports keep for their control frames and to notice a dead peer;
 //! - `shm/`: same-host shared memory (a ring channel per communicator, one copy);
-//! - `verbs/`: RDMA verbs (RC queue pair; eager sends and RDMA-write rendezvous).
+//! - `verbs/`: RDMA verbs (RC queue pair; eager sends and RDMA-write rendezvous);
+//! - `ofi/`: libfabric RDM endpoints over one or more rails (eager sends, and striped RMA writes
+//!   with remote CQ data or reads), for EFA; its protocol, not wired in yet.
 //!
 //! Adding a transport is a folder that implements [`Transport`], one variant of
 //! [`any::AnyTransport`] (what a communicator holds), and one arm where the lnc chooses a
 //! communicator's transport (`engine/choice.rs`).
 
 pub mod any;
+pub mod ofi;
 pub mod shm;
 pub mod tcp;
 #[cfg(feature = "verbs")]

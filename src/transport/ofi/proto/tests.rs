@@ -1,0 +1,482 @@
+//! The protocol driven over the fake provider: a sender and a receiver `Proto` exchange windows
+//! of messages of mixed sizes, in both modes, over 1 and 2 rails, with completions delivered as
+//! posted, reversed and shuffled.
+
+use super::Proto;
+use super::ctrl::{EAGER_MAX, MAX_STRIPES, STRIPE};
+use crate::tensor::{Region, Tensor, read_into, write_from};
+use crate::transport::ofi::fake::{self, Config, Link, Order};
+use crate::transport::{Completions, Done, Kind, Msg};
+use std::sync::Arc;
+
+const E: usize = EAGER_MAX;
+const S: usize = STRIPE as usize;
+const FILL: u8 = 0xEE;
+/// Rounds of progress on both ends before a test gives up.
+const ROUNDS: usize = 20_000;
+
+const ORDERS: [Order; 5] = [Order::AsPosted, Order::Reversed, Order::Shuffled(1), Order::Shuffled(7), Order::Shuffled(0xdead_beef)];
+
+/// (send length, receive capacity) of a window of messages: eager and large, exact and roomy
+/// receives, zero bytes, the edges around EAGER_MAX and STRIPE.
+fn mixed() -> Vec<(usize, usize)> {
+    let one = [
+        (0, 0),
+        (8, 8),
+        (E, E),
+        (E + 1, E + 1),
+        (3 * S + 5, 3 * S + 5),
+        (1, 64),
+        (S, S),
+        (100_000, 200_000),
+        (E - 1, E),
+        (2 * S, 2 * S),
+        (7, 7),
+        (S + 1, 3 * S),
+        (E + 1, 2 * E),
+        (0, 16),
+    ];
+    let mut v: Vec<(usize, usize)> = one.to_vec();
+    v.extend(one.iter().rev().map(|&(l, c)| (l, c + 3)));
+    v
+}
+
+/// Receives shorter than their sends (eager, large, and large into a receive of at most
+/// EAGER_MAX) between good ones.
+fn with_short() -> Vec<(usize, usize)> {
+    vec![(8, 8), (100, 50), (3 * S + 5, S), (E + 1, E), (E + 1, 0), (E, 0), (S, S), (2 * S, 2 * S - 1), (1, 0), (0, 0), (E + 1, E + 1)]
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Plan {
+    RecvFirst,
+    SendFirst,
+    Alternate,
+}
+
+struct End {
+    p: Proto,
+    log: Vec<Done>,
+}
+
+impl End {
+    fn post(&mut self, m: Msg) -> crate::status::Result<()> {
+        let log = &mut self.log;
+        let mut apply = |d: Done| log.push(d);
+        let mut done = Completions::new(&mut apply, None);
+        self.p.post(m, &mut done)
+    }
+    fn progress(&mut self) -> crate::status::Result<()> {
+        let log = &mut self.log;
+        let mut apply = |d: Done| log.push(d);
+        let mut done = Completions::new(&mut apply, None);
+        self.p.progress(&mut done)
+    }
+    fn reported(&self, seq: u64) -> bool {
+        self.log.iter().any(|d| d.seq() == seq)
+    }
+}
+
+fn ends(rails: usize, cfg: &Config, write_mode: bool) -> (End, End, Vec<Arc<Link>>) {
+    let (a, b, links) = fake::pair(rails, cfg);
+    let s = Proto::new(Kind::Send, a, write_mode).expect("sender");
+    let r = Proto::new(Kind::Recv, b, write_mode).expect("receiver");
+    (End { p: s, log: Vec::new() }, End { p: r, log: Vec::new() }, links)
+}
+
+fn start(s: &mut End, r: &mut End) {
+    let (sn, rn) = (s.p.names(), r.p.names());
+    s.p.start(rn).expect("sender start");
+    r.p.start(sn).expect("receiver start");
+}
+
+fn pattern(seq: u64, i: usize) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 9) ^ (seq as usize).wrapping_mul(97)) as u8
+}
+
+fn send_msg(seq: u64, len: usize) -> (Msg, Tensor) {
+    let t = Tensor::allocate(len, format!("send{seq}")).expect("tensor");
+    let bytes: Vec<u8> = (0..len).map(|i| pattern(seq, i)).collect();
+    write_from(&t, 0, &bytes).expect("fill");
+    (Msg { seq, region: t.region(0, len).expect("region") }, t)
+}
+
+fn recv_msg(seq: u64, cap: usize) -> (Msg, Tensor) {
+    let t = Tensor::allocate(cap, format!("recv{seq}")).expect("tensor");
+    write_from(&t, 0, &vec![FILL; cap]).expect("fill");
+    (Msg { seq, region: t.region(0, cap).expect("region") }, t)
+}
+
+/// One round: the sender's progress, then the receiver's. A send that completes on the
+/// receiver's acknowledgement (`acked(seq)`) must find its receive reported already.
+fn round(s: &mut End, r: &mut End, acked: &dyn Fn(u64) -> bool) {
+    let before = s.log.len();
+    s.progress().expect("sender progress");
+    for d in &s.log[before..] {
+        if acked(d.seq()) {
+            assert!(r.reported(d.seq()), "send {} reported before its receive", d.seq());
+        }
+    }
+    r.progress().expect("receiver progress");
+}
+
+/// Posts the window `sizes` (seqs from `base`) in the order `plan` says, with a round every
+/// third message, then drives both ends until every message is reported on both.
+fn exchange(s: &mut End, r: &mut End, base: u64, sizes: &[(usize, usize)], plan: Plan, write_mode: bool) -> Vec<Tensor> {
+    let (mut keep, mut recvs) = (Vec::new(), Vec::new());
+    let eager: Vec<bool> = sizes.iter().map(|&(l, _)| l <= E).collect();
+    let acked = |seq: u64| !write_mode || eager[(seq - base) as usize];
+    let post_send = |s: &mut End, k: usize, keep: &mut Vec<Tensor>| {
+        let (m, t) = send_msg(base + k as u64, sizes[k].0);
+        s.post(m).expect("post send");
+        keep.push(t);
+    };
+    let post_recv = |r: &mut End, k: usize, recvs: &mut Vec<Tensor>| {
+        let (m, t) = recv_msg(base + k as u64, sizes[k].1);
+        r.post(m).expect("post receive");
+        recvs.push(t);
+    };
+    match plan {
+        Plan::RecvFirst | Plan::SendFirst => {
+            for k in 0..sizes.len() {
+                if matches!(plan, Plan::RecvFirst) {
+                    post_recv(r, k, &mut recvs)
+                } else {
+                    post_send(s, k, &mut keep)
+                }
+                if k % 3 == 2 {
+                    round(s, r, &acked);
+                }
+            }
+            for k in 0..sizes.len() {
+                if matches!(plan, Plan::RecvFirst) {
+                    post_send(s, k, &mut keep)
+                } else {
+                    post_recv(r, k, &mut recvs)
+                }
+                if k % 3 == 2 {
+                    round(s, r, &acked);
+                }
+            }
+        }
+        Plan::Alternate => {
+            for k in 0..sizes.len() {
+                if k % 2 == 0 {
+                    post_recv(r, k, &mut recvs);
+                    post_send(s, k, &mut keep);
+                } else {
+                    post_send(s, k, &mut keep);
+                    post_recv(r, k, &mut recvs);
+                }
+                if k % 3 == 2 {
+                    round(s, r, &acked);
+                }
+            }
+        }
+    }
+    let want = |log: &[Done]| (0..sizes.len() as u64).all(|k| log.iter().any(|d| d.seq() == base + k));
+    for _ in 0..ROUNDS {
+        if want(&s.log) && want(&r.log) {
+            break;
+        }
+        round(s, r, &acked);
+    }
+    assert!(want(&s.log) && want(&r.log), "not every message was reported in {ROUNDS} rounds");
+    recvs
+}
+
+/// Every message reported once on each end with the right outcome and size, and every receive
+/// holding its send's bytes (nothing written into a receive that failed, or past the message).
+fn check(s: &End, r: &End, base: u64, sizes: &[(usize, usize)], recvs: &[Tensor]) {
+    for (k, &(len, cap)) in sizes.iter().enumerate() {
+        let seq = base + k as u64;
+        for (who, log) in [("send", &s.log), ("receive", &r.log)] {
+            let ds: Vec<&Done> = log.iter().filter(|d| d.seq() == seq).collect();
+            assert_eq!(ds.len(), 1, "{who} {seq} ({len} into {cap}) reported {} times: {ds:?}", ds.len());
+            match ds[0] {
+                Done::Ok { bytes, .. } => assert!(len <= cap && *bytes == len as u64, "{who} {seq} ({len} into {cap}): {bytes} bytes"),
+                Done::Failed { err, .. } => assert!(len > cap, "{who} {seq} ({len} into {cap}) failed: {err:?}"),
+            }
+        }
+        let mut got = vec![0u8; cap];
+        read_into(&recvs[k], 0, &mut got).expect("read");
+        let n = if len <= cap { len } else { 0 };
+        let bad = (0..cap).find(|&i| got[i] != if i < n { pattern(seq, i) } else { FILL });
+        assert_eq!(bad, None, "receive {seq} ({len} into {cap}): wrong byte");
+    }
+    assert!(!s.p.in_flight() && !r.p.in_flight(), "messages left in flight");
+    assert_eq!((s.p.leftovers().0, r.p.leftovers().0), (0, 0), "protocol state left behind");
+}
+
+fn matrix(rails: usize, write_mode: bool) {
+    let _memory = crate::MEMORY_HEAVY_TESTS.lock();
+    let sizes = mixed();
+    for order in ORDERS {
+        for plan in [Plan::RecvFirst, Plan::SendFirst, Plan::Alternate] {
+            let (mut s, mut r, _links) = ends(rails, &Config::new(order, write_mode), write_mode);
+            start(&mut s, &mut r);
+            // Two windows on the same pair: sequence numbers go on.
+            for base in [0, sizes.len() as u64] {
+                let recvs = exchange(&mut s, &mut r, base, &sizes, plan, write_mode);
+                check(&s, &r, base, &sizes, &recvs);
+            }
+        }
+    }
+}
+
+#[test]
+fn write_mode_one_rail() {
+    matrix(1, true);
+}
+
+#[test]
+fn write_mode_two_rails() {
+    matrix(2, true);
+}
+
+#[test]
+fn read_mode_one_rail() {
+    matrix(1, false);
+}
+
+#[test]
+fn read_mode_two_rails() {
+    matrix(2, false);
+}
+
+#[test]
+fn short_receive_fails_both_ends() {
+    let sizes = with_short();
+    for write_mode in [true, false] {
+        for rails in [1, 2] {
+            for (order, plan) in
+                [(Order::Shuffled(3), Plan::Alternate), (Order::Reversed, Plan::SendFirst), (Order::AsPosted, Plan::RecvFirst)]
+            {
+                let (mut s, mut r, _links) = ends(rails, &Config::new(order, write_mode), write_mode);
+                start(&mut s, &mut r);
+                let recvs = exchange(&mut s, &mut r, 0, &sizes, plan, write_mode);
+                check(&s, &r, 0, &sizes, &recvs);
+            }
+        }
+    }
+}
+
+#[test]
+fn both_rails_carry_bytes() {
+    let sizes = [(3 * S + 5, 3 * S + 5), (E + 1, E + 1), (100, 100), (2 * S, 2 * S)];
+    let large: u64 = sizes.iter().filter(|s| s.0 > E).map(|s| s.0 as u64).sum();
+    for write_mode in [true, false] {
+        let (mut s, mut r, _links) = ends(2, &Config::new(Order::Shuffled(11), write_mode), write_mode);
+        start(&mut s, &mut r);
+        let recvs = exchange(&mut s, &mut r, 0, &sizes, Plan::Alternate, write_mode);
+        check(&s, &r, 0, &sizes, &recvs);
+        // A read-mode sender does not see the receiver's reads of its memory.
+        let sides = if write_mode {
+            vec![("sender", s.p.rail_bytes()), ("receiver", r.p.rail_bytes())]
+        } else {
+            vec![("receiver", r.p.rail_bytes())]
+        };
+        assert!(s.p.rail_bytes()[0] > 0);
+        for (who, bytes) in sides {
+            assert_eq!(bytes.len(), 2);
+            assert!(bytes.iter().all(|&b| b > S as u64), "{who}'s rails (write mode {write_mode}): {bytes:?}");
+            assert!(bytes.iter().sum::<u64>() >= large, "{who}'s rails (write mode {write_mode}): {bytes:?}");
+        }
+    }
+}
+
+#[test]
+fn error_completion_breaks_the_communicator() {
+    for (side, write_mode) in [(0, true), (1, true), (0, false), (1, false)] {
+        let (mut s, mut r, links) = ends(1, &Config::new(Order::AsPosted, write_mode), write_mode);
+        start(&mut s, &mut r);
+        let (m, _t) = recv_msg(0, 3 * S);
+        r.post(m).expect("post receive");
+        let (m, _t2) = send_msg(0, 3 * S);
+        s.post(m).expect("post send");
+        links[0].fail_next(side);
+        let mut broke = false;
+        for _ in 0..100 {
+            let res = if side == 0 { s.progress() } else { r.progress() };
+            if res.is_err() {
+                broke = true;
+                break;
+            }
+            let _ = if side == 0 { r.progress() } else { s.progress() };
+        }
+        assert!(broke, "an error completion on end {side} (write mode {write_mode}) did not break it");
+    }
+}
+
+#[test]
+fn operations_answered_again_are_retried() {
+    let sizes = mixed();
+    for write_mode in [true, false] {
+        let mut cfg = Config::new(Order::Shuffled(5), write_mode);
+        cfg.again_every = 3;
+        let (mut s, mut r, _links) = ends(2, &cfg, write_mode);
+        start(&mut s, &mut r);
+        let recvs = exchange(&mut s, &mut r, 0, &sizes, Plan::Alternate, write_mode);
+        check(&s, &r, 0, &sizes, &recvs);
+        // The last bounce receives given back may have met an Again.
+        for _ in 0..100 {
+            if !s.p.has_queued_ops() && !r.p.has_queued_ops() {
+                break;
+            }
+            round(&mut s, &mut r, &|_| false);
+        }
+        assert!(!s.p.has_queued_ops() && !r.p.has_queued_ops(), "operations left queued");
+    }
+}
+
+#[test]
+fn posts_wait_for_start() {
+    let sizes = [(8, 8), (3 * S + 5, 3 * S + 5), (0, 0), (E + 1, E + 1)];
+    for write_mode in [true, false] {
+        let (mut s, mut r, links) = ends(2, &Config::new(Order::Reversed, write_mode), write_mode);
+        let mut keep = Vec::new();
+        let mut recvs = Vec::new();
+        for (k, &(len, cap)) in sizes.iter().enumerate() {
+            let (m, t) = send_msg(k as u64, len);
+            s.post(m).expect("post send");
+            keep.push(t);
+            let (m, t) = recv_msg(k as u64, cap);
+            r.post(m).expect("post receive");
+            recvs.push(t);
+        }
+        for _ in 0..3 {
+            s.progress().expect("progress");
+            r.progress().expect("progress");
+        }
+        assert!(links.iter().all(|l| l.ops(0) == 0 && l.ops(1) == 0), "operations before start");
+        assert!(s.p.in_flight() && r.p.in_flight() && s.log.is_empty() && r.log.is_empty());
+        start(&mut s, &mut r);
+        for _ in 0..ROUNDS {
+            if s.log.len() == sizes.len() && r.log.len() == sizes.len() {
+                break;
+            }
+            round(&mut s, &mut r, &|_| false);
+        }
+        check(&s, &r, 0, &sizes, &recvs);
+    }
+}
+
+/// Messages in one tensor at different offsets: one registration per tensor (the cache), remote
+/// addresses offset within it; everything deregistered when the communicators go.
+#[test]
+fn regions_of_one_tensor_share_a_registration() {
+    let lens = [E + 1, 3 * S + 5, 100, 2 * S, 0, S + 3];
+    let total: usize = lens.iter().sum();
+    for write_mode in [true, false] {
+        let (mut s, mut r, links) = ends(2, &Config::new(Order::Shuffled(9), write_mode), write_mode);
+        start(&mut s, &mut r);
+        let st = Tensor::allocate(total, "send".into()).expect("tensor");
+        let rt = Tensor::allocate(total + 64 * lens.len(), "recv".into()).expect("tensor");
+        let bytes: Vec<u8> = (0..total).map(|i| pattern(1000, i)).collect();
+        write_from(&st, 0, &bytes).expect("fill");
+        write_from(&rt, 0, &vec![FILL; rt.size()]).expect("fill");
+        let (mut so, mut ro) = (0, 0);
+        let mut where_ = Vec::new();
+        for (k, &len) in lens.iter().enumerate() {
+            s.post(Msg { seq: k as u64, region: st.region(so, len).expect("region") }).expect("post send");
+            r.post(Msg { seq: k as u64, region: rt.region(ro + 64, len).expect("region") }).expect("post receive");
+            where_.push((so, ro + 64, len));
+            so += len;
+            ro += len + 64;
+        }
+        for _ in 0..ROUNDS {
+            if s.log.len() == lens.len() && r.log.len() == lens.len() {
+                break;
+            }
+            round(&mut s, &mut r, &|_| false);
+        }
+        assert!(s.log.iter().chain(&r.log).all(|d| matches!(d, Done::Ok { .. })), "{:?} {:?}", s.log, r.log);
+        for (so, ro, len) in where_ {
+            let mut got = vec![0u8; len];
+            read_into(&rt, ro, &mut got).expect("read");
+            assert!(got == bytes[so..so + len], "message at {so} landed wrong at {ro}");
+        }
+        assert_eq!((s.p.leftovers(), r.p.leftovers()), ((0, 1), (0, 1)), "one cache entry per end");
+        let (sl, rl) = (links[0].live_mrs(0), links[0].live_mrs(1));
+        drop(s);
+        drop(r);
+        for l in &links {
+            assert_eq!((l.live_mrs(0), l.live_mrs(1)), (0, 0), "registrations left");
+            assert_eq!((l.bad_deregs(0), l.bad_deregs(1)), (0, 0), "deregistrations of unknown keys");
+        }
+        // On rail 0 of each end: the send buffers, the bounce buffers, the tensor.
+        assert_eq!((sl, rl), (3, 3), "registrations on rail 0 while running");
+    }
+}
+
+/// A provider that moves at most 64 KiB per operation: stripes shrink to fit (the fake refuses
+/// longer operations), and so does the largest message.
+#[test]
+fn stripes_respect_max_msg() {
+    let sizes = [(300_000, 300_000), (E, E), (E + 1, E + 1), (65_536, 65_536), (65_537, 70_000)];
+    for write_mode in [true, false] {
+        let mut cfg = Config::new(Order::Shuffled(2), write_mode);
+        cfg.max_msg = 65_536;
+        let (mut s, mut r, _links) = ends(2, &cfg, write_mode);
+        assert_eq!(s.p.max_message(), MAX_STRIPES * 65_536);
+        start(&mut s, &mut r);
+        let recvs = exchange(&mut s, &mut r, 0, &sizes, Plan::Alternate, write_mode);
+        check(&s, &r, 0, &sizes, &recvs);
+    }
+}
+
+#[test]
+fn longest_message_is_2_20_stripes() {
+    let (mut s, _r, _links) = ends(1, &Config::new(Order::AsPosted, true), true);
+    assert_eq!(s.p.max_message(), 1 << 39);
+    let big = Region::borrowed(std::ptr::NonNull::<u8>::dangling().as_ptr(), (1 << 39) + 1);
+    assert!(s.post(Msg { seq: 0, region: big }).is_err());
+    assert!(!s.p.in_flight());
+}
+
+#[test]
+fn proto_is_send() {
+    fn send<T: Send>() {}
+    send::<Proto>();
+}
+
+/// Memory outside any tensor (a borrowed buffer) is registered for its message alone and
+/// deregistered as soon as the message is done (the fake refuses reads and writes of memory
+/// deregistered too early).
+#[test]
+fn borrowed_memory_is_registered_per_message() {
+    let sizes = [(3 * S + 5, 3 * S + 5), (E + 1, 2 * E), (8, 8), (2 * S, 2 * S), (E + 1, E)];
+    for write_mode in [true, false] {
+        for rails in [1, 2] {
+            let (mut s, mut r, links) = ends(rails, &Config::new(Order::Shuffled(4), write_mode), write_mode);
+            start(&mut s, &mut r);
+            let idle: Vec<(usize, usize)> = links.iter().map(|l| (l.live_mrs(0), l.live_mrs(1))).collect();
+            let mut sbufs: Vec<Vec<u8>> =
+                sizes.iter().enumerate().map(|(k, &(l, _))| (0..l).map(|i| pattern(k as u64, i)).collect()).collect();
+            let mut rbufs: Vec<Vec<u8>> = sizes.iter().map(|&(_, c)| vec![FILL; c]).collect();
+            for k in 0..sizes.len() {
+                let seq = k as u64;
+                s.post(Msg { seq, region: Region::borrowed(sbufs[k].as_mut_ptr(), sbufs[k].len()) }).expect("post send");
+                r.post(Msg { seq, region: Region::borrowed(rbufs[k].as_mut_ptr(), rbufs[k].len()) }).expect("post receive");
+            }
+            for _ in 0..ROUNDS {
+                if s.log.len() == sizes.len() && r.log.len() == sizes.len() {
+                    break;
+                }
+                round(&mut s, &mut r, &|_| false);
+            }
+            for (k, &(len, cap)) in sizes.iter().enumerate() {
+                for log in [&s.log, &r.log] {
+                    let d: Vec<&Done> = log.iter().filter(|d| d.seq() == k as u64).collect();
+                    assert_eq!(d.len(), 1);
+                    assert_eq!(matches!(d[0], Done::Ok { bytes, .. } if *bytes == len as u64), len <= cap, "{d:?}");
+                }
+                let n = if len <= cap { len } else { 0 };
+                assert!(rbufs[k][..n] == sbufs[k][..n] && rbufs[k][n..].iter().all(|&b| b == FILL), "receive {k}");
+            }
+            let now: Vec<(usize, usize)> = links.iter().map(|l| (l.live_mrs(0), l.live_mrs(1))).collect();
+            assert_eq!(now, idle, "registrations left after the messages (write mode {write_mode}, {rails} rails)");
+            assert_eq!((s.p.leftovers(), r.p.leftovers()), ((0, 0), (0, 0)));
+        }
+    }
+}
