@@ -19,14 +19,25 @@ HEADERS   := include/nrt/nrt_status.h include/nrt/nrt.h include/nrt/nrt_async_se
 EXPORTS   := $(shell sed -n 's/^ *\(nrt_[a-z_]*\);$$/\1/p' $(MAP))
 # VERBS=1 (default): the RDMA verbs transport is built in (needs rdma-core; libibverbs.so.1 at
 # run time). VERBS=0 builds a TCP-only library for hosts without rdma-core.
+# OFI=1 (default): the libfabric transport is built in (needs libfabric-dev to build,
+# libfabric.so.1 at run time). OFI=0 leaves it out.
 VERBS     ?= 1
+OFI       ?= 1
+comma     := ,
+empty     :=
+space     := $(empty) $(empty)
+FEATLIST  :=
+LIBS      :=
 ifeq ($(VERBS),1)
-FEATURES  := --features verbs
-NATIVE    := -libverbs -lrdmacm -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
-else
-FEATURES  :=
-NATIVE    := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+FEATLIST  += verbs
+LIBS      += -libverbs -lrdmacm
 endif
+ifeq ($(OFI),1)
+FEATLIST  += ofi
+LIBS      += -lfabric
+endif
+FEATURES  := $(if $(strip $(FEATLIST)),--features $(subst $(space),$(comma),$(strip $(FEATLIST))))
+NATIVE    := $(strip $(LIBS) -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
 P_NATIVE  := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 DEMO      := $(BUILD)/bin/nrt_demo
 # LD_PRELOAD mode: the same crate with feature `preload`, only the eleven send/receive exports.
@@ -41,20 +52,25 @@ all: lib
 
 # Debian packages the build and tests need, installed when missing (root or sudo).
 deps:
-	@VERBS=$(VERBS) scripts/deps.sh
+	@VERBS=$(VERBS) OFI=$(OFI) scripts/deps.sh
 
 $(STATIC): FORCE
 	$(CARGO) build --release --lib --locked $(FEATURES)
 
+# The features and libraries of the last link: switching VERBS or OFI relinks even though cargo
+# hands back a cached archive older than the library.
+LINKCFG   := $(BUILD)/link-config
+$(LINKCFG): FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(FEATURES) $(NATIVE)' | cmp -s - $@ || echo '$(FEATURES) $(NATIVE)' > $@
+
 # The shared object: only the exported names are pulled from the Rust archive (-u), the version
 # script gives each the NRT_2.0.0 version and hides everything else.
-$(LIB): $(STATIC) $(MAP)
+$(LIB): $(STATIC) $(MAP) $(LINKCFG)
 	@mkdir -p $(LIBDIR)
 	$(CC) -shared -o $@ -Wl,-soname,$(SONAME) -Wl,--version-script=$(MAP) -Wl,--gc-sections \
 	    $(addprefix -Wl$(comma)-u$(comma),$(EXPORTS)) $(STATIC) $(NATIVE)
 	ln -sf $(SONAME) $(LIBDIR)/libnrt.so
-
-comma := ,
 
 lib: deps $(LIB) $(P_LIB)
 

@@ -11,6 +11,9 @@
 //! Adding a transport is a folder that implements [`Transport`] plus one arm where the lnc
 //! chooses a communicator's transport (`engine/choice.rs`).
 
+/// libfabric (feature `ofi`): RDM endpoints of any provider (tcp, shm, efa, verbs ...).
+#[cfg(feature = "ofi")]
+pub mod ofi;
 pub mod shm;
 pub mod tcp;
 #[cfg(feature = "verbs")]
