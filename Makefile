@@ -2,6 +2,7 @@
 #   make            build build/lib/libnrt.so.1 (+ libnrt.so link)
 #   make demo       the main job: receiver + sender processes on loopback, bandwidth table
 #   make test       every test; last line "N passed, M failed"
+#   make test-ofi   the libfabric transport alone (FI_PROVIDER=tcp and shm on loopback)
 #   make header     regenerate include/nrt/*.h with the pinned cbindgen (tools/gen-header)
 #   make install PREFIX=/usr/local
 
@@ -19,14 +20,25 @@ HEADERS   := include/nrt/nrt_status.h include/nrt/nrt.h include/nrt/nrt_async_se
 EXPORTS   := $(shell sed -n 's/^ *\(nrt_[a-z_]*\);$$/\1/p' $(MAP))
 # VERBS=1 (default): the RDMA verbs transport is built in (needs rdma-core; libibverbs.so.1 at
 # run time). VERBS=0 builds a TCP-only library for hosts without rdma-core.
+# OFI=1 (default): the libfabric transport is built in (needs libfabric-dev to build,
+# libfabric.so.1 at run time). OFI=0 leaves it out.
 VERBS     ?= 1
+OFI       ?= 1
+comma     := ,
+empty     :=
+space     := $(empty) $(empty)
+FEATLIST  :=
+LIBS      :=
 ifeq ($(VERBS),1)
-FEATURES  := --features verbs
-NATIVE    := -libverbs -lrdmacm -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
-else
-FEATURES  :=
-NATIVE    := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+FEATLIST  += verbs
+LIBS      += -libverbs -lrdmacm
 endif
+ifeq ($(OFI),1)
+FEATLIST  += ofi
+LIBS      += -lfabric
+endif
+FEATURES  := $(if $(strip $(FEATLIST)),--features $(subst $(space),$(comma),$(strip $(FEATLIST))))
+NATIVE    := $(strip $(LIBS) -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
 P_NATIVE  := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 DEMO      := $(BUILD)/bin/nrt_demo
 # LD_PRELOAD mode: the same crate with feature `preload`, only the eleven send/receive exports.
@@ -35,26 +47,31 @@ P_MAP     := src/ffi/preload.map
 P_LIB     := $(LIBDIR)/libnrt_async_sendrecv.so
 P_EXPORTS := $(shell sed -n 's/^ *\(nrt_[a-z_]*\);$$/\1/p' $(P_MAP))
 
-.PHONY: all lib preload deps header header-check install test test-preload test-rdma test-faults test-sanitizers test-fuzz soak demo demo-bin clean bench perf-tool FORCE
+.PHONY: all lib preload deps header header-check install test test-preload test-ofi test-rdma test-faults test-sanitizers test-fuzz soak demo demo-bin clean bench perf-tool FORCE
 
 all: lib
 
 # Debian packages the build and tests need, installed when missing (root or sudo).
 deps:
-	@VERBS=$(VERBS) scripts/deps.sh
+	@VERBS=$(VERBS) OFI=$(OFI) scripts/deps.sh
 
 $(STATIC): FORCE
 	$(CARGO) build --release --lib --locked $(FEATURES)
 
+# The features and libraries of the last link: switching VERBS or OFI relinks even though cargo
+# hands back a cached archive older than the library.
+LINKCFG   := $(BUILD)/link-config
+$(LINKCFG): FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(FEATURES) $(NATIVE)' | cmp -s - $@ || echo '$(FEATURES) $(NATIVE)' > $@
+
 # The shared object: only the exported names are pulled from the Rust archive (-u), the version
 # script gives each the NRT_2.0.0 version and hides everything else.
-$(LIB): $(STATIC) $(MAP)
+$(LIB): $(STATIC) $(MAP) $(LINKCFG)
 	@mkdir -p $(LIBDIR)
 	$(CC) -shared -o $@ -Wl,-soname,$(SONAME) -Wl,--version-script=$(MAP) -Wl,--gc-sections \
 	    $(addprefix -Wl$(comma)-u$(comma),$(EXPORTS)) $(STATIC) $(NATIVE)
 	ln -sf $(SONAME) $(LIBDIR)/libnrt.so
-
-comma := ,
 
 lib: deps $(LIB) $(P_LIB)
 
@@ -114,13 +131,18 @@ soak: lib
 test-faults: lib
 	@scripts/faults.sh
 
+# The libfabric transport on loopback: its rails' tests, and the C suite over FI_PROVIDER=tcp and shm.
+test-ofi: lib
+	@C_TESTS_BUILD_ONLY=1 c_tests/run.sh >/dev/null
+	@scripts/test-ofi.sh
+
 # The C suite and the demo over RDMA verbs between two Soft-RoCE devices in a qemu VM.
 test-rdma: lib $(DEMO)
 	@C_TESTS_BUILD_ONLY=1 c_tests/run.sh >/dev/null
 	@scripts/rdma-vm.sh
 
 test: lib $(GENHDR)
-	@scripts/test.sh
+	@OFI=$(OFI) scripts/test.sh
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/nrt $(DESTDIR)$(PREFIX)/lib/pkgconfig

@@ -22,6 +22,16 @@ if [ "${VERBS:-1}" = 1 ]; then
     ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang.so* \
        /usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so* 2>/dev/null | grep -q . || need="$need libclang-dev"
 fi
+if [ "${OFI:-1}" = 1 ]; then
+    # The libfabric transport: build.rs runs bindgen over libfabric's headers (libclang) and
+    # links libfabric; fi_info (libfabric-bin) lists what the providers offer.
+    pkg-config --exists libfabric 2>/dev/null || need="$need libfabric-dev"
+    command -v fi_info >/dev/null 2>&1 || need="$need libfabric-bin"
+    case "$need" in *libclang-dev*) ;; *)
+        ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang.so* \
+           /usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so* 2>/dev/null | grep -q . || need="$need libclang-dev" ;;
+    esac
+fi
 if ! command -v cargo >/dev/null 2>&1; then
     # Debian's own toolchain (edition 2024 needs rustc >= 1.85); rustup's works as well.
     need="$need cargo rustc rustfmt"

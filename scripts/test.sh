@@ -253,6 +253,13 @@ echo "== faults"
 scripts/faults.sh 2>&1 | tee "$LOGDIR/faults.log" | grep -E "^(PASS|FAIL) "
 collect faults "$LOGDIR/faults.log"
 
+# 8c. libfabric (make test-ofi): the rails' tests, the C suite over FI_PROVIDER=tcp and shm.
+echo "== libfabric transport"
+if [ "${OFI:-1}" = 1 ]; then
+    scripts/test-ofi.sh 2>&1 | tee "$LOGDIR/ofi.log" | grep -E "^(PASS|FAIL) "
+    collect ofi "$LOGDIR/ofi.log"
+fi
+
 # 9. RDMA verbs (make test-rdma): the C suite and the demo between two Soft-RoCE devices in a VM.
 echo "== RDMA verbs in a VM"
 make -s test-rdma >"$LOGDIR/rdma-vm.log" 2>&1

@@ -290,7 +290,7 @@ impl Acceptor {
                 }
             }
         }
-        if let Err(e) = build(&hub.cfg, comm.kind, streams, chosen).and_then(|t| comm.install(t)) {
+        if let Err(e) = build(&hub.cfg, comm.kind, streams, chosen, comm.describe()).and_then(|t| comm.install(t)) {
             comm.setup_failed(e);
         } else {
             crate::log_info!("{}: connected", comm.describe());

@@ -39,6 +39,9 @@ pub enum Chosen {
     Tcp,
     Shm,
     Verbs(Arc<RdmaDevice>),
+    /// libfabric, with the rails opened for the connection.
+    #[cfg(feature = "ofi")]
+    Ofi(Vec<crate::transport::ofi::FabricRail>),
 }
 
 impl Chosen {
@@ -48,12 +51,15 @@ impl Chosen {
             Chosen::Tcp => 0,
             Chosen::Shm => crate::wire::FLAG_SHM,
             Chosen::Verbs(_) => crate::wire::FLAG_VERBS,
+            #[cfg(feature = "ofi")]
+            Chosen::Ofi(_) => crate::wire::FLAG_OFI,
         }
     }
 }
 
-/// Builds the chosen transport over the connection's streams.
-pub fn build(cfg: &Config, kind: Kind, streams: Vec<Stream>, chosen: Chosen) -> Result<AnyTransport> {
+/// Builds the chosen transport over the connection's streams (`who`: the communicator, for logs).
+pub fn build(cfg: &Config, kind: Kind, streams: Vec<Stream>, chosen: Chosen, who: String) -> Result<AnyTransport> {
+    let _ = &who;
     Ok(match chosen {
         Chosen::Tcp => AnyTransport::Tcp(TcpTransport::new(kind, streams)),
         Chosen::Shm => AnyTransport::Shm(ShmTransport::new(kind, streams, cfg.transport == Setting::Shm, cfg.shm_vm_readv)?),
@@ -61,6 +67,12 @@ pub fn build(cfg: &Config, kind: Kind, streams: Vec<Stream>, chosen: Chosen) -> 
         Chosen::Verbs(dev) => AnyTransport::Verbs(crate::transport::verbs::VerbsTransport::new(kind, streams, dev)?),
         #[cfg(not(feature = "verbs"))]
         Chosen::Verbs(dev) => match *dev {},
+        #[cfg(feature = "ofi")]
+        Chosen::Ofi(rails) => {
+            use crate::transport::ofi::{OfiTransport, Rail};
+            let rails = rails.into_iter().map(|r| Box::new(r) as Box<dyn Rail>).collect();
+            AnyTransport::Ofi(OfiTransport::new(kind, streams, rails, who)?)
+        }
     })
 }
 
@@ -77,6 +89,10 @@ impl Chooser {
     pub fn choose(&self, cfg: &Config, comm: &Comm, peer_offers: u32, sock: &TcpStream) -> Result<Chosen> {
         if self.choose_shm(cfg, comm, peer_offers & crate::wire::FLAG_SHM != 0, sock)? {
             return Ok(Chosen::Shm);
+        }
+        #[cfg(feature = "ofi")]
+        if let Some(rails) = self.choose_ofi(cfg, comm, peer_offers & crate::wire::FLAG_OFI != 0, sock)? {
+            return Ok(Chosen::Ofi(rails));
         }
         Ok(match self.choose_rdma(cfg, comm, peer_offers & crate::wire::FLAG_VERBS != 0, sock)? {
             Some(dev) => Chosen::Verbs(dev),
@@ -102,6 +118,50 @@ impl Chooser {
             self.announce_what(comm, "shm (same-host shared memory)".into());
         }
         Ok(ok)
+    }
+
+    /// libfabric rails for a communicator whose first stream is `sock`: with
+    /// `NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi` (an error when they cannot be opened, or the
+    /// peer offers none), or `auto` where the provider is `efa`.
+    #[cfg(feature = "ofi")]
+    fn choose_ofi(
+        &self,
+        cfg: &Config,
+        comm: &Comm,
+        peer_offers: bool,
+        sock: &TcpStream,
+    ) -> Result<Option<Vec<crate::transport::ofi::FabricRail>>> {
+        let required = cfg.transport == Setting::Ofi;
+        if !(required || (cfg.transport == Setting::Auto && efa_here(cfg))) {
+            return Ok(None);
+        }
+        if !peer_offers {
+            if required {
+                return Err(Error::failure(format!(
+                    "{}: NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi, but the peer offers no libfabric",
+                    comm.describe()
+                )));
+            }
+            return Ok(None);
+        }
+        let rails = match open_for(cfg, sock) {
+            Ok(r) => r,
+            Err(e) if required => {
+                return Err(Error::new(e.status, format!("{}: NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi, but {}", comm.describe(), e.msg)));
+            }
+            Err(e) => {
+                crate::log_warn!("{}: libfabric not available, using the next transport: {e}", comm.describe());
+                return Ok(None);
+            }
+        };
+        use crate::transport::ofi::Rail;
+        let l = rails[0].limits();
+        let domains: Vec<&str> = rails.iter().map(|r| r.limits().domain.as_str()).collect();
+        self.announce_what(comm, format!("ofi {} (fabric {}, domains {})", l.provider, l.fabric, domains.join(",")));
+        for r in &rails {
+            crate::log_debug!("{}: rail {}", comm.describe(), r.describe());
+        }
+        Ok(Some(rails))
     }
 
     /// The RDMA device for a communicator whose first stream is `sock`, per the transport
@@ -152,4 +212,41 @@ impl Chooser {
             *last = Some(what);
         }
     }
+}
+
+/// Opens the rails `NEURON_RT_ASYNC_SENDRECV_OFI_RAILS` names (a count, or domain names); by
+/// default every domain the provider offers, narrowed to the connection's interface where the
+/// provider's domains are interfaces (tcp: "lo", "eth0").
+#[cfg(feature = "ofi")]
+fn open_for(cfg: &Config, sock: &TcpStream) -> Result<Vec<crate::transport::ofi::FabricRail>> {
+    use crate::transport::ofi::{Rail, RailsWanted, open_rails};
+    let wanted = match cfg.ofi_rails.as_deref() {
+        None => RailsWanted::All,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) => RailsWanted::Count(n),
+            Err(_) => RailsWanted::Domains(s.split(',').map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect()),
+        },
+    };
+    let mut rails = open_rails(cfg.ofi_provider.as_deref(), wanted)?;
+    if cfg.ofi_rails.is_none()
+        && let Some(ifname) = sock.local_addr().ok().and_then(|a| crate::sys::net::interface_of(a.ip()))
+        && rails.iter().any(|r| r.limits().domain == ifname)
+    {
+        rails.retain(|r| r.limits().domain == ifname);
+    }
+    if rails.is_empty() {
+        return Err(Error::failure("libfabric offers no rail"));
+    }
+    Ok(rails)
+}
+
+/// Whether this host has an `efa` provider (or the one named), for `auto` (asked once).
+#[cfg(feature = "ofi")]
+fn efa_here(cfg: &Config) -> bool {
+    use crate::transport::ofi::{Rail, RailsWanted, open_rails};
+    static EFA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *EFA.get_or_init(|| {
+        let provider = cfg.ofi_provider.as_deref().unwrap_or("efa");
+        open_rails(Some(provider), RailsWanted::Count(1)).is_ok_and(|r| r.first().is_some_and(|r| r.limits().provider.contains("efa")))
+    })
 }

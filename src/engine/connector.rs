@@ -9,7 +9,7 @@ use crate::comm::Comm;
 use crate::config::Transport as Setting;
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::transport::tcp::Stream;
-use crate::wire::{FLAG_AUTH, FLAG_SHM, FLAG_VERBS, Frame, HEADER_LEN, WireError, ack};
+use crate::wire::{FLAG_AUTH, FLAG_OFI, FLAG_SHM, FLAG_VERBS, Frame, HEADER_LEN, WireError, ack};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -82,7 +82,7 @@ pub(super) fn connector(chooser: &Chooser, nonce: u64, comm: &Arc<Comm>, addr: S
         if i == 0 {
             // Offer shared memory when the peer is on this host, else verbs when a device
             // serves the address this connection leaves from.
-            chosen = chooser.choose(cfg, comm, FLAG_SHM | FLAG_VERBS, &s)?;
+            chosen = chooser.choose(cfg, comm, FLAG_SHM | FLAG_VERBS | FLAG_OFI, &s)?;
         }
         let hello = Frame::Hello {
             flags: chosen.flag() | if cfg.auth_secret.is_some() { FLAG_AUTH } else { 0 },
@@ -121,15 +121,15 @@ pub(super) fn connector(chooser: &Chooser, nonce: u64, comm: &Arc<Comm>, addr: S
                 // The accepting side may decline what this side offered: TCP then, unless the
                 // setting requires the offered transport.
                 if flags & chosen.flag() == 0 && !matches!(chosen, Chosen::Tcp) {
-                    let (what, required) = match chosen {
-                        Chosen::Shm => ("shared memory", Setting::Shm),
-                        _ => ("RDMA verbs", Setting::Verbs),
+                    let (what, required, setting) = match chosen {
+                        Chosen::Shm => ("shared memory", Setting::Shm, "shm"),
+                        Chosen::Verbs(_) => ("RDMA verbs", Setting::Verbs, "verbs"),
+                        #[cfg(feature = "ofi")]
+                        Chosen::Ofi(_) => ("libfabric", Setting::Ofi, "ofi"),
+                        Chosen::Tcp => unreachable!("checked above"),
                     };
                     if cfg.transport == required {
-                        return Err(Error::failure(format!(
-                            "{addr} declined {what} (NEURON_RT_ASYNC_SENDRECV_TRANSPORT={} here)",
-                            if required == Setting::Shm { "shm" } else { "verbs" }
-                        )));
+                        return Err(Error::failure(format!("{addr} declined {what} (NEURON_RT_ASYNC_SENDRECV_TRANSPORT={setting} here)")));
                     }
                     chosen = Chosen::Tcp;
                     chooser.announce(comm, None);
@@ -151,7 +151,7 @@ pub(super) fn connector(chooser: &Chooser, nonce: u64, comm: &Arc<Comm>, addr: S
         s.set_write_timeout(None).ok();
         streams.push(Stream::new(s).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "socket options", &e))?);
     }
-    comm.install(build(cfg, comm.kind, streams, chosen)?)?;
+    comm.install(build(cfg, comm.kind, streams, chosen, comm.describe())?)?;
     crate::log_info!("{}: connected", comm.describe());
     Ok(())
 }

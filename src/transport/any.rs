@@ -4,6 +4,8 @@
 //! each; before the interface, 0.168): within noise, and the enum lets the compiler see the
 //! transport's code where a poll calls it. A new transport adds one variant here.
 
+#[cfg(feature = "ofi")]
+use super::ofi::OfiTransport;
 use super::shm::ShmTransport;
 use super::tcp::TcpTransport;
 #[cfg(feature = "verbs")]
@@ -18,6 +20,8 @@ pub enum AnyTransport {
     Shm(ShmTransport),
     #[cfg(feature = "verbs")]
     Verbs(VerbsTransport),
+    #[cfg(feature = "ofi")]
+    Ofi(OfiTransport),
 }
 
 /// `$body` with `$t` bound to the transport of every variant but `None`, else `$none`.
@@ -29,6 +33,8 @@ macro_rules! each {
             AnyTransport::Shm($t) => $body,
             #[cfg(feature = "verbs")]
             AnyTransport::Verbs($t) => $body,
+            #[cfg(feature = "ofi")]
+            AnyTransport::Ofi($t) => $body,
         }
     };
 }

@@ -91,7 +91,17 @@ pub trait Rail: Send {
     ///
     /// # Safety
     /// `buf` is valid for `len` bytes until the completion.
-    unsafe fn write_data(&mut self, buf: *const u8, len: usize, mr: Option<&Mr>, data: u64, raddr: u64, rkey: u64, ctx: u64) -> Result<Posted>;
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn write_data(
+        &mut self,
+        buf: *const u8,
+        len: usize,
+        mr: Option<&Mr>,
+        data: u64,
+        raddr: u64,
+        rkey: u64,
+        ctx: u64,
+    ) -> Result<Posted>;
     /// RMA read of `len` bytes from the peer's `raddr` (key `rkey`).
     ///
     /// # Safety

@@ -267,6 +267,7 @@ impl Proto {
     }
 
     /// Messages posted and not reported yet.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn in_flight(&self) -> bool {
         !self.waiting.is_empty()
             || !self.deferred.is_empty()
@@ -278,6 +279,7 @@ impl Proto {
 
     /// Operations wait for the provider (or payloads for a send buffer): call `progress` again
     /// even when no completion is signalled.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn has_queued_ops(&self) -> bool {
         self.core.has_queued()
     }

@@ -51,6 +51,7 @@ fn unexpected(what: &str, seq: u64) -> Error {
 }
 
 impl Receiver {
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn in_flight(&self) -> bool {
         !self.items.is_empty()
     }

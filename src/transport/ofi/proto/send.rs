@@ -39,6 +39,7 @@ pub struct Sender {
 }
 
 impl Sender {
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn in_flight(&self) -> bool {
         !self.items.is_empty()
     }

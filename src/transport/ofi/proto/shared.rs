@@ -198,6 +198,7 @@ impl Core {
     }
 
     /// Operations or payloads wait for the provider or for a send buffer.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn has_queued(&self) -> bool {
         self.queued.iter().any(|q| !q.is_empty()) || !self.backlog.is_empty()
     }

@@ -1,0 +1,49 @@
+#!/bin/bash
+# make test-ofi: the libfabric transport on loopback, once per provider this host can run:
+# FI_PROVIDER=tcp (tcp;ofi_rxm) and FI_PROVIDER=shm. For each: the C conformance suite with
+# NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi (every byte checked by the programs), and t_transfer at
+# log level info, whose log must say "transport ofi" with the provider. Ends with one line
+# "ofi: N passed, M failed".
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+LOGDIR=$ROOT/build/test-logs
+mkdir -p "$LOGDIR"
+passed=0
+failed=0
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1"; failed=$((failed + 1)); }
+
+if ! ldd build/lib/libnrt.so.1 2>/dev/null | grep -q 'libfabric\.so\.1'; then
+    fail "build/lib/libnrt.so.1 does not link libfabric.so.1 (built with OFI=0?)"
+    echo "ofi: $passed passed, $failed failed"
+    exit 1
+fi
+pass "build/lib/libnrt.so.1 links libfabric.so.1"
+# The rails over libfabric itself (transport/ofi/fabric.rs): tagged messages, RMA writes with
+# remote CQ data and reads between two endpoints of one process, tcp and shm, every byte checked.
+if env -u FI_PROVIDER cargo test --release --locked --lib --features ofi transport::ofi::fabric >"$LOGDIR/ofi-fabric.log" 2>&1 \
+   && grep -q "^test result: ok" "$LOGDIR/ofi-fabric.log"; then
+    pass "libfabric rails: $(grep -Eo '[0-9]+ passed' "$LOGDIR/ofi-fabric.log" | tail -1) (fabric.rs: tcp and shm endpoints, bytes checked)"
+else fail "libfabric rails' tests (see $LOGDIR/ofi-fabric.log)"; grep -E "FAILED|panicked" "$LOGDIR/ofi-fabric.log" | head -5; fi
+start=12000
+for prov in tcp shm; do
+    log=$LOGDIR/ofi-$prov-suite.log
+    FI_PROVIDER=$prov NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi NRT_TEST_PORT_START=$start \
+        c_tests/run.sh "$ROOT" >"$log" 2>&1
+    line=$(grep -E "^C: [0-9]+ passed, [0-9]+ failed" "$log" | tail -1)
+    grep -E "^(PASS|FAIL) " "$log" | sed "s/^\(PASS\|FAIL\) /\1 [ofi $prov] /"
+    if [ -z "$line" ]; then fail "[ofi $prov] C suite did not report (see $log)"; else
+        passed=$((passed + $(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')))
+        failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')))
+    fi
+    tlog=$LOGDIR/ofi-$prov-transfer.log
+    if FI_PROVIDER=$prov NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi NRT_TEST_PORT_BASE=$((start + 9000)) \
+           NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info timeout 120 build/c_tests/t_transfer >"$tlog" 2>&1 \
+       && grep -q "transport ofi .*$prov" "$tlog"; then
+        pass "[ofi $prov] t_transfer at log level info: $(grep -m1 -o "transport ofi[^(]*" "$tlog")"
+    else fail "[ofi $prov] t_transfer at log level info (see $tlog)"; tail -5 "$tlog"; fi
+    start=$((start + 200))
+done
+echo "ofi: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

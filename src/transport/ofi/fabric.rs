@@ -1,0 +1,1125 @@
+//! Rails over libfabric: `open_rails` asks `fi_getinfo` for RDM endpoints of a provider and
+//! opens one rail per chosen domain (fabric, domain, completion queue, address vector, endpoint);
+//! `FabricRail` implements [`Rail`] on them.
+//!
+//! What the provider returns is honoured, never assumed: descriptors are passed only with
+//! `FI_MR_LOCAL`, a peer's region is addressed by virtual address only with `FI_MR_VIRT_ADDR`
+//! (else by offset), keys are the provider's with `FI_MR_PROV_KEY` (else ours), RMA is used only
+//! when `FI_RMA` is offered, and the completion queue has a file descriptor only where the
+//! provider accepts `FI_WAIT_FD`.
+//!
+//! The `u64` context the protocol gives each operation maps to a slot of the rail's own slab of
+//! `fi_context2` (`FI_CONTEXT`/`FI_CONTEXT2` mode: the provider owns that memory until the
+//! completion), which stays put until the completion is read; the completion gives the `u64` back.
+
+use super::rail::{CqKind, Cqe, Limits, Mr, Posted, Rail};
+use super::sys;
+use crate::status::{Error, NRT_STATUS, Result};
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::os::fd::RawFd;
+use std::ptr::{null, null_mut};
+
+/// Which domains of the provider become rails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RailsWanted {
+    /// Every domain the provider offers (one rail each).
+    All,
+    /// The first `n` domains, in the provider's order.
+    Count(usize),
+    /// These domains (`fi_info -v`'s `domain_attr.name`: "lo", "eth0", "rdmap0s6", "shm" ...).
+    Domains(Vec<String>),
+}
+
+/// Completions read per `fi_cq_read`.
+const BATCH: usize = 32;
+/// `fi_cq_read` calls per `poll` at most (it stops earlier when the queue is empty).
+const MAX_READS: usize = 16;
+/// Contexts allocated at a time.
+const CHUNK: usize = 256;
+
+fn eagain() -> i64 {
+    -i64::from(sys::FI_EAGAIN)
+}
+
+/// A string libfabric returned.
+///
+/// # Safety
+/// `p` is null or a NUL-terminated string that stays valid during the call.
+unsafe fn text(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller's contract.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// libfabric's text for a (negative or positive) error number.
+fn strerror(ret: i64) -> String {
+    let n = c_int::try_from(ret.unsigned_abs()).unwrap_or(c_int::MAX);
+    // SAFETY: fi_strerror takes any number and returns a static string (or strerror's).
+    unsafe { text(sys::fi_strerror(n)) }
+}
+
+/// An error from a libfabric call that returned `ret` (negative).
+fn fi_error(what: &str, ret: i64) -> Error {
+    let status = if ret == -i64::from(sys::FI_ENOMEM) { NRT_STATUS::NRT_RESOURCE } else { NRT_STATUS::NRT_FAILURE };
+    Error::new(status, format!("{what}: {} ({ret})", strerror(ret)))
+}
+
+/// libfabric objects, whose first member is their `struct fid`.
+trait AsFid {}
+impl AsFid for sys::fid_fabric {}
+impl AsFid for sys::fid_domain {}
+impl AsFid for sys::fid_cq {}
+impl AsFid for sys::fid_av {}
+impl AsFid for sys::fid_ep {}
+impl AsFid for sys::fid_mr {}
+
+/// The object's `struct fid` (its first member, so the same address).
+fn fid<T: AsFid>(p: *mut T) -> *mut sys::fid {
+    p.cast()
+}
+
+/// Closes an object if open and forgets it.
+fn close<T: AsFid>(p: &mut *mut T, what: &str) {
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: an object this rail opened and closes once (nulled below); what was opened on it
+    // is closed before it (FabricRail's drop order).
+    let ret = unsafe { sys::nrt_fi_close(fid(*p)) };
+    if ret != 0 {
+        crate::log_warn!("libfabric: closing the {what}: {}", strerror(ret.into()));
+    }
+    *p = null_mut();
+}
+
+const CAP_NAMES: [(u64, &str); 17] = [
+    (sys::FI_MSG, "FI_MSG"),
+    (sys::FI_RMA, "FI_RMA"),
+    (sys::FI_TAGGED, "FI_TAGGED"),
+    (sys::FI_ATOMIC, "FI_ATOMIC"),
+    (sys::FI_READ, "FI_READ"),
+    (sys::FI_WRITE, "FI_WRITE"),
+    (sys::FI_RECV, "FI_RECV"),
+    (sys::FI_SEND, "FI_SEND"),
+    (sys::FI_REMOTE_READ, "FI_REMOTE_READ"),
+    (sys::FI_REMOTE_WRITE, "FI_REMOTE_WRITE"),
+    (sys::FI_MULTI_RECV, "FI_MULTI_RECV"),
+    (sys::FI_RMA_EVENT, "FI_RMA_EVENT"),
+    (sys::FI_SOURCE, "FI_SOURCE"),
+    (sys::FI_DIRECTED_RECV, "FI_DIRECTED_RECV"),
+    (sys::FI_LOCAL_COMM, "FI_LOCAL_COMM"),
+    (sys::FI_REMOTE_COMM, "FI_REMOTE_COMM"),
+    (sys::FI_HMEM, "FI_HMEM"),
+];
+const MODE_NAMES: [(u64, &str); 5] = [
+    (sys::FI_CONTEXT, "FI_CONTEXT"),
+    (sys::FI_CONTEXT2, "FI_CONTEXT2"),
+    (sys::FI_MSG_PREFIX, "FI_MSG_PREFIX"),
+    (sys::FI_RX_CQ_DATA, "FI_RX_CQ_DATA"),
+    (sys::FI_BUFFERED_RECV, "FI_BUFFERED_RECV"),
+];
+const MR_MODE_NAMES: [(c_int, &str); 9] = [
+    (sys::FI_MR_LOCAL, "FI_MR_LOCAL"),
+    (sys::FI_MR_RAW, "FI_MR_RAW"),
+    (sys::FI_MR_VIRT_ADDR, "FI_MR_VIRT_ADDR"),
+    (sys::FI_MR_ALLOCATED, "FI_MR_ALLOCATED"),
+    (sys::FI_MR_PROV_KEY, "FI_MR_PROV_KEY"),
+    (sys::FI_MR_MMU_NOTIFY, "FI_MR_MMU_NOTIFY"),
+    (sys::FI_MR_RMA_EVENT, "FI_MR_RMA_EVENT"),
+    (sys::FI_MR_ENDPOINT, "FI_MR_ENDPOINT"),
+    (sys::FI_MR_HMEM, "FI_MR_HMEM"),
+];
+
+/// "[ FI_MSG FI_TAGGED ]" for the bits of `v` the table names.
+fn names<T: Copy + std::ops::BitAnd<Output = T> + PartialEq + Default>(v: T, table: &[(T, &str)]) -> String {
+    let set: Vec<&str> = table.iter().filter(|(b, _)| v & *b != T::default()).map(|(_, n)| *n).collect();
+    format!("[ {} ]", set.join(" "))
+}
+
+/// What an operation in flight holds in its context slot.
+#[derive(Clone, Copy)]
+struct Slot {
+    user: u64,
+    len: usize,
+    kind: CqKind,
+    busy: bool,
+}
+
+impl Slot {
+    const IDLE: Slot = Slot { user: 0, len: 0, kind: CqKind::Send, busy: false };
+}
+
+/// The rail's `fi_context2` slab. The provider holds a slot's address from the post until the
+/// completion, so the blocks never move (allocated CHUNK at a time, freed when the rail drops,
+/// after its endpoint is closed) and Rust makes no references into them.
+struct Contexts {
+    blocks: Vec<*mut sys::fi_context2>,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+}
+
+impl Contexts {
+    fn new() -> Contexts {
+        Contexts { blocks: Vec::new(), slots: Vec::new(), free: Vec::new() }
+    }
+
+    /// A slot for an operation about to be posted.
+    fn take(&mut self, user: u64, len: usize, kind: CqKind) -> usize {
+        if self.free.is_empty() {
+            let block: Box<[sys::fi_context2]> = (0..CHUNK).map(|_| sys::fi_context2::default()).collect();
+            let first = self.slots.len();
+            self.blocks.push(Box::into_raw(block).cast::<sys::fi_context2>());
+            self.slots.resize(first + CHUNK, Slot::IDLE);
+            self.free.extend((first..first + CHUNK).rev());
+        }
+        let i = self.free.pop().expect("a free slot");
+        self.slots[i] = Slot { user, len, kind, busy: true };
+        i
+    }
+
+    /// The address the provider gets for slot `i`.
+    fn ptr(&self, i: usize) -> *mut c_void {
+        self.blocks[i / CHUNK].wrapping_add(i % CHUNK).cast()
+    }
+
+    /// The slot whose address a completion carries, if it is one of ours and in use.
+    fn index(&self, p: *mut c_void) -> Option<usize> {
+        let size = size_of::<sys::fi_context2>();
+        self.blocks.iter().enumerate().find_map(|(b, base)| {
+            let off = p.addr().wrapping_sub(base.addr());
+            let i = b * CHUNK + off / size;
+            (off < CHUNK * size && off % size == 0 && self.slots[i].busy).then_some(i)
+        })
+    }
+
+    /// Gives slot `i` back (its operation completed, or was not posted).
+    fn release(&mut self, i: usize) -> Slot {
+        let s = self.slots[i];
+        self.slots[i] = Slot::IDLE;
+        self.free.push(i);
+        s
+    }
+
+    fn in_use(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+impl Drop for Contexts {
+    fn drop(&mut self) {
+        for &b in &self.blocks {
+            // SAFETY: each block is a CHUNK-long boxed slice leaked in `take`, freed once here;
+            // the endpoint that held addresses in it was closed first (FabricRail::drop runs
+            // before its fields drop).
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(b, CHUNK)) });
+        }
+    }
+}
+
+/// A list from `fi_getinfo` (or one `fi_allocinfo`), freed on drop.
+struct InfoList(*mut sys::fi_info);
+
+impl Drop for InfoList {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: allocated by libfabric (fi_getinfo / fi_allocinfo), freed once.
+            unsafe { sys::fi_freeinfo(self.0) };
+        }
+    }
+}
+
+/// `fi_getinfo` for RDM endpoints with tagged messages (and RMA when `rma`). `Ok(None)`: the
+/// provider offers nothing that matches (`-FI_ENODATA`).
+fn getinfo(provider: Option<&str>, rma: bool) -> Result<Option<InfoList>> {
+    // SAFETY: plain allocation; checked below.
+    let hints = InfoList(unsafe { sys::nrt_fi_allocinfo() });
+    if hints.0.is_null() {
+        return Err(Error::resource("fi_allocinfo: out of memory"));
+    }
+    let prov = match provider {
+        Some(p) => Some(CString::new(p).map_err(|_| Error::invalid(format!("libfabric provider name {p:?} holds a NUL")))?),
+        None => None,
+    };
+    // SAFETY: fi_allocinfo allocated the info and each of its attribute structures (zeroed), all
+    // ours until freed; the provider name is strdup'ed because fi_freeinfo frees it.
+    unsafe {
+        let h = &mut *hints.0;
+        h.caps = sys::FI_TAGGED | sys::FI_MSG;
+        if rma {
+            h.caps |= sys::FI_RMA | sys::FI_READ | sys::FI_WRITE | sys::FI_REMOTE_READ | sys::FI_REMOTE_WRITE;
+        }
+        h.mode = sys::FI_CONTEXT | sys::FI_CONTEXT2;
+        (*h.ep_attr).type_ = sys::FI_EP_RDM;
+        (*h.domain_attr).mr_mode = sys::FI_MR_LOCAL | sys::FI_MR_VIRT_ADDR | sys::FI_MR_ALLOCATED | sys::FI_MR_PROV_KEY;
+        if let Some(p) = &prov {
+            (*h.fabric_attr).prov_name = libc::strdup(p.as_ptr());
+            if (*h.fabric_attr).prov_name.is_null() {
+                return Err(Error::resource("strdup: out of memory"));
+            }
+        }
+    }
+    let mut out = null_mut();
+    // SAFETY: the hints are a complete fi_info; `out` receives a list we free (InfoList).
+    let ret = unsafe { sys::fi_getinfo(sys::API_VERSION, null(), null(), 0, hints.0, &mut out) };
+    let list = InfoList(out);
+    if ret == -sys::FI_ENODATA || (ret == 0 && out.is_null()) {
+        return Ok(None);
+    }
+    if ret != 0 {
+        return Err(fi_error("fi_getinfo", ret.into()));
+    }
+    Ok(Some(list))
+}
+
+/// The domain name of one info.
+///
+/// # Safety
+/// `i` is an element of a live list from `fi_getinfo`.
+unsafe fn domain_name(i: &sys::fi_info) -> String {
+    // SAFETY: the caller's contract: fi_getinfo fills the attributes, names NUL-terminated.
+    unsafe { i.domain_attr.as_ref().map(|d| text(d.name)).unwrap_or_default() }
+}
+
+/// The provider name of one info ("tcp;ofi_rxm", "shm" ...).
+///
+/// # Safety
+/// `i` is an element of a live list from `fi_getinfo`.
+unsafe fn provider_name(i: &sys::fi_info) -> String {
+    // SAFETY: the caller's contract.
+    unsafe { i.fabric_attr.as_ref().map(|f| text(f.prov_name)).unwrap_or_default() }
+}
+
+/// Opens one rail per domain `rails` asks for, of `provider` ("tcp", "shm", "efa", "verbs" ...;
+/// `None`: libfabric's first choice, which `FI_PROVIDER` narrows). RMA (`FI_RMA`) is asked for
+/// first, and done without where the provider has none.
+pub fn open_rails(provider: Option<&str>, rails: RailsWanted) -> Result<Vec<FabricRail>> {
+    let list = match getinfo(provider, true)? {
+        Some(l) => l,
+        None => getinfo(provider, false)?.ok_or_else(|| {
+            let env = std::env::var("FI_PROVIDER").map(|v| format!(" (FI_PROVIDER={v})")).unwrap_or_default();
+            Error::failure(format!(
+                "libfabric offers no RDM endpoint with tagged messages from provider {}{env}",
+                provider.unwrap_or("(any)")
+            ))
+        })?,
+    };
+    // One candidate per domain name, in the provider's order (tcp lists a NIC once per address
+    // family and endpoint flavour; the first is taken), all of one provider: libfabric's first
+    // choice when none is named (rails of different providers could not talk to one peer).
+    let mut domains: Vec<(String, *mut sys::fi_info)> = Vec::new();
+    let mut first_provider: Option<String> = None;
+    let mut p = list.0;
+    while !p.is_null() {
+        // SAFETY: p is an element of the list, alive until `list` drops at the end.
+        let i = unsafe { &*p };
+        // SAFETY: as above.
+        let (name, prov) = unsafe { (domain_name(i), provider_name(i)) };
+        let same = *first_provider.get_or_insert_with(|| prov.clone()) == prov;
+        if same && !domains.iter().any(|(n, _)| *n == name) {
+            domains.push((name, p));
+        }
+        p = i.next;
+    }
+    let offered = || domains.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+    let chosen: Vec<*mut sys::fi_info> = match &rails {
+        RailsWanted::All => domains.iter().map(|(_, p)| *p).collect(),
+        RailsWanted::Count(n) => {
+            if domains.len() < *n {
+                return Err(Error::invalid(format!(
+                    "{n} libfabric rails asked for; the provider offers {} ({})",
+                    domains.len(),
+                    offered()
+                )));
+            }
+            domains.iter().take(*n).map(|(_, p)| *p).collect()
+        }
+        RailsWanted::Domains(names) => names
+            .iter()
+            .map(|want| {
+                domains
+                    .iter()
+                    .find(|(n, _)| n == want)
+                    .map(|(_, p)| *p)
+                    .ok_or_else(|| Error::invalid(format!("libfabric domain {want:?} is not offered (offered: {})", offered())))
+            })
+            .collect::<Result<_>>()?,
+    };
+    if chosen.is_empty() {
+        return Err(Error::invalid("no libfabric rails asked for"));
+    }
+    chosen
+        .into_iter()
+        // SAFETY: each is an element of `list`, alive during the calls.
+        .map(|p| unsafe { FabricRail::open(p) })
+        .collect()
+}
+
+/// One RDM endpoint on one domain, to one peer.
+pub struct FabricRail {
+    limits: Limits,
+    fabric: *mut sys::fid_fabric,
+    domain: *mut sys::fid_domain,
+    cq: *mut sys::fid_cq,
+    av: *mut sys::fid_av,
+    ep: *mut sys::fid_ep,
+    /// What the provider returned (after the hints).
+    caps: u64,
+    mode: u64,
+    mr_mode: c_int,
+    cq_data_size: usize,
+    addr_format: u32,
+    /// The completion queue's descriptor (FI_WAIT_FD), and how the wait object was settled.
+    wait_fd: Option<RawFd>,
+    wait_note: String,
+    name: Vec<u8>,
+    peer: Option<sys::fi_addr_t>,
+    /// Registrations by key (a list: keys are unique per domain, but nothing here relies on it).
+    mrs: HashMap<u64, Vec<*mut sys::fid_mr>>,
+    /// Our keys, without FI_MR_PROV_KEY.
+    next_key: u64,
+    ctxs: Contexts,
+}
+
+// SAFETY: a rail is used by one thread at a time (&mut self for everything that touches
+// libfabric); libfabric objects may be used from any thread, whatever the domain's threading
+// model, as long as calls on them do not overlap.
+unsafe impl Send for FabricRail {}
+
+impl FabricRail {
+    /// Opens fabric, domain, completion queue, address vector and endpoint for one info.
+    ///
+    /// # Safety
+    /// `info` is an element of a live list from `fi_getinfo`.
+    unsafe fn open(info: *mut sys::fi_info) -> Result<FabricRail> {
+        // SAFETY: the caller's contract.
+        let i = unsafe { &*info };
+        if i.ep_attr.is_null() || i.domain_attr.is_null() || i.fabric_attr.is_null() || i.tx_attr.is_null() || i.rx_attr.is_null() {
+            return Err(Error::failure("fi_getinfo returned an info without its attributes"));
+        }
+        // SAFETY: non-null (checked), filled by fi_getinfo, alive with the list.
+        let (ep_attr, dom, fab, tx, rx) = unsafe { (&*i.ep_attr, &*i.domain_attr, &*i.fabric_attr, &*i.tx_attr, &*i.rx_attr) };
+        let rma = i.caps & sys::FI_RMA != 0;
+        let limits = Limits {
+            // SAFETY: NUL-terminated strings of the info (or null).
+            provider: unsafe { text(fab.prov_name) },
+            // SAFETY: as above.
+            fabric: unsafe { text(fab.name) },
+            // SAFETY: as above.
+            domain: unsafe { text(dom.name) },
+            max_msg: ep_attr.max_msg_size as u64,
+            inject: tx.inject_size,
+            write_data: rma && dom.cq_data_size >= 8,
+            mr_local: dom.mr_mode & sys::FI_MR_LOCAL != 0,
+        };
+        let mut r = FabricRail {
+            limits,
+            fabric: null_mut(),
+            domain: null_mut(),
+            cq: null_mut(),
+            av: null_mut(),
+            ep: null_mut(),
+            caps: i.caps,
+            mode: i.mode,
+            mr_mode: dom.mr_mode,
+            cq_data_size: dom.cq_data_size,
+            addr_format: i.addr_format,
+            wait_fd: None,
+            wait_note: String::new(),
+            name: Vec::new(),
+            peer: None,
+            mrs: HashMap::new(),
+            next_key: 0,
+            ctxs: Contexts::new(),
+        };
+        // From here on, drop closes whatever was opened.
+        // SAFETY: the info's fabric attributes; r.fabric receives the fabric.
+        let ret = unsafe { sys::fi_fabric(i.fabric_attr, &mut r.fabric, null_mut()) };
+        r.check(ret, "fi_fabric")?;
+        // SAFETY: an open fabric and the info it was opened from.
+        let ret = unsafe { sys::nrt_fi_domain(r.fabric, info, &mut r.domain, null_mut()) };
+        r.check(ret, "fi_domain")?;
+        r.open_cq(tx.size.saturating_add(rx.size))?;
+        let mut av_attr = sys::fi_av_attr { type_: sys::FI_AV_TABLE, count: 4, ..Default::default() };
+        // SAFETY: an open domain; the attributes are read during the call.
+        let ret = unsafe { sys::nrt_fi_av_open(r.domain, &mut av_attr, &mut r.av, null_mut()) };
+        r.check(ret, "fi_av_open (FI_AV_TABLE)")?;
+        // SAFETY: an open domain and the info it was opened from.
+        let ret = unsafe { sys::nrt_fi_endpoint(r.domain, info, &mut r.ep, null_mut()) };
+        r.check(ret, "fi_endpoint")?;
+        // SAFETY: an endpoint and a completion queue of the same domain.
+        let ret = unsafe { sys::nrt_fi_ep_bind(r.ep, fid(r.cq), sys::FI_TRANSMIT | sys::FI_RECV) };
+        r.check(ret, "fi_ep_bind (completion queue)")?;
+        // SAFETY: an endpoint and an address vector of the same domain.
+        let ret = unsafe { sys::nrt_fi_ep_bind(r.ep, fid(r.av), 0) };
+        r.check(ret, "fi_ep_bind (address vector)")?;
+        // SAFETY: a bound endpoint.
+        let ret = unsafe { sys::nrt_fi_enable(r.ep) };
+        r.check(ret, "fi_enable")?;
+        r.name = r.getname()?;
+        Ok(r)
+    }
+
+    fn check(&self, ret: c_int, what: &str) -> Result<()> {
+        if ret == 0 { Ok(()) } else { Err(self.error(what, ret.into())) }
+    }
+
+    fn error(&self, what: &str, ret: i64) -> Error {
+        fi_error(&format!("{what} on {} domain {}", self.limits.provider, self.limits.domain), ret)
+    }
+
+    /// The completion queue: tagged entries; a file descriptor to wait on where the provider
+    /// accepts FI_WAIT_FD (and gives it with FI_GETWAIT), else no wait object.
+    fn open_cq(&mut self, size: usize) -> Result<()> {
+        let mut attr = sys::fi_cq_attr { size, format: sys::FI_CQ_FORMAT_TAGGED, wait_obj: sys::FI_WAIT_FD, ..Default::default() };
+        // SAFETY: an open domain; the attributes are read during the call.
+        let ret = unsafe { sys::nrt_fi_cq_open(self.domain, &mut attr, &mut self.cq, null_mut()) };
+        if ret == 0 {
+            let mut fd: c_int = -1;
+            // SAFETY: FI_GETWAIT on an FI_WAIT_FD queue writes one int.
+            let got = unsafe { sys::nrt_fi_control(fid(self.cq), sys::FI_GETWAIT as c_int, (&raw mut fd).cast()) };
+            if got == 0 && fd >= 0 {
+                self.wait_fd = Some(fd);
+                self.wait_note = "FI_WAIT_FD".into();
+                return Ok(());
+            }
+            self.wait_note = format!("FI_WAIT_NONE (FI_GETWAIT: {})", strerror(got.into()));
+            close(&mut self.cq, "completion queue");
+        } else {
+            self.wait_note = format!("FI_WAIT_NONE (FI_WAIT_FD refused: {})", strerror(ret.into()));
+        }
+        let mut attr = sys::fi_cq_attr { size, format: sys::FI_CQ_FORMAT_TAGGED, wait_obj: sys::FI_WAIT_NONE, ..Default::default() };
+        // SAFETY: as above.
+        let ret = unsafe { sys::nrt_fi_cq_open(self.domain, &mut attr, &mut self.cq, null_mut()) };
+        self.check(ret, "fi_cq_open (FI_CQ_FORMAT_TAGGED)")
+    }
+
+    fn getname(&self) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; 64];
+        let mut len = buf.len();
+        // SAFETY: an enabled endpoint; buf holds len bytes, len receives the name's length.
+        let mut ret = unsafe { sys::nrt_fi_getname(fid(self.ep), buf.as_mut_ptr().cast(), &mut len) };
+        if ret == -(sys::FI_ETOOSMALL as c_int) && len > buf.len() {
+            buf.resize(len, 0);
+            // SAFETY: as above, with the length the provider asked for.
+            ret = unsafe { sys::nrt_fi_getname(fid(self.ep), buf.as_mut_ptr().cast(), &mut len) };
+        }
+        self.check(ret, "fi_getname")?;
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// FI_RMA is offered (`read`; `write_data` also needs remote CQ data: `Limits::write_data`).
+    pub fn rma(&self) -> bool {
+        self.caps & sys::FI_RMA != 0
+    }
+
+    /// Whether the caller may block on `wait_fd` now (`fi_trywait`): false when completions
+    /// wait (poll first) or the queue has no descriptor. (The progress thread polls libfabric
+    /// communicators every tick instead, so nothing calls it yet.)
+    #[allow(dead_code)]
+    pub fn trywait(&mut self) -> bool {
+        if self.wait_fd.is_none() {
+            return false;
+        }
+        let mut fids = [fid(self.cq)];
+        // SAFETY: the rail's fabric and one of its objects, read during the call.
+        unsafe { sys::nrt_fi_trywait(self.fabric, fids.as_mut_ptr(), 1) == 0 }
+    }
+
+    /// What the provider returned, for logs: capabilities, modes, limits, wait object.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} fabric {} domain {}: caps {} mode {} mr_mode {} max_msg_size {} inject_size {} cq_data_size {} \
+             write_data {} wait {}",
+            self.limits.provider,
+            self.limits.fabric,
+            self.limits.domain,
+            names(self.caps, &CAP_NAMES),
+            names(self.mode, &MODE_NAMES),
+            names(self.mr_mode, &MR_MODE_NAMES),
+            self.limits.max_msg,
+            self.limits.inject,
+            self.cq_data_size,
+            self.limits.write_data,
+            self.wait_note
+        )
+    }
+
+    /// The descriptor to pass for `mr`: only with FI_MR_LOCAL.
+    fn desc(&self, mr: Option<&Mr>, len: usize, what: &str) -> Result<*mut c_void> {
+        if !self.limits.mr_local {
+            return Ok(null_mut());
+        }
+        match mr {
+            Some(m) => Ok(std::ptr::with_exposed_provenance_mut(m.desc)),
+            None if len == 0 => Ok(null_mut()),
+            None => Err(Error::invalid(format!(
+                "{what} of {len} bytes without a registration: {} needs registered buffers (FI_MR_LOCAL)",
+                self.limits.provider
+            ))),
+        }
+    }
+
+    fn peer(&self, what: &str) -> Result<sys::fi_addr_t> {
+        self.peer.ok_or_else(|| Error::invalid(format!("{what}: the rail has no peer yet (connect first)")))
+    }
+
+    fn need_rma(&self, what: &str, data: bool) -> Result<()> {
+        if !self.rma() || (data && !self.limits.write_data) {
+            return Err(Error::invalid(format!(
+                "{what}: {} domain {} offers no {}",
+                self.limits.provider,
+                self.limits.domain,
+                if data { "RMA write with remote CQ data" } else { "RMA" }
+            )));
+        }
+        Ok(())
+    }
+
+    /// What a post's return means; the slot goes back unless the operation was taken.
+    fn posted(&mut self, ret: isize, slot: usize, what: &str) -> Result<Posted> {
+        let ret = ret as i64;
+        if ret == 0 {
+            return Ok(Posted::Ok);
+        }
+        self.ctxs.release(slot);
+        if ret == eagain() { Ok(Posted::Again) } else { Err(self.error(what, ret)) }
+    }
+
+    /// A completion for the operation whose context is `op`, or a peer's write.
+    fn complete(&mut self, op: *mut c_void, flags: u64, len: usize, tag: u64, data: u64, err: Option<String>) -> Result<Cqe> {
+        let data = if flags & sys::FI_REMOTE_CQ_DATA != 0 { data } else { 0 };
+        if let Some(i) = self.ctxs.index(op) {
+            let s = self.ctxs.release(i);
+            let recv = s.kind == CqKind::Recv;
+            return Ok(Cqe { ctx: s.user, kind: s.kind, len: if recv { len } else { s.len }, tag: if recv { tag } else { 0 }, data, err });
+        }
+        if flags & (sys::FI_REMOTE_WRITE | sys::FI_REMOTE_CQ_DATA) != 0 {
+            return Ok(Cqe { ctx: 0, kind: CqKind::RemoteWrite, len, tag: 0, data, err });
+        }
+        Err(Error::failure(format!(
+            "{} domain {}: a completion (context {op:p}, flags {flags:#x}) for nothing this rail posted{}",
+            self.limits.provider,
+            self.limits.domain,
+            err.map(|e| format!(": {e}")).unwrap_or_default()
+        )))
+    }
+
+    /// The error completion waiting at the head of the queue (`-FI_EAVAIL`).
+    fn read_error(&mut self, out: &mut Vec<Cqe>) -> Result<()> {
+        let mut e = sys::fi_cq_err_entry::default();
+        // SAFETY: an open queue; `e` is one error entry, err_data_size 0 so the provider keeps
+        // err_data (valid until the next read).
+        let n = unsafe { sys::nrt_fi_cq_readerr(self.cq, &mut e, 0) };
+        let n = n as i64;
+        if n == eagain() {
+            return Ok(());
+        }
+        if n < 0 {
+            return Err(self.error("fi_cq_readerr", n));
+        }
+        let mut buf: [c_char; 256] = [0; 256];
+        // SAFETY: the entry just read (its err_data still valid); buf holds its length; the
+        // result is buf or a string of the provider's.
+        let prov = unsafe { text(sys::nrt_fi_cq_strerror(self.cq, e.prov_errno, e.err_data, buf.as_mut_ptr(), buf.len())) };
+        let mut msg = format!("{} (error {}; provider {}: {prov})", strerror(e.err.into()), e.err, e.prov_errno);
+        if e.olen > 0 {
+            msg.push_str(&format!("; {} bytes did not fit", e.olen));
+        }
+        let c = self.complete(e.op_context, e.flags, e.len, e.tag, e.data, Some(msg))?;
+        out.push(c);
+        Ok(())
+    }
+}
+
+impl Rail for FabricRail {
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn name(&self) -> Vec<u8> {
+        self.name.clone()
+    }
+
+    fn connect(&mut self, peer: &[u8]) -> Result<()> {
+        if peer.is_empty() {
+            return Err(Error::invalid("libfabric connect: empty peer address"));
+        }
+        // The provider reads an address of its own format's size (or a string for FI_ADDR_STR):
+        // never past what we hand it.
+        let mut addr = peer.to_vec();
+        if addr.len() < self.name.len() {
+            addr.resize(self.name.len(), 0);
+        }
+        if self.addr_format == sys::FI_ADDR_STR && !addr.contains(&0) {
+            addr.push(0);
+        }
+        let mut fi_addr: sys::fi_addr_t = sys::ADDR_UNSPEC;
+        // SAFETY: an open address vector; addr holds one address of at least the provider's
+        // size (NUL-terminated for strings); fi_addr receives its handle.
+        let ret = unsafe { sys::nrt_fi_av_insert(self.av, addr.as_ptr().cast(), 1, &mut fi_addr, 0, null_mut()) };
+        if ret != 1 {
+            return Err(if ret < 0 {
+                self.error("fi_av_insert", ret.into())
+            } else {
+                Error::invalid(format!(
+                    "fi_av_insert on {} domain {}: the peer address was refused",
+                    self.limits.provider, self.limits.domain
+                ))
+            });
+        }
+        self.peer = Some(fi_addr);
+        Ok(())
+    }
+
+    fn register(&mut self, ptr: *const u8, len: usize, remote: bool) -> Result<Mr> {
+        if remote {
+            self.need_rma("fi_mr_reg for remote access", false)?;
+        }
+        let mut access = sys::FI_SEND | sys::FI_RECV;
+        if self.rma() {
+            access |= sys::FI_READ | sys::FI_WRITE;
+        }
+        if remote {
+            access |= sys::FI_REMOTE_READ | sys::FI_REMOTE_WRITE;
+        }
+        let requested_key = if self.mr_mode & sys::FI_MR_PROV_KEY != 0 {
+            0
+        } else {
+            self.next_key += 1;
+            self.next_key
+        };
+        let mut mr = null_mut();
+        // SAFETY: an open domain; the provider records (and may pin) ptr..ptr+len, which the
+        // caller keeps mapped until it deregisters; mr receives the registration.
+        let ret = unsafe { sys::nrt_fi_mr_reg(self.domain, ptr.cast(), len, access, 0, requested_key, 0, &mut mr, null_mut()) };
+        self.check(ret, &format!("fi_mr_reg of {len} bytes"))?;
+        // SAFETY: a registration just made.
+        let (desc, key) = unsafe { (sys::nrt_fi_mr_desc(mr), sys::nrt_fi_mr_key(mr)) };
+        self.mrs.entry(key).or_default().push(mr);
+        let remote_base = if self.mr_mode & sys::FI_MR_VIRT_ADDR != 0 { ptr.addr() as u64 } else { 0 };
+        Ok(Mr { desc: desc.expose_provenance(), key, remote_base })
+    }
+
+    fn deregister(&mut self, mr: &Mr) {
+        let Some(list) = self.mrs.get_mut(&mr.key) else {
+            crate::log_warn!("libfabric: deregistering key {:#x}, which this rail did not register", mr.key);
+            return;
+        };
+        // SAFETY: registrations of this rail, alive until closed below.
+        let pos = list.iter().position(|&m| unsafe { sys::nrt_fi_mr_desc(m) }.addr() == mr.desc).unwrap_or(0);
+        let mut m = list.swap_remove(pos);
+        if list.is_empty() {
+            self.mrs.remove(&mr.key);
+        }
+        close(&mut m, "memory registration");
+    }
+
+    unsafe fn tsend(&mut self, buf: *const u8, len: usize, mr: Option<&Mr>, tag: u64, ctx: u64) -> Result<Posted> {
+        let desc = self.desc(mr, len, "fi_tsend")?;
+        let dest = self.peer("fi_tsend")?;
+        let slot = self.ctxs.take(ctx, len, CqKind::Send);
+        // SAFETY: buf is valid for len bytes until the completion (the caller's contract); the
+        // context is a slot that stays put until its completion is read.
+        let ret = unsafe { sys::nrt_fi_tsend(self.ep, buf.cast(), len, desc, dest, tag, self.ctxs.ptr(slot)) };
+        self.posted(ret, slot, "fi_tsend")
+    }
+
+    unsafe fn trecv(&mut self, buf: *mut u8, len: usize, mr: Option<&Mr>, tag: u64, ignore: u64, ctx: u64) -> Result<Posted> {
+        let desc = self.desc(mr, len, "fi_trecv")?;
+        let src = self.peer("fi_trecv")?;
+        let slot = self.ctxs.take(ctx, len, CqKind::Recv);
+        // SAFETY: buf is valid for len bytes of writes until the completion (the caller's
+        // contract); the context stays put until its completion is read.
+        let ret = unsafe { sys::nrt_fi_trecv(self.ep, buf.cast(), len, desc, src, tag, ignore, self.ctxs.ptr(slot)) };
+        self.posted(ret, slot, "fi_trecv")
+    }
+
+    unsafe fn write_data(
+        &mut self,
+        buf: *const u8,
+        len: usize,
+        mr: Option<&Mr>,
+        data: u64,
+        raddr: u64,
+        rkey: u64,
+        ctx: u64,
+    ) -> Result<Posted> {
+        self.need_rma("fi_writedata", true)?;
+        let desc = self.desc(mr, len, "fi_writedata")?;
+        let dest = self.peer("fi_writedata")?;
+        let slot = self.ctxs.take(ctx, len, CqKind::Write);
+        // SAFETY: buf is valid for len bytes until the completion (the caller's contract); the
+        // context stays put until its completion is read; the peer checks raddr/rkey.
+        let ret = unsafe { sys::nrt_fi_writedata(self.ep, buf.cast(), len, desc, data, dest, raddr, rkey, self.ctxs.ptr(slot)) };
+        self.posted(ret, slot, "fi_writedata")
+    }
+
+    unsafe fn read(&mut self, buf: *mut u8, len: usize, mr: Option<&Mr>, raddr: u64, rkey: u64, ctx: u64) -> Result<Posted> {
+        self.need_rma("fi_read", false)?;
+        let desc = self.desc(mr, len, "fi_read")?;
+        let src = self.peer("fi_read")?;
+        let slot = self.ctxs.take(ctx, len, CqKind::Read);
+        // SAFETY: buf is valid for len bytes of writes until the completion (the caller's
+        // contract); the context stays put until its completion is read.
+        let ret = unsafe { sys::nrt_fi_read(self.ep, buf.cast(), len, desc, src, raddr, rkey, self.ctxs.ptr(slot)) };
+        self.posted(ret, slot, "fi_read")
+    }
+
+    fn poll(&mut self, out: &mut Vec<Cqe>) -> Result<()> {
+        let mut batch = [sys::fi_cq_tagged_entry::default(); BATCH];
+        for _ in 0..MAX_READS {
+            // SAFETY: an open queue of FI_CQ_FORMAT_TAGGED; batch holds BATCH such entries.
+            let n = unsafe { sys::nrt_fi_cq_read(self.cq, batch.as_mut_ptr().cast(), BATCH) };
+            let n = n as i64;
+            if n > 0 {
+                for e in &batch[..n as usize] {
+                    let c = self.complete(e.op_context, e.flags, e.len, e.tag, e.data, None)?;
+                    out.push(c);
+                }
+            } else if n == eagain() {
+                return Ok(());
+            } else if n == -i64::from(sys::FI_EAVAIL) {
+                self.read_error(out)?;
+            } else {
+                return Err(self.error("fi_cq_read", n));
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_fd(&self) -> Option<RawFd> {
+        self.wait_fd
+    }
+}
+
+impl Drop for FabricRail {
+    fn drop(&mut self) {
+        // The endpoint first (it uses all the rest), the registrations before their domain.
+        close(&mut self.ep, "endpoint");
+        close(&mut self.av, "address vector");
+        close(&mut self.cq, "completion queue");
+        for (_, list) in self.mrs.drain() {
+            for mut m in list {
+                close(&mut m, "memory registration");
+            }
+        }
+        close(&mut self.domain, "domain");
+        close(&mut self.fabric, "fabric");
+        if self.ctxs.in_use() > 0 {
+            crate::log_debug!("libfabric: {} operations were in flight when the rail closed", self.ctxs.in_use());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Two rails in one process (two endpoints of the same provider) talking to each other: tcp
+    //! (tcp;ofi_rxm on the loopback domain) and shm. Every wait is bounded (10 s).
+
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    const DEADLINE: Duration = Duration::from_secs(10);
+    const MIB: usize = 1 << 20;
+
+    fn pattern(len: usize, seed: u32) -> Vec<u8> {
+        (0..len).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 24) as u8).collect()
+    }
+
+    fn one_rail(provider: &str, domain: Option<&str>) -> FabricRail {
+        let want = domain.map_or(RailsWanted::Count(1), |d| RailsWanted::Domains(vec![d.to_string()]));
+        let mut rails = open_rails(Some(provider), want).unwrap_or_else(|e| panic!("open_rails({provider}): {e}"));
+        assert_eq!(rails.len(), 1);
+        rails.remove(0)
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Side {
+        A,
+        B,
+    }
+
+    /// Rail `a` and rail `b`, connected to each other, and what each reported and nobody took yet.
+    struct Pair {
+        a: FabricRail,
+        b: FabricRail,
+        ca: Vec<Cqe>,
+        cb: Vec<Cqe>,
+    }
+
+    impl Pair {
+        fn new(provider: &str, domain: Option<&str>) -> Pair {
+            let mut a = one_rail(provider, domain);
+            let mut b = one_rail(provider, domain);
+            eprintln!("{}", a.describe());
+            let (na, nb) = (a.name(), b.name());
+            assert!(!na.is_empty() && na != nb, "endpoint names {na:?} {nb:?}");
+            a.connect(&nb).unwrap();
+            b.connect(&na).unwrap();
+            Pair { a, b, ca: Vec::new(), cb: Vec::new() }
+        }
+
+        fn progress(&mut self) {
+            self.a.poll(&mut self.ca).unwrap();
+            self.b.poll(&mut self.cb).unwrap();
+        }
+
+        /// Posts `op` (on either rail) until the provider takes it.
+        fn post(&mut self, mut op: impl FnMut(&mut FabricRail, &mut FabricRail) -> Result<Posted>) {
+            let end = Instant::now() + DEADLINE;
+            while op(&mut self.a, &mut self.b).unwrap() == Posted::Again {
+                assert!(Instant::now() < end, "the provider did not take the operation within {DEADLINE:?}");
+                self.progress();
+            }
+        }
+
+        /// The first completion on `side` that `want` accepts, polling both rails meanwhile.
+        fn take(&mut self, side: Side, want: impl Fn(&Cqe) -> bool) -> Cqe {
+            let end = Instant::now() + DEADLINE;
+            loop {
+                let list = if side == Side::A { &mut self.ca } else { &mut self.cb };
+                if let Some(i) = list.iter().position(&want) {
+                    return list.remove(i);
+                }
+                assert!(Instant::now() < end, "no such completion on {side:?} within {DEADLINE:?}: a {:?} b {:?}", self.ca, self.cb);
+                self.progress();
+            }
+        }
+
+        /// Every context went back to its slab, and nothing is left unreported.
+        fn assert_idle(&mut self) {
+            self.progress();
+            assert!(self.ca.is_empty() && self.cb.is_empty(), "left over: a {:?} b {:?}", self.ca, self.cb);
+            assert_eq!(self.a.ctxs.in_use(), 0);
+            assert_eq!(self.b.ctxs.in_use(), 0);
+        }
+    }
+
+    /// A tagged message of `len` bytes from a to b; `recv_first`: the receive is posted before
+    /// the send (else the message arrives unexpected).
+    fn tagged(p: &mut Pair, len: usize, recv_first: bool) {
+        let send = pattern(len, len as u32);
+        let mut recv = vec![0u8; len];
+        let (sptr, rptr) = (send.as_ptr(), recv.as_mut_ptr());
+        let smr = p.a.register(sptr, len, false).unwrap();
+        let rmr = p.b.register(rptr, len, false).unwrap();
+        let tag = 0x7a6_0000_0000 | len as u64;
+        // SAFETY: the buffers outlive their completions, taken below (both closures).
+        let post_recv = |p: &mut Pair| p.post(|_, b| unsafe { b.trecv(rptr, len, Some(&rmr), tag, 0, 10) });
+        // SAFETY: as above.
+        let post_send = |p: &mut Pair| p.post(|a, _| unsafe { a.tsend(sptr, len, Some(&smr), tag, 11) });
+        if recv_first {
+            post_recv(p);
+            post_send(p);
+        } else {
+            post_send(p);
+            post_recv(p);
+        }
+        let r = p.take(Side::B, |c| c.ctx == 10);
+        assert_eq!((r.kind, r.len, r.tag, r.err.as_deref()), (CqKind::Recv, len, tag, None), "{r:?}");
+        let s = p.take(Side::A, |c| c.ctx == 11);
+        assert_eq!((s.kind, s.err.as_deref()), (CqKind::Send, None), "{s:?}");
+        assert!(recv == send, "{len} bytes received differ from those sent");
+        p.a.deregister(&smr);
+        p.b.deregister(&rmr);
+    }
+
+    /// 1 MiB written from a into b's registered buffer, with remote CQ data.
+    fn write_data(p: &mut Pair) {
+        let src = pattern(MIB, 7);
+        let mut dst = vec![0u8; MIB];
+        let smr = p.a.register(src.as_ptr(), MIB, false).unwrap();
+        let dmr = p.b.register(dst.as_mut_ptr(), MIB, true).unwrap();
+        let data = 0x0123_4567_89ab_cdef;
+        let sptr = src.as_ptr();
+        // SAFETY: src outlives the completion, taken below; dst is registered for remote writes.
+        p.post(|a, _| unsafe { a.write_data(sptr, MIB, Some(&smr), data, dmr.remote_base, dmr.key, 20) });
+        let w = p.take(Side::A, |c| c.ctx == 20);
+        assert_eq!((w.kind, w.err.as_deref()), (CqKind::Write, None), "{w:?}");
+        let r = p.take(Side::B, |c| c.kind == CqKind::RemoteWrite);
+        assert_eq!((r.ctx, r.data, r.err.as_deref()), (0, data, None), "{r:?}");
+        assert!(dst == src, "1 MiB written differs from the source");
+        p.a.deregister(&smr);
+        p.b.deregister(&dmr);
+    }
+
+    /// 1 MiB read by b from a's registered buffer.
+    fn read(p: &mut Pair) {
+        let src = pattern(MIB, 9);
+        let mut dst = vec![0u8; MIB];
+        let smr = p.a.register(src.as_ptr(), MIB, true).unwrap();
+        let dptr = dst.as_mut_ptr();
+        let dmr = p.b.register(dptr, MIB, false).unwrap();
+        // SAFETY: dst outlives the completion, taken below; src is registered for remote reads.
+        p.post(|_, b| unsafe { b.read(dptr, MIB, Some(&dmr), smr.remote_base, smr.key, 30) });
+        let r = p.take(Side::B, |c| c.ctx == 30);
+        assert_eq!((r.kind, r.len, r.err.as_deref()), (CqKind::Read, MIB, None), "{r:?}");
+        assert!(dst == src, "1 MiB read differs from the source");
+        p.a.deregister(&smr);
+        p.b.deregister(&dmr);
+    }
+
+    /// A receive shorter than its send completes with an error (fi_cq_readerr), its context kept.
+    fn truncated(p: &mut Pair) {
+        let send = pattern(1024, 3);
+        let mut recv = vec![0u8; 8];
+        let (sptr, rptr) = (send.as_ptr(), recv.as_mut_ptr());
+        let smr = p.a.register(sptr, send.len(), false).unwrap();
+        let rmr = p.b.register(rptr, recv.len(), false).unwrap();
+        // SAFETY: the buffers outlive their completions, taken below.
+        p.post(|_, b| unsafe { b.trecv(rptr, 8, Some(&rmr), 0x51, 0, 40) });
+        // SAFETY: as above.
+        p.post(|a, _| unsafe { a.tsend(sptr, 1024, Some(&smr), 0x51, 41) });
+        let r = p.take(Side::B, |c| c.ctx == 40);
+        assert_eq!(r.kind, CqKind::Recv);
+        let msg = r.err.unwrap_or_else(|| panic!("a receive of 8 bytes for 1024 completed without an error"));
+        eprintln!("{}: truncated receive: {msg}", p.a.limits.provider);
+        // The send completes too, however the provider judges it.
+        let s = p.take(Side::A, |c| c.ctx == 41);
+        assert_eq!(s.kind, CqKind::Send);
+        p.a.deregister(&smr);
+        p.b.deregister(&rmr);
+    }
+
+    fn exercise(provider: &str, domain: Option<&str>) {
+        let mut p = Pair::new(provider, domain);
+        if let Some(fd) = p.a.wait_fd() {
+            // SAFETY: F_GETFD only reads the descriptor's flags.
+            assert!(unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0, "FI_GETWAIT gave a closed descriptor");
+        }
+        tagged(&mut p, 8, false);
+        tagged(&mut p, MIB, true);
+        p.assert_idle();
+        if p.a.limits.write_data {
+            write_data(&mut p);
+            p.assert_idle();
+        } else {
+            eprintln!("{provider}: no RMA write with remote CQ data; skipped");
+        }
+        if p.a.rma() {
+            read(&mut p);
+            p.assert_idle();
+        } else {
+            eprintln!("{provider}: no RMA; read skipped");
+        }
+        truncated(&mut p);
+        p.assert_idle();
+    }
+
+    #[test]
+    fn ofi_tcp_loopback_tagged_write_read() {
+        exercise("tcp", Some("lo"));
+    }
+
+    #[test]
+    fn ofi_shm_tagged_write_read() {
+        exercise("shm", None);
+    }
+
+    /// Where the queue has a descriptor (tcp): a receiver blocked on it (after `trywait`) is
+    /// woken by a message, the first one (which sets up rxm's connection) and the next; the
+    /// sender runs on its own thread meanwhile.
+    #[test]
+    fn ofi_tcp_wait_fd_wakes_the_receiver() {
+        let mut a = one_rail("tcp", Some("lo"));
+        let mut b = one_rail("tcp", Some("lo"));
+        let (na, nb) = (a.name(), b.name());
+        a.connect(&nb).unwrap();
+        b.connect(&na).unwrap();
+        let Some(fd) = b.wait_fd() else {
+            eprintln!("tcp: no FI_WAIT_FD; skipped");
+            return;
+        };
+        let mut cb = Vec::new();
+        for round in 0..2u64 {
+            let mut recv = [0u8; 8];
+            let rptr = recv.as_mut_ptr();
+            // SAFETY: recv outlives the completion, awaited below.
+            assert_eq!(unsafe { b.trecv(rptr, 8, None, 0x77, 0, 50 + round) }.unwrap(), Posted::Ok);
+            let end = Instant::now() + DEADLINE;
+            while !b.trywait() {
+                b.poll(&mut cb).unwrap();
+                assert!(cb.is_empty() && Instant::now() < end, "the receiver does not settle: {cb:?}");
+            }
+            // Blocked from here on: the sender, on its own thread, sends and progresses its end.
+            let sender = std::thread::spawn(move || {
+                let send = pattern(8, 5);
+                let mut ca = Vec::new();
+                let end = Instant::now() + DEADLINE;
+                // SAFETY: send outlives the completion, awaited below.
+                while unsafe { a.tsend(send.as_ptr(), 8, None, 0x77, 60 + round) }.unwrap() == Posted::Again {
+                    a.poll(&mut ca).unwrap();
+                }
+                while !ca.iter().any(|c| c.ctx == 60 + round) {
+                    assert!(Instant::now() < end, "the send did not complete");
+                    a.poll(&mut ca).unwrap();
+                }
+                // The sender keeps progressing a while (rxm's rendezvous/connection steps).
+                let until = Instant::now() + Duration::from_millis(200);
+                while Instant::now() < until {
+                    a.poll(&mut ca).unwrap();
+                }
+                (a, send)
+            });
+            let mut wakes = 0;
+            loop {
+                if b.trywait() {
+                    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+                    // SAFETY: one valid pollfd.
+                    let n = unsafe { libc::poll(&mut pfd, 1, 5000) };
+                    assert_eq!(n, 1, "round {round}: the descriptor did not wake the receiver within 5 s ({wakes} wakes so far)");
+                    wakes += 1;
+                }
+                b.poll(&mut cb).unwrap();
+                if cb.iter().any(|c| c.ctx == 50 + round) {
+                    break;
+                }
+                assert!(Instant::now() < end, "round {round}: the receive did not complete");
+            }
+            let (a2, send) = sender.join().unwrap();
+            a = a2;
+            let r = cb.remove(cb.iter().position(|c| c.ctx == 50 + round).unwrap());
+            assert_eq!((r.len, r.err.as_deref()), (8, None));
+            assert!(recv[..] == send[..]);
+            eprintln!("tcp wait fd, round {round}: woken {wakes} times before the receive completed");
+        }
+    }
+
+    #[test]
+    fn ofi_open_rails_refuses_what_is_not_offered() {
+        let e = open_rails(Some("tcp"), RailsWanted::Domains(vec!["no-such-domain".into()])).err().expect("an unknown domain");
+        assert!(e.msg.contains("no-such-domain") && e.msg.contains("lo"), "{e}");
+        assert!(open_rails(Some("tcp"), RailsWanted::Count(100_000)).is_err());
+        assert!(open_rails(Some("tcp"), RailsWanted::Count(0)).is_err());
+        assert!(open_rails(Some("no-such-provider"), RailsWanted::All).is_err());
+    }
+
+    /// No provider named: libfabric's first choice (FI_PROVIDER narrows it), one provider for
+    /// every rail.
+    #[test]
+    fn ofi_no_provider_named_gives_rails_of_one_provider() {
+        let rails = open_rails(None, RailsWanted::All).unwrap();
+        let first = &rails[0].limits().provider;
+        for r in &rails {
+            eprintln!("no provider named: {}", r.describe());
+            assert_eq!(&r.limits().provider, first);
+        }
+    }
+
+    #[test]
+    fn ofi_operations_need_a_peer() {
+        let mut r = one_rail("tcp", Some("lo"));
+        let buf = [0u8; 8];
+        let mr = r.register(buf.as_ptr(), buf.len(), false).unwrap();
+        // SAFETY: not posted (no peer); buf outlives the call anyway.
+        let e = unsafe { r.tsend(buf.as_ptr(), buf.len(), Some(&mr), 1, 1) }.expect_err("a send without a peer");
+        assert!(e.msg.contains("no peer"), "{e}");
+        assert_eq!(r.ctxs.in_use(), 0);
+        assert!(r.connect(&[]).is_err());
+        r.deregister(&mr);
+    }
+}
