@@ -45,5 +45,23 @@ for prov in tcp shm; do
     else fail "[ofi $prov] t_transfer at log level info (see $tlog)"; tail -5 "$tlog"; fi
     start=$((start + 200))
 done
+# Two rails on real libfabric: FI_PROVIDER=tcp over two of its domains (lo and the host's
+# interface), t_transfer's every byte checked, and the debug log's per-rail byte counters show that
+# both rails carried bytes. Needs a second domain (a network interface besides lo).
+if [ "$(fi_info -p tcp -t FI_EP_RDM 2>/dev/null | awk '/domain:/ {print $2}' | sort -u | wc -l)" -ge 2 ]; then
+    rlog=$LOGDIR/ofi-tcp-2rails.log
+    if FI_PROVIDER=tcp NEURON_RT_ASYNC_SENDRECV_OFI_RAILS=2 NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi NRT_TEST_PORT_BASE=$((start + 9000)) \
+           NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=debug timeout 120 build/c_tests/t_transfer >"$rlog" 2>&1 \
+       && python3 - "$rlog" <<'PY'
+import re, sys
+rows = [list(map(int, m.group(1).split(","))) for m in re.finditer(r"bytes per rail: \[([0-9, ]+)\]", open(sys.argv[1]).read())]
+assert rows and all(len(r) == 2 for r in rows), rows
+assert any(all(b > 1 << 20 for b in r) for r in rows), rows
+PY
+    then pass "[ofi tcp] two rails: t_transfer, both rails carried bytes ($(grep -m1 -o 'bytes per rail: \[[0-9, ]*\]' "$rlog"))"
+    else fail "[ofi tcp] two rails (see $rlog)"; tail -5 "$rlog"; fi
+else
+    echo "SKIP [ofi tcp] two rails: the tcp provider offers one domain here"
+fi
 echo "ofi: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -256,7 +256,7 @@ collect faults "$LOGDIR/faults.log"
 # 8c. libfabric (make test-ofi): the rails' tests, the C suite over FI_PROVIDER=tcp and shm.
 echo "== libfabric transport"
 if [ "${OFI:-1}" = 1 ]; then
-    scripts/test-ofi.sh 2>&1 | tee "$LOGDIR/ofi.log" | grep -E "^(PASS|FAIL) "
+    scripts/test-ofi.sh 2>&1 | tee "$LOGDIR/ofi.log" | grep -E "^(PASS|FAIL|SKIP) "
     collect ofi "$LOGDIR/ofi.log"
 fi
 
