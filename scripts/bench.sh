@@ -76,6 +76,7 @@ command -v cc >/dev/null 2>&1 || need="$need gcc"
 command -v timeout >/dev/null 2>&1 || need="$need coreutils"
 command -v iperf3 >/dev/null 2>&1 || need="$need iperf3"
 command -v ucx_perftest >/dev/null 2>&1 || need="$need ucx-utils"
+command -v fi_pingpong >/dev/null 2>&1 || need="$need libfabric-bin"
 # The plot's text.
 ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1 || need="$need fonts-dejavu-core"
 if [ -n "$need" ]; then
@@ -359,6 +360,16 @@ if [ $TOOL_OK = 1 ] && [ ${#runs[@]} -gt 0 ]; then
     fi
 else
     fail "plot: no nrt run to plot; $OUT/report.png not written"
+fi
+# ------------------------------------------------------------------ libfabric
+# The ofi transport against fi_pingpong on the same provider (tcp, shm): its own target lines and
+# "bench ofi: ..." line, and its table in $DOC (scripts/bench_ofi.py).
+if [ $TOOL_OK = 1 ] && command -v fi_pingpong >/dev/null 2>&1 && ldd build/lib/libnrt.so.1 | grep -q libfabric; then
+    idle_check ofi
+    run_fg python3 scripts/bench_ofi.py "$TOOL" "$TMP" "$DOC" || fail "ofi: a measurement failed (see the lines above)"
+    phase_end ofi
+else
+    log "ofi: skipped (no fi_pingpong, or the library was built with OFI=0)"
 fi
 cleanup
 log "writing $OUT/results.json and the latest results in $DOC"
