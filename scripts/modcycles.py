@@ -288,9 +288,10 @@ class Source:
             elif t in ("crate", "super", "self") and i and toks[i - 1][0] == "::":
                 i += 1  # a::self (the rest of a path already taken)
                 continue
-            if t in self.children and i + 2 < len(toks) and toks[i + 1][0] == "::" and not stack and (i == 0 or toks[i - 1][0] != "::"):
-                t = "self"  # a bare child path: read as self::child::...
-                segs, line = ["self"], toks[i][1]
+            bare = t in self.children and i + 2 < len(toks) and toks[i + 1][0] == "::" and not stack and toks[i - 1][0] != "::"
+            if bare or t in ("crate", "super", "self"):
+                # A bare child path reads as self::child::...
+                segs, line = (["self"] if bare else []), toks[i][1]
                 while i < len(toks) and IDENT.fullmatch(toks[i][0]):
                     segs.append(toks[i][0])
                     i += 1
@@ -298,19 +299,7 @@ class Source:
                         i += 1
                     else:
                         break
-                if len(segs) > 2:
-                    self.add(segs, here, line)
-                continue
-            if t in ("crate", "super", "self"):
-                segs, line = [], toks[i][1]
-                while i < len(toks) and IDENT.fullmatch(toks[i][0]):
-                    segs.append(toks[i][0])
-                    i += 1
-                    if i + 1 < len(toks) and toks[i][0] == "::" and IDENT.fullmatch(toks[i + 1][0]):
-                        i += 1
-                    else:
-                        break
-                if len(segs) > 1:
+                if len(segs) > 1 + bare:
                     self.add(segs, here, line)
                 continue
             i += 1
