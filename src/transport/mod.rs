@@ -8,7 +8,7 @@
 //! - `shm/`: same-host shared memory (a ring channel per communicator, one copy);
 //! - `verbs/`: RDMA verbs (RC queue pair; eager sends and RDMA-write rendezvous);
 //! - `ofi/`: libfabric RDM endpoints over one or more rails (eager sends, and striped RMA writes
-//!   with remote CQ data or reads), for EFA; its protocol, not wired in yet.
+//!   with remote CQ data or reads), for EFA and every other libfabric provider.
 //!
 //! Adding a transport is a folder that implements [`Transport`], one variant of
 //! [`any::AnyTransport`] (what a communicator holds), and one arm where the lnc chooses a
