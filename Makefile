@@ -39,7 +39,10 @@ LIBS      += -lfabric
 endif
 FEATURES  := $(if $(strip $(FEATLIST)),--features $(subst $(space),$(comma),$(strip $(FEATLIST))))
 NATIVE    := $(strip $(LIBS) -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
-P_NATIVE  := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+# The preload library carries libfabric too (OFI=1): vendor tensors without a host address are
+# staged through host memory of ours.
+P_FEATURES := $(if $(filter 1,$(OFI)),preload$(comma)ofi,preload)
+P_NATIVE  := $(strip $(if $(filter 1,$(OFI)),-lfabric) -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
 DEMO      := $(BUILD)/bin/nrt_demo
 # LD_PRELOAD mode: the same crate with feature `preload`, only the eleven send/receive exports.
 P_STATIC  := target/preload/release/libnrt_sendrecv.a
@@ -76,7 +79,7 @@ $(LIB): $(STATIC) $(MAP) $(LINKCFG)
 lib: deps $(LIB) $(P_LIB)
 
 $(P_STATIC): FORCE
-	$(CARGO) build --release --lib --locked --features preload --target-dir target/preload
+	$(CARGO) build --release --lib --locked --features $(P_FEATURES) --target-dir target/preload
 
 $(P_LIB): $(P_STATIC) $(P_MAP)
 	@mkdir -p $(LIBDIR)

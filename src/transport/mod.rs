@@ -94,6 +94,11 @@ impl<'a> Completions<'a> {
         (self.apply)(d);
     }
 
+    /// The message a caller polls for.
+    pub fn watch(&self) -> Option<u64> {
+        self.watch
+    }
+
     /// Whether message `seq`, the one a caller polls for, was reported during this call.
     pub fn saw(&self, seq: u64) -> bool {
         self.watch == Some(seq) && self.seen.is_some()

@@ -5,10 +5,12 @@
 use super::proto::Proto;
 use super::rail::Rail;
 use crate::status::{Error, Result};
+use crate::tensor::{Region, StagedMemory, Tensor};
 use crate::transport::tcp::{Stream, TcpTransport};
-use crate::transport::{Completions, Kind, Msg, Transport, Wait, WaitFd};
+use crate::transport::{Completions, Done, Kind, Msg, Transport, Wait, WaitFd};
 use crate::wire::{Frame, OFI_NAME_MAX, OFI_PIECE};
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 /// FNV-1a of the provider's name: both sides must run the same provider.
 fn provider_hash(name: &str) -> u32 {
@@ -18,6 +20,7 @@ fn provider_hash(name: &str) -> u32 {
 /// A communicator's libfabric data path: the protocol over its rails, and the connection's TCP
 /// streams, which carry the endpoint names at set-up and then only tell that the peer has gone.
 pub struct OfiTransport {
+    kind: Kind,
     link: TcpTransport,
     proto: Proto,
     provider: String,
@@ -34,6 +37,9 @@ pub struct OfiTransport {
     fds: Vec<RawFd>,
     /// Who this is, for the log.
     who: String,
+    /// Receives into device memory (the LD_PRELOAD library's vendor tensors without a host
+    /// address): the message lands in host memory of ours, copied out before it is reported.
+    staged: Vec<(u64, Region, Arc<dyn StagedMemory>)>,
 }
 
 impl OfiTransport {
@@ -47,6 +53,7 @@ impl OfiTransport {
         let names = proto.names();
         let fds = proto.wait_fds();
         let mut t = OfiTransport {
+            kind,
             link: TcpTransport::link(kind, streams),
             proto,
             hash: provider_hash(&limits.provider),
@@ -58,6 +65,7 @@ impl OfiTransport {
             started: false,
             fds,
             who,
+            staged: Vec::new(),
         };
         for (rail, name) in names.iter().enumerate() {
             if name.is_empty() || name.len() > OFI_NAME_MAX {
@@ -114,7 +122,35 @@ impl OfiTransport {
             self.started = true;
             crate::log_info!("{}: libfabric {} on {} rail(s) connected", self.who, self.provider, self.nrails);
         }
-        self.proto.progress(done)
+        self.with_staging(done, |p, d| p.progress(d))
+    }
+
+    /// `f` over the protocol, with the receives into device memory copied out before they are
+    /// reported.
+    fn with_staging<R>(&mut self, done: &mut Completions<'_>, f: impl FnOnce(&mut Proto, &mut Completions<'_>) -> Result<R>) -> Result<R> {
+        if self.staged.is_empty() {
+            return f(&mut self.proto, done);
+        }
+        let (proto, staged) = (&mut self.proto, &mut self.staged);
+        let watch = done.watch();
+        let mut apply = |d: Done| {
+            let Some(pos) = staged.iter().position(|s| s.0 == d.seq()) else { return done.push(d) };
+            let (seq, host, mem) = staged.swap_remove(pos);
+            let d = match d {
+                Done::Ok { bytes, .. } => {
+                    // SAFETY: the host region is memory of ours, `bytes` <= its length (the
+                    // protocol checked the receive's capacity), and no operation uses it any more.
+                    let landed = unsafe { std::slice::from_raw_parts(host.ptr(), bytes as usize) };
+                    match mem.write(0, landed) {
+                        Ok(()) => Done::Ok { seq, bytes },
+                        Err(e) => Done::Failed { seq, err: e },
+                    }
+                }
+                failed => failed,
+            };
+            done.push(d);
+        };
+        f(proto, &mut Completions::new(&mut apply, watch))
     }
 
     /// Bytes each rail carried (logged at debug level when the communicator goes).
@@ -135,11 +171,21 @@ impl Transport for OfiTransport {
     }
 
     fn post(&mut self, m: Msg, done: &mut Completions<'_>) -> Result<()> {
-        self.proto.post(m, done)
+        let Some(mem) = m.region.staging().cloned() else { return self.with_staging(done, |p, d| p.post(m, d)) };
+        // Device memory: through host memory of ours (registered like any tensor of ours).
+        let len = m.region.len();
+        let host = Tensor::allocate(len.max(1), "nrt-sr-ofi-stage".into())?.region(0, len)?;
+        if self.kind == Kind::Send {
+            // SAFETY: `host` is `len` bytes of memory of ours that nothing else uses yet.
+            mem.read(0, unsafe { std::slice::from_raw_parts_mut(host.ptr(), len) })?;
+        } else {
+            self.staged.push((m.seq, host.clone(), mem));
+        }
+        self.with_staging(done, |p, d| p.post(Msg { seq: m.seq, region: host }, d))
     }
 
     fn after_post(&mut self, _pump: bool, done: &mut Completions<'_>) -> Result<bool> {
-        self.proto.progress(done).map(|_| false)
+        self.with_staging(done, |p, d| p.progress(d)).map(|_| false)
     }
 
     fn progress(&mut self, done: &mut Completions<'_>) -> Result<()> {
@@ -156,7 +202,7 @@ impl Transport for OfiTransport {
             self.handle_frames(done)?;
             return self.link.flush_control().map(|_| false);
         }
-        self.proto.progress(done).map(|_| false)
+        self.with_staging(done, |p, d| p.progress(d)).map(|_| false)
     }
 
     fn flush_control(&mut self) -> Result<()> {
