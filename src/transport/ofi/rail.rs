@@ -112,4 +112,7 @@ pub trait Rail: Send {
     /// A descriptor that becomes readable when a completion waits (`FI_WAIT_FD`), where the
     /// provider has one.
     fn wait_fd(&self) -> Option<RawFd>;
+    /// The communicator goes: cancel what is still posted, let it come back, and close the
+    /// endpoint, before the buffers and registrations those operations use are released.
+    fn quiesce(&mut self) {}
 }

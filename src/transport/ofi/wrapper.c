@@ -124,6 +124,11 @@ int nrt_fi_close(struct fid *fid)
 	return fi_close(fid);
 }
 
+ssize_t nrt_fi_cancel(struct fid *fid, void *context)
+{
+	return fi_cancel(fid, context);
+}
+
 int nrt_fi_control(struct fid *fid, int command, void *arg)
 {
 	return fi_control(fid, command, arg);

@@ -313,6 +313,10 @@ impl Proto {
 
 impl Drop for Proto {
     fn drop(&mut self) {
+        // The endpoints stop before any registration goes (Core's drop would be too late).
+        for r in &mut self.core.rails {
+            r.quiesce();
+        }
         match &mut self.side {
             Side::Send(s) => s.release_all(&mut self.core),
             Side::Recv(r) => r.release_all(&mut self.core),

@@ -288,6 +288,10 @@ impl Core {
 
 impl Drop for Core {
     fn drop(&mut self) {
+        // The endpoints stop first: nothing posted may still use a buffer or registration below.
+        for r in &mut self.rails {
+            r.quiesce();
+        }
         self.cache.clear(&mut self.rails);
         let mrs = std::mem::take(&mut self.slot_mrs);
         super::mr::deregister_all(&mut self.rails, &mrs);
