@@ -5,8 +5,11 @@
 # Cases: the link down for 2 s mid-transfer (must recover, nothing lost), the link down for good
 # (NRT_TIMEOUT at the request deadline), the receiver SIGKILLed (NRT_FAILURE within 2 s) and
 # SIGSTOPped (NRT_TIMEOUT at the deadline), and 1,000 init/transfer/close rounds (descriptors and
-# RSS back to where they were). Each case prints the time to the error it measured; the matrix
-# also goes to build/faults/matrix.md. Ends with "faults: N passed, M failed".
+# RSS back to where they were). The transfer cases run twice: over the TCP transport, then over
+# libfabric (NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi, FI_PROVIDER=tcp: tcp;ofi_rxm, whose rail the
+# library narrows to the connection's interface, vA / vB; skipped with OFI=0). Each case prints
+# the time to the error it measured; the matrix also goes to build/faults/matrix.md. Ends with
+# "faults: N passed, M failed".
 # (Packet loss, delay, reordering, duplication and a rate cap need tc netem, which this host kernel
 # lacks: scripts/rdma-vm.sh runs those inside its VM; see docs/faults.md.)
 set -u
@@ -18,11 +21,11 @@ A=nrtfA$$ B=nrtfB$$
 IPA=10.77.0.1 IPB=10.77.0.2
 passed=0; failed=0
 MATRIX=$OUT/matrix.md
-printf '| fault | expected | measured | bytes verified |\n|---|---|---|---|\n' > "$MATRIX"
+printf '| transport | fault | expected | measured | bytes verified |\n|---|---|---|---|---|\n' > "$MATRIX"
 res() { # ok name detail
     if [ "$1" -eq 0 ]; then echo "PASS $2 ($3)"; passed=$((passed + 1)); else echo "FAIL $2 ($3)"; failed=$((failed + 1)); fi
 }
-row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" >> "$MATRIX"; }
+row() { printf '| %s | %s | %s | %s | %s |\n' "$TR" "$1" "$2" "$3" "$4" >> "$MATRIX"; }
 
 cleanup() {
     ip netns pids "$A" 2>/dev/null | xargs -r kill -9 2>/dev/null
@@ -47,20 +50,38 @@ ip -n "$A" link set vA up; ip -n "$B" link set vB up
 
 export NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=error NEURON_RT_ASYNC_SENDRECV_TRANSPORT=tcp
 export NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=23000
+unset NEURON_RT_ASYNC_SENDRECV_OFI_PROVIDER NEURON_RT_ASYNC_SENDRECV_OFI_RAILS FI_PROVIDER
 MB=1048576
+
+# The transport under test: TR names it in results and the matrix, TENV is the environment of
+# every f_node (faulted pair and bystander alike).
+use_transport() { # tcp|ofi
+    TR=$1
+    case $1 in
+        tcp) TENV=(NEURON_RT_ASYNC_SENDRECV_TRANSPORT=tcp) ;;
+        ofi) TENV=(NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi FI_PROVIDER=tcp) ;;
+    esac
+}
+# The last line a node printed, leaving out the library's log lines; a crash says so.
+last() {
+    if grep -q "terminated with signal" "$1"; then echo "CRASHED: $(grep -m1 -o 'terminated with signal [0-9]*' "$1"), top frame $(grep -m1 -A1 'Backtrace:' "$1" | tail -1)"
+    else grep -v '^nrt-sendrecv ' "$1" | tail -1; fi
+}
+# Keeps a case's outputs (build/faults/TR.CASE.{send,recv}.out) for a look after the run.
+keep() { cp "$OUT/send.out" "$OUT/$TR.$1.send.out"; cp "$OUT/recv.out" "$OUT/$TR.$1.recv.out"; }
 
 # A bystander: another communicator pair (lnc 4 -> lnc 5, loopback inside namespace A) that runs
 # through every fault case and must finish untouched.
 start_bystander() {
     : >"$OUT/by_recv.out"; : >"$OUT/by_send.out"
-    ip netns exec "$A" timeout 120 "$OUT/f_node" recv 5 127.0.0.1 4 "$1" $MB >"$OUT/by_recv.out" 2>&1 &
+    env "${TENV[@]}" ip netns exec "$A" timeout 120 "$OUT/f_node" recv 5 127.0.0.1 4 "$1" $MB >"$OUT/by_recv.out" 2>&1 &
     BRPID=$!
-    ip netns exec "$A" timeout 120 "$OUT/f_node" send 4 127.0.0.1 5 "$1" $MB >"$OUT/by_send.out" 2>&1 &
+    env "${TENV[@]}" ip netns exec "$A" timeout 120 "$OUT/f_node" send 4 127.0.0.1 5 "$1" $MB >"$OUT/by_send.out" 2>&1 &
     BSPID=$!
 }
 check_bystander() { # name
     wait $BSPID; local s=$?; wait $BRPID; local r=$?
-    res $(( s || r )) "$1: other communicators unaffected" "bystander receiver: $(tail -1 "$OUT/by_recv.out")"
+    res $(( s || r )) "$TR: $1: other communicators unaffected" "bystander receiver: $(last "$OUT/by_recv.out")"
 }
 
 # start_pair COUNT [extra env...]: receiver in B, sender in A, outputs in $OUT/{recv,send}.out
@@ -68,9 +89,9 @@ start_pair() {
     local count=$1; shift
     start_bystander 2000
     : >"$OUT/recv.out"; : >"$OUT/send.out"
-    env "$@" ip netns exec "$B" timeout 120 "$OUT/f_node" recv 1 $IPA 0 "$count" $MB >"$OUT/recv.out" 2>&1 &
+    env "${TENV[@]}" "$@" ip netns exec "$B" timeout 120 "$OUT/f_node" recv 1 $IPA 0 "$count" $MB >"$OUT/recv.out" 2>&1 &
     RPID=$!
-    env "$@" ip netns exec "$A" timeout 120 "$OUT/f_node" send 0 $IPB 1 "$count" $MB >"$OUT/send.out" 2>&1 &
+    env "${TENV[@]}" "$@" ip netns exec "$A" timeout 120 "$OUT/f_node" send 0 $IPB 1 "$count" $MB >"$OUT/send.out" 2>&1 &
     SPID=$!
 }
 # wait_progress FILE N: until FILE reports message N (bounded: 60 s)
@@ -84,15 +105,19 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
 node_pid() { pgrep -f "^$OUT/f_node $1 1 " | head -1; }  # the faulted receiver (lnc 1), not the bystander
 
 # 0. Baseline.
-start_pair 300
-wait $SPID; s=$?; wait $RPID; r=$?
-check_bystander "baseline"
-res $(( s || r )) "baseline: 300 x 1 MiB across the veth" "sender $(tail -1 "$OUT/send.out"), receiver $(tail -1 "$OUT/recv.out")"
-row "none" "all delivered" "$(tail -1 "$OUT/recv.out")" "300 MiB"
+case_baseline() {
+    start_pair 300
+    wait $SPID; s=$?; wait $RPID; r=$?
+    keep baseline
+    check_bystander "baseline"
+    res $(( s || r )) "$TR: baseline: 300 x 1 MiB across the veth" "sender $(last "$OUT/send.out"), receiver $(last "$OUT/recv.out")"
+    row "none" "all delivered" "$(last "$OUT/recv.out")" "300 MiB"
+}
 
-# 0b. Congestion control: streams across the veth keep each namespace's default (set to an
-#     algorithm other than reno for the test), streams on loopback run reno (docs/transports.md,
-#     "Congestion control"); read with ss mid-transfer.
+# 0b. Congestion control (TCP transport only): streams across the veth keep each namespace's
+#     default (set to an algorithm other than reno for the test), streams on loopback run reno
+#     (docs/transports.md, "Congestion control"); read with ss mid-transfer.
+case_congestion_control() {
 CC=$(ip netns exec "$A" sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null | tr ' ' '\n' | grep -m1 -x -e cubic -e bbr)
 if [ -n "$CC" ] && ip netns exec "$A" sysctl -qw net.ipv4.tcp_congestion_control=$CC 2>/dev/null \
    && ip netns exec "$B" sysctl -qw net.ipv4.tcp_congestion_control=$CC 2>/dev/null; then
@@ -118,56 +143,84 @@ ok = set(counts.get("veth", {})) == {sys.argv[5]} and set(counts.get("loopback",
 print(("ok " if ok else "bad ") + " ".join("%s: %s" % (k, ",".join("%s x%d" % kv for kv in v.items())) for k, v in sorted(counts.items())))
 PY
 )
-    res $(( s || r )) "congestion control: transfer across the veth" "receiver $(tail -1 "$OUT/recv.out")"
+    res $(( s || r )) "$TR: congestion control: transfer across the veth" "receiver $(last "$OUT/recv.out")"
     case "$verdict" in ok*) v=0 ;; *) v=1 ;; esac
-    res $v "congestion control: $CC (the namespace's) across the veth, reno on loopback" "${verdict#* }"
+    res $v "$TR: congestion control: $CC (the namespace's) across the veth, reno on loopback" "${verdict#* }"
     row "none (congestion control)" "the namespace's across hosts, reno on loopback" "${verdict#* }" "3000 MiB"
 else
-    res 1 "congestion control: neither cubic nor bbr can be a namespace's default" "$(ip netns exec "$A" sysctl net.ipv4.tcp_available_congestion_control 2>&1)"
+    res 1 "$TR: congestion control: neither cubic nor bbr can be a namespace's default" "$(ip netns exec "$A" sysctl net.ipv4.tcp_available_congestion_control 2>&1)"
 fi
+}
 
-# 1. Link down for 2 s in the middle of a transfer: TCP retransmits; everything arrives.
-start_pair 3000
-if wait_progress "$OUT/recv.out" 300; then
-    ip -n "$A" link set vA down; sleep 2; ip -n "$A" link set vA up
-    ip -n "$A" addr replace $IPA/24 dev vA 2>/dev/null
-fi
-t0=$(now); wait $SPID; s=$?; wait $RPID; r=$?
-check_bystander "link down 2 s"
-res $(( s || r )) "link down 2 s mid-transfer recovers" "receiver: $(tail -1 "$OUT/recv.out"); finished $(since "$t0") s after the link came back"
-row "link down 2 s mid-transfer" "recovers, nothing lost" "$(tail -1 "$OUT/recv.out")" "3000 MiB"
+# 1. Link down for 2 s in the middle of a transfer: TCP retransmits (the TCP transport's streams,
+#    or the tcp provider's connections under libfabric); everything arrives.
+case_link_flap() {
+    start_pair 3000
+    resumed=- t0=$(now)
+    if wait_progress "$OUT/recv.out" 300; then
+        ip -n "$A" link set vA down; sleep 2; ip -n "$A" link set vA up
+        ip -n "$A" addr replace $IPA/24 dev vA 2>/dev/null
+        # Resumed: the receiver completes its next message (bounded: 60 s).
+        t0=$(now); n0=$(grep -c '^progress' "$OUT/recv.out"); end=$((SECONDS + 60))
+        while [ "$(grep -c '^progress' "$OUT/recv.out")" -le "$n0" ] && [ $SECONDS -lt $end ] && kill -0 $RPID 2>/dev/null; do sleep 0.02; done
+        resumed=$(since "$t0")
+    fi
+    wait $SPID; s=$?; wait $RPID; r=$?; fin=$(since "$t0")
+    keep link_flap
+    check_bystander "link down 2 s"
+    res $(( s || r )) "$TR: link down 2 s mid-transfer recovers" "receiver: $(last "$OUT/recv.out"); next message ${resumed} s, all ${fin} s after the link came back"
+    row "link down 2 s mid-transfer" "recovers, nothing lost" "$(last "$OUT/recv.out"); resumed ${resumed} s, finished ${fin} s after the link came back" "3000 MiB"
+}
 
 # 2. Link down for good: NRT_TIMEOUT (5) at the request deadline (3 s here).
-start_pair 100000 NEURON_RT_ASYNC_SENDRECV_REQUEST_TIMEOUT_MS=3000
-if wait_progress "$OUT/recv.out" 100; then ip -n "$A" link set vA down; fi
-t0=$(now); wait $SPID; s=$?; ts=$(since "$t0"); wait $RPID; r=$?; tr=$(since "$t0")
-check_bystander "link down for good"
-ok=1
-grep -q "^status 5 after" "$OUT/send.out" && grep -q "^status 5 after" "$OUT/recv.out" && awk -v a="$ts" -v b="$tr" 'BEGIN {exit !(a <= 4.5 && b <= 4.5)}' && ok=0
-res $ok "link down for good: NRT_TIMEOUT at the 3 s deadline" "sender: $(tail -1 "$OUT/send.out") (exit $s, ${ts} s after the cut); receiver: $(tail -1 "$OUT/recv.out") (exit $r)"
-row "link down for good (deadline 3 s)" "NRT_TIMEOUT at the deadline" "sender ${ts} s, receiver ${tr} s after the cut" "every completed message"
-ip -n "$A" link set vA up; ip -n "$A" addr replace $IPA/24 dev vA 2>/dev/null
+case_link_down() {
+    start_pair 100000 NEURON_RT_ASYNC_SENDRECV_REQUEST_TIMEOUT_MS=3000
+    if wait_progress "$OUT/recv.out" 100; then ip -n "$A" link set vA down; fi
+    t0=$(now); wait $SPID; s=$?; ts=$(since "$t0"); wait $RPID; r=$?; tr=$(since "$t0")
+    keep link_down
+    check_bystander "link down for good"
+    ok=1
+    grep -q "^status 5 after" "$OUT/send.out" && grep -q "^status 5 after" "$OUT/recv.out" && awk -v a="$ts" -v b="$tr" 'BEGIN {exit !(a <= 4.5 && b <= 4.5)}' && ok=0
+    res $ok "$TR: link down for good: NRT_TIMEOUT at the 3 s deadline" "sender: $(last "$OUT/send.out") (exit $s, ${ts} s after the cut); receiver: $(last "$OUT/recv.out") (exit $r)"
+    row "link down for good (deadline 3 s)" "NRT_TIMEOUT at the deadline" "sender ${ts} s, receiver ${tr} s after the cut" "every completed message"
+    ip -n "$A" link set vA up; ip -n "$A" addr replace $IPA/24 dev vA 2>/dev/null
+}
 
-# 3. Receiver SIGKILLed mid-transfer: the sender's requests fail (NRT_FAILURE = 1) within 2 s.
-start_pair 100000
-if wait_progress "$OUT/recv.out" 100; then kill -9 "$(node_pid recv)"; fi
-t0=$(now); wait $SPID; s=$?; ts=$(since "$t0"); wait $RPID 2>/dev/null
-check_bystander "peer SIGKILLed"
-ok=1
-grep -qE "^status (post )?1 after" "$OUT/send.out" && awk -v a="$ts" 'BEGIN {exit !(a <= 2.0)}' && ok=0
-res $ok "receiver SIGKILLed: NRT_FAILURE within 2 s" "sender: $(tail -1 "$OUT/send.out"), exited ${ts} s after the kill"
-row "peer SIGKILLed" "NRT_FAILURE within 2 s" "${ts} s" "every completed message"
+# 3. Receiver SIGKILLed mid-transfer: the sender's requests fail (NRT_FAILURE = 1) within 2 s
+#    (the end of the TCP link tells; under libfabric too, whose TCP streams stay open for this).
+case_peer_killed() {
+    start_pair 100000
+    if wait_progress "$OUT/recv.out" 100; then kill -9 "$(node_pid recv)"; fi
+    t0=$(now); wait $SPID; s=$?; ts=$(since "$t0"); wait $RPID 2>/dev/null
+    keep peer_killed
+    check_bystander "peer SIGKILLed"
+    ok=1
+    grep -qE "^status (post )?1 after" "$OUT/send.out" && awk -v a="$ts" 'BEGIN {exit !(a <= 2.0)}' && ok=0
+    res $ok "$TR: receiver SIGKILLed: NRT_FAILURE within 2 s" "sender: $(last "$OUT/send.out"), exited ${ts} s after the kill"
+    row "peer SIGKILLed" "NRT_FAILURE within 2 s" "${ts} s" "every completed message"
+}
 
 # 4. Receiver SIGSTOPped: the sender gets NRT_TIMEOUT at its deadline (3 s).
-start_pair 100000 NEURON_RT_ASYNC_SENDRECV_REQUEST_TIMEOUT_MS=3000
-if wait_progress "$OUT/recv.out" 100; then kill -STOP "$(node_pid recv)"; fi
-t0=$(now); wait $SPID; s=$?; ts=$(since "$t0")
-kill -9 "$(node_pid recv)" 2>/dev/null; wait $RPID 2>/dev/null
-check_bystander "peer SIGSTOPped"
-ok=1
-grep -q "^status 5 after" "$OUT/send.out" && awk -v a="$ts" 'BEGIN {exit !(a <= 4.5)}' && ok=0
-res $ok "receiver SIGSTOPped: NRT_TIMEOUT at the 3 s deadline" "sender: $(tail -1 "$OUT/send.out"), exited ${ts} s after the stop"
-row "peer SIGSTOPped (deadline 3 s)" "NRT_TIMEOUT at the deadline" "${ts} s" "every completed message"
+case_peer_stopped() {
+    start_pair 100000 NEURON_RT_ASYNC_SENDRECV_REQUEST_TIMEOUT_MS=3000
+    if wait_progress "$OUT/recv.out" 100; then kill -STOP "$(node_pid recv)"; fi
+    t0=$(now); wait $SPID; s=$?; ts=$(since "$t0")
+    kill -9 "$(node_pid recv)" 2>/dev/null; wait $RPID 2>/dev/null
+    keep peer_stopped
+    check_bystander "peer SIGSTOPped"
+    ok=1
+    grep -q "^status 5 after" "$OUT/send.out" && awk -v a="$ts" 'BEGIN {exit !(a <= 4.5)}' && ok=0
+    res $ok "$TR: receiver SIGSTOPped: NRT_TIMEOUT at the 3 s deadline" "sender: $(last "$OUT/send.out"), exited ${ts} s after the stop"
+    row "peer SIGSTOPped (deadline 3 s)" "NRT_TIMEOUT at the deadline" "${ts} s" "every completed message"
+}
+
+use_transport tcp
+case_baseline
+case_congestion_control
+case_link_flap
+case_link_down
+case_peer_killed
+case_peer_stopped
 
 # 5. The lnc's port already taken by another process: NRT_RESOURCE naming the port.
 ip netns exec "$A" python3 -c "
@@ -178,13 +231,29 @@ p = subprocess.run(['$OUT/f_node', 'send', '0', '$IPB', '1', '1', '1'], capture_
 print(p.stdout.strip()); print(p.stderr.strip())
 sys.exit(0 if 'status init 4' in p.stdout and '23000' in p.stderr else 1)
 " >"$OUT/port.out" 2>&1
-res $? "port taken: NRT_RESOURCE, the log names the port" "$(grep -m1 'port 23000' "$OUT/port.out" | cut -c1-150)"
+res $? "$TR: port taken: NRT_RESOURCE, the log names the port" "$(grep -m1 'port 23000' "$OUT/port.out" | cut -c1-150)"
 row "lnc port taken by another process" "NRT_RESOURCE at init, port named in the log" "$(grep -c 'port 23000' "$OUT/port.out") log line(s)" "-"
 
 # 6. 1,000 rounds of init / connect / transfer / close in one process: no descriptor or memory leak.
 ip netns exec "$A" timeout 300 "$OUT/f_cycles" 1000 >"$OUT/cycles.out" 2>&1
-res $? "1000 init/transfer/close rounds: descriptors and RSS return" "$(tail -1 "$OUT/cycles.out")"
+res $? "$TR: 1000 init/transfer/close rounds: descriptors and RSS return" "$(tail -1 "$OUT/cycles.out")"
 row "1,000 init/transfer/close rounds" "fds and RSS back to start" "$(tail -1 "$OUT/cycles.out")" "1,000 x 64 KiB"
+
+# 7. The transfer cases again over libfabric: FI_PROVIDER=tcp (tcp;ofi_rxm), each side's rail on
+#    the veth (the default narrows the rails to the connection's interface: vA, vB; the bystander's
+#    to lo). The TCP link stays the bootstrap and tells that the peer has gone.
+use_transport ofi
+if [ "${OFI:-1}" = 0 ]; then
+    echo "SKIP ofi: the libfabric cases (OFI=0)"
+elif ! ldd build/lib/libnrt.so.1 2>/dev/null | grep -q 'libfabric\.so\.1'; then
+    res 1 "ofi: build/lib/libnrt.so.1 does not link libfabric.so.1 (built with OFI=0? then run with OFI=0)" "$(ldd build/lib/libnrt.so.1 2>&1 | head -1)"
+else
+    case_baseline
+    case_link_flap
+    case_link_down
+    case_peer_killed
+    case_peer_stopped
+fi
 
 echo "faults: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
