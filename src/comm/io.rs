@@ -118,6 +118,9 @@ impl<C> CommIo<C> {
         for r in self.inflight.drain(..) {
             r.fail(e.clone());
         }
+        if e.status != crate::status::NRT_STATUS::NRT_CLOSED {
+            self.t.broken();
+        }
         self.t = AnyTransport::None;
     }
 }

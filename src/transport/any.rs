@@ -71,6 +71,9 @@ impl Transport for AnyTransport {
     fn polls_sockets(&self) -> bool {
         each!(self, t => t.polls_sockets(), false)
     }
+    fn broken(&mut self) {
+        each!(self, t => t.broken(), ())
+    }
     fn wants_ticks(&self) -> bool {
         each!(self, t => t.wants_ticks(), false)
     }

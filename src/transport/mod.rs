@@ -182,6 +182,9 @@ pub trait Transport: Send {
     /// rules); false where a poll only reads memory (shared memory).
     fn polls_sockets(&self) -> bool;
 
+    /// The communicator failed (it drops the transport next, instead of a normal close).
+    fn broken(&mut self) {}
+
     /// The progress thread must poll this transport every tick (it has completions that no
     /// descriptor of `wait_fds` announces: a libfabric provider without wait objects).
     fn wants_ticks(&self) -> bool {

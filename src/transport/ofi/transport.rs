@@ -22,7 +22,13 @@ fn provider_hash(name: &str) -> u32 {
 pub struct OfiTransport {
     kind: Kind,
     link: TcpTransport,
-    proto: Proto,
+    /// Dropped (endpoints closed, buffers freed) when the communicator closes normally; left as
+    /// it is when it failed (`broken`): `tcp;ofi_rxm` 1.17 crashed now and then inside `fi_close`
+    /// of an endpoint whose connection had stalled (the fault matrix's link-down case), so a
+    /// failed communicator's endpoints and the buffers its posted receives point into stay (a
+    /// few MiB per failed communicator).
+    proto: std::mem::ManuallyDrop<Proto>,
+    broken: bool,
     provider: String,
     hash: u32,
     write: bool,
@@ -55,7 +61,8 @@ impl OfiTransport {
         let mut t = OfiTransport {
             kind,
             link: TcpTransport::link(kind, streams),
-            proto,
+            proto: std::mem::ManuallyDrop::new(proto),
+            broken: false,
             hash: provider_hash(&limits.provider),
             provider: limits.provider,
             write,
@@ -131,7 +138,7 @@ impl OfiTransport {
         if self.staged.is_empty() {
             return f(&mut self.proto, done);
         }
-        let (proto, staged) = (&mut self.proto, &mut self.staged);
+        let (proto, staged) = (&mut *self.proto, &mut self.staged);
         let watch = done.watch();
         let mut apply = |d: Done| {
             let Some(pos) = staged.iter().position(|s| s.0 == d.seq()) else { return done.push(d) };
@@ -162,6 +169,15 @@ impl OfiTransport {
 impl Drop for OfiTransport {
     fn drop(&mut self) {
         crate::log_debug!("{}: libfabric bytes per rail: {:?}", self.who, self.proto.rail_bytes());
+        if self.broken {
+            crate::log_info!(
+                "{}: the failed communicator's libfabric endpoints are left open (closing them can crash libfabric)",
+                self.who
+            );
+            return;
+        }
+        // SAFETY: dropped once, here; nothing uses `proto` afterwards.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.proto) };
     }
 }
 
@@ -222,6 +238,10 @@ impl Transport for OfiTransport {
 
     fn wants_ticks(&self) -> bool {
         true
+    }
+
+    fn broken(&mut self) {
+        self.broken = true;
     }
 
     fn max_message(&self) -> u64 {
