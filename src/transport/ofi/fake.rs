@@ -70,6 +70,8 @@ struct End {
     fail_next: bool,
     bad_deregs: usize,
     ops: u64,
+    /// Tags of the tagged messages this end sent, in the order posted.
+    tags: Vec<u64>,
 }
 
 struct State {
@@ -171,6 +173,10 @@ impl Link {
     /// Operations end `side` posted (taken, not answered Again).
     pub fn ops(&self, side: usize) -> u64 {
         self.lock().ends[side].ops
+    }
+    /// Tags of the tagged messages end `side` sent.
+    pub fn tags(&self, side: usize) -> Vec<u64> {
+        self.lock().ends[side].tags.clone()
     }
 }
 
@@ -328,6 +334,7 @@ impl Rail for FakeRail {
             // SAFETY: the caller keeps `buf` valid for `len` bytes (the Rail contract).
             unsafe { std::slice::from_raw_parts(buf, len) }.to_vec()
         };
+        s.ends[self.side].tags.push(tag);
         s.wire.push(Action::Send { from: self.side, tag, data, ctx });
         Ok(Posted::Ok)
     }

@@ -236,7 +236,7 @@ impl Proto {
                         core.repost(rail, slot)?;
                         s.on_ack(core, seq, a, done)
                     }
-                    (Type::Rts, Side::Recv(r)) if !core.write_mode => {
+                    (Type::Rts, Side::Recv(r)) => {
                         let rts = Rts::parse(core.bounce_bytes(rail, slot, c.len)?)?;
                         core.repost(rail, slot)?;
                         r.on_rts(core, seq, rts, done)
