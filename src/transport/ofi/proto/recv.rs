@@ -1,7 +1,7 @@
 //! The receiving direction: eager messages copied out of the bounce buffers (kept there until
-//! their receive is posted), clear-to-send for every posted receive and the stripes the sender
-//! writes (write mode), or the stripes this side reads once the receive meets its ready-to-send
-//! (read mode). A receive is reported before the acknowledgement that follows from it is sent.
+//! their receive is posted), clear-to-send for every posted receive longer than eager_max (and
+//! for one the sender's ready-to-send asks for) and the stripes the sender writes (write mode), or
+//! the stripes this side reads once the receive meets its ready-to-send (read mode). A receive is reported before the acknowledgement that follows from it is sent.
 
 use super::ctrl::{Ack, CTRL_SIZE, Cts, Ctx, Refuse, Rts, SEQ24, Type, cq_data_decode, tag};
 use super::mr::RegionMr;
@@ -25,6 +25,8 @@ struct Item {
     cap: u64,
     state: State,
     mr: Option<RegionMr>,
+    /// Write mode: its clear-to-send was sent (a ready-to-send for it is then ignored).
+    cts: bool,
 }
 
 /// What arrived before its receive was posted.
@@ -65,26 +67,52 @@ impl Receiver {
         let seq = m.seq;
         let cap = m.region.len() as u64;
         self.posted_upto = self.posted_upto.max(seq + 1);
-        let item = Item { m, cap, state: State::Waiting, mr: None };
+        let item = Item { m, cap, state: State::Waiting, mr: None, cts: false };
         match self.early.remove(&seq) {
             // Its message is here: no clear-to-send.
             Some(Early::Eager { rail, slot, len }) => self.deliver(core, item, rail, slot, len, done),
+            Some(Early::Rts(rts)) if core.write_mode => self.answer_rts(core, item, rts, done),
             Some(Early::Rts(rts)) => self.read(core, item, rts, done),
-            None if core.write_mode => {
-                // A receive of at most eager_max bytes takes nothing but an eager message:
-                // its clear-to-send carries the capacity only (a longer send is refused).
-                let mr = if cap > core.eager_max as u64 { core.register(&item.m.region)? } else { None };
-                let cts = Cts { cap, stripe: core.stripe, rails: mr.as_ref().map_or_else(Vec::new, |r| r.remote()) };
-                self.items.insert(seq, Item { mr, ..item });
-                let mut b = [0u8; CTRL_SIZE];
-                let n = cts.put(&mut b);
-                core.send_tagged(0, tag(Type::Cts, seq), &b[..n])
-            }
+            // Only a receive longer than eager_max may take a written message: clear it now (a
+            // shorter one waits for an eager message, or for a ready-to-send to refuse).
+            None if core.write_mode && cap > core.eager_max as u64 => self.clear(core, item),
             None => {
                 self.items.insert(seq, item);
                 Ok(())
             }
         }
+    }
+
+    /// Write mode: registers the receive and sends its clear-to-send (capacity, stripe, address
+    /// and key per rail).
+    fn clear(&mut self, core: &mut Core, mut item: Item) -> Result<()> {
+        let seq = item.m.seq;
+        item.mr = core.register(&item.m.region)?;
+        item.cts = true;
+        let cts = Cts { cap: item.cap, stripe: core.stripe, rails: item.mr.as_ref().map_or_else(Vec::new, |r| r.remote()) };
+        self.items.insert(seq, item);
+        let mut b = [0u8; CTRL_SIZE];
+        let n = cts.put(&mut b);
+        core.send_ctrl(0, tag(Type::Cts, seq), &b[..n])
+    }
+
+    /// Write mode: a receive that sent no clear-to-send meets the sender's ready-to-send: fail
+    /// both (the receive is shorter), or clear it.
+    fn answer_rts(&mut self, core: &mut Core, item: Item, rts: Rts, done: &mut Completions<'_>) -> Result<()> {
+        if rts.len > item.cap {
+            return self.too_long(core, item, rts.len, done);
+        }
+        self.clear(core, item)
+    }
+
+    /// Fails a receive shorter than its message of `len` bytes, then tells the sender.
+    fn too_long(&mut self, core: &mut Core, item: Item, len: u64, done: &mut Completions<'_>) -> Result<()> {
+        let seq = item.m.seq;
+        core.release(item.mr);
+        done.push(Done::Failed { seq, err: short_receive(item.cap, len) });
+        let mut b = [0u8; CTRL_SIZE];
+        let n = Ack { status: ack::TOO_LONG, size: item.cap }.put(&mut b);
+        core.send_ctrl(0, tag(Type::Ack, seq), &b[..n])
     }
 
     /// An eager message landed in bounce buffer `slot` of `rail`.
@@ -123,22 +151,23 @@ impl Receiver {
         core.release(item.mr);
         let mut b = [0u8; CTRL_SIZE];
         let n = a.put(&mut b);
-        core.send_tagged(0, tag(Type::Ack, seq), &b[..n])
+        core.send_ctrl(0, tag(Type::Ack, seq), &b[..n])
     }
 
-    /// Read mode: the sender's ready-to-send for message `seq`.
+    /// The sender's ready-to-send for message `seq`: its length (write mode), and its address
+    /// and key per rail (read mode).
     pub fn on_rts(&mut self, core: &mut Core, seq: u64, rts: Rts, done: &mut Completions<'_>) -> Result<()> {
-        if rts.rails.len() != core.nrails {
-            return Err(Error::failure(format!(
-                "ready-to-send for message {seq} names {} rails; this side has {}",
-                rts.rails.len(),
-                core.nrails
-            )));
+        let want = if core.write_mode { 0 } else { core.nrails };
+        if rts.rails.len() != want {
+            return Err(Error::failure(format!("ready-to-send for message {seq} names {} rails; {want} expected", rts.rails.len())));
         }
-        match self.items.get(&seq).map(|i| &i.state) {
-            Some(State::Waiting) => {
+        match self.items.get(&seq).map(|i| (&i.state, i.cts)) {
+            // Write mode: its clear-to-send is on its way, or the message already came.
+            Some((_, true)) => Ok(()),
+            None if core.write_mode && seq < self.posted_upto => Ok(()),
+            Some((State::Waiting, false)) => {
                 let item = self.items.remove(&seq).expect("found");
-                self.read(core, item, rts, done)
+                if core.write_mode { self.answer_rts(core, item, rts, done) } else { self.read(core, item, rts, done) }
             }
             Some(_) => Err(unexpected("ready-to-send", seq)),
             None if seq < self.posted_upto => Err(unexpected("ready-to-send", seq)),
@@ -155,10 +184,7 @@ impl Receiver {
         let seq = item.m.seq;
         let len = rts.len;
         if len > item.cap {
-            done.push(Done::Failed { seq, err: short_receive(item.cap, len) });
-            let mut b = [0u8; CTRL_SIZE];
-            let n = Ack { status: ack::TOO_LONG, size: item.cap }.put(&mut b);
-            return core.send_tagged(0, tag(Type::Ack, seq), &b[..n]);
+            return self.too_long(core, item, len, done);
         }
         let stripe = core.stripe;
         let stripes = len.div_ceil(stripe);
@@ -214,7 +240,7 @@ impl Receiver {
         done.push(Done::Ok { seq, bytes: len });
         let mut b = [0u8; CTRL_SIZE];
         let n = Ack { status: ack::OK, size: len }.put(&mut b);
-        core.send_tagged(0, tag(Type::Ack, seq), &b[..n])
+        core.send_ctrl(0, tag(Type::Ack, seq), &b[..n])
     }
 
     /// Write mode: the sender refused message `seq` (this receive is shorter).

@@ -1,7 +1,8 @@
 //! The sending direction: eager sends (complete on the receiver's acknowledgement), large sends
-//! written in stripes once their clear-to-send arrives (write mode, complete when every write
-//! completed), or announced with a ready-to-send and read by the receiver (read mode, complete
-//! on the acknowledgement).
+//! written in stripes once their clear-to-send arrives (write mode, announced with a ready-to-send
+//! when none is here yet; complete when every write completed, or on the receiver's refusal), or
+//! announced with a ready-to-send and read by the receiver (read mode, complete on the
+//! acknowledgement).
 
 use super::ctrl::{Ack, CTRL_SIZE, Cts, Ctx, MAX_STRIPES, Refuse, Rts, STRIPE, Type, cq_data, tag};
 use super::mr::RegionMr;
@@ -14,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 enum State {
     /// Sent eagerly: waits for the receiver's acknowledgement.
     Eager,
-    /// Large, write mode: waits for its clear-to-send.
+    /// Large, write mode: waits for its clear-to-send (or an acknowledgement TOO_LONG).
     WaitCts,
     /// Large, write mode: `left` writes not completed yet.
     Writing { left: u64 },
@@ -69,8 +70,13 @@ impl Sender {
             return match self.early_cts.remove(&seq) {
                 Some(cts) => self.cleared(core, item, cts, done),
                 None => {
+                    // The receiver sends a clear-to-send unasked only for a receive longer than
+                    // eager_max: announce the length (no addresses), so that it answers a shorter
+                    // receive, or one not posted yet.
                     self.items.insert(seq, item);
-                    Ok(())
+                    let mut b = [0u8; CTRL_SIZE];
+                    let n = Rts { len: len as u64, rails: Vec::new() }.put(&mut b);
+                    core.send_ctrl(0, tag(Type::Rts, seq), &b[..n])
                 }
             };
         }
@@ -79,7 +85,7 @@ impl Sender {
         self.items.insert(seq, Item { m, len: len as u64, state: State::Announced, mr: Some(mr) });
         let mut b = [0u8; CTRL_SIZE];
         let n = rts.put(&mut b);
-        core.send_tagged(0, tag(Type::Rts, seq), &b[..n])
+        core.send_ctrl(0, tag(Type::Rts, seq), &b[..n])
     }
 
     /// Write mode: the receiver's clear-to-send for message `seq`.
@@ -110,7 +116,7 @@ impl Sender {
             done.push(send_verdict(seq, len, ack::TOO_LONG, 0)?);
             let mut b = [0u8; CTRL_SIZE];
             let n = Refuse { len }.put(&mut b);
-            return core.send_tagged(0, tag(Type::Refuse, seq), &b[..n]);
+            return core.send_ctrl(0, tag(Type::Refuse, seq), &b[..n]);
         }
         if cts.rails.len() != core.nrails {
             return Err(Error::failure(format!(
@@ -171,12 +177,18 @@ impl Sender {
         Ok(())
     }
 
-    /// The receiver's verdict on an eager message, or (read mode) on a message it read.
+    /// The receiver's verdict on an eager message, (read mode) on a message it read, or (write
+    /// mode) on an announced one whose receive is shorter.
     pub fn on_ack(&mut self, core: &mut Core, seq: u64, a: Ack, done: &mut Completions<'_>) -> Result<()> {
         match self.items.get(&seq).map(|i| &i.state) {
             Some(State::Eager | State::Announced) => {
                 let item = self.items.remove(&seq).expect("found");
                 core.release(item.mr);
+                done.push(send_verdict(seq, item.len, a.status, a.size)?);
+                Ok(())
+            }
+            Some(State::WaitCts) if a.status == ack::TOO_LONG => {
+                let item = self.items.remove(&seq).expect("found");
                 done.push(send_verdict(seq, item.len, a.status, a.size)?);
                 Ok(())
             }

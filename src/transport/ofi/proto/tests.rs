@@ -3,7 +3,7 @@
 //! posted, reversed and shuffled.
 
 use super::Proto;
-use super::ctrl::{EAGER_MAX, MAX_STRIPES, STRIPE};
+use super::ctrl::{EAGER_MAX, MAX_STRIPES, STRIPE, Type, untag};
 use crate::tensor::{Region, Tensor, read_into, write_from};
 use crate::transport::ofi::fake::{self, Config, Link, Order};
 use crate::transport::{Completions, Done, Kind, Msg};
@@ -124,8 +124,10 @@ fn round(s: &mut End, r: &mut End, acked: &dyn Fn(u64) -> bool) {
 /// third message, then drives both ends until every message is reported on both.
 fn exchange(s: &mut End, r: &mut End, base: u64, sizes: &[(usize, usize)], plan: Plan, write_mode: bool) -> Vec<Tensor> {
     let (mut keep, mut recvs) = (Vec::new(), Vec::new());
-    let eager: Vec<bool> = sizes.iter().map(|&(l, _)| l <= E).collect();
-    let acked = |seq: u64| !write_mode || eager[(seq - base) as usize];
+    // Write mode: a large send completes on its writes or on its refusal, except into a receive
+    // of at most EAGER_MAX (the receiver's acknowledgement TOO_LONG).
+    let on_ack: Vec<bool> = sizes.iter().map(|&(l, c)| l <= E || c <= E).collect();
+    let acked = |seq: u64| !write_mode || on_ack[(seq - base) as usize];
     let post_send = |s: &mut End, k: usize, keep: &mut Vec<Tensor>| {
         let (m, t) = send_msg(base + k as u64, sizes[k].0);
         s.post(m).expect("post send");
@@ -477,6 +479,98 @@ fn borrowed_memory_is_registered_per_message() {
             let now: Vec<(usize, usize)> = links.iter().map(|l| (l.live_mrs(0), l.live_mrs(1))).collect();
             assert_eq!(now, idle, "registrations left after the messages (write mode {write_mode}, {rails} rails)");
             assert_eq!((s.p.leftovers(), r.p.leftovers()), ((0, 0), (0, 0)));
+        }
+    }
+}
+
+/// The types of the tagged messages end `side` sent on rail 0.
+fn sent(links: &[Arc<Link>], side: usize) -> Vec<Type> {
+    let mut t: Vec<Type> = links[0].tags(side).into_iter().map(|t| untag(t).expect("tag").0).collect();
+    t.sort_by_key(|t| *t as u8);
+    t
+}
+
+/// Write mode, one message, each path of the ready-to-send: which end posts first, whether its
+/// messages arrive before the other end posts, and the tagged messages each end sends.
+#[test]
+fn ready_to_send_paths() {
+    use Type::*;
+    let big = 3 * S + 5;
+    // (length, capacity, receive first, rounds between the posts, sender's, receiver's messages)
+    let cases: [(usize, usize, bool, bool, &[Type], &[Type]); 10] = [
+        // A small receive and a large send: both fail, whichever end posts first.
+        (big, E, true, true, &[Rts], &[Ack]),
+        (big, 16, false, true, &[Rts], &[Ack]),
+        (E + 1, 0, false, false, &[Rts], &[Ack]),
+        // A large receive posted after the ready-to-send: cleared then.
+        (big, big, false, true, &[Rts], &[Cts]),
+        (big, 2 * big, false, true, &[Rts], &[Cts]),
+        // Ready-to-send and clear-to-send crossing: the receiver ignores the ready-to-send.
+        (big, big, true, false, &[Rts], &[Cts]),
+        (big, 2 * S, false, false, &[Rts, Refuse], &[Cts]),
+        // The clear-to-send arrived first: no ready-to-send.
+        (big, big, true, true, &[], &[Cts]),
+        // Eager messages: no clear-to-send for a small receive, dropped for a large one.
+        (8, 8, true, true, &[Eager], &[Ack]),
+        (8, big, true, true, &[Eager], &[Cts, Ack]),
+    ];
+    for (len, cap, recv_first, between, want_s, want_r) in cases {
+        for order in ORDERS {
+            for rails in [1, 2] {
+                let (mut s, mut r, links) = ends(rails, &Config::new(order, true), true);
+                start(&mut s, &mut r);
+                let (sm, _st) = send_msg(0, len);
+                let (rm, rt) = recv_msg(0, cap);
+                let (mut sm, mut rm) = (Some(sm), Some(rm));
+                if recv_first { r.post(rm.take().expect("receive")) } else { s.post(sm.take().expect("send")) }.expect("first post");
+                if between {
+                    for _ in 0..4 {
+                        round(&mut s, &mut r, &|_| true);
+                    }
+                }
+                if let Some(m) = sm {
+                    s.post(m).expect("post send");
+                }
+                if let Some(m) = rm {
+                    r.post(m).expect("post receive");
+                }
+                for _ in 0..ROUNDS {
+                    if s.log.len() == 1 && r.log.len() == 1 {
+                        break;
+                    }
+                    round(&mut s, &mut r, &|_| len <= E || cap <= E);
+                }
+                let what = format!("{len} into {cap}, receive first {recv_first}, rounds between {between}, {order:?}, {rails} rails");
+                check(&s, &r, 0, &[(len, cap)], &[rt]);
+                assert_eq!((sent(&links, 0), sent(&links, 1)), (want_s.to_vec(), want_r.to_vec()), "{what}");
+            }
+        }
+    }
+}
+
+/// Control messages go injected where the rail takes them (no send buffer, no completion), from
+/// send buffers where it injects nothing; the protocol holds either way.
+#[test]
+fn control_messages_injected_or_sent() {
+    let mut sizes = mixed();
+    sizes.extend(with_short());
+    for write_mode in [true, false] {
+        for inject in [0, 64] {
+            let mut cfg = Config::new(Order::Shuffled(13), write_mode);
+            cfg.inject = inject;
+            cfg.again_every = 5;
+            let (mut s, mut r, links) = ends(2, &cfg, write_mode);
+            start(&mut s, &mut r);
+            let recvs = exchange(&mut s, &mut r, 0, &sizes, Plan::Alternate, write_mode);
+            check(&s, &r, 0, &sizes, &recvs);
+            let injects = (links[0].injects(0), links[0].injects(1));
+            if inject == 0 {
+                assert_eq!(injects, (0, 0), "write mode {write_mode}");
+            } else {
+                // Every acknowledgement of an eager message, at least.
+                let eager = sizes.iter().filter(|s| s.0 <= E).count() as u64;
+                assert!(injects.1 >= eager, "write mode {write_mode}: {injects:?}");
+            }
         }
     }
 }
