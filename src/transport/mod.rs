@@ -95,6 +95,7 @@ impl<'a> Completions<'a> {
     }
 
     /// The message a caller polls for.
+    #[cfg_attr(not(feature = "ofi"), allow(dead_code))]
     pub fn watch(&self) -> Option<u64> {
         self.watch
     }

@@ -286,7 +286,12 @@ impl Receiver {
         let item = self.items.remove(&seq).expect("found");
         core.release(item.mr);
         done.push(Done::Ok { seq, bytes: size });
-        Ok(())
+        // The sender's send completes on this acknowledgement, not on its writes' local
+        // completions (those can come before the bytes land: the sender could then close, and its
+        // TCP link's end overtake the last writes, failing this receive).
+        let mut b = [0u8; CTRL_SIZE];
+        let n = Ack { status: ack::OK, size }.put(&mut b);
+        core.send_ctrl(0, tag(Type::Ack, seq), &b[..n])
     }
 
     pub fn release_all(&mut self, core: &mut Core) {

@@ -1,6 +1,7 @@
 //! The sending direction: eager sends (complete on the receiver's acknowledgement), large sends
 //! written in stripes once their clear-to-send arrives (write mode, announced with a ready-to-send
-//! when none is here yet; complete when every write completed, or on the receiver's refusal), or
+//! when none is here yet; complete when every write completed and the receiver acknowledged the
+//! message, or on its refusal), or
 //! announced with a ready-to-send and read by the receiver (read mode, complete on the
 //! acknowledgement).
 
@@ -8,7 +9,7 @@ use super::ctrl::{Ack, CTRL_SIZE, Cts, Ctx, MAX_STRIPES, Refuse, Rts, STRIPE, Ty
 use super::mr::RegionMr;
 use super::shared::{Core, Op};
 use crate::status::{Error, Result};
-use crate::transport::{Completions, Done, Msg, send_verdict};
+use crate::transport::{Completions, Msg, send_verdict};
 use crate::wire::ack;
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,7 +19,7 @@ enum State {
     /// Large, write mode: waits for its clear-to-send (or an acknowledgement TOO_LONG).
     WaitCts,
     /// Large, write mode: `left` writes not completed yet.
-    Writing { left: u64 },
+    Writing { left: u64, ack: Option<Ack> },
     /// Large, read mode: announced, waits for the receiver's acknowledgement.
     Announced,
 }
@@ -154,7 +155,7 @@ impl Sender {
                 (rail, op)
             })
             .collect();
-        item.state = State::Writing { left: stripes };
+        item.state = State::Writing { left: stripes, ack: None };
         item.mr = Some(mr);
         self.items.insert(seq, item);
         for (rail, op) in ops {
@@ -165,33 +166,35 @@ impl Sender {
 
     /// Write mode: one of message `seq`'s writes completed.
     pub fn on_write_done(&mut self, core: &mut Core, seq: u64, done: &mut Completions<'_>) -> Result<()> {
-        let Some(Item { state: State::Writing { left }, .. }) = self.items.get_mut(&seq) else {
+        let Some(Item { state: State::Writing { left, ack }, .. }) = self.items.get_mut(&seq) else {
             return Err(Error::failure(format!("write completion for message {seq}, which is not being written")));
         };
         *left -= 1;
-        if *left == 0 {
-            let item = self.items.remove(&seq).expect("found");
-            core.release(item.mr);
-            done.push(Done::Ok { seq, bytes: item.len });
+        match (*left, *ack) {
+            (0, Some(a)) => self.finish(core, seq, a, done),
+            _ => Ok(()),
         }
+    }
+
+    /// The message is done with: its registration goes, and the receiver's verdict reports it.
+    fn finish(&mut self, core: &mut Core, seq: u64, a: Ack, done: &mut Completions<'_>) -> Result<()> {
+        let item = self.items.remove(&seq).expect("finish on a message held");
+        core.release(item.mr);
+        done.push(send_verdict(seq, item.len, a.status, a.size)?);
         Ok(())
     }
 
-    /// The receiver's verdict on an eager message, (read mode) on a message it read, or (write
-    /// mode) on an announced one whose receive is shorter.
+    /// The receiver's verdict on an eager message, (read mode) on a message it read, (write
+    /// mode) on a written one once it landed, or on an announced one whose receive is shorter. A
+    /// written message completes when its verdict and all its writes' completions are in.
     pub fn on_ack(&mut self, core: &mut Core, seq: u64, a: Ack, done: &mut Completions<'_>) -> Result<()> {
-        match self.items.get(&seq).map(|i| &i.state) {
-            Some(State::Eager | State::Announced) => {
-                let item = self.items.remove(&seq).expect("found");
-                core.release(item.mr);
-                done.push(send_verdict(seq, item.len, a.status, a.size)?);
-                Ok(())
+        match self.items.get_mut(&seq).map(|i| &mut i.state) {
+            Some(State::Eager | State::Announced) => self.finish(core, seq, a, done),
+            Some(State::Writing { left, ack: got @ None }) => {
+                *got = Some(a);
+                if *left == 0 { self.finish(core, seq, a, done) } else { Ok(()) }
             }
-            Some(State::WaitCts) if a.status == ack::TOO_LONG => {
-                let item = self.items.remove(&seq).expect("found");
-                done.push(send_verdict(seq, item.len, a.status, a.size)?);
-                Ok(())
-            }
+            Some(State::WaitCts) if a.status == ack::TOO_LONG => self.finish(core, seq, a, done),
             _ => Err(Error::failure(format!("acknowledgement for message {seq}, which waits for none"))),
         }
     }

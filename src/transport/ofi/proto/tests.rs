@@ -502,14 +502,15 @@ fn ready_to_send_paths() {
         (big, E, true, true, &[Rts], &[Ack]),
         (big, 16, false, true, &[Rts], &[Ack]),
         (E + 1, 0, false, false, &[Rts], &[Ack]),
-        // A large receive posted after the ready-to-send: cleared then.
-        (big, big, false, true, &[Rts], &[Cts]),
-        (big, 2 * big, false, true, &[Rts], &[Cts]),
+        // A large receive posted after the ready-to-send: cleared then; the landed message
+        // acknowledged (the send completes on it).
+        (big, big, false, true, &[Rts], &[Cts, Ack]),
+        (big, 2 * big, false, true, &[Rts], &[Cts, Ack]),
         // Ready-to-send and clear-to-send crossing: the receiver ignores the ready-to-send.
-        (big, big, true, false, &[Rts], &[Cts]),
+        (big, big, true, false, &[Rts], &[Cts, Ack]),
         (big, 2 * S, false, false, &[Rts, Refuse], &[Cts]),
         // The clear-to-send arrived first: no ready-to-send.
-        (big, big, true, true, &[], &[Cts]),
+        (big, big, true, true, &[], &[Cts, Ack]),
         // Eager messages: no clear-to-send for a small receive, dropped for a large one.
         (8, 8, true, true, &[Eager], &[Ack]),
         (8, big, true, true, &[Eager], &[Cts, Ack]),
