@@ -30,13 +30,11 @@ pub struct Config {
     pub max_msg: u64,
     /// Every n-th operation is answered `Posted::Again` (0: never).
     pub again_every: u64,
-    /// The largest `tinject`.
-    pub inject: usize,
 }
 
 impl Config {
     pub fn new(order: Order, write_data: bool) -> Config {
-        Config { order, write_data, max_msg: 1 << 30, again_every: 0, inject: 64 }
+        Config { order, write_data, max_msg: 1 << 30, again_every: 0 }
     }
 }
 
@@ -56,29 +54,9 @@ struct PostedRecv {
 }
 
 enum Action {
-    /// A tagged send; `ctx` None: injected (no completion).
-    Send {
-        from: usize,
-        tag: u64,
-        data: Vec<u8>,
-        ctx: Option<u64>,
-    },
-    Write {
-        from: usize,
-        data: Vec<u8>,
-        cq_data: u64,
-        raddr: u64,
-        rkey: u64,
-        ctx: u64,
-    },
-    Read {
-        from: usize,
-        buf: usize,
-        len: usize,
-        raddr: u64,
-        rkey: u64,
-        ctx: u64,
-    },
+    Send { from: usize, tag: u64, data: Vec<u8>, ctx: u64 },
+    Write { from: usize, data: Vec<u8>, cq_data: u64, raddr: u64, rkey: u64, ctx: u64 },
+    Read { from: usize, buf: usize, len: usize, raddr: u64, rkey: u64, ctx: u64 },
 }
 
 #[derive(Default)]
@@ -94,8 +72,6 @@ struct End {
     ops: u64,
     /// Tags of the tagged messages this end sent, in the order posted.
     tags: Vec<u64>,
-    /// How many of them were injected.
-    injects: u64,
 }
 
 struct State {
@@ -139,7 +115,7 @@ pub fn pair(rails: usize, cfg: &Config) -> (Rails, Rails, Vec<Arc<Link>>) {
             fabric: "fake".into(),
             domain: format!("fake{r}"),
             max_msg: cfg.max_msg,
-            inject: cfg.inject,
+            inject: 64,
             write_data: cfg.write_data,
             mr_local: true,
         };
@@ -202,10 +178,6 @@ impl Link {
     pub fn tags(&self, side: usize) -> Vec<u64> {
         self.lock().ends[side].tags.clone()
     }
-    /// Tagged messages end `side` injected.
-    pub fn injects(&self, side: usize) -> u64 {
-        self.lock().ends[side].injects
-    }
 }
 
 impl State {
@@ -261,9 +233,7 @@ impl State {
                     }
                     None => self.ends[to].unexpected.push_back((tag, data)),
                 }
-                if let Some(ctx) = ctx {
-                    self.ends[from].cq.push(cqe(CqKind::Send, ctx));
-                }
+                self.ends[from].cq.push(cqe(CqKind::Send, ctx));
             }
             Action::Write { from, data, cq_data, raddr, rkey, ctx } => {
                 let to = 1 - from;
@@ -365,25 +335,7 @@ impl Rail for FakeRail {
             unsafe { std::slice::from_raw_parts(buf, len) }.to_vec()
         };
         s.ends[self.side].tags.push(tag);
-        s.wire.push(Action::Send { from: self.side, tag, data, ctx: Some(ctx) });
-        Ok(Posted::Ok)
-    }
-
-    unsafe fn tinject(&mut self, buf: *const u8, len: usize, tag: u64) -> Result<Posted> {
-        if len > self.limits.inject {
-            return Err(fail(&format!("inject of {len} bytes exceeds inject {}", self.limits.inject)));
-        }
-        let link = self.link.clone();
-        let mut s = link.lock();
-        // No registration needed: checked as a zero-length buffer.
-        if !self.outbound(&mut s, buf as usize, 0, None)? {
-            return Ok(Posted::Again);
-        }
-        // SAFETY: the caller keeps `buf` valid for `len` bytes during the call; copied now.
-        let data = if len == 0 { Vec::new() } else { unsafe { std::slice::from_raw_parts(buf, len) }.to_vec() };
-        s.ends[self.side].tags.push(tag);
-        s.ends[self.side].injects += 1;
-        s.wire.push(Action::Send { from: self.side, tag, data, ctx: None });
+        s.wire.push(Action::Send { from: self.side, tag, data, ctx });
         Ok(Posted::Ok)
     }
 

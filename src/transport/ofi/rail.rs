@@ -84,12 +84,6 @@ pub trait Rail: Send {
     /// # Safety
     /// `buf` is valid for `len` bytes until the completion.
     unsafe fn tsend(&mut self, buf: *const u8, len: usize, mr: Option<&Mr>, tag: u64, ctx: u64) -> Result<Posted>;
-    /// A tagged send of at most `limits().inject` bytes that the provider copies before it
-    /// returns: no descriptor (the buffer needs no registration), no completion.
-    ///
-    /// # Safety
-    /// `buf` is valid for `len` bytes during the call.
-    unsafe fn tinject(&mut self, buf: *const u8, len: usize, tag: u64) -> Result<Posted>;
     /// # Safety
     /// `buf` is valid for `len` bytes of writes until the completion.
     unsafe fn trecv(&mut self, buf: *mut u8, len: usize, mr: Option<&Mr>, tag: u64, ignore: u64, ctx: u64) -> Result<Posted>;

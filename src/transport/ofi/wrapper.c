@@ -65,11 +65,6 @@ ssize_t nrt_fi_tsend(struct fid_ep *ep, const void *buf, size_t len, void *desc,
 	return fi_tsend(ep, buf, len, desc, dest_addr, tag, context);
 }
 
-ssize_t nrt_fi_tinject(struct fid_ep *ep, const void *buf, size_t len, fi_addr_t dest_addr, uint64_t tag)
-{
-	return fi_tinject(ep, buf, len, dest_addr, tag);
-}
-
 ssize_t nrt_fi_trecv(struct fid_ep *ep, void *buf, size_t len, void *desc, fi_addr_t src_addr, uint64_t tag,
 		     uint64_t ignore, void *context)
 {

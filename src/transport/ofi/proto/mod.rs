@@ -16,11 +16,9 @@
 //! message has been handled; an eager message whose receive is not posted yet stays in its
 //! bounce until it is (a communicator has at most 128 messages in flight, so at most half the
 //! bounces are held). Control messages all go over rail 0; eager message k over rail k mod
-//! rails. A control payload of at most 64 bytes (`shared::INLINE`) that the rail injects
-//! (`Limits::inject`) goes with `tinject`: the provider copies it, no buffer, no completion.
-//! Anything else sent is copied into one of 128 registered send buffers (eager data up to 8 KiB
-//! on a sender, control payloads on a receiver), reused after its local send completion; when
-//! all are in use the payload waits in a backlog.
+//! rails. What is sent is copied into one of 128 registered send buffers (eager data up to
+//! 8 KiB on a sender, control payloads on a receiver), reused after its local send completion;
+//! when all are in use the payload waits in a backlog.
 //!
 //! # Payloads (little-endian)
 //!
@@ -29,7 +27,7 @@
 //! | EAGER  | the message's bytes (0 to `EAGER_MAX`)                                        |
 //! | ACK    | 0..2 status (`wire::ack`: OK, TOO_LONG), 2..8 zero, 8..16 size (OK: the bytes received; TOO_LONG: the receive's capacity) |
 //! | CTS    | 0..8 capacity, 8..12 stripe, 12..16 rails n, then n × (address u64, key u64)  |
-//! | RTS    | 0..8 length, 8..12 zero, 12..16 rails n, then n × (address u64, key u64) (write mode: n = 0) |
+//! | RTS    | 0..8 length, 8..12 zero, 12..16 rails n, then n × (address u64, key u64)      |
 //! | REFUSE | 0..8 the send's length                                                        |
 //!
 //! # Messages
@@ -40,18 +38,15 @@
 //!   receive is shorter, reports it failed (`short_receive`) and answers ACK TOO_LONG. The send
 //!   completes on the ACK (`send_verdict`), not on its local completion.
 //! - **Write mode** (both ends are built with `write_mode`; the rails offer `write_data`): for
-//!   every posted receive longer than `EAGER_MAX` whose message has not already arrived, the
-//!   receiver registers the receive on every rail and sends CTS|seq with its capacity, stripe,
-//!   and address and key per rail. A sender whose message is longer than `EAGER_MAX` and that
-//!   holds no CTS for it sends RTS|seq at once (its length, no rails); the receiver answers it
-//!   with its CTS when the receive is posted (now or later) and long enough, reports a shorter
-//!   receive failed and answers ACK TOO_LONG (the send fails on it), and ignores it when it
-//!   already sent a CTS for that seq (RTS and CTS crossed). The sender, holding the matching
-//!   send longer than `EAGER_MAX` and its CTS: when it is longer than the capacity, reports it
-//!   failed and sends REFUSE|seq (the receiver fails its receive); else writes it in stripes of
-//!   the CTS's stripe (512 KiB, less where a rail's `max_msg` is smaller), stripe i over rail
-//!   i mod rails, each a `write_data` with remote CQ data = seq (low 24 bits) << 40 |
-//!   (stripes - 1) << 20 | the last stripe's length. The receiver counts the RemoteWrite completions of that seq (the full seq is
+//!   every posted receive whose message has not already arrived eagerly, the receiver sends
+//!   CTS|seq with its capacity and stripe; a receive longer than `EAGER_MAX` is first registered
+//!   on every rail and the CTS names its address and key per rail (a shorter one takes nothing
+//!   but an eager message and names none). The sender, holding the matching send longer than
+//!   `EAGER_MAX`: when it is longer than the capacity, reports it failed and sends REFUSE|seq
+//!   (the receiver fails its receive); else writes it in stripes of the CTS's stripe (512 KiB,
+//!   less where a rail's `max_msg` is smaller), stripe i over rail i mod rails, each a
+//!   `write_data` with remote CQ data = seq (low 24 bits) << 40 | (stripes - 1) << 20 | the last
+//!   stripe's length. The receiver counts the RemoteWrite completions of that seq (the full seq is
 //!   the one of its posted receives that matches in 24 bits: fewer than 2^24 are in flight) and
 //!   completes the receive with (stripes - 1) × stripe + last bytes when all landed; the send
 //!   completes when all its write completions are in. A CTS for a message sent eagerly is

@@ -93,7 +93,7 @@ impl Receiver {
         self.items.insert(seq, item);
         let mut b = [0u8; CTRL_SIZE];
         let n = cts.put(&mut b);
-        core.send_ctrl(0, tag(Type::Cts, seq), &b[..n])
+        core.send_tagged(0, tag(Type::Cts, seq), &b[..n])
     }
 
     /// Write mode: a receive that sent no clear-to-send meets the sender's ready-to-send: fail
@@ -112,7 +112,7 @@ impl Receiver {
         done.push(Done::Failed { seq, err: short_receive(item.cap, len) });
         let mut b = [0u8; CTRL_SIZE];
         let n = Ack { status: ack::TOO_LONG, size: item.cap }.put(&mut b);
-        core.send_ctrl(0, tag(Type::Ack, seq), &b[..n])
+        core.send_tagged(0, tag(Type::Ack, seq), &b[..n])
     }
 
     /// An eager message landed in bounce buffer `slot` of `rail`.
@@ -151,7 +151,7 @@ impl Receiver {
         core.release(item.mr);
         let mut b = [0u8; CTRL_SIZE];
         let n = a.put(&mut b);
-        core.send_ctrl(0, tag(Type::Ack, seq), &b[..n])
+        core.send_tagged(0, tag(Type::Ack, seq), &b[..n])
     }
 
     /// The sender's ready-to-send for message `seq`: its length (write mode), and its address
@@ -240,7 +240,7 @@ impl Receiver {
         done.push(Done::Ok { seq, bytes: len });
         let mut b = [0u8; CTRL_SIZE];
         let n = Ack { status: ack::OK, size: len }.put(&mut b);
-        core.send_ctrl(0, tag(Type::Ack, seq), &b[..n])
+        core.send_tagged(0, tag(Type::Ack, seq), &b[..n])
     }
 
     /// Write mode: the sender refused message `seq` (this receive is shorter).

@@ -77,7 +77,7 @@ impl Sender {
                     self.items.insert(seq, item);
                     let mut b = [0u8; CTRL_SIZE];
                     let n = Rts { len: len as u64, rails: Vec::new() }.put(&mut b);
-                    core.send_ctrl(0, tag(Type::Rts, seq), &b[..n])
+                    core.send_tagged(0, tag(Type::Rts, seq), &b[..n])
                 }
             };
         }
@@ -86,7 +86,7 @@ impl Sender {
         self.items.insert(seq, Item { m, len: len as u64, state: State::Announced, mr: Some(mr) });
         let mut b = [0u8; CTRL_SIZE];
         let n = rts.put(&mut b);
-        core.send_ctrl(0, tag(Type::Rts, seq), &b[..n])
+        core.send_tagged(0, tag(Type::Rts, seq), &b[..n])
     }
 
     /// Write mode: the receiver's clear-to-send for message `seq`.
@@ -117,7 +117,7 @@ impl Sender {
             done.push(send_verdict(seq, len, ack::TOO_LONG, 0)?);
             let mut b = [0u8; CTRL_SIZE];
             let n = Refuse { len }.put(&mut b);
-            return core.send_ctrl(0, tag(Type::Refuse, seq), &b[..n]);
+            return core.send_tagged(0, tag(Type::Refuse, seq), &b[..n]);
         }
         if cts.rails.len() != core.nrails {
             return Err(Error::failure(format!(

@@ -25,47 +25,11 @@ const SLOTS: usize = MAX_PENDING_PER_COMM;
 /// held by the message (or the pools) until the operation's completion.
 #[derive(Clone, Copy, Debug)]
 pub enum Op {
-    Send {
-        buf: usize,
-        len: usize,
-        mr: Mr,
-        tag: u64,
-        ctx: u64,
-    },
-    Recv {
-        buf: usize,
-        len: usize,
-        mr: Mr,
-        ctx: u64,
-    },
-    Write {
-        buf: usize,
-        len: usize,
-        mr: Option<Mr>,
-        data: u64,
-        raddr: u64,
-        rkey: u64,
-        ctx: u64,
-    },
-    Read {
-        buf: usize,
-        len: usize,
-        mr: Option<Mr>,
-        raddr: u64,
-        rkey: u64,
-        ctx: u64,
-    },
-    /// A control payload the provider copies at once (`tinject`): no buffer, no completion.
-    Inject {
-        data: [u8; INLINE],
-        len: usize,
-        tag: u64,
-    },
+    Send { buf: usize, len: usize, mr: Mr, tag: u64, ctx: u64 },
+    Recv { buf: usize, len: usize, mr: Mr, ctx: u64 },
+    Write { buf: usize, len: usize, mr: Option<Mr>, data: u64, raddr: u64, rkey: u64, ctx: u64 },
+    Read { buf: usize, len: usize, mr: Option<Mr>, raddr: u64, rkey: u64, ctx: u64 },
 }
-
-/// Control payloads up to this size (and the rail's `inject`) are injected: acknowledgements,
-/// refusals, write-mode ready-to-send, and clear-to-send over up to 3 rails.
-pub const INLINE: usize = 64;
 
 /// Page-aligned buffers of `size` bytes each, allocated once; only reached through raw pointers
 /// (the provider writes into them behind the compiler's back).
@@ -209,8 +173,7 @@ impl Core {
             let r = &mut self.rails[rail];
             // SAFETY: every address in a queued operation lies in memory held until the
             // operation's completion: a pool of this Core, or a message's region kept by its
-            // item (which is removed only once its operations completed); an injected payload
-            // is the copy on this stack, valid during the call.
+            // item (which is removed only once its operations completed).
             let (posted, n) = unsafe {
                 match op {
                     Op::Send { buf, len, mr, tag, ctx } => (r.tsend(buf as *const u8, len, Some(&mr), tag, ctx)?, len),
@@ -219,7 +182,6 @@ impl Core {
                         (r.write_data(buf as *const u8, len, mr.as_ref(), data, raddr, rkey, ctx)?, len)
                     }
                     Op::Read { buf, len, mr, raddr, rkey, ctx } => (r.read(buf as *mut u8, len, mr.as_ref(), raddr, rkey, ctx)?, len),
-                    Op::Inject { data, len, tag } => (r.tinject(data.as_ptr(), len, tag)?, len),
                 }
             };
             if posted == Posted::Again {
@@ -291,17 +253,6 @@ impl Core {
                 Ok(())
             }
         }
-    }
-
-    /// Sends the control payload `payload` tagged `tag` on `rail`: injected where the rail
-    /// takes it, else from a send buffer.
-    pub fn send_ctrl(&mut self, rail: usize, tag: u64, payload: &[u8]) -> Result<()> {
-        if payload.len() > INLINE.min(self.rails[rail].limits().inject) {
-            return self.send_tagged(rail, tag, payload);
-        }
-        let mut data = [0u8; INLINE];
-        data[..payload.len()].copy_from_slice(payload);
-        self.submit(rail, Op::Inject { data, len: payload.len(), tag })
     }
 
     fn send_from(&mut self, slot: usize, rail: usize, tag: u64, payload: &[u8]) -> Result<()> {

@@ -548,30 +548,3 @@ fn ready_to_send_paths() {
         }
     }
 }
-
-/// Control messages go injected where the rail takes them (no send buffer, no completion), from
-/// send buffers where it injects nothing; the protocol holds either way.
-#[test]
-fn control_messages_injected_or_sent() {
-    let mut sizes = mixed();
-    sizes.extend(with_short());
-    for write_mode in [true, false] {
-        for inject in [0, 64] {
-            let mut cfg = Config::new(Order::Shuffled(13), write_mode);
-            cfg.inject = inject;
-            cfg.again_every = 5;
-            let (mut s, mut r, links) = ends(2, &cfg, write_mode);
-            start(&mut s, &mut r);
-            let recvs = exchange(&mut s, &mut r, 0, &sizes, Plan::Alternate, write_mode);
-            check(&s, &r, 0, &sizes, &recvs);
-            let injects = (links[0].injects(0), links[0].injects(1));
-            if inject == 0 {
-                assert_eq!(injects, (0, 0), "write mode {write_mode}");
-            } else {
-                // Every acknowledgement of an eager message, at least.
-                let eager = sizes.iter().filter(|s| s.0 <= E).count() as u64;
-                assert!(injects.1 >= eager, "write mode {write_mode}: {injects:?}");
-            }
-        }
-    }
-}
