@@ -291,7 +291,7 @@ impl Receiver {
         // TCP link's end overtake the last writes, failing this receive).
         let mut b = [0u8; CTRL_SIZE];
         let n = Ack { status: ack::OK, size }.put(&mut b);
-        core.send_ctrl(0, tag(Type::Ack, seq), &b[..n])
+        core.send_tagged(0, tag(Type::Ack, seq), &b[..n])
     }
 
     pub fn release_all(&mut self, core: &mut Core) {
