@@ -7,7 +7,10 @@
 # namespace-aware), policy routing so traffic between the two local addresses really crosses the
 # veth, rxeA on vethA and rxeB on vethB. Every test runs with NEURON_RT_ASYNC_SENDRECV_TRANSPORT=verbs:
 # senders connect to 10.9.0.2 from 10.9.0.1 (rxeA), receivers accept on 10.9.0.2 (rxeB). Then the
-# demo over verbs beside ib_write_bw / ib_send_lat in the same VM.
+# demo over verbs beside ib_write_bw / ib_send_lat in the same VM. Where libnrt links libfabric:
+# a second pair, vethC 10.9.1.1 (rxeC) / vethD 10.9.1.2 (rxeD), and the libfabric transport over
+# FI_PROVIDER=verbs (verbs;ofi_rxm) on two rails: two processes on rxeA,rxeC / rxeB,rxeD, then
+# the C suite (docs/rdma-vm.md).
 #
 # Prints the guest's console; ends with "rdma-vm: N passed, M failed" and the verbs/perftest ratios.
 # Environment: VM_TIMEOUT (default 1500 s), VM_MEM (4G), VM_SMP (2), RDMA_VM_WORK (build/rdma-vm),
@@ -51,9 +54,10 @@ for a in $(/bin/busybox --list-full); do
     [ -e "$INITRD_ROOT/$a" ] || [ -L "$INITRD_ROOT/$a" ] || ln -s /usr/bin/busybox "$INITRD_ROOT/$a"
 done
 
-# Kernel modules in dependency order. crc32_generic is needed by rdma_rxe but not listed.
+# Kernel modules in dependency order. crc32_generic is needed by rdma_rxe but not listed; rdma_ucm
+# (/dev/infiniband/rdma_cm) for libfabric's verbs provider, which connects through librdmacm.
 : > "$INITRD_ROOT/etc/modules.order"
-for m in crc32_generic rdma_rxe veth sch_netem; do
+for m in crc32_generic rdma_rxe rdma_ucm veth sch_netem; do
     modprobe -d "$WORK/kroot" -S "$KVER" --show-depends "$m" | awk '$1=="insmod"{print $2}'
 done | awk '!seen[$0]++' | while read -r ko; do
     rel=${ko#"$WORK"/kroot/}
@@ -64,6 +68,8 @@ done
 # Programs and every library they (and the rxe provider) load. --remove-destination: some
 # targets are busybox applet links, and cp must never write through them into the host's files.
 BINS="ip tc rdma ibv_devices ibv_devinfo ib_write_bw ib_send_lat"
+# libfabric's fi_info (libfabric-bin) where installed: the guest lists the verbs provider's domains.
+command -v fi_info >/dev/null && BINS="$BINS fi_info"
 LIBS=""
 for b in $BINS; do
     p=$(command -v "$b"); d=/usr/bin; case "$p" in */sbin/*) d=/usr/sbin;; esac
@@ -237,6 +243,103 @@ netem_case "50 ms delay, 10 ms jitter" 100 65536 delay 50ms 10ms
 netem_case "reordering (25%, 10 ms)" 200 65536 delay 10ms reorder 25% 50%
 netem_case "5% duplication" 200 65536 duplicate 5%
 netem_case "20 Mbit/s cap" 40 262144 rate 20mbit
+echo "===== libfabric: NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi, FI_PROVIDER=verbs (verbs;ofi_rxm over rxe), two rails"
+# A second veth pair and two more Soft-RoCE devices, routed like the first: vethC 10.9.1.1 (rxeC)
+# and vethD 10.9.1.2 (rxeD). Rails are libfabric domains (the verbs provider's domain is the
+# device): a side at 10.9.0.1 uses rxeA and rxeC, one at 10.9.0.2 rxeB and rxeD.
+if [ ! -e /usr/lib/x86_64-linux-gnu/libfabric.so.1 ]; then
+    echo "SKIP libfabric: libnrt.so.1 does not link libfabric (built with OFI=0)"
+else
+$IP2 link add vethC type veth peer name vethD
+$IP2 addr add 10.9.1.1/24 dev vethC; $IP2 addr add 10.9.1.2/24 dev vethD
+$IP2 link set vethC up; $IP2 link set vethD up
+for f in vethC vethD; do
+    echo 1 > /proc/sys/net/ipv4/conf/$f/accept_local; echo 0 > /proc/sys/net/ipv4/conf/$f/rp_filter
+done
+$IP2 rule add pref 10 iif lo to 10.9.1.2 lookup 102; $IP2 route add 10.9.1.2 dev vethC src 10.9.1.1 table 102
+$IP2 rule add pref 10 iif lo to 10.9.1.1 lookup 103; $IP2 route add 10.9.1.1 dev vethD src 10.9.1.2 table 103
+rdma link add rxeC type rxe netdev vethC || echo "rdma link add rxeC FAILED"
+rdma link add rxeD type rxe netdev vethD || echo "rdma link add rxeD FAILED"
+sleep 1
+echo "fi_info -p verbs -t FI_EP_RDM:"
+fi_info -p verbs -t FI_EP_RDM 2>&1 | awk '/provider:/ {p=$2} /fabric:/ {f=$2} /domain:/ {print "    " p ", fabric " f ", domain " $2}' | sort -u
+# Byte counters of the four veths and the four rxe devices (what crossed which wire).
+counters() { for d in A B C D; do
+    printf ' veth%s tx %s rx %s, rxe%s sent_pkts %s rcvd_pkts %s;' $d $(cat /sys/class/net/veth$d/statistics/tx_bytes /sys/class/net/veth$d/statistics/rx_bytes) \
+        $d $(cat /sys/class/infiniband/rxe$d/ports/1/hw_counters/sent_pkts /sys/class/infiniband/rxe$d/ports/1/hw_counters/rcvd_pkts 2>/dev/null || echo "? ?"); done; echo; }
+# both_rails LOG...: every "bytes per rail" row of the logs has two entries, and some row has both
+# above 1 MiB. (Only the side that moves the payload counts it: verbs;ofi_rxm offers 4 bytes of
+# CQ data, less than the write path needs, so large messages go by RDMA read and the receiver's
+# rails carry them; the sender's rows show its control messages.)
+both_rails() { cat "$@" | sed -n 's/.*bytes per rail: \[\([0-9]*\), *\([0-9]*\)\].*/\1 \2/p' | awk '
+    {rows++; if ($1 > 1048576 && $2 > 1048576) both++} END {exit !(rows > 0 && both > 0)}' &&
+    ! cat "$@" | grep "bytes per rail: \[" | grep -vq "bytes per rail: \[[0-9]*, *[0-9]*\]"; }
+echo "verbs;ofi_rxm on rxeA: $(fi_info -p verbs -d rxeA -t FI_EP_RDM -v 2>/dev/null | grep -m1 -o 'cq_data_size: [0-9]*'), rxe $(ibv_devinfo -v -d rxeA | grep -m1 -o 'max_cqe:.*' | tr -s '\t' ' ')"
+# FI_UNIVERSE_SIZE: ofi_rxm sizes each endpoint's verbs completion queue as the universe size
+# (default 256) times the verbs endpoints' tx + rx sizes, beyond Soft-RoCE's max_cqe (32767):
+# ibv_create_cq fails and fi_enable returns EINVAL ("Unable to create verbs CQ"). 32 peers fit.
+ofi_env="NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi FI_PROVIDER=verbs FI_UNIVERSE_SIZE=32"
+
+# 1. The per-side case, two processes: f_node receiver at 10.9.0.2 on rxeB,rxeD, sender at
+# 10.9.0.1 on rxeA,rxeC; 512 KiB stripes dealt over both rails, the receiver checks every byte.
+echo "counters before:$(counters)"
+t0=$(cut -d' ' -f1 /proc/uptime)
+env $ofi_env NEURON_RT_ASYNC_SENDRECV_OFI_RAILS=rxeB,rxeD NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=debug \
+    NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=27000 NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=10.9.0.2 \
+    timeout 300 f_node recv 1 10.9.0.1 0 8 4194304 > /tmp/ofi_r.log 2>&1 &
+rp=$!
+env $ofi_env NEURON_RT_ASYNC_SENDRECV_OFI_RAILS=rxeA,rxeC NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=debug \
+    NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=27000 NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=10.9.0.1 \
+    timeout 300 f_node send 0 10.9.0.2 1 8 4194304 > /tmp/ofi_s.log 2>&1
+s=$?; wait $rp; r=$?
+t1=$(cut -d' ' -f1 /proc/uptime)
+echo "counters after: $(counters)"
+grep -h -E "transport ofi|bytes per rail" /tmp/ofi_s.log /tmp/ofi_r.log | sed 's/^/    log: /'
+if [ $s = 0 ] && [ $r = 0 ] && grep -q "^done 8" /tmp/ofi_r.log \
+   && grep -q "transport ofi verbs;ofi_rxm .*domains rxeA,rxeC" /tmp/ofi_s.log && grep -q "transport ofi verbs;ofi_rxm .*domains rxeB,rxeD" /tmp/ofi_r.log \
+   && both_rails /tmp/ofi_s.log /tmp/ofi_r.log; then
+    echo "PASS [ofi verbs] two processes, two rails per side (rxeA,rxeC -> rxeB,rxeD): 8 x 4 MiB, every byte checked, both rails carried bytes ($t0..$t1 s)"; passed=$((passed+1))
+else
+    echo "FAIL [ofi verbs] two processes, two rails per side (sender rc $s, receiver rc $r)"
+    grep -v " DEBUG: " /tmp/ofi_s.log | tail -12 | sed 's/^/    send: /'; grep -v " DEBUG: " /tmp/ofi_r.log | tail -12 | sed 's/^/    recv: /'
+    failed=$((failed+1))
+fi
+
+# 2. The C suite. Most programs run both ends in one process (threads, or lncs of one process),
+# and the rails come from the process's environment (NEURON_RT_ASYNC_SENDRECV_OFI_RAILS cannot
+# differ between two ends of one process): both ends use rxeA,rxeC, so rail 0 is rxeA -> rxeA and
+# rail 1 rxeC -> rxeC, a device talking to itself (the counters printed after the suite show the
+# wires it used). Only the per-side case above has each side on its own two devices.
+# t_transfer runs at debug level: its log must name the provider and both domains, and show that
+# both rails carried bytes. t_manycomms is left out here: 16 communicators, each opening its own
+# two rails (fabric, domain, endpoint, 256 registered bounce buffers each), take about 50 s under
+# emulation; it runs over libfabric in make test-ofi (tcp, shm).
+port=2000
+for t in /tests/t_*; do
+    n=$(basename $t)
+    if [ $n = t_manycomms ]; then echo "SKIP [ofi verbs] $n: time (about 50 s under emulation; make test-ofi runs it over tcp and shm)"; continue; fi
+    level=info; [ $n = t_transfer ] && level=debug
+    start=$(cut -d' ' -f1 /proc/uptime)
+    env $ofi_env NEURON_RT_ASYNC_SENDRECV_OFI_RAILS=rxeA,rxeC NRT_TEST_PORT_BASE=$port NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=$level \
+        timeout 300 $t > /tmp/ofi_$n.log 2>&1
+    rc=$?
+    end=$(cut -d' ' -f1 /proc/uptime)
+    ok=1; why=""
+    if [ $n = t_transfer ]; then
+        grep -m2 "transport ofi" /tmp/ofi_$n.log | sed 's/^/    log: /'
+        grep "bytes per rail" /tmp/ofi_$n.log | head -4 | sed 's/^/    log: /'
+        grep -q "transport ofi verbs;ofi_rxm .*domains rxeA,rxeC" /tmp/ofi_$n.log || { ok=0; why="$why; no 'transport ofi verbs;ofi_rxm ... domains rxeA,rxeC' in the log"; }
+        both_rails /tmp/ofi_$n.log || { ok=0; why="$why; the log does not show both rails carrying bytes"; }
+    fi
+    if [ $rc = 0 ] && [ $ok = 1 ]; then
+        echo "PASS [ofi verbs] $n (rc 0, $start..$end s, lines logging transport ofi: $(grep -c "transport ofi" /tmp/ofi_$n.log))"; passed=$((passed+1))
+    else
+        echo "FAIL [ofi verbs] $n (rc $rc$why)"; grep -v -E " (INFO|DEBUG): " /tmp/ofi_$n.log | tail -25 | sed 's/^/    /'; failed=$((failed+1))
+    fi
+    port=$((port+816))
+done
+echo "counters after the suite: $(counters)"
+fi
 echo "rdma-vm suite: $passed passed, $failed failed"
 echo "===== perftest (rxeA <-> rxeB)"
 # perftest converts cycles to time with "cpu MHz" from /proc/cpuinfo, which the emulated CPU
