@@ -47,7 +47,9 @@ def ours(prov, size, iters, name):
     env = dict(os.environ, FI_PROVIDER=prov, NEURON_RT_ASYNC_SENDRECV_TRANSPORT="ofi", NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR="127.0.0.1",
                NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL="error")
     js = os.path.join(TMP, f"ofi_{name}.json")
-    base = free_port()
+    # A base with its neighbours free, below the ephemeral range (bench_report.py free-port).
+    base = int(subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "bench_report.py"), "free-port", "8"],
+                              capture_output=True, text=True, check=True).stdout.split()[0])
     subprocess.run(["timeout", "120", TOOL, "--local", "--port-base", str(base), "--no-progress", "--mode", "lat", "--sizes", str(size),
                     "--iters", str(iters), "--json", js], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     d = json.load(open(js))
