@@ -58,8 +58,8 @@ impl Chosen {
 }
 
 /// Builds the chosen transport over the connection's streams (`who`: the communicator, for logs).
+#[cfg_attr(not(feature = "ofi"), allow(unused_variables))]
 pub fn build(cfg: &Config, kind: Kind, streams: Vec<Stream>, chosen: Chosen, who: String) -> Result<AnyTransport> {
-    let _ = &who;
     Ok(match chosen {
         Chosen::Tcp => AnyTransport::Tcp(TcpTransport::new(kind, streams)),
         Chosen::Shm => AnyTransport::Shm(ShmTransport::new(kind, streams, cfg.transport == Setting::Shm, cfg.shm_vm_readv)?),
