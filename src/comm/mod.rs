@@ -445,7 +445,10 @@ impl Hub {
             t.clone()
         };
         for c in ticking {
-            c.progress();
+            // A parked one is its spinning caller's (`unpark_if_idle` below hands it back).
+            if !c.parked.load(Ordering::Relaxed) {
+                c.progress();
+            }
         }
         let parked = std::mem::take(&mut *self.parked.lock());
         if parked.is_empty() {

@@ -84,8 +84,10 @@ impl Comm {
                 }
                 let prev = self.polled_at.swap(now, Ordering::Relaxed);
                 if !handed && now.saturating_sub(prev) < SPIN_GAP_NS && !self.parked.load(Ordering::Relaxed) {
+                    // A transport the progress thread polls every tick (libfabric) parks too,
+                    // with or without descriptors: the ticks then leave it to its caller.
                     let fds = io.spin_fds();
-                    if !fds.is_empty() {
+                    if !fds.is_empty() || io.transport().wants_ticks() {
                         self.parked.store(true, Ordering::Release);
                         for w in fds {
                             let _ = self.hub.rearm(w.fd, self.id, false, w.input);

@@ -785,6 +785,11 @@ impl Rail for FabricRail {
                     let c = self.complete(e.op_context, e.flags, e.len, e.tag, e.data, None)?;
                     out.push(c);
                 }
+                if (n as usize) < BATCH {
+                    // The queue had no more: another read would only run the provider's
+                    // progress again (a system call over tcp) before these are handled.
+                    return Ok(());
+                }
             } else if n == eagain() {
                 return Ok(());
             } else if n == -i64::from(sys::FI_EAVAIL) {

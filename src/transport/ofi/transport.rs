@@ -212,16 +212,17 @@ impl Transport for OfiTransport {
 
     /// A caller's poll drives the provider (its completion queues); the streams are the
     /// progress thread's (their end wakes it), but for set-up, when the names are read here too.
-    fn poll(&mut self, _wait: Option<Wait>, _defer_control: bool, done: &mut Completions<'_>) -> Result<bool> {
+    fn poll(&mut self, _wait: Option<Wait>, defer_control: bool, done: &mut Completions<'_>) -> Result<bool> {
         if !self.started {
             self.link.read_ready()?;
             self.handle_frames(done)?;
             return self.link.flush_control().map(|_| false);
         }
-        self.with_staging(done, |p, d| p.progress(d)).map(|_| false)
+        self.with_staging(done, |p, d| p.poll(defer_control, d))
     }
 
     fn flush_control(&mut self) -> Result<()> {
+        self.proto.send_held()?;
         self.link.flush_control()
     }
 
@@ -230,10 +231,14 @@ impl Transport for OfiTransport {
         out.extend(self.fds.iter().map(|&fd| WaitFd { fd, input: true }));
     }
 
-    fn spin_fds(&self, _out: &mut Vec<WaitFd>) {}
+    /// A spinning caller polls the completion queues itself: the progress thread stops
+    /// watching their descriptors (and ticking) meanwhile.
+    fn spin_fds(&self, out: &mut Vec<WaitFd>) {
+        out.extend(self.fds.iter().map(|&fd| WaitFd { fd, input: true }));
+    }
 
     fn polls_sockets(&self) -> bool {
-        false
+        true
     }
 
     fn wants_ticks(&self) -> bool {

@@ -186,11 +186,15 @@ impl Proto {
     }
 
     /// Posts what waited for the provider, then reads every rail's completions and handles
-    /// them, until the rails have none (at most `MAX_PASSES` passes).
+    /// them, until the rails have none (at most `MAX_PASSES` passes) or the message a caller
+    /// polls for is in.
     pub fn progress(&mut self, done: &mut Completions<'_>) -> Result<()> {
         self.report_deferred(done);
         if !self.core.started {
             return Ok(());
+        }
+        if !self.core.hold_acks {
+            self.core.send_held()?;
         }
         self.core.flush_all()?;
         let mut cqes = std::mem::take(&mut self.cqes);
@@ -204,7 +208,8 @@ impl Proto {
                     self.completion(rail, c, done)?;
                 }
             }
-            if !any {
+            // The caller's message is in: it returns now (the rest at its next call).
+            if !any || done.watched().is_some() {
                 break;
             }
         }
@@ -264,6 +269,20 @@ impl Proto {
             (CqKind::RemoteWrite, Side::Recv(r)) if core.write_mode => r.on_remote_write(core, rail, c.data, done),
             (k, _) => Err(Error::failure(format!("unexpected {k:?} completion on rail {rail}"))),
         }
+    }
+
+    /// A caller's poll: like `progress`, but with `hold` the acknowledgements of the eager
+    /// messages it lands are held back (`send_held`); true when some are held.
+    pub fn poll(&mut self, hold: bool, done: &mut Completions<'_>) -> Result<bool> {
+        self.core.hold_acks = hold;
+        let r = self.progress(done);
+        self.core.hold_acks = false;
+        r.map(|_| self.core.has_held())
+    }
+
+    /// Sends the acknowledgements a `poll` held back.
+    pub fn send_held(&mut self) -> Result<()> {
+        self.core.send_held()
     }
 
     /// Messages posted and not reported yet.

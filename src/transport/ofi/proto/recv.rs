@@ -151,7 +151,7 @@ impl Receiver {
         core.release(item.mr);
         let mut b = [0u8; CTRL_SIZE];
         let n = a.put(&mut b);
-        core.send_tagged(0, tag(Type::Ack, seq), &b[..n])
+        core.send_ack(tag(Type::Ack, seq), &b[..n])
     }
 
     /// The sender's ready-to-send for message `seq`: its length (write mode), and its address

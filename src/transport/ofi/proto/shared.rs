@@ -96,7 +96,14 @@ pub struct Core {
     free: Vec<usize>,
     backlog: VecDeque<(usize, u64, Vec<u8>)>,
     pub cache: MrCache,
+    /// Acknowledgements of eager messages are held back (`send_ack`) while a spinning caller
+    /// takes its receive: it is usually about to answer, and its answer goes first.
+    pub hold_acks: bool,
+    held: Vec<(u64, [u8; ACK_LEN])>,
 }
+
+/// An acknowledgement's payload (`ctrl::Ack`).
+const ACK_LEN: usize = 16;
 
 impl Core {
     /// Allocates and registers the pools and queues the bounce receives (posted at `start`).
@@ -142,6 +149,8 @@ impl Core {
             free: (0..SLOTS).rev().collect(),
             backlog: VecDeque::new(),
             cache: MrCache::default(),
+            hold_acks: false,
+            held: Vec::new(),
             rails: Vec::new(),
         };
         // From here on Drop deregisters what was registered.
@@ -253,6 +262,33 @@ impl Core {
                 Ok(())
             }
         }
+    }
+
+    /// An eager message's acknowledgement (rail 0): sent now, or held while `hold_acks`.
+    pub fn send_ack(&mut self, tag: u64, payload: &[u8]) -> Result<()> {
+        if self.hold_acks && payload.len() == ACK_LEN {
+            let mut b = [0u8; ACK_LEN];
+            b.copy_from_slice(payload);
+            self.held.push((tag, b));
+            return Ok(());
+        }
+        self.send_tagged(0, tag, payload)
+    }
+
+    /// Acknowledgements are held back.
+    pub fn has_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Sends the held acknowledgements.
+    pub fn send_held(&mut self) -> Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        for (tag, b) in std::mem::take(&mut self.held) {
+            self.send_tagged(0, tag, &b)?;
+        }
+        Ok(())
     }
 
     fn send_from(&mut self, slot: usize, rail: usize, tag: u64, payload: &[u8]) -> Result<()> {
