@@ -4,7 +4,7 @@
 #
 # Builds every c_tests/t_*.c (C11) and t_*.cpp (C++11) with -Wall -Wextra -Werror -pedantic against
 # ROOT/include and ROOT/build/lib/libnrt.so.1 into ROOT/build/c_tests/ (a program that does not
-# compile is a failed test), checks that the three headers compile in every include order (C11 and
+# compile is a failed test), checks that the four headers compile in every include order (C11 and
 # C++11), then runs each program under `timeout 120` on its own ports and prints one line per test,
 # and last exactly one line "C: N passed, M failed". Exit status 0 only when M is 0.
 #
@@ -44,12 +44,16 @@ if [ ! -e "$LIB/libnrt.so.1" ]; then
 fi
 
 # 1. The headers in every include order, alone and together, compile-only, C11 and C++11.
-hdrs=(nrt/nrt.h nrt/nrt_async_sendrecv.h nrt/nrt_status.h)
+hdrs=(nrt/nrt.h nrt/nrt_async_sendrecv.h nrt/nrt_status.h nrt/nrt_version.h)
 hlog=$OUT/t_header_order.log
 : >"$hlog"
 hbad=0
+norders=0
 mkdir -p "$OUT/header_order"
-for order in "0" "1" "2" "0 1 2" "0 2 1" "1 0 2" "1 2 0" "2 0 1" "2 1 0"; do
+# Each header alone, then every order of all four.
+orders=("0" "1" "2" "3")
+while read -r o; do orders+=("$o"); done < <(python3 -c 'import itertools; [print(*p) for p in itertools.permutations(range(4))]')
+for order in "${orders[@]}"; do
     tu=$OUT/header_order/order_${order// /}.c
     : >"$tu"
     for i in $order; do echo "#include <${hdrs[$i]}>" >>"$tu"; done
@@ -58,14 +62,17 @@ for order in "0" "1" "2" "0 1 2" "0 2 1" "1 0 2" "1 2 0" "2 0 1" "2 1 0"; do
         echo 'NRT_STATUS use_it(nrt_async_sendrecv_comm_t *c, nrt_async_sendrecv_request_t *r, nrt_tensor_t *t, bool *d);' >>"$tu"
     elif [[ $order == *0* ]]; then
         echo 'NRT_STATUS use_it(nrt_tensor_t *t, nrt_tensor_placement_t p, nrt_framework_type_t f);' >>"$tu"
+    elif [[ $order == *3* ]]; then
+        echo 'NRT_STATUS use_it(nrt_version_t *v, char (*d)[RT_VERSION_DETAIL_LEN]);' >>"$tu"
     else
         echo 'NRT_STATUS use_it(NRT_STATUS s);' >>"$tu"
     fi
     echo "--- $tu" >>"$hlog"; cat "$tu" >>"$hlog"
     "$CC" "${CFLAGS_C[@]}" -I"$INC" -fsyntax-only "$tu" >>"$hlog" 2>&1 || { hbad=1; echo "^^^ C11 failed" >>"$hlog"; }
     "$CXX" "${CFLAGS_CXX[@]}" -I"$INC" -fsyntax-only -x c++ "$tu" >>"$hlog" 2>&1 || { hbad=1; echo "^^^ C++11 failed" >>"$hlog"; }
+    norders=$((norders + 1))
 done
-if [ $hbad -eq 0 ]; then pass t_header_order "9 include orders, C11 and C++11"
+if [ $hbad -eq 0 ]; then pass t_header_order "$norders include sets (each header alone, every order of the four), C11 and C++11"
 else fail t_header_order "a header does not compile on its own or in some order" "$hlog"; fi
 
 # 2. The programs.

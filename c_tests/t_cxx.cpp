@@ -2,6 +2,8 @@
 #include <nrt/nrt_async_sendrecv.h>
 #include <nrt/nrt.h>
 #include <nrt/nrt_status.h>
+#include <nrt/nrt_version.h>
+#include <cstring>
 
 #include <chrono>
 #include <cstdio>
@@ -40,6 +42,20 @@ int main() {
     const char *b = std::getenv("NRT_TEST_PORT_BASE");
     setenv("NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT", b ? b : "24500", 1);
     setenv("NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR", env_or("NRT_TEST_LISTEN_ADDR", "127.0.0.1"), 1);
+    // Status names, the version and the core counts, from C++, before nrt_init.
+    CHECK(std::strcmp(nrt_get_status_as_str(NRT_TIMEOUT), "NRT_TIMEOUT") == 0);
+    CHECK(std::strcmp(nrt_get_status_as_str(static_cast<NRT_STATUS>(4242)), "NRT_UNKNOWN_STATUS") == 0);
+    nrt_version_t ver{};
+    CHECK(nrt_get_version(&ver, sizeof ver) == NRT_SUCCESS && std::strncmp(ver.rt_detail, "nrt-sendrecv ", 13) == 0);
+    CHECK(nrt_get_version(nullptr, sizeof ver) == NRT_INVALID);
+    unsetenv("NEURON_RT_VISIBLE_CORES");
+    setenv("NEURON_RT_NUM_CORES", "2", 1);
+    uint32_t cnt[4] = {0, 0, 0, 0};
+    CHECK(nrt_get_visible_vnc_count(&cnt[0]) == NRT_SUCCESS && nrt_get_total_vnc_count(&cnt[1]) == NRT_SUCCESS &&
+          nrt_get_visible_nc_count(&cnt[2]) == NRT_SUCCESS && nrt_get_total_nc_count(&cnt[3]) == NRT_SUCCESS);
+    CHECK(cnt[0] == 2 && cnt[1] == 2 && cnt[2] == 2 && cnt[3] == 2);
+    CHECK(nrt_get_visible_vnc_count(nullptr) == NRT_INVALID);
+    unsetenv("NEURON_RT_NUM_CORES");
     CHECK(nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0") == NRT_SUCCESS);
     CHECK(nrt_async_sendrecv_init(0) == NRT_SUCCESS);
     CHECK(nrt_async_sendrecv_init(1) == NRT_SUCCESS);

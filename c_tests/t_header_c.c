@@ -4,7 +4,9 @@
 #include <nrt/nrt_status.h>
 #include <nrt/nrt.h>
 #include <nrt/nrt_async_sendrecv.h>
+#include <nrt/nrt_version.h>
 #include <nrt/nrt_status.h> /* twice: include guards */
+#include <stddef.h>
 #include <stdio.h>
 
 _Static_assert(sizeof(NRT_STATUS) == sizeof(int), "NRT_STATUS is int-sized");
@@ -35,6 +37,17 @@ static size_t (*const q9)(const nrt_tensor_t *) = nrt_tensor_get_size;
 static void *(*const q10)(const nrt_tensor_t *) = nrt_tensor_get_va;
 static NRT_STATUS (*const q11)(const nrt_tensor_t *, size_t, nrt_tensor_t *, size_t, size_t) = nrt_tensor_copy;
 static NRT_STATUS (*const q12)(nrt_tensor_t *, uint64_t, int, size_t) = nrt_tensor_memset;
+static const char *(*const r1)(NRT_STATUS) = nrt_get_status_as_str;
+static NRT_STATUS (*const r2)(nrt_version_t *, size_t) = nrt_get_version;
+static NRT_STATUS (*const r3)(uint32_t *) = nrt_get_total_nc_count;
+static NRT_STATUS (*const r4)(uint32_t *) = nrt_get_visible_nc_count;
+static NRT_STATUS (*const r5)(uint32_t *) = nrt_get_total_vnc_count;
+static NRT_STATUS (*const r6)(uint32_t *) = nrt_get_visible_vnc_count;
+
+/* nrt_version_t as the vendor lays it out. */
+_Static_assert(RT_VERSION_DETAIL_LEN == 128 && GIT_HASH_LEN == 64, "nrt_version.h lengths");
+_Static_assert(sizeof(nrt_version_t) == 4 * 8 + 128 + 64, "nrt_version_t size");
+_Static_assert(offsetof(nrt_version_t, rt_detail) == 32 && offsetof(struct nrt_version, git_hash) == 160, "nrt_version_t layout");
 
 int main(void) {
     int bad = 0;
@@ -54,6 +67,7 @@ int main(void) {
 #define NN(p) (bad += (p) == NULL, n++)
     NN(p1); NN(p2); NN(p3); NN(p4); NN(p5); NN(p6); NN(p7); NN(p8); NN(p9); NN(p10); NN(p11);
     NN(q1); NN(q2); NN(q3); NN(q4); NN(q5); NN(q6); NN(q7); NN(q8); NN(q9); NN(q10); NN(q11); NN(q12);
+    NN(r1); NN(r2); NN(r3); NN(r4); NN(r5); NN(r6);
     printf("%s t_header_c (%d prototypes, enum values)\n", bad ? "FAIL" : "PASS", n);
     return bad != 0;
 }

@@ -40,6 +40,50 @@ extern "C" {
 #endif // __cplusplus
 
 /**
+ * The number of physical cores on this host: without Neuron devices, the total of logical
+ * cores (`nrt_get_total_vnc_count`) times `NEURON_LOGICAL_NC_CONFIG` (1 or 2, default 1). See
+ * `nrt_get_visible_vnc_count` for where the numbers come from.
+ *
+ * Returns:
+ * - `NRT_SUCCESS`: written.
+ * - `NRT_INVALID`: `nc_count` is NULL, or a core variable is malformed (logged, naming it).
+ */
+NRT_STATUS nrt_get_total_nc_count(uint32_t *nc_count);
+
+/**
+ * The number of physical cores this process may use: the visible logical cores times
+ * `NEURON_LOGICAL_NC_CONFIG`.
+ *
+ * Returns:
+ * - `NRT_SUCCESS`: written.
+ * - `NRT_INVALID`: `nc_count` is NULL, or a core variable is malformed (logged, naming it).
+ */
+NRT_STATUS nrt_get_visible_nc_count(uint32_t *nc_count);
+
+/**
+ * The number of logical cores on this host: the highest core of `NEURON_RT_VISIBLE_CORES` + 1,
+ * else `NEURON_RT_NUM_CORES`, else 1.
+ *
+ * Returns:
+ * - `NRT_SUCCESS`: written.
+ * - `NRT_INVALID`: `nc_count` is NULL, or a core variable is malformed (logged, naming it).
+ */
+NRT_STATUS nrt_get_total_vnc_count(uint32_t *nc_count);
+
+/**
+ * The number of logical cores this process may use (the lncs it would pass to
+ * `nrt_async_sendrecv_init`). Without Neuron devices it comes from the vendor's variables, read
+ * at each call: `NEURON_RT_VISIBLE_CORES` (a list of cores and inclusive ranges, e.g. `0-3` or
+ * `1,3,8-11`, each 0 to 1023: the distinct cores listed), else `NEURON_RT_NUM_CORES` (a count,
+ * 1 to 1024), else 1.
+ *
+ * Returns:
+ * - `NRT_SUCCESS`: written.
+ * - `NRT_INVALID`: `nc_count` is NULL, or a core variable is malformed (logged, naming it).
+ */
+NRT_STATUS nrt_get_visible_vnc_count(uint32_t *nc_count);
+
+/**
  * Initialises the runtime. Without Neuron devices this only records that it was called (which
  * `nrt_async_sendrecv_init` requires), re-reads `NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL` and raises
  * the soft open-file limit to the hard one. `fw_version` and `fal_version` are not read (NULL

@@ -43,4 +43,18 @@ typedef enum NRT_STATUS {
   NRT_NETWORK_PROXY_FAILURE = 1206,
 } NRT_STATUS;
 
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * The name of a status code, e.g. `"NRT_TIMEOUT"` for 5: a static string, never freed by the
+ * caller. A value that is not an `NRT_STATUS` gives `"NRT_UNKNOWN_STATUS"`; never NULL.
+ */
+const char *nrt_get_status_as_str(NRT_STATUS status);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
 #endif  /* NRT_STATUS_H */

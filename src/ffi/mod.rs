@@ -5,6 +5,8 @@
 //! the function and the cause.
 
 #[cfg(not(feature = "preload"))]
+mod info;
+#[cfg(not(feature = "preload"))]
 mod runtime;
 mod sendrecv;
 #[cfg(not(feature = "preload"))]

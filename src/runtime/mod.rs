@@ -183,6 +183,8 @@ pub fn flush(lnc: i32) -> Result<()> {
     Ok(())
 }
 
+#[cfg_attr(feature = "preload", allow(dead_code))]
+pub mod cores;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `make header`: writes include/nrt/{nrt_status.h, nrt.h, nrt_async_sendrecv.h}.
+//! `make header`: writes include/nrt/{nrt_status.h, nrt.h, nrt_async_sendrecv.h, nrt_version.h}.
 //!
 //! Shared settings come from the top-level `cbindgen.toml`; this program only says which items
 //! belong in which header (cbindgen writes one file per run) and how they include each other.
@@ -10,6 +10,8 @@ struct Header {
     file: &'static str,
     guard: &'static str,
     includes: &'static [&'static str],
+    /// Lines written after the includes (the vendor's macros).
+    defines: &'static str,
     /// Items (types and functions) that go in this header; every other item is excluded.
     items: &'static [&'static str],
     doc: &'static str,
@@ -20,13 +22,15 @@ const HEADERS: &[Header] = &[
         file: "nrt_status.h",
         guard: "NRT_STATUS_H",
         includes: &[],
-        items: &["NRT_STATUS"],
+        defines: "",
+        items: &["NRT_STATUS", "nrt_get_status_as_str"],
         doc: "Status codes returned by every nrt_* function.",
     },
     Header {
         file: "nrt.h",
         guard: "NRT_H",
         includes: &["nrt/nrt_status.h"],
+        defines: "",
         items: &[
             "nrt_framework_type_t",
             "nrt_tensor_placement_t",
@@ -45,6 +49,10 @@ const HEADERS: &[Header] = &[
             "nrt_tensor_get_va",
             "nrt_tensor_copy",
             "nrt_tensor_memset",
+            "nrt_get_total_nc_count",
+            "nrt_get_visible_nc_count",
+            "nrt_get_total_vnc_count",
+            "nrt_get_visible_vnc_count",
         ],
         doc: "Runtime initialisation and host-memory tensors (the part of the Neuron runtime's nrt.h that nrt-sendrecv implements).",
     },
@@ -52,6 +60,7 @@ const HEADERS: &[Header] = &[
         file: "nrt_async_sendrecv.h",
         guard: "NRT_ASYNC_SENDRECV_H",
         includes: &["nrt/nrt.h"],
+        defines: "",
         items: &[
             "nrt_async_sendrecv_comm",
             "nrt_async_sendrecv_comm_t",
@@ -71,6 +80,14 @@ const HEADERS: &[Header] = &[
         ],
         doc: "Asynchronous tensor send/receive between logical cores (nrt_async_sendrecv_*).",
     },
+    Header {
+        file: "nrt_version.h",
+        guard: "NRT_VERSION_H",
+        includes: &["nrt/nrt_status.h"],
+        defines: "#define RT_VERSION_DETAIL_LEN 128\n#define GIT_HASH_LEN 64",
+        items: &["nrt_version", "nrt_version_t", "nrt_get_version"],
+        doc: "The runtime's version (nrt_get_version): nrt-sendrecv's own.",
+    },
 ];
 
 fn main() {
@@ -89,17 +106,26 @@ fn main() {
         cfg.include_guard = Some(h.guard.to_string());
         cfg.sys_includes = vec!["stdbool.h".into(), "stddef.h".into(), "stdint.h".into()];
         cfg.includes = h.includes.iter().map(|s| s.to_string()).collect();
+        if !h.defines.is_empty() {
+            cfg.after_includes = Some(h.defines.to_string());
+        }
         cfg.header = Some(format!(
             "/* SPDX-License-Identifier: Apache-2.0 */\n/* nrt-sendrecv: {}\n * Generated from the Rust source by `make header` (cbindgen {}); do not edit. */",
             h.doc, "0.29.4",
         ));
         cfg.export.include = h.items.iter().map(|s| s.to_string()).collect();
         cfg.export.exclude.extend(all.iter().filter(|n| !h.items.contains(n)).map(|s| s.to_string()));
+        let mut text = Vec::new();
         cbindgen::Builder::new()
             .with_config(cfg)
             .with_crate(&crate_dir)
             .generate()
             .unwrap_or_else(|e| panic!("cbindgen failed for {}: {e}", h.file))
-            .write_to_file(out_dir.join(h.file));
+            .write(&mut text);
+        let text = String::from_utf8(text).expect("cbindgen writes UTF-8");
+        // The vendor declares `typedef struct nrt_version { ... } nrt_version_t;` (no typedef
+        // named `nrt_version`); cbindgen's "both" style would add one.
+        let text = text.replace("} nrt_version;\n\ntypedef struct nrt_version nrt_version_t;", "} nrt_version_t;");
+        std::fs::write(out_dir.join(h.file), text).unwrap_or_else(|e| panic!("write {}: {e}", h.file));
     }
 }
