@@ -42,11 +42,38 @@ static uint8_t pattern(size_t size, int slot, size_t i) {
 }
 
 /* Environment overrides (the VM harness runs a short demo): NRT_DEMO_BYTES_PER_SIZE,
- * NRT_DEMO_MAX_SIZE, NRT_DEMO_MIN_ITERS, NRT_DEMO_WINDOW (1: one message at a time, so
- * microseconds per message is a round trip: the send completes when the peer has the bytes). */
+ * NRT_DEMO_MIN_SIZE (from 1 byte), NRT_DEMO_MAX_SIZE, NRT_DEMO_MIN_ITERS, NRT_DEMO_WINDOW (1: one
+ * message at a time, so microseconds per message is a round trip: the send completes when the
+ * peer has the bytes). */
 static size_t env_size(const char *name, size_t dflt) {
     const char *v = getenv(name);
     return v && *v ? (size_t)strtoull(v, NULL, 0) : dflt;
+}
+
+/* NRT_DEMO_SENDER_<NAME>=<value> (NRT_DEMO_RECEIVER_<NAME>): <NAME>=<value> in that side's process
+ * only, set before nrt_init (the library reads its settings there). The two sides are one program,
+ * forked, and otherwise share their environment; the VM harness gives each side its own libfabric
+ * rail this way (NRT_DEMO_SENDER_NEURON_RT_ASYNC_SENDRECV_OFI_RAILS=rxeA). */
+extern char **environ;
+static int role_env(const char *who) {
+    char prefix[32], *todo[64];
+    int n = 0;
+    snprintf(prefix, sizeof prefix, "NRT_DEMO_%s_", who);
+    size_t plen = strlen(prefix);
+    /* Copied first: setenv may move environ. */
+    for (char **e = environ; *e && n < 64; e++)
+        if (strncmp(*e, prefix, plen) == 0 && strchr(*e + plen, '=') && (todo[n] = strdup(*e + plen))) n++;
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        char *eq = strchr(todo[i], '=');
+        *eq = '\0';
+        if (*todo[i] == '\0' || setenv(todo[i], eq + 1, 1) != 0) {
+            fprintf(stderr, "nrt_demo: cannot set %s from %s%s\n", todo[i], prefix, todo[i]);
+            rc = 1;
+        }
+        free(todo[i]);
+    }
+    return rc;
 }
 
 static int window_for(size_t size) {
@@ -103,6 +130,7 @@ static int run(int is_sender, const char *peer) {
     const char *who = is_sender ? "sender" : "receiver";
     int lnc = is_sender ? 0 : 1, peer_lnc = is_sender ? 1 : 0;
     NRT_STATUS st;
+    if (role_env(is_sender ? "SENDER" : "RECEIVER") != 0) return 1;
     if ((st = nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0")) != NRT_SUCCESS) return die(who, "nrt_init", st);
     if ((st = nrt_async_sendrecv_init(lnc)) != NRT_SUCCESS) return die(who, "nrt_async_sendrecv_init", st);
     nrt_async_sendrecv_comm_t *comm = NULL;
@@ -117,7 +145,9 @@ static int run(int is_sender, const char *peer) {
         printf("%12s %10s %10s %14s %8s %8s\n", "size", "GB/s", "Gbit/s", "us/message", "iters", "window");
         fflush(stdout);
     }
-    for (size_t size = MIN_SIZE; size <= env_size("NRT_DEMO_MAX_SIZE", MAX_SIZE); size *= 4) {
+    size_t first = env_size("NRT_DEMO_MIN_SIZE", MIN_SIZE);
+    if (first < 1) first = 1;
+    for (size_t size = first; size <= env_size("NRT_DEMO_MAX_SIZE", MAX_SIZE); size *= 4) {
         int window = window_for(size), iters = iters_for(size);
         nrt_tensor_t *t[MAX_WINDOW] = {0};
         for (int s = 0; s < window; s++) {
@@ -138,8 +168,9 @@ static int run(int is_sender, const char *peer) {
         if (is_sender) {
             double bytes = (double)size * iters;
             char label[32];
-            if (size >= ((size_t)1 << 20)) snprintf(label, sizeof label, "%zu MiB", size >> 20);
-            else snprintf(label, sizeof label, "%zu KiB", size >> 10);
+            if (size >= ((size_t)1 << 20) && size % ((size_t)1 << 20) == 0) snprintf(label, sizeof label, "%zu MiB", size >> 20);
+            else if (size >= 1024 && size % 1024 == 0) snprintf(label, sizeof label, "%zu KiB", size >> 10);
+            else snprintf(label, sizeof label, "%zu B", size);
             printf("%12s %10.3f %10.2f %14.1f %8d %8d\n", label, bytes / dt / 1e9, bytes * 8 / dt / 1e9, dt / iters * 1e6, iters, window);
             fflush(stdout);
         } else {

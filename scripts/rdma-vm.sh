@@ -10,9 +10,11 @@
 # demo over verbs beside ib_write_bw / ib_send_lat in the same VM. Where libnrt links libfabric:
 # a second pair, vethC 10.9.1.1 (rxeC) / vethD 10.9.1.2 (rxeD), and the libfabric transport over
 # FI_PROVIDER=verbs (verbs;ofi_rxm) on two rails: two processes on rxeA,rxeC / rxeB,rxeD, then
-# the C suite (docs/rdma-vm.md).
+# the C suite; then the demo over libfabric on one rail per side, rxeA -> rxeB, measured at 1 MiB
+# and 8 bytes one at a time beside the perftest runs (docs/rdma-vm.md).
 #
-# Prints the guest's console; ends with "rdma-vm: N passed, M failed" and the verbs/perftest ratios.
+# Prints the guest's console; ends with the verbs/perftest and ofi/perftest ratios and
+# "rdma-vm: N passed, M failed".
 # Environment: VM_TIMEOUT (default 1500 s), VM_MEM (4G), VM_SMP (2), RDMA_VM_WORK (build/rdma-vm),
 # RDMA_VM_TESTS (only these test programs).
 set -euo pipefail
@@ -339,6 +341,39 @@ for t in /tests/t_*; do
     port=$((port+816))
 done
 echo "counters after the suite: $(counters)"
+
+# 3. Measured beside perftest (the host prints the ratios): the demo over libfabric, one rail per
+# side, rxeA (sender, 10.9.0.1) -> rxeB (receiver, 10.9.0.2), the pair ib_write_bw and ib_send_lat
+# use. The demo is one program that forks its receiver: NRT_DEMO_SENDER_<NAME> and
+# NRT_DEMO_RECEIVER_<NAME> set <NAME> in one side only. Bandwidth: 1 MiB messages, 8 in flight;
+# round trip: 8 bytes (ib_send_lat's size), one at a time. Rows are marked OFIBW / OFIRT for the
+# host; the receiver checks every byte of each size's last messages, and the logs must name the
+# two devices.
+ofi_demo() { # name log env...
+    name=$1; log=$2; shift 2
+    env $ofi_env NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=27100 \
+        NRT_DEMO_SENDER_NEURON_RT_ASYNC_SENDRECV_OFI_RAILS=rxeA NRT_DEMO_RECEIVER_NEURON_RT_ASYNC_SENDRECV_OFI_RAILS=rxeB \
+        "$@" timeout 300 nrt_demo 10.9.0.2 10.9.0.1 > $log 2>&1
+    rc=$?
+    grep -E "transport ofi|: FAILED|failed with" $log | sed 's/^/    log: /'
+    if [ $rc = 0 ] && grep -q "^demo: every message arrived" $log \
+       && grep -q "lnc 0: transport ofi verbs;ofi_rxm (.*domains rxeA)" $log && grep -q "lnc 1: transport ofi verbs;ofi_rxm (.*domains rxeB)" $log; then
+        echo "PASS [ofi verbs] demo, $name (rxeA -> rxeB, one rail per side, every message, the last ones' every byte checked)"; passed=$((passed+1))
+    else
+        echo "FAIL [ofi verbs] demo, $name (rc $rc)"; grep -v " INFO: " $log | tail -15 | sed 's/^/    /'; failed=$((failed+1))
+    fi
+}
+echo "===== libfabric measured: demo over ofi verbs (rxeA -> rxeB), 1 MiB, 8 in flight"
+echo "counters before:$(counters)"
+t0=$(cut -d' ' -f1 /proc/uptime)
+ofi_demo "1 MiB, 8 in flight" /tmp/ofi_bw.log NRT_DEMO_MIN_SIZE=1048576 NRT_DEMO_MAX_SIZE=1048576 NRT_DEMO_BYTES_PER_SIZE=33554432 NRT_DEMO_MIN_ITERS=4
+echo "counters after: $(counters) ($t0..$(cut -d' ' -f1 /proc/uptime) s)"
+grep -v " INFO: " /tmp/ofi_bw.log | sed -E 's/^ *([0-9]+ (B|KiB|MiB) )/OFIBW \1/'
+echo "===== libfabric measured: demo over ofi verbs (rxeA -> rxeB), 8 bytes, one message at a time"
+t0=$(cut -d' ' -f1 /proc/uptime)
+ofi_demo "8 bytes, one at a time" /tmp/ofi_rt.log NRT_DEMO_MIN_SIZE=8 NRT_DEMO_MAX_SIZE=8 NRT_DEMO_BYTES_PER_SIZE=0 NRT_DEMO_MIN_ITERS=200 NRT_DEMO_WINDOW=1
+echo "($t0..$(cut -d' ' -f1 /proc/uptime) s)"
+grep -v " INFO: " /tmp/ofi_rt.log | sed -E 's/^ *([0-9]+ (B|KiB|MiB) )/OFIRT \1/'
 fi
 echo "rdma-vm suite: $passed passed, $failed failed"
 echo "===== perftest (rxeA <-> rxeB)"
@@ -391,16 +426,35 @@ echo "[rdma-vm] log lines showing the verbs transport in use: $used"
 [ "$used" -gt 0 ] || { echo "[rdma-vm] no test logged the verbs transport"; f=$((f + 1)); }
 # Demo at 1 MiB beside ib_write_bw at 1 MiB (MB/s); latency: demo 4 KiB us/message is a
 # pipelined figure, so the latency ratio uses ib_send_lat's typical half round trip.
-demo_gbs=$(awk '$1=="1" && $2=="MiB" {print $3}' "$LOG" | tail -1)
+# MB/s from the demo row's microseconds per message (its GB/s column has three decimals, 2-3
+# digits under emulation).
+demo_us_mib=$(awk '$1=="1" && $2=="MiB" {print $5}' "$LOG" | tail -1)
 wbw_mbs=$(awk '$1=="1048576" {print $4}' "$LOG" | tail -1)
 lat_us=$(awk '$1=="8" && NF>=5 {print $5}' "$LOG" | tail -1)
 one_us=$(awk '$1=="ONE" {print $6}' "$LOG" | tail -1)
-if [ -n "$demo_gbs" ] && [ -n "$wbw_mbs" ]; then
-    awk -v d="$demo_gbs" -v w="$wbw_mbs" 'BEGIN {printf "[rdma-vm] bandwidth at 1 MiB: nrt-sendrecv verbs %.1f MB/s, ib_write_bw %.1f MB/s, ratio %.2f\n", d*1000, w*1.048576, (d*1000)/(w*1.048576)}'
+if [ -n "$demo_us_mib" ] && [ -n "$wbw_mbs" ]; then
+    awk -v u="$demo_us_mib" -v w="$wbw_mbs" 'BEGIN {if (u + 0 > 0) printf "[rdma-vm] bandwidth at 1 MiB: nrt-sendrecv verbs %.1f MB/s, ib_write_bw %.1f MB/s, ratio %.2f\n", 1048576/u, w*1.048576, (1048576/u)/(w*1.048576)}'
 fi
 [ -n "$lat_us" ] && echo "[rdma-vm] ib_send_lat 8 B typical: $lat_us us"
 if [ -n "$lat_us" ] && [ -n "$one_us" ]; then
     awk -v o="$one_us" -v l="$lat_us" 'BEGIN {if (l + 0 > 0 && l !~ /inf|nan/) printf "[rdma-vm] round trip: nrt-sendrecv verbs 4 KiB %.1f us, ib_send_lat 8 B x2 %.1f us, ratio %.2f\n", o, 2*l, o/(2*l)}'
+fi
+# The libfabric transport, same devices (rxeA -> rxeB), same perftest runs: 1 MiB, 8 in flight,
+# against ib_write_bw; 8 bytes one at a time (a round trip per message: the send completes when
+# the receiver's acknowledgement is back) against twice ib_send_lat's typical half round trip.
+ofi_us_mib=$(awk '$1=="OFIBW" && $2=="1" && $3=="MiB" {print $6}' "$LOG" | tail -1)
+ofi_rt_us=$(awk '$1=="OFIRT" && $2=="8" && $3=="B" {print $6}' "$LOG" | tail -1)
+# The demo's figure is a mean: ib_send_lat's average beside it too (its typical is a median, and
+# emulation hiccups set the two far apart).
+lat_avg_us=$(awk '$1=="8" && NF>=6 {print $6}' "$LOG" | tail -1)
+if [ -n "$ofi_us_mib" ] && [ -n "$wbw_mbs" ]; then
+    awk -v u="$ofi_us_mib" -v w="$wbw_mbs" 'BEGIN {if (u + 0 > 0) printf "[rdma-vm] ofi bandwidth at 1 MiB: nrt-sendrecv ofi %.1f MB/s, ib_write_bw %.1f MB/s, ratio %.2f\n", 1048576/u, w*1.048576, (1048576/u)/(w*1.048576)}'
+fi
+if [ -n "$lat_us" ] && [ -n "$ofi_rt_us" ]; then
+    awk -v o="$ofi_rt_us" -v l="$lat_us" -v a="${lat_avg_us:-0}" 'BEGIN {if (l + 0 > 0 && l !~ /inf|nan/) {
+        printf "[rdma-vm] ofi round trip: nrt-sendrecv ofi 8 B %.1f us, ib_send_lat 8 B x2 %.1f us, ratio %.2f", o, 2*l, o/(2*l)
+        if (a + 0 > 0 && a !~ /inf|nan/) printf " (against its average x2, %.1f us: %.2f)", 2*a, o/(2*a)
+        printf "\n" }}'
 fi
 echo "rdma-vm: $p passed, $f failed"
 [ "$f" -eq 0 ]
