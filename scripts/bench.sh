@@ -371,6 +371,12 @@ if [ $TOOL_OK = 1 ] && command -v fi_pingpong >/dev/null 2>&1 && ldd build/lib/l
 else
     log "ofi: skipped (no fi_pingpong, or the library was built with OFI=0)"
 fi
+# ------------------------------------------------------------------ first messages
+# The first 5 messages after connecting against the steady state, shm and tcp (its own target
+# lines and "bench first: ..." line, and its table in $DOC: scripts/bench_first.py).
+idle_check first
+run_fg python3 scripts/bench_first.py "$TMP" "$DOC" || fail "first: a measurement failed (see the lines above)"
+phase_end first
 cleanup
 log "writing $OUT/results.json and the latest results in $DOC"
 # Prints the errors, one line per target, then the final line; exits 1 when something failed.

@@ -18,11 +18,47 @@ pub struct CommIo<C> {
     pub next_seq: u64,
     /// The communicator, for the requests' failure messages ("lnc 0 → 10.0.0.2 lnc 1 (Send comm #0)").
     who: String,
+    /// The request a caller keeps polling: its seq + 1 (0: none), the polls of it so far, when
+    /// the first of them ran, and whether it has waited `LONG_WAIT_NS` (`long_wait`).
+    wait_seq: u64,
+    wait_polls: u32,
+    wait_since: u64,
+    wait_long: bool,
 }
+
+/// A caller that has polled one pending request for this long gives its CPU away between polls
+/// (`CommIo::long_wait`): well above an 8-byte round trip over TCP on loopback (about 9 µs), far
+/// below a scheduler time slice (milliseconds).
+const LONG_WAIT_NS: u64 = 20_000;
 
 impl<C> CommIo<C> {
     pub fn new(who: String) -> CommIo<C> {
-        CommIo { t: AnyTransport::None, inflight: VecDeque::new(), next_seq: 0, who }
+        CommIo { t: AnyTransport::None, inflight: VecDeque::new(), next_seq: 0, who, wait_seq: 0, wait_polls: 0, wait_since: 0, wait_long: false }
+    }
+
+    /// Whether the caller polling `wait` has been at it for `LONG_WAIT_NS` (the clock is read on
+    /// one poll in 16). Its peer, or the thread that does the work it waits for, may need its CPU:
+    /// two processes of one host that spin on the same CPU otherwise take a scheduler time slice
+    /// each (about 8 ms here) per message, until the scheduler moves one of them, which it may not
+    /// do for a while after they start (the first messages after connecting).
+    pub fn long_wait(&mut self, wait: Option<Wait>) -> bool {
+        let Some(w) = wait else {
+            self.wait_seq = 0;
+            return false;
+        };
+        if self.wait_seq != w.seq + 1 {
+            self.wait_seq = w.seq + 1;
+            self.wait_polls = 0;
+            self.wait_long = false;
+            self.wait_since = crate::sys::clock::mono_ns();
+            return false;
+        }
+        if !self.wait_long {
+            self.wait_polls = self.wait_polls.wrapping_add(1);
+            self.wait_long =
+                self.wait_polls.is_multiple_of(16) && crate::sys::clock::mono_ns().saturating_sub(self.wait_since) >= LONG_WAIT_NS;
+        }
+        self.wait_long
     }
 
     /// The transport chosen at set-up.

@@ -99,7 +99,10 @@ impl Comm {
             // The work this caller waits for runs on another thread of this host (a large
             // shared-memory send waits for the receiver's copy): it gives its CPU away between
             // polls instead of competing with that work.
-            let yield_cpu = wait.is_some_and(|w| io.transport().yield_while(w)) && tested.is_some_and(|r| r.is_pending());
+            // So does a caller that has waited for one request for a while (`CommIo::long_wait`).
+            let pending = tested.is_some_and(|r| r.is_pending());
+            let long = io.long_wait(wait.filter(|_| pending));
+            let yield_cpu = pending && (long || wait.is_some_and(|w| io.transport().yield_while(w)));
             drop(io);
             if yield_cpu {
                 std::thread::yield_now();
