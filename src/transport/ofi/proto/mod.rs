@@ -54,15 +54,15 @@
 //!   capacity, reports it failed and sends REFUSE|seq (the receiver fails its receive); else
 //!   chooses its writes (`send::plan_writes`: one contiguous share per rail used, a rail per
 //!   `STRIPE` bytes up to every rail, the first share on rail seq mod rails; each share in writes
-//!   of at most `MAX_WRITE` = 4 MiB, less where a rail's `max_msg` is smaller), posts them, each a
-//!   `write_data` with remote CQ data = seq (low 32 bits), and at the same time sends SIZE|seq
-//!   with the length and the number of writes (over rail 0; it adds no round trip). The receiver
-//!   takes the SIZE message and the RemoteWrite completions in any order (the full seq of a write
-//!   is the one of its posted receives that matches in 32 bits: fewer than 2^32 are in flight);
-//!   when the SIZE message and as many writes as it names are in, it reports the receive with the
-//!   SIZE's length and answers ACK OK. The send completes when the ACK and all its write
-//!   completions are in. A CTS for a message sent eagerly is dropped, whether it comes before the
-//!   send is posted, after, or after its ACK.
+//!   of at most `MAX_WRITE` = 4 MiB, less where a rail's `max_msg` is smaller), sends SIZE|seq
+//!   with the length and the number of writes over rail 0 and posts the writes right after it
+//!   (no round trip is added), each a `write_data` with remote CQ data = seq (low 32 bits).
+//!   The receiver takes the SIZE message and the RemoteWrite completions in any order (the full
+//!   seq of a write is the one of its posted receives that matches in 32 bits: fewer than 2^32
+//!   are in flight); when the SIZE message and as many writes as it names are in, it reports the
+//!   receive with the SIZE's length and answers ACK OK. The send completes when the ACK and all
+//!   its write completions are in. A CTS for a message sent eagerly is dropped, whether it comes
+//!   before the send is posted, after, or after its ACK.
 //! - **Read mode** (no `write_data`): the sender registers the message on every rail and sends
 //!   RTS|seq with its length and address and key per rail. The receiver, once the matching
 //!   receive is posted: when the receive is shorter, reports it failed and answers ACK TOO_LONG;
