@@ -125,9 +125,10 @@ fn round(s: &mut End, r: &mut End, acked: &dyn Fn(u64) -> bool) {
 /// third message, then drives both ends until every message is reported on both.
 fn exchange(s: &mut End, r: &mut End, base: u64, sizes: &[(usize, usize)], plan: Plan, write_mode: bool) -> Vec<Tensor> {
     let (mut keep, mut recvs) = (Vec::new(), Vec::new());
-    // Write mode: a large send completes on its writes or on its refusal, except into a receive
-    // of at most EAGER_MAX (the receiver's acknowledgement TOO_LONG).
-    let on_ack: Vec<bool> = sizes.iter().map(|&(l, c)| l <= E || c <= E).collect();
+    // Write mode: every send completes on the receiver's acknowledgement (a written one once its
+    // writes completed too), except a large one refused by this side (into a receive longer than
+    // EAGER_MAX but shorter than the send).
+    let on_ack: Vec<bool> = sizes.iter().map(|&(l, c)| l <= E || c <= E || l <= c).collect();
     let acked = |seq: u64| !write_mode || on_ack[(seq - base) as usize];
     let post_send = |s: &mut End, k: usize, keep: &mut Vec<Tensor>| {
         let (m, t) = send_msg(base + k as u64, sizes[k].0);
