@@ -604,6 +604,7 @@ fn writes_cover_the_message() {
 /// before its writes, between them and after them, and every message completes once, whole.
 #[test]
 fn size_message_before_between_and_after_the_writes() {
+    let _memory = crate::MEMORY_HEAVY_TESTS.lock();
     let sizes = [(300_000, 300_000), (E + 1, E + 1), (200_000, 250_000), (65_537, 65_537), (8, 8), (131_072, 131_072)];
     let base = (1u64 << 32) - 5;
     let (mut before, mut between, mut after) = (0, 0, 0);
