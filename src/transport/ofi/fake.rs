@@ -4,8 +4,10 @@
 //! the peer's key, address range and remote access; every buffer of an operation must lie in a
 //! registration its descriptor names. Operations take effect, and completions are delivered,
 //! in batches in a chosen order: as posted, reversed, or shuffled by a seeded xorshift. A poll
-//! on either end applies every operation issued since the last poll (in that order), then hands
-//! the polling end its completions (in that order again).
+//! on either end applies every operation issued since the last poll (in that order; with
+//! `linger`, some stay on the wire for a later poll, overtaken by those issued after them), then
+//! hands the polling end its completions (in that order again). Remote CQ data keeps only
+//! `cq_data_size` bytes (with 4, the upper 32 bits come back as noise).
 
 use crate::status::{Error, Result};
 use crate::transport::ofi::rail::{CqKind, Cqe, Limits, Mr, Posted, Rail};
@@ -30,11 +32,17 @@ pub struct Config {
     pub max_msg: u64,
     /// Every n-th operation is answered `Posted::Again` (0: never).
     pub again_every: u64,
+    /// Bytes of remote CQ data the rails carry (4 like EFA and verbs, or 8).
+    pub cq_data_size: usize,
+    /// Percent chance that an operation stays on the wire at a poll (0: none does).
+    pub linger: u64,
+    /// Remote write completions report the bytes written (else 0, as a provider may).
+    pub remote_len: bool,
 }
 
 impl Config {
     pub fn new(order: Order, write_data: bool) -> Config {
-        Config { order, write_data, max_msg: 1 << 30, again_every: 0 }
+        Config { order, write_data, max_msg: 1 << 30, again_every: 0, cq_data_size: 4, linger: 0, remote_len: true }
     }
 }
 
@@ -72,12 +80,25 @@ struct End {
     ops: u64,
     /// Tags of the tagged messages this end sent, in the order posted.
     tags: Vec<u64>,
+    /// What this end's polls handed out, in that order: received messages and remote writes.
+    handed: Vec<Handed>,
+}
+
+/// A completion a poll handed out: a received message's tag, or a remote write's CQ data (the
+/// bits the link carried).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handed {
+    Recv(u64),
+    RemoteWrite(u64),
 }
 
 struct State {
     order: Order,
     rng: u64,
     again_every: u64,
+    cq_data_mask: u64,
+    linger: u64,
+    remote_len: bool,
     calls: u64,
     wire: Vec<Action>,
     ends: [End; 2],
@@ -107,8 +128,17 @@ pub fn pair(rails: usize, cfg: &Config) -> (Rails, Rails, Vec<Arc<Link>>) {
             Order::Shuffled(s) => s.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(r as u64 + 1) | 1,
             _ => 1,
         };
-        let state =
-            State { order: cfg.order, rng: seed, again_every: cfg.again_every, calls: 0, wire: Vec::new(), ends: Default::default() };
+        let state = State {
+            order: cfg.order,
+            rng: seed,
+            again_every: cfg.again_every,
+            cq_data_mask: if cfg.cq_data_size >= 8 { !0 } else { (1 << (8 * cfg.cq_data_size)) - 1 },
+            linger: cfg.linger,
+            remote_len: cfg.remote_len,
+            calls: 0,
+            wire: Vec::new(),
+            ends: Default::default(),
+        };
         let link = Arc::new(Link { id: NEXT_LINK.fetch_add(1, Ordering::Relaxed), state: Mutex::new(state) });
         let limits = Limits {
             provider: "fake".into(),
@@ -116,7 +146,7 @@ pub fn pair(rails: usize, cfg: &Config) -> (Rails, Rails, Vec<Arc<Link>>) {
             domain: format!("fake{r}"),
             max_msg: cfg.max_msg,
             inject: 64,
-            write_data: cfg.write_data,
+            write_data: cfg.write_data && cfg.cq_data_size >= 4,
             mr_local: true,
         };
         a.push(Box::new(FakeRail { side: 0, link: link.clone(), limits: limits.clone() }) as Box<dyn Rail>);
@@ -177,6 +207,21 @@ impl Link {
     /// Tags of the tagged messages end `side` sent.
     pub fn tags(&self, side: usize) -> Vec<u64> {
         self.lock().ends[side].tags.clone()
+    }
+    /// A tagged message from end `from` (a peer that breaks the protocol): it lands on the
+    /// other end at its next poll; its send completion (context 0) goes to `from`.
+    pub fn inject_tagged(&self, from: usize, tag: u64, payload: &[u8]) {
+        self.lock().wire.push(Action::Send { from, tag, data: payload.to_vec(), ctx: 0 });
+    }
+    /// A remote write completion with CQ data `data` (and no bytes) for end `to`'s next poll.
+    pub fn inject_remote_write(&self, to: usize, data: u64) {
+        let mut c = cqe(CqKind::RemoteWrite, 0);
+        c.data = data;
+        self.lock().ends[to].cq.push(c);
+    }
+    /// What end `side`'s polls handed out, in order.
+    pub fn handed(&self, side: usize) -> Vec<Handed> {
+        self.lock().ends[side].handed.clone()
     }
 }
 
@@ -244,8 +289,10 @@ impl State {
                         // access and has not deregistered (it must keep it valid meanwhile).
                         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len()) };
                         let mut r = cqe(CqKind::RemoteWrite, 0);
-                        r.data = cq_data;
-                        r.len = data.len();
+                        // What the link does not carry comes back as noise.
+                        let noise = if self.cq_data_mask == !0 { 0 } else { xorshift(&mut self.rng) & !self.cq_data_mask };
+                        r.data = (cq_data & self.cq_data_mask) | noise;
+                        r.len = if self.remote_len { data.len() } else { 0 };
                         self.ends[to].cq.push(r);
                     }
                     None => c.err = Some(format!("remote access error: write of {} bytes at {raddr:#x} key {rkey:#x}", data.len())),
@@ -399,10 +446,22 @@ impl Rail for FakeRail {
         let mut wire = std::mem::take(&mut st.wire);
         reorder(&mut wire, st.order, &mut st.rng);
         for a in wire {
-            st.apply(a);
+            if st.linger > 0 && xorshift(&mut st.rng) % 100 < st.linger {
+                st.wire.push(a);
+            } else {
+                st.apply(a);
+            }
         }
         let mut cq = std::mem::take(&mut st.ends[self.side].cq);
         reorder(&mut cq, st.order, &mut st.rng);
+        let end = &mut st.ends[self.side];
+        for c in &cq {
+            match c.kind {
+                CqKind::Recv => end.handed.push(Handed::Recv(c.tag)),
+                CqKind::RemoteWrite => end.handed.push(Handed::RemoteWrite(c.data & st.cq_data_mask)),
+                _ => {}
+            }
+        }
         if st.ends[self.side].fail_next
             && let Some(c) = cq.first_mut()
         {

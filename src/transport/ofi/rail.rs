@@ -17,8 +17,8 @@ pub struct Limits {
     pub max_msg: u64,
     /// Largest `fi_tinject` (`tx_attr->inject_size`).
     pub inject: usize,
-    /// RMA write with remote CQ data is offered (`FI_RMA` caps and `cq_data_size >= 8`); else
-    /// the receiver reads (`fi_read`).
+    /// RMA write with remote CQ data is offered (`FI_RMA` caps and `cq_data_size >= 4`: the
+    /// protocol's CQ data is 32 bits); else the receiver reads (`fi_read`).
     pub write_data: bool,
     /// Every buffer given to an operation must be registered (`FI_MR_LOCAL`).
     pub mr_local: bool,
@@ -59,7 +59,7 @@ pub struct Cqe {
     /// The context the operation was posted with (0 for remote writes).
     pub ctx: u64,
     pub kind: CqKind,
-    /// Bytes received (receives).
+    /// Bytes received (receives), or written (remote writes, where the provider says: may be 0).
     pub len: usize,
     /// The tag of a received message.
     pub tag: u64,

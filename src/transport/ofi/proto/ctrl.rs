@@ -5,10 +5,14 @@ use crate::status::{Error, Result};
 
 /// Messages up to this size go eagerly (a tagged send into the peer's bounce buffers).
 pub const EAGER_MAX: usize = 8192;
-/// Large messages move in stripes of this size, dealt round-robin over the rails.
+/// Read mode: a large message is read in stripes of this size, dealt round-robin over the
+/// rails. Write mode: a message shorter than two stripes is written over one rail.
 pub const STRIPE: u64 = 512 << 10;
-/// Stripes one message may have (remote CQ data holds the count less one in 20 bits).
+/// The longest message is this many stripes (`Proto::max_message`: 512 GiB with 512 KiB
+/// stripes): it bounds the reads one message takes, and its writes to about as many.
 pub const MAX_STRIPES: u64 = 1 << 20;
+/// Write mode: the longest single write (less where a rail's `max_msg` is smaller).
+pub const MAX_WRITE: u64 = 4 << 20;
 /// Rails one communicator may use (a clear-to-send names an address and key per rail).
 pub const MAX_RAILS: usize = 16;
 /// The largest control payload (a clear-to-send over `MAX_RAILS` rails is 272 bytes).
@@ -25,6 +29,7 @@ pub enum Type {
     Rts = 3,
     Ack = 4,
     Refuse = 5,
+    Size = 6,
 }
 
 pub fn tag(t: Type, seq: u64) -> u64 {
@@ -38,6 +43,7 @@ pub fn untag(tag: u64) -> Result<(Type, u64)> {
         3 => Type::Rts,
         4 => Type::Ack,
         5 => Type::Refuse,
+        6 => Type::Size,
         t => return Err(Error::failure(format!("tagged message of unknown type {t} (tag {tag:#x})"))),
     };
     Ok((t, tag & SEQ_MASK))
@@ -75,22 +81,18 @@ impl Ctx {
     }
 }
 
-/// Remote CQ data of a message's writes: seq (low 24 bits) << 40 | (stripes - 1) << 20 | the
-/// last stripe's length (1..=STRIPE).
-pub fn cq_data(seq: u64, stripes: u64, last: u64) -> u64 {
-    debug_assert!((1..=MAX_STRIPES).contains(&stripes) && (1..=STRIPE).contains(&last));
-    ((seq & SEQ24) << 40) | ((stripes - 1) << 20) | last
+/// Remote CQ data is taken as 32 bits, whatever the provider offers (EFA and `verbs;ofi_rxm`
+/// offer 4 bytes; what lies above them is not looked at).
+pub const CQ_DATA_MASK: u64 = 0xffff_ffff;
+
+/// Remote CQ data of each of a message's writes: its seq, low 32 bits.
+pub fn cq_data(seq: u64) -> u64 {
+    seq & CQ_DATA_MASK
 }
 
-pub const SEQ24: u64 = (1 << 24) - 1;
-
-/// (seq's low 24 bits, stripes, last stripe's length).
-pub fn cq_data_decode(d: u64) -> Result<(u64, u64, u64)> {
-    let (seq, stripes, last) = (d >> 40, ((d >> 20) & 0xf_ffff) + 1, d & 0xf_ffff);
-    if last == 0 || last > STRIPE {
-        return Err(Error::failure(format!("remote write data {d:#x}: last stripe of {last} bytes")));
-    }
-    Ok((seq, stripes, last))
+/// The low 32 bits of a message's seq, from the remote CQ data of one of its writes.
+pub fn cq_seq(data: u64) -> u64 {
+    data & CQ_DATA_MASK
 }
 
 /// A verdict on a message (`crate::wire::ack` statuses): 0..2 status, 2..8 zero, 8..16 size.
@@ -100,12 +102,12 @@ pub struct Ack {
     pub size: u64,
 }
 
-/// Clear-to-send: 0..8 capacity, 8..12 stripe, 12..16 rails (0: no addresses, the receive is
-/// too short for anything but an eager message), then per rail: address u64, key u64.
+/// Clear-to-send: 0..8 capacity, 8..12 zero (unused: the sender chooses its writes), 12..16
+/// rails (0: no addresses, the receive is too short for anything but an eager message), then per
+/// rail: address u64, key u64.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cts {
     pub cap: u64,
-    pub stripe: u64,
     pub rails: Vec<(u64, u64)>,
 }
 
@@ -121,6 +123,15 @@ pub struct Rts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Refuse {
     pub len: u64,
+}
+
+/// Size (write mode, sent with a message's writes): 0..8 the message's length, 8..16 the number
+/// of writes that carry it (the receiver's receive is complete when this and that many writes
+/// landed, in any order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size {
+    pub len: u64,
+    pub writes: u64,
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -175,12 +186,12 @@ impl Cts {
     pub fn put(&self, out: &mut [u8; CTRL_SIZE]) -> usize {
         debug_assert!(self.rails.len() <= MAX_RAILS);
         out[0..8].copy_from_slice(&self.cap.to_le_bytes());
-        out[8..12].copy_from_slice(&(self.stripe as u32).to_le_bytes());
+        out[8..12].fill(0);
         put_rails(out, &self.rails)
     }
     pub fn parse(b: &[u8]) -> Result<Cts> {
         let rails = get_rails("clear-to-send", b)?;
-        Ok(Cts { cap: u64_at(b, 0), stripe: u32_at(b, 8) as u64, rails })
+        Ok(Cts { cap: u64_at(b, 0), rails })
     }
 }
 
@@ -207,5 +218,19 @@ impl Refuse {
             return Err(malformed("refusal", b));
         }
         Ok(Refuse { len: u64_at(b, 0) })
+    }
+}
+
+impl Size {
+    pub fn put(&self, out: &mut [u8; CTRL_SIZE]) -> usize {
+        out[0..8].copy_from_slice(&self.len.to_le_bytes());
+        out[8..16].copy_from_slice(&self.writes.to_le_bytes());
+        16
+    }
+    pub fn parse(b: &[u8]) -> Result<Size> {
+        if b.len() != 16 {
+            return Err(malformed("size message", b));
+        }
+        Ok(Size { len: u64_at(b, 0), writes: u64_at(b, 8) })
     }
 }

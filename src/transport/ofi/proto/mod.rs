@@ -9,16 +9,16 @@
 //! A tag is 64 bits: the message type in the top 4 bits, the communicator's message number
 //! (`Msg::seq`, low 60 bits) below. The k-th send pairs with the k-th receive by that number,
 //! whatever order things arrive in. Types: EAGER 1 (the message itself), CTS 2 (clear-to-send),
-//! RTS 3 (ready-to-send), ACK 4 (verdict), REFUSE 5. Every tagged message lands in one of the
-//! bounce receives each side keeps posted (`trecv` ignoring all tag bits): a receiver keeps
-//! 256 buffers of `EAGER_MAX` = 8 KiB spread over its rails (at least 32 a rail), a sender 256 of
-//! 512 bytes on rail 0 (it receives control messages only). A bounce is posted again once its
-//! message has been handled; an eager message whose receive is not posted yet stays in its
-//! bounce until it is (a communicator has at most 128 messages in flight, so at most half the
-//! bounces are held). Control messages all go over rail 0; eager message k over rail k mod
-//! rails. What is sent is copied into one of 128 registered send buffers (eager data up to
-//! 8 KiB on a sender, control payloads on a receiver), reused after its local send completion;
-//! when all are in use the payload waits in a backlog.
+//! RTS 3 (ready-to-send), ACK 4 (verdict), REFUSE 5, SIZE 6 (a written message's length). Every
+//! tagged message lands in one of the bounce receives each side keeps posted (`trecv` ignoring
+//! all tag bits): a receiver keeps 256 buffers of `EAGER_MAX` = 8 KiB spread over its rails (at
+//! least 32 a rail), a sender 256 of 512 bytes on rail 0 (it receives control messages only). A
+//! bounce is posted again once its message has been handled; an eager message whose receive is
+//! not posted yet stays in its bounce until it is (a communicator has at most 128 messages in
+//! flight, so at most half the bounces are held). Control messages all go over rail 0; eager
+//! message k over rail k mod rails. What is sent is copied into one of 128 registered send
+//! buffers (eager data up to 8 KiB on a sender, control payloads on either side), reused after
+//! its local send completion; when all are in use the payload waits in a backlog.
 //!
 //! # Payloads (little-endian)
 //!
@@ -26,9 +26,14 @@
 //! |--------|-------------------------------------------------------------------------------|
 //! | EAGER  | the message's bytes (0 to `EAGER_MAX`)                                        |
 //! | ACK    | 0..2 status (`wire::ack`: OK, TOO_LONG), 2..8 zero, 8..16 size (OK: the bytes received; TOO_LONG: the receive's capacity) |
-//! | CTS    | 0..8 capacity, 8..12 stripe, 12..16 rails n, then n × (address u64, key u64)  |
+//! | CTS    | 0..8 capacity, 8..12 zero (unused), 12..16 rails n, then n × (address u64, key u64) |
 //! | RTS    | 0..8 length, 8..12 zero, 12..16 rails n, then n × (address u64, key u64)      |
 //! | REFUSE | 0..8 the send's length                                                        |
+//! | SIZE   | 0..8 the message's length, 8..16 the number of writes that carry it           |
+//!
+//! Remote CQ data (write mode): each write of message seq carries seq's low 32 bits, nothing
+//! else. Only 32 bits are read, whatever the provider offers (`cq_data_size` 4 on EFA and
+//! `verbs;ofi_rxm`, 8 on `tcp` and `shm`); the bits above are ignored.
 //!
 //! # Messages
 //!
@@ -37,40 +42,52 @@
 //!   receive is posted), reports the receive, then answers ACK OK with the size, or, when the
 //!   receive is shorter, reports it failed (`short_receive`) and answers ACK TOO_LONG. The send
 //!   completes on the ACK (`send_verdict`), not on its local completion.
-//! - **Write mode** (both ends are built with `write_mode`; the rails offer `write_data`): for
-//!   every posted receive whose message has not already arrived eagerly, the receiver sends
-//!   CTS|seq with its capacity and stripe; a receive longer than `EAGER_MAX` is first registered
-//!   on every rail and the CTS names its address and key per rail (a shorter one takes nothing
-//!   but an eager message and names none). The sender, holding the matching send longer than
-//!   `EAGER_MAX`: when it is longer than the capacity, reports it failed and sends REFUSE|seq
-//!   (the receiver fails its receive); else writes it in stripes of the CTS's stripe (512 KiB,
-//!   less where a rail's `max_msg` is smaller), stripe i over rail i mod rails, each a
-//!   `write_data` with remote CQ data = seq (low 24 bits) << 40 | (stripes - 1) << 20 | the last
-//!   stripe's length. The receiver counts the RemoteWrite completions of that seq (the full seq is
-//!   the one of its posted receives that matches in 24 bits: fewer than 2^24 are in flight) and
-//!   completes the receive with (stripes - 1) × stripe + last bytes when all landed; the send
-//!   completes when all its write completions are in. A CTS for a message sent eagerly is
-//!   dropped, whether it comes before the send is posted, after, or after its ACK.
+//! - **Write mode** (both ends are built with `write_mode`; the rails offer `write_data`: RMA
+//!   and at least 4 bytes of remote CQ data): for every posted receive whose message has not
+//!   already arrived eagerly, the receiver sends CTS|seq with its capacity; a receive longer than
+//!   `EAGER_MAX` is first registered on every rail and the CTS names its address and key per
+//!   rail (a shorter one takes nothing but an eager message and names none). A sender holding a
+//!   send longer than `EAGER_MAX` whose CTS has not come sends RTS|seq with the length and no
+//!   addresses: a receive that sent no CTS answers it, failing both ends when shorter (ACK
+//!   TOO_LONG) or sending its CTS then; one that sent its CTS drops it.
+//!   The sender, holding the matching send longer than `EAGER_MAX`: when it is longer than the
+//!   capacity, reports it failed and sends REFUSE|seq (the receiver fails its receive); else
+//!   chooses its writes (`send::plan_writes`: one contiguous share per rail used, a rail per
+//!   `STRIPE` bytes up to every rail, the first share on rail seq mod rails; each share in writes
+//!   of at most `MAX_WRITE` = 4 MiB, less where a rail's `max_msg` is smaller), sends SIZE|seq
+//!   with the length and the number of writes over rail 0 and posts the writes right after it
+//!   (no round trip is added), each a `write_data` with remote CQ data = seq (low 32 bits).
+//!   The receiver takes the SIZE message and the RemoteWrite completions in any order (the full
+//!   seq of a write is the one of its posted receives that matches in 32 bits: fewer than 2^32
+//!   are in flight); when the SIZE message and as many writes as it names are in, it reports the
+//!   receive with the SIZE's length and answers ACK OK. The send completes when the ACK and all
+//!   its write completions are in. A CTS for a message sent eagerly is dropped, whether it comes
+//!   before the send is posted, after, or after its ACK.
 //! - **Read mode** (no `write_data`): the sender registers the message on every rail and sends
 //!   RTS|seq with its length and address and key per rail. The receiver, once the matching
 //!   receive is posted: when the receive is shorter, reports it failed and answers ACK TOO_LONG;
-//!   else registers it, reads the stripes (its own stripe, stripe i over rail i mod rails),
-//!   reports the receive when every read completed and answers ACK OK with the length; the
-//!   send completes on the ACK.
+//!   else registers it, reads the stripes (`STRIPE`, less where a rail's `max_msg` is smaller;
+//!   stripe i over rail i mod rails), reports the receive when every read completed and answers
+//!   ACK OK with the length; the send completes on the ACK.
 //!
-//! A message needs at most 2^20 stripes (`max_message`: 512 GiB with 512 KiB stripes), in
-//! either mode. Every message is reported once (`Done::Ok` or `Done::Failed`), before anything
-//! that follows from it is sent. A completion with an error, an operation's error, or a message
-//! that breaks the protocol is an `Err`: the communicator is broken. An operation the provider
-//! does not take now (`Posted::Again`) waits in its rail's queue and is tried again at the next
-//! call (`has_queued_ops`). Operations are posted only once `start` has connected the rails:
-//! the bounce receives and the messages posted before then wait.
+//! A message is at most 2^20 stripes (`max_message`: 512 GiB with 512 KiB stripes), in either
+//! mode: it bounds the reads one message takes (and its writes, which are no more than its
+//! stripes plus one a rail). Every message is reported once (`Done::Ok` or `Done::Failed`),
+//! before anything that follows from it is sent. A completion with an error, an operation's
+//! error, or a message that breaks the protocol (a malformed payload, a SIZE or a write that
+//! fits no cleared receive, more writes than the SIZE names, a length beyond the receive) is an
+//! `Err`: the communicator is broken. An operation the provider does not take now
+//! (`Posted::Again`) waits in its rail's queue and is tried again at the next call
+//! (`has_queued_ops`). Operations are posted only once `start` has connected the rails: the
+//! bounce receives and the messages posted before then wait.
 //!
 //! Memory: a message's region is registered on every rail through a per-communicator cache
 //! (`mr.rs`: tensor memory registered whole, keyed by its id), and released when the message
 //! is done; the pools are registered once. Counters: bytes each rail carried (this side's
-//! sends, writes and reads as posted, messages received, and the peer's writes landed; a
-//! read-mode sender does not see the peer's reads of its memory).
+//! sends, writes and reads as posted, messages received, and the peer's writes landed: as their
+//! completions report them, and where a provider reports none (`tcp;ofi_rxm`), the message's
+//! length spread over the rails its writes came on; a read-mode sender does not see the peer's
+//! reads of its memory).
 //!
 //! Assumed of the rails (`fabric.rs`): a write's local completion means the bytes were
 //! delivered (`FI_DELIVERY_COMPLETE`: a completed send says the peer has them whole); remote CQ
@@ -89,7 +106,7 @@ mod tests;
 use crate::status::{Error, Result};
 use crate::transport::ofi::rail::{CqKind, Cqe, Rail};
 use crate::transport::{Completions, Done, Kind, Msg};
-use ctrl::{Ack, Cts, Ctx, MAX_STRIPES, Refuse, Rts, Type, untag};
+use ctrl::{Ack, Cts, Ctx, MAX_STRIPES, Refuse, Rts, Size, Type, untag};
 use recv::Receiver;
 use send::Sender;
 use shared::Core;
@@ -251,6 +268,11 @@ impl Proto {
                         core.repost(rail, slot)?;
                         r.on_refuse(core, seq, refuse, done)
                     }
+                    (Type::Size, Side::Recv(r)) if core.write_mode => {
+                        let size = Size::parse(core.bounce_bytes(rail, slot, c.len)?)?;
+                        core.repost(rail, slot)?;
+                        r.on_size(core, seq, size, done)
+                    }
                     (t, _) => Err(Error::failure(format!("unexpected {t:?} message for message {seq} on rail {rail}"))),
                 }
             }
@@ -266,7 +288,7 @@ impl Proto {
                 Ctx::Read(seq) => r.on_read_done(core, seq, done),
                 x => Err(Error::failure(format!("read completion with context {x:?}"))),
             },
-            (CqKind::RemoteWrite, Side::Recv(r)) if core.write_mode => r.on_remote_write(core, rail, c.data, done),
+            (CqKind::RemoteWrite, Side::Recv(r)) if core.write_mode => r.on_remote_write(core, rail, c.data, c.len, done),
             (k, _) => Err(Error::failure(format!("unexpected {k:?} completion on rail {rail}"))),
         }
     }
@@ -303,7 +325,8 @@ impl Proto {
         self.core.has_queued()
     }
 
-    /// The largest message: 2^20 stripes.
+    /// The largest message: 2^20 stripes (512 GiB; less where a rail's `max_msg` is below
+    /// `STRIPE`).
     pub fn max_message(&self) -> u64 {
         MAX_STRIPES * self.core.stripe
     }

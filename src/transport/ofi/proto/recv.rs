@@ -1,9 +1,11 @@
 //! The receiving direction: eager messages copied out of the bounce buffers (kept there until
 //! their receive is posted), clear-to-send for every posted receive longer than eager_max (and
-//! for one the sender's ready-to-send asks for) and the stripes the sender writes (write mode), or
-//! the stripes this side reads once the receive meets its ready-to-send (read mode). A receive is reported before the acknowledgement that follows from it is sent.
+//! for one the sender's ready-to-send asks for), then the sender's writes and its size message,
+//! in any order (write mode), or the stripes this side reads once the receive meets its
+//! ready-to-send (read mode). A receive is reported before the acknowledgement that follows from
+//! it is sent.
 
-use super::ctrl::{Ack, CTRL_SIZE, Cts, Ctx, Refuse, Rts, SEQ24, Type, cq_data_decode, tag};
+use super::ctrl::{Ack, CQ_DATA_MASK, CTRL_SIZE, Cts, Ctx, Refuse, Rts, Size, Type, cq_seq, tag};
 use super::mr::RegionMr;
 use super::shared::{Core, Op};
 use crate::status::{Error, Result};
@@ -14,8 +16,9 @@ use std::collections::{BTreeMap, HashMap};
 enum State {
     /// Posted; nothing of its message arrived.
     Waiting,
-    /// Write mode: `got` of the message's `stripes` writes landed (the last one `last` bytes).
-    Landing { got: u64, stripes: u64, last: u64 },
+    /// Write mode: `got` of the message's writes landed, `bytes` of them as the provider
+    /// reported, on the rails of bitmask `rails`; `size`: the sender's size message, once here.
+    Landing { got: u64, bytes: u64, rails: u32, size: Option<Size> },
     /// Read mode: `left` reads of the message's `len` bytes not completed yet.
     Reading { left: u64, len: u64 },
 }
@@ -83,13 +86,13 @@ impl Receiver {
         }
     }
 
-    /// Write mode: registers the receive and sends its clear-to-send (capacity, stripe, address
-    /// and key per rail).
+    /// Write mode: registers the receive and sends its clear-to-send (capacity, address and key
+    /// per rail).
     fn clear(&mut self, core: &mut Core, mut item: Item) -> Result<()> {
         let seq = item.m.seq;
         item.mr = core.register(&item.m.region)?;
         item.cts = true;
-        let cts = Cts { cap: item.cap, stripe: core.stripe, rails: item.mr.as_ref().map_or_else(Vec::new, |r| r.remote()) };
+        let cts = Cts { cap: item.cap, rails: item.mr.as_ref().map_or_else(Vec::new, |r| r.remote()) };
         self.items.insert(seq, item);
         let mut b = [0u8; CTRL_SIZE];
         let n = cts.put(&mut b);
@@ -254,43 +257,90 @@ impl Receiver {
         Ok(())
     }
 
-    /// Write mode: one of the sender's writes landed on `rail` with remote CQ data `data`.
-    pub fn on_remote_write(&mut self, core: &mut Core, rail: usize, data: u64, done: &mut Completions<'_>) -> Result<()> {
-        let (seq24, stripes, last) = cq_data_decode(data)?;
-        // The full seq: receives in flight span far fewer than 2^24 messages, and this one is
-        // still posted, so it is the first posted receive's seq plus the distance in 24 bits.
-        let Some((&first, _)) = self.items.first_key_value() else {
-            return Err(Error::failure(format!("remote write (data {data:#x}) with no receive posted")));
-        };
-        let seq = first + (seq24.wrapping_sub(first) & SEQ24);
+    /// Write mode: the sender's size message for message `seq` (sent with its writes).
+    pub fn on_size(&mut self, core: &mut Core, seq: u64, sz: Size, done: &mut Completions<'_>) -> Result<()> {
         let Some(item) = self.items.get_mut(&seq) else {
-            return Err(Error::failure(format!("remote write (data {data:#x}) for message {seq}, not posted")));
+            return Err(unexpected("size message", seq));
         };
-        let stripe = core.stripe;
-        let got = match item.state {
-            State::Waiting => 1,
-            State::Landing { got, stripes: n, last: l } if n == stripes && l == last && got < stripes => got + 1,
-            _ => return Err(Error::failure(format!("remote write (data {data:#x}) for message {seq} does not fit its others"))),
+        if !item.cts {
+            return Err(Error::failure(format!("size message for message {seq}, which was not cleared to send")));
+        }
+        if sz.len > item.cap || sz.writes == 0 || sz.writes > sz.len {
+            return Err(Error::failure(format!(
+                "size message for message {seq}: {} bytes in {} writes, into a receive of {}",
+                sz.len, sz.writes, item.cap
+            )));
+        }
+        let got = match &mut item.state {
+            State::Waiting => {
+                item.state = State::Landing { got: 0, bytes: 0, rails: 0, size: Some(sz) };
+                0
+            }
+            State::Landing { got, size: size @ None, .. } if *got <= sz.writes => {
+                *size = Some(sz);
+                *got
+            }
+            _ => return Err(Error::failure(format!("size message for message {seq} does not fit what landed"))),
         };
-        item.state = State::Landing { got, stripes, last };
-        // Every stripe but the last is `stripe` bytes; the last one's rail is known at the end.
-        core.count(rail, stripe);
-        if got < stripes {
-            return Ok(());
+        if got == sz.writes { self.landed(core, seq, done) } else { Ok(()) }
+    }
+
+    /// Write mode: one of the sender's writes (`len` bytes as the provider reports them) landed
+    /// on `rail` with remote CQ data `data`.
+    pub fn on_remote_write(&mut self, core: &mut Core, rail: usize, data: u64, len: usize, done: &mut Completions<'_>) -> Result<()> {
+        let low = cq_seq(data);
+        // The full seq: receives in flight span far fewer than 2^32 messages, and this one is
+        // still posted, so it is the first posted receive's seq plus the distance in 32 bits.
+        let Some((&first, _)) = self.items.first_key_value() else {
+            return Err(Error::failure(format!("remote write (data {low:#x}) with no receive posted")));
+        };
+        let seq = first + (low.wrapping_sub(first) & CQ_DATA_MASK);
+        let Some(item) = self.items.get_mut(&seq) else {
+            return Err(Error::failure(format!("remote write (data {low:#x}) for message {seq}, not posted")));
+        };
+        if let State::Waiting = item.state
+            && item.cts
+        {
+            item.state = State::Landing { got: 0, bytes: 0, rails: 0, size: None };
         }
-        let size = (stripes - 1) * stripe + last;
-        if size > item.cap {
-            return Err(Error::failure(format!("message {seq} of {size} bytes landed in a receive of {}", item.cap)));
+        let State::Landing { got, bytes, rails, size } = &mut item.state else {
+            return Err(Error::failure(format!("remote write for message {seq}, which was not cleared to send")));
+        };
+        *got += 1;
+        *bytes += len as u64;
+        *rails |= 1 << rail;
+        // Every write carries a byte at least.
+        if size.map_or(*got > item.cap, |sz| *got > sz.writes) {
+            return Err(Error::failure(format!("more remote writes for message {seq} than it has")));
         }
-        core.uncount(((stripes - 1) % core.nrails as u64) as usize, stripe - last);
+        core.count(rail, len as u64);
+        if size.is_some_and(|sz| *got == sz.writes) { self.landed(core, seq, done) } else { Ok(()) }
+    }
+
+    /// Write mode: the size message and every write it announces landed: the receive is
+    /// reported, then acknowledged.
+    fn landed(&mut self, core: &mut Core, seq: u64, done: &mut Completions<'_>) -> Result<()> {
+        let Some(Item { state: State::Landing { bytes, rails, size: Some(sz), .. }, .. }) = self.items.get(&seq) else {
+            return Err(Error::failure(format!("message {seq} completed without its size")));
+        };
+        let (bytes, rails, sz) = (*bytes, *rails, *sz);
         let item = self.items.remove(&seq).expect("found");
+        // Where the provider did not report the writes' lengths, the rest is spread over the
+        // rails that carried them (the counters are for the log only).
+        if bytes < sz.len && rails != 0 {
+            let n = rails.count_ones() as u64;
+            let rest = sz.len - bytes;
+            for (k, rail) in (0..core.nrails).filter(|r| rails & (1 << r) != 0).enumerate() {
+                core.count(rail, rest / n + u64::from((k as u64) < rest % n));
+            }
+        }
         core.release(item.mr);
-        done.push(Done::Ok { seq, bytes: size });
+        done.push(Done::Ok { seq, bytes: sz.len });
         // The sender's send completes on this acknowledgement, not on its writes' local
         // completions (those can come before the bytes land: the sender could then close, and its
         // TCP link's end overtake the last writes, failing this receive).
         let mut b = [0u8; CTRL_SIZE];
-        let n = Ack { status: ack::OK, size }.put(&mut b);
+        let n = Ack { status: ack::OK, size: sz.len }.put(&mut b);
         core.send_tagged(0, tag(Type::Ack, seq), &b[..n])
     }
 

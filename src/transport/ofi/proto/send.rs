@@ -1,17 +1,43 @@
 //! The sending direction: eager sends (complete on the receiver's acknowledgement), large sends
-//! written in stripes once their clear-to-send arrives (write mode, announced with a ready-to-send
-//! when none is here yet; complete when every write completed and the receiver acknowledged the
-//! message, or on its refusal), or
-//! announced with a ready-to-send and read by the receiver (read mode, complete on the
-//! acknowledgement).
+//! written once their clear-to-send arrives (write mode, announced with a ready-to-send when none
+//! is here yet; the writes go with a size message; complete when every write completed and the
+//! receiver acknowledged the message, or on its refusal), or announced with a ready-to-send and
+//! read by the receiver (read mode, complete on the acknowledgement).
 
-use super::ctrl::{Ack, CTRL_SIZE, Cts, Ctx, MAX_STRIPES, Refuse, Rts, STRIPE, Type, cq_data, tag};
+use super::ctrl::{Ack, CTRL_SIZE, Cts, Ctx, MAX_WRITE, Refuse, Rts, Size, Type, cq_data, tag};
 use super::mr::RegionMr;
 use super::shared::{Core, Op};
 use crate::status::{Error, Result};
 use crate::transport::{Completions, Msg, send_verdict};
 use crate::wire::ack;
 use std::collections::{BTreeMap, HashMap};
+
+/// Write mode: where a rail's share of a message starts is rounded down to this (when shares
+/// are at least this long), so that writes start on page boundaries of page-aligned memory.
+const SHARE_ALIGN: u64 = 4096;
+
+/// Write mode: the writes of a message of `len` bytes, (rail, offset, length) each. The message
+/// is cut into one contiguous share per rail used, a rail for every `stripe` bytes (at least
+/// one, at most every rail; the first share on rail `first`, the next on the following rail),
+/// and each share into writes of at most `max_write` bytes.
+pub(super) fn plan_writes(len: u64, first: usize, nrails: usize, stripe: u64, max_write: u64) -> Vec<(usize, u64, u64)> {
+    debug_assert!(len > 0 && nrails > 0 && stripe > 0 && max_write > 0);
+    let shares = (len / stripe).clamp(1, nrails as u64);
+    let align = if stripe >= SHARE_ALIGN { SHARE_ALIGN } else { 1 };
+    // Shares are at least `stripe` >= `align` long, so the rounded starts still increase.
+    let start = |j: u64| if j == shares { len } else { (j * len / shares) / align * align };
+    let mut out = Vec::with_capacity((len.div_ceil(max_write) + shares) as usize);
+    for j in 0..shares {
+        let rail = (first + j as usize) % nrails;
+        let (mut off, end) = (start(j), start(j + 1));
+        while off < end {
+            let n = max_write.min(end - off);
+            out.push((rail, off, n));
+            off += n;
+        }
+    }
+    out
+}
 
 enum State {
     /// Sent eagerly: waits for the receiver's acknowledgement.
@@ -109,7 +135,8 @@ impl Sender {
     }
 
     /// Write mode: a large send meets its clear-to-send: refuse it (the receive is shorter) or
-    /// write its stripes, stripe i over rail i mod rails.
+    /// write it (`plan_writes`), each write's remote CQ data its seq, and send its size (length
+    /// and the number of writes) on rail 0 with them.
     fn cleared(&mut self, core: &mut Core, mut item: Item, cts: Cts, done: &mut Completions<'_>) -> Result<()> {
         let seq = item.m.seq;
         let len = item.len;
@@ -126,26 +153,18 @@ impl Sender {
                 core.nrails
             )));
         }
-        let stripe = cts.stripe;
-        if stripe == 0 || stripe > STRIPE || stripe > core.max_msg {
-            return Err(Error::failure(format!("clear-to-send for message {seq} with a stripe of {stripe} bytes")));
-        }
-        let stripes = len.div_ceil(stripe);
-        if stripes > MAX_STRIPES {
-            return Err(Error::failure(format!("message {seq} of {len} bytes needs {stripes} stripes of {stripe} bytes")));
-        }
         let mr = core.register(&item.m.region)?.ok_or_else(|| Error::failure("large message without memory"))?;
-        let last = len - (stripes - 1) * stripe;
-        let data = cq_data(seq, stripes, last);
+        let first = (seq % core.nrails as u64) as usize;
+        let writes = plan_writes(len, first, core.nrails, core.stripe, MAX_WRITE.min(core.max_msg));
+        let data = cq_data(seq);
         let base = item.m.region.ptr() as usize;
-        let ops: Vec<(usize, Op)> = (0..stripes)
-            .map(|i| {
-                let rail = (i % core.nrails as u64) as usize;
-                let off = i * stripe;
+        let ops: Vec<(usize, Op)> = writes
+            .iter()
+            .map(|&(rail, off, n)| {
                 let (raddr, rkey) = cts.rails[rail];
                 let op = Op::Write {
                     buf: base + off as usize,
-                    len: stripe.min(len - off) as usize,
+                    len: n as usize,
                     mr: mr.desc(rail).copied(),
                     data,
                     raddr: raddr + off,
@@ -155,9 +174,13 @@ impl Sender {
                 (rail, op)
             })
             .collect();
-        item.state = State::Writing { left: stripes, ack: None };
+        item.state = State::Writing { left: ops.len() as u64, ack: None };
         item.mr = Some(mr);
         self.items.insert(seq, item);
+        // The size goes first: it is small, and the receiver needs it as much as the writes.
+        let mut b = [0u8; CTRL_SIZE];
+        let n = Size { len, writes: ops.len() as u64 }.put(&mut b);
+        core.send_tagged(0, tag(Type::Size, seq), &b[..n])?;
         for (rail, op) in ops {
             core.submit(rail, op)?;
         }

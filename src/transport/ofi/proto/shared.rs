@@ -79,7 +79,8 @@ pub struct Core {
     pub rails: Vec<Box<dyn Rail>>,
     pub nrails: usize,
     pub write_mode: bool,
-    /// Stripe of large messages (`STRIPE`, less where a rail's `max_msg` is smaller).
+    /// Stripe of large messages (`STRIPE`, less where a rail's `max_msg` is smaller): read mode's
+    /// reads, and write mode's bytes per rail used.
     pub stripe: u64,
     /// The largest eager message (`EAGER_MAX`, less where a rail's `max_msg` is smaller).
     pub eager_max: usize,
@@ -218,12 +219,9 @@ impl Core {
     }
 
     /// Counts bytes a rail carried that no local operation posted (received messages and the
-    /// peer's writes); `uncount` takes back an estimate made too high.
+    /// peer's writes).
     pub fn count(&mut self, rail: usize, n: u64) {
         self.bytes[rail] += n;
-    }
-    pub fn uncount(&mut self, rail: usize, n: u64) {
-        self.bytes[rail] = self.bytes[rail].saturating_sub(n);
     }
     pub fn rail_bytes(&self) -> Vec<u64> {
         self.bytes.clone()

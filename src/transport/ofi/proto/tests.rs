@@ -3,9 +3,10 @@
 //! posted, reversed and shuffled.
 
 use super::Proto;
-use super::ctrl::{EAGER_MAX, MAX_STRIPES, STRIPE, Type, untag};
+use super::ctrl::{CTRL_SIZE, EAGER_MAX, MAX_STRIPES, MAX_WRITE, STRIPE, Size, Type, tag, untag};
+use super::send::plan_writes;
 use crate::tensor::{Region, Tensor, read_into, write_from};
-use crate::transport::ofi::fake::{self, Config, Link, Order};
+use crate::transport::ofi::fake::{self, Config, Handed, Link, Order};
 use crate::transport::{Completions, Done, Kind, Msg};
 use std::sync::Arc;
 
@@ -124,9 +125,10 @@ fn round(s: &mut End, r: &mut End, acked: &dyn Fn(u64) -> bool) {
 /// third message, then drives both ends until every message is reported on both.
 fn exchange(s: &mut End, r: &mut End, base: u64, sizes: &[(usize, usize)], plan: Plan, write_mode: bool) -> Vec<Tensor> {
     let (mut keep, mut recvs) = (Vec::new(), Vec::new());
-    // Write mode: a large send completes on its writes or on its refusal, except into a receive
-    // of at most EAGER_MAX (the receiver's acknowledgement TOO_LONG).
-    let on_ack: Vec<bool> = sizes.iter().map(|&(l, c)| l <= E || c <= E).collect();
+    // Write mode: every send completes on the receiver's acknowledgement (a written one once its
+    // writes completed too), except a large one refused by this side (into a receive longer than
+    // EAGER_MAX but shorter than the send).
+    let on_ack: Vec<bool> = sizes.iter().map(|&(l, c)| l <= E || c <= E || l <= c).collect();
     let acked = |seq: u64| !write_mode || on_ack[(seq - base) as usize];
     let post_send = |s: &mut End, k: usize, keep: &mut Vec<Tensor>| {
         let (m, t) = send_msg(base + k as u64, sizes[k].0);
@@ -211,11 +213,18 @@ fn check(s: &End, r: &End, base: u64, sizes: &[(usize, usize)], recvs: &[Tensor]
 }
 
 fn matrix(rails: usize, write_mode: bool) {
+    matrix_with(rails, write_mode, |_| {});
+}
+
+/// `matrix` on rails configured by `tweak` (the fake's defaults: 4 bytes of CQ data).
+fn matrix_with(rails: usize, write_mode: bool, tweak: impl Fn(&mut Config)) {
     let _memory = crate::MEMORY_HEAVY_TESTS.lock();
     let sizes = mixed();
     for order in ORDERS {
         for plan in [Plan::RecvFirst, Plan::SendFirst, Plan::Alternate] {
-            let (mut s, mut r, _links) = ends(rails, &Config::new(order, write_mode), write_mode);
+            let mut cfg = Config::new(order, write_mode);
+            tweak(&mut cfg);
+            let (mut s, mut r, _links) = ends(rails, &cfg, write_mode);
             start(&mut s, &mut r);
             // Two windows on the same pair: sequence numbers go on.
             for base in [0, sizes.len() as u64] {
@@ -234,6 +243,12 @@ fn write_mode_one_rail() {
 #[test]
 fn write_mode_two_rails() {
     matrix(2, true);
+}
+
+/// Providers with 8 bytes of CQ data (tcp, shm) take the same path: only 32 bits are read.
+#[test]
+fn write_mode_eight_byte_cq_data() {
+    matrix_with(2, true, |c| c.cq_data_size = 8);
 }
 
 #[test]
@@ -502,15 +517,15 @@ fn ready_to_send_paths() {
         (big, E, true, true, &[Rts], &[Ack]),
         (big, 16, false, true, &[Rts], &[Ack]),
         (E + 1, 0, false, false, &[Rts], &[Ack]),
-        // A large receive posted after the ready-to-send: cleared then; the landed message
-        // acknowledged (the send completes on it).
-        (big, big, false, true, &[Rts], &[Cts, Ack]),
-        (big, 2 * big, false, true, &[Rts], &[Cts, Ack]),
+        // A large receive posted after the ready-to-send: cleared then; the message written
+        // with its size, acknowledged once landed (the send completes on it).
+        (big, big, false, true, &[Rts, Size], &[Cts, Ack]),
+        (big, 2 * big, false, true, &[Rts, Size], &[Cts, Ack]),
         // Ready-to-send and clear-to-send crossing: the receiver ignores the ready-to-send.
-        (big, big, true, false, &[Rts], &[Cts, Ack]),
+        (big, big, true, false, &[Rts, Size], &[Cts, Ack]),
         (big, 2 * S, false, false, &[Rts, Refuse], &[Cts]),
         // The clear-to-send arrived first: no ready-to-send.
-        (big, big, true, true, &[], &[Cts, Ack]),
+        (big, big, true, true, &[Size], &[Cts, Ack]),
         // Eager messages: no clear-to-send for a small receive, dropped for a large one.
         (8, 8, true, true, &[Eager], &[Ack]),
         (8, big, true, true, &[Eager], &[Cts, Ack]),
@@ -547,4 +562,182 @@ fn ready_to_send_paths() {
             }
         }
     }
+}
+
+/// The writes of a message: contiguous, covering it once, each within the largest write, one
+/// share per rail used (a rail per stripe, at most every rail), starting on rail `first`.
+#[test]
+fn writes_cover_the_message() {
+    let m = 1 << 20;
+    assert_eq!(plan_writes(4 * m, 0, 1, STRIPE, MAX_WRITE), vec![(0, 0, 4 * m)], "4 MiB on one rail: one write");
+    assert_eq!(plan_writes(10 * m, 0, 1, STRIPE, MAX_WRITE), vec![(0, 0, 4 * m), (0, 4 * m, 4 * m), (0, 8 * m, 2 * m)]);
+    assert_eq!(plan_writes(8 * m, 1, 2, STRIPE, MAX_WRITE), vec![(1, 0, 4 * m), (0, 4 * m, 4 * m)]);
+    assert_eq!(plan_writes(E as u64 + 1, 1, 2, STRIPE, MAX_WRITE), vec![(1, 0, E as u64 + 1)]);
+    for nrails in [1, 2, 3, 16] {
+        for (stripe, max_write) in [(STRIPE, MAX_WRITE), (65_536, 65_536), (512, 512), (STRIPE, STRIPE)] {
+            for len in [1, 511, 512, 513, 4095, 65_537, 300_001, 3 * STRIPE + 5, 16 * STRIPE - 1, 40 * STRIPE + 3] {
+                for first in [0, nrails - 1] {
+                    let w = plan_writes(len, first, nrails, stripe, max_write);
+                    let what = format!("{len} bytes, {nrails} rails from {first}, stripe {stripe}, writes {max_write}: {w:?}");
+                    let mut off = 0;
+                    let mut rails = Vec::new();
+                    for &(rail, o, n) in &w {
+                        assert!(o == off && n > 0 && n <= max_write && rail < nrails, "{what}");
+                        if rails.last() != Some(&rail) {
+                            assert!(!rails.contains(&rail), "{what}");
+                            rails.push(rail);
+                        }
+                        off += n;
+                    }
+                    assert_eq!(off, len, "{what}");
+                    let shares = (len / stripe).clamp(1, nrails as u64) as usize;
+                    assert_eq!(rails, (0..shares).map(|j| (first + j) % nrails).collect::<Vec<_>>(), "{what}");
+                    assert!(w.len() as u64 <= len.div_ceil(max_write) + shares as u64, "{what}");
+                }
+            }
+        }
+    }
+}
+
+/// Write mode with 4 bytes of CQ data over one rail of 64 KiB operations, sequence numbers
+/// crossing 2^32, operations lingering on the wire at random: each message's size message lands
+/// before its writes, between them and after them, and every message completes once, whole.
+#[test]
+fn size_message_before_between_and_after_the_writes() {
+    let _memory = crate::MEMORY_HEAVY_TESTS.lock();
+    let sizes = [(300_000, 300_000), (E + 1, E + 1), (200_000, 250_000), (65_537, 65_537), (8, 8), (131_072, 131_072)];
+    let base = (1u64 << 32) - 5;
+    let (mut before, mut between, mut after) = (0, 0, 0);
+    for order in ORDERS {
+        for plan in [Plan::RecvFirst, Plan::SendFirst, Plan::Alternate] {
+            let mut cfg = Config::new(order, true);
+            cfg.max_msg = 65_536;
+            cfg.linger = 40;
+            let (mut s, mut r, links) = ends(1, &cfg, true);
+            start(&mut s, &mut r);
+            for w in 0..2 {
+                let b = base + w * sizes.len() as u64;
+                let recvs = exchange(&mut s, &mut r, b, &sizes, plan, true);
+                check(&s, &r, b, &sizes, &recvs);
+            }
+            let handed = links[0].handed(1);
+            for k in 0..2 * sizes.len() {
+                let seq = base + k as u64;
+                if sizes[k % sizes.len()].0 <= E {
+                    continue;
+                }
+                let at = handed.iter().position(|&h| h == Handed::Recv(tag(Type::Size, seq))).expect("size message handed");
+                let writes: Vec<usize> =
+                    handed.iter().enumerate().filter(|(_, h)| **h == Handed::RemoteWrite(seq & 0xffff_ffff)).map(|(i, _)| i).collect();
+                assert_eq!(writes.len() as u64, (sizes[k % sizes.len()].0 as u64).div_ceil(65_536), "writes of message {seq}");
+                match (writes.iter().filter(|&&i| i < at).count(), writes.len()) {
+                    (0, _) => before += 1,
+                    (n, m) if n == m => after += 1,
+                    _ => between += 1,
+                }
+            }
+        }
+    }
+    assert!(before > 0 && between > 0 && after > 0, "size message before {before}, between {between}, after {after} the writes");
+}
+
+/// Many messages in flight at once (a full window, most of them written), over 2 and 3 rails,
+/// 4 and 8 bytes of CQ data, with and without the writes' lengths in their completions,
+/// sequence numbers crossing 2^32 and operations lingering on the wire: every message completes
+/// once with its size, whole, short receives fail at both ends (refused), and the rails' byte
+/// counters account for every byte written.
+#[test]
+fn many_written_messages_in_flight() {
+    let _memory = crate::MEMORY_HEAVY_TESTS.lock();
+    let mut sizes = Vec::new();
+    let short = with_short();
+    for k in 0..crate::config::MAX_PENDING_PER_COMM {
+        let len = match k % 5 {
+            0 => E + 1 + k * 37,
+            1 => S + k * 1001,
+            2 => 2 * S + 4096 * k,
+            3 => 150_000 + k,
+            _ => 3 * S + 5,
+        };
+        sizes.push(if k % 9 == 4 { short[k % short.len()] } else { (len, len + k % 3) });
+    }
+    let written: u64 = sizes.iter().filter(|&&(l, c)| l > E && l <= c).map(|&(l, _)| l as u64).sum();
+    for (rails, cq, remote_len, max_msg, order) in [
+        (2, 4, true, 1 << 30, Order::Shuffled(21)),
+        (2, 4, false, 65_536, Order::Reversed),
+        (3, 4, false, 1 << 30, Order::Shuffled(22)),
+        (3, 8, true, 65_536, Order::Shuffled(23)),
+    ] {
+        let mut cfg = Config::new(order, true);
+        (cfg.cq_data_size, cfg.remote_len, cfg.max_msg, cfg.linger) = (cq, remote_len, max_msg, 30);
+        for plan in [Plan::RecvFirst, Plan::SendFirst] {
+            let (mut s, mut r, _links) = ends(rails, &cfg, true);
+            start(&mut s, &mut r);
+            let base = (3u64 << 32) - 50;
+            let recvs = exchange(&mut s, &mut r, base, &sizes, plan, true);
+            check(&s, &r, base, &sizes, &recvs);
+            let bytes = r.p.rail_bytes();
+            let what = format!("{rails} rails, {cq} bytes of CQ data, lengths reported {remote_len}, {plan:?}: {bytes:?}");
+            assert!(bytes.iter().all(|&b| b > S as u64), "{what}");
+            assert!(bytes.iter().sum::<u64>() >= written, "{what}");
+        }
+    }
+}
+
+/// A peer that breaks the write protocol (size messages and remote writes that fit no receive,
+/// a malformed or repeated size message) breaks the communicator with an error, never a panic.
+#[test]
+fn bad_size_messages_and_writes_are_errors() {
+    let big = 3 * S as u64;
+    let size = |len: u64, writes: u64| {
+        let mut b = [0u8; CTRL_SIZE];
+        let n = Size { len, writes }.put(&mut b);
+        b[..n].to_vec()
+    };
+    enum Inject {
+        Tagged(u64, Vec<u8>),
+        Write(u64),
+    }
+    use Inject::*;
+    // (receive capacity, what the peer sends)
+    let cases: Vec<(u64, Vec<Inject>)> = vec![
+        (big, vec![Tagged(tag(Type::Size, 7), size(big, 1))]),
+        (big, vec![Tagged(tag(Type::Size, 0), size(big + 1, 1))]),
+        (big, vec![Tagged(tag(Type::Size, 0), size(big, 0))]),
+        (big, vec![Tagged(tag(Type::Size, 0), size(10, 11))]),
+        (big, vec![Tagged(tag(Type::Size, 0), size(big, 1)[..15].to_vec())]),
+        (big, vec![Tagged(tag(Type::Size, 0), size(big, 2)), Tagged(tag(Type::Size, 0), size(big, 2))]),
+        (big, vec![Write(7)]),
+        (big, vec![Write(0), Write(0), Tagged(tag(Type::Size, 0), size(big, 1))]),
+        (big, vec![Tagged(tag(Type::Size, 0), size(big, 1)), Write(0xdead_0000_0000), Write(0)]),
+        (100, vec![Tagged(tag(Type::Size, 0), size(50, 1))]),
+        (100, vec![Write(0)]),
+    ];
+    for (k, (cap, injects)) in cases.into_iter().enumerate() {
+        let (a, b, links) = fake::pair(1, &Config::new(Order::AsPosted, true));
+        let mut r = End { p: Proto::new(Kind::Recv, b, true).expect("receiver"), log: Vec::new() };
+        r.p.start(a.iter().map(|x| x.name()).collect()).expect("start");
+        let (m, _t) = recv_msg(0, cap as usize);
+        r.post(m).expect("post receive");
+        r.progress().expect("progress");
+        let mut res = Ok(());
+        for i in injects {
+            match i {
+                Tagged(t, b) => links[0].inject_tagged(0, t, &b),
+                Write(d) => links[0].inject_remote_write(1, d),
+            }
+            res = r.progress();
+            if res.is_err() {
+                break;
+            }
+        }
+        let err = res.expect_err(&format!("case {k}: the receiver took it"));
+        eprintln!("case {k}: {err:?}");
+    }
+    // A size message to a sender.
+    let (a, b, links) = fake::pair(1, &Config::new(Order::AsPosted, true));
+    let mut s = End { p: Proto::new(Kind::Send, a, true).expect("sender"), log: Vec::new() };
+    s.p.start(b.iter().map(|x| x.name()).collect()).expect("start");
+    links[0].inject_tagged(1, tag(Type::Size, 0), &size(big, 1));
+    assert!(s.progress().is_err(), "the sender took a size message");
 }
