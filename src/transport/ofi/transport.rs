@@ -12,9 +12,14 @@ use crate::wire::{Frame, OFI_NAME_MAX, OFI_PIECE};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-/// FNV-1a of the provider's name: both sides must run the same provider.
+/// The protocol's version (`proto/mod.rs`): 2 since the write mode sends a SIZE message and
+/// needs only 4 bytes of CQ data. Both sides must run the same.
+const PROTO_VERSION: u32 = 2;
+
+/// FNV-1a of the provider's name and the protocol version: both sides must run the same provider
+/// and protocol.
 fn provider_hash(name: &str) -> u32 {
-    name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+    format!("{name}/{PROTO_VERSION}").bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
 }
 
 /// A communicator's libfabric data path: the protocol over its rails, and the connection's TCP
@@ -103,7 +108,7 @@ impl OfiTransport {
             };
             if provider != self.hash {
                 return Err(Error::failure(format!(
-                    "the peer runs another libfabric provider than {} (set the same NEURON_RT_ASYNC_SENDRECV_OFI_PROVIDER or FI_PROVIDER on both sides)",
+                    "the peer runs another libfabric provider than {}, or another version of this library's libfabric protocol ({PROTO_VERSION}) (set the same NEURON_RT_ASYNC_SENDRECV_OFI_PROVIDER or FI_PROVIDER on both sides, and the same nrt-sendrecv)",
                     self.provider
                 )));
             }
