@@ -270,9 +270,8 @@ counters() { for d in A B C D; do
     printf ' veth%s tx %s rx %s, rxe%s sent_pkts %s rcvd_pkts %s;' $d $(cat /sys/class/net/veth$d/statistics/tx_bytes /sys/class/net/veth$d/statistics/rx_bytes) \
         $d $(cat /sys/class/infiniband/rxe$d/ports/1/hw_counters/sent_pkts /sys/class/infiniband/rxe$d/ports/1/hw_counters/rcvd_pkts 2>/dev/null || echo "? ?"); done; echo; }
 # both_rails LOG...: every "bytes per rail" row of the logs has two entries, and some row has both
-# above 1 MiB. (Only the side that moves the payload counts it: verbs;ofi_rxm offers 4 bytes of
-# CQ data, less than the write path needs, so large messages go by RDMA read and the receiver's
-# rails carry them; the sender's rows show its control messages.)
+# above 1 MiB. (verbs;ofi_rxm offers 4 bytes of CQ data, which the write path needs: large
+# messages go by RDMA write, counted by the sender as written and by the receiver as landed.)
 both_rails() { cat "$@" | sed -n 's/.*bytes per rail: \[\([0-9]*\), *\([0-9]*\)\].*/\1 \2/p' | awk '
     {rows++; if ($1 > 1048576 && $2 > 1048576) both++} END {exit !(rows > 0 && both > 0)}' &&
     ! cat "$@" | grep "bytes per rail: \[" | grep -vq "bytes per rail: \[[0-9]*, *[0-9]*\]"; }
@@ -330,6 +329,8 @@ for t in /tests/t_*; do
     if [ $n = t_transfer ]; then
         grep -m2 "transport ofi" /tmp/ofi_$n.log | sed 's/^/    log: /'
         grep "bytes per rail" /tmp/ofi_$n.log | head -4 | sed 's/^/    log: /'
+        grep -m1 -o "cq_data_size [0-9]* write_data [a-z]*" /tmp/ofi_$n.log | sed 's/^/    log: rail: /'
+        grep -q "write_data true" /tmp/ofi_$n.log || { ok=0; why="$why; the rails do not take the RDMA write path (no 'write_data true' in the log)"; }
         grep -q "transport ofi verbs;ofi_rxm .*domains rxeA,rxeC" /tmp/ofi_$n.log || { ok=0; why="$why; no 'transport ofi verbs;ofi_rxm ... domains rxeA,rxeC' in the log"; }
         both_rails /tmp/ofi_$n.log || { ok=0; why="$why; the log does not show both rails carrying bytes"; }
     fi
