@@ -674,3 +674,63 @@ fn tcp_when_one_side_declines_and_an_error_when_shm_is_required() {
     let _ = close(a);
     let _ = close(b);
 }
+
+/// Device memory with a virtual address (the LD_PRELOAD library's vendor tensors in mapped HBM),
+/// stood in for by host memory whose device address is a mapping without access: over TCP it is
+/// staged through its StagedMemory in every direction, every byte right and nothing loaded or
+/// stored through the device address (that would crash the test); shared memory refuses it
+/// (the LD_PRELOAD library never chooses shared memory).
+#[test]
+fn device_memory_goes_over_tcp_staged_and_shared_memory_refuses_it() {
+    use crate::tensor::fake_device::FakeDevice;
+    let (a, b) = (970, 971);
+    let (s, r) = tcp_pair(26400, a, b);
+    for (k, len) in [0usize, 8, 4095, 100_000, (1 << 20) + 3, (3 << 20) + 1].into_iter().enumerate() {
+        let data = pattern(len, k + 50);
+        for (dev_src, dev_dst) in [(true, false), (false, true), (true, true)] {
+            let what = format!("{len} bytes, device source {dev_src}, device destination {dev_dst}");
+            let (sd, rd) = (FakeDevice::new(len + 7, true), FakeDevice::new(len + 9, true));
+            sd.fill(5, &data);
+            rd.fill(0, &vec![0xee; len + 9]);
+            let (src, dst) = (Tensor::allocate(len.max(1), String::new()).unwrap(), Tensor::allocate(len + 9, String::new()).unwrap());
+            crate::tensor::write_from(&src, 0, &data).unwrap();
+            crate::tensor::memset(&dst, 0, 0xee, len + 9).unwrap();
+            let rreg = if dev_dst { rd.region(3, len) } else { dst.region(3, len).unwrap() };
+            let sreg = if dev_src { sd.region(5, len) } else { src.region(0, len).unwrap() };
+            let rq = r.post(Kind::Recv, rreg).unwrap();
+            let sq = s.post(Kind::Send, sreg).unwrap();
+            assert_eq!(wait(rq).unwrap(), len as u64, "{what}: receive");
+            assert_eq!(wait(sq).unwrap(), len as u64, "{what}: send");
+            let got = if dev_dst {
+                rd.contents(0, len + 9)
+            } else {
+                let mut g = vec![0u8; len + 9];
+                crate::tensor::read_into(&dst, 0, &mut g).unwrap();
+                g
+            };
+            assert!(got[..3].iter().chain(&got[3 + len..]).all(|&x| x == 0xee), "{what}: written outside the range");
+            assert!(got[3..3 + len] == data[..], "{what}: the bytes that arrived differ");
+            if dev_src {
+                assert_eq!(sd.copied().0, len, "{what}: the source was not staged");
+            }
+            if dev_dst {
+                assert_eq!(rd.copied().1, len, "{what}: the destination was not staged");
+            }
+        }
+    }
+    close(a).unwrap();
+    close(b).unwrap();
+
+    let (a, b) = (972, 973);
+    let (s, r) = pair(26410, a, b, Transport::Shm, Transport::Shm);
+    ready(&s).unwrap();
+    ready(&r).unwrap();
+    assert!(s.io.lock().is_shm() && r.io.lock().is_shm());
+    let dev = FakeDevice::new(4096, true);
+    let sq = s.post(Kind::Send, dev.region(0, 4096)).unwrap();
+    let e = wait(sq).unwrap_err();
+    assert!(e.msg.contains("shared memory"), "{e}");
+    assert_eq!(dev.calls(), (0, 0));
+    let _ = close(a);
+    let _ = close(b);
+}

@@ -149,14 +149,30 @@ pub trait StagedMemory: Send + Sync {
     fn write(&self, offset: usize, buf: &[u8]) -> Result<()>;
 }
 
+/// Device memory (HBM) that has a virtual address in this process (the vendor runtime maps HBM
+/// into it: `NEURON_RT_MAP_HBM`). The address is only for a transport that registers it with
+/// the NIC as device memory (libfabric `FI_HMEM`, iface `FI_HMEM_NEURON`) and lets the NIC move
+/// the bytes; no code of ours loads or stores through it (bytes are copied through the region's
+/// `StagedMemory`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceAddr {
+    /// The address of the region's first byte.
+    pub va: usize,
+    /// The HBM the memory lies in (`nrt_tensor_get_device_allocation_info`'s `hbm_index`), for
+    /// the log: the vendor API names no device id (see `docs/preload.md`).
+    pub hbm_index: i32,
+}
+
 /// A byte range of tensor memory that stays mapped while the region lives, or (preload mode) a
-/// range of device memory that is reached by staging.
+/// range of device memory that is reached by staging (and, where it has a virtual address, by a
+/// transport that registers device memory).
 #[derive(Clone)]
 pub struct Region {
     _mem: Option<Arc<Memory>>,
     ptr: *mut u8,
     len: usize,
     staged: Option<Arc<dyn StagedMemory>>,
+    device: Option<DeviceAddr>,
 }
 
 // SAFETY: see Memory; a Region only hands out its raw pointer.
@@ -167,19 +183,26 @@ unsafe impl Sync for Region {}
 impl Region {
     pub(super) fn new(mem: Arc<Memory>, offset: usize, len: usize) -> Region {
         let ptr = mem.ptr_at(offset);
-        Region { _mem: Some(mem), ptr, len, staged: None }
+        Region { _mem: Some(mem), ptr, len, staged: None, device: None }
     }
     pub fn empty() -> Region {
-        Region { _mem: None, ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(), len: 0, staged: None }
+        Region { _mem: None, ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(), len: 0, staged: None, device: None }
     }
     /// Host memory owned by someone else (the vendor runtime), valid while the transfer runs.
     pub fn borrowed(ptr: *mut u8, len: usize) -> Region {
-        Region { _mem: None, ptr, len, staged: None }
+        Region { _mem: None, ptr, len, staged: None, device: None }
     }
     /// Memory with no host address: the transport stages it chunk by chunk.
     pub fn staged(mem: Arc<dyn StagedMemory>, len: usize) -> Region {
-        Region { _mem: None, ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(), len, staged: Some(mem) }
+        Region { _mem: None, ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(), len, staged: Some(mem), device: None }
     }
+    /// Device memory with a virtual address (`dev`): staged like `staged` by every transport
+    /// (`ptr` is not the address), and registered as device memory by one that can (`device`).
+    pub fn device(mem: Arc<dyn StagedMemory>, len: usize, dev: DeviceAddr) -> Region {
+        Region { device: Some(dev), ..Region::staged(mem, len) }
+    }
+    /// The host address of the first byte (dangling for staged and device memory: never to be
+    /// read or written then).
     pub fn ptr(&self) -> *mut u8 {
         self.ptr
     }
@@ -193,7 +216,12 @@ impl Region {
     pub fn memory(&self) -> Option<&Arc<Memory>> {
         self._mem.as_ref()
     }
+    /// How to copy the bytes of memory without a host address (device memory).
     pub fn staging(&self) -> Option<&Arc<dyn StagedMemory>> {
         self.staged.as_ref()
+    }
+    /// Device memory's virtual address, for registering it with the NIC as device memory.
+    pub fn device_addr(&self) -> Option<DeviceAddr> {
+        self.device
     }
 }

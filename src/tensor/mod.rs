@@ -6,13 +6,15 @@
 //! tensor never changes: attaching a buffer replaces the handle's tensor with a new one, so
 //! reading a view (every post does) takes no lock.
 
+#[cfg(test)]
+pub mod fake_device;
 mod memory;
 #[cfg(feature = "preload")]
 pub mod vendor;
 
 #[cfg(feature = "verbs")]
 pub use memory::set_free_hook;
-pub use memory::{Memory, Region, StagedMemory, next_id as next_memory_id};
+pub use memory::{DeviceAddr, Memory, Region, StagedMemory, next_id as next_memory_id};
 
 use crate::registry::Table;
 use crate::status::{Error, Result};

@@ -126,6 +126,12 @@ impl Transport for ShmTransport {
 
     fn post(&mut self, m: Msg, done: &mut Completions<'_>) -> Result<()> {
         match self.ring.as_mut() {
+            // Memory reached only through its StagedMemory (device memory of the LD_PRELOAD
+            // library, which never chooses shared memory): the rings copy through host
+            // addresses, which it has none of (a device address is never to be dereferenced).
+            Some(_) if m.region.staging().is_some() => {
+                Err(Error::invalid("device memory cannot go over shared memory (the LD_PRELOAD library uses TCP or libfabric)"))
+            }
             Some(r) => {
                 r.post(m, done)?;
                 self.drain_out();
