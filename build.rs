@@ -87,6 +87,7 @@ mod ofi {
             .allowlist_type("fi_cq_tagged_entry")
             .allowlist_type("fi_cq_err_entry")
             .allowlist_type("fi_context2")
+            .allowlist_type("fi_mr_attr")
             .allowlist_type("fi_addr_t")
             // Constants: the FI_* macros and anonymous-enum values (capabilities, modes, flags,
             // error numbers, FI_GETWAIT ...).

@@ -227,7 +227,9 @@ fn open_for(cfg: &Config, sock: &TcpStream) -> Result<Vec<crate::transport::ofi:
             Err(_) => RailsWanted::Domains(s.split(',').map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect()),
         },
     };
-    let mut rails = open_rails(cfg.ofi_provider.as_deref(), wanted)?;
+    // Device memory (FI_HMEM) is asked for by the LD_PRELOAD library only: the standalone
+    // library's tensors are all host memory.
+    let mut rails = open_rails(cfg.ofi_provider.as_deref(), wanted, cfg!(feature = "preload"))?;
     if cfg.ofi_rails.is_none()
         && let Some(ifname) = sock.local_addr().ok().and_then(|a| crate::sys::net::interface_of(a.ip()))
         && rails.iter().any(|r| r.limits().domain == ifname)
@@ -247,6 +249,7 @@ fn efa_here(cfg: &Config) -> bool {
     static EFA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *EFA.get_or_init(|| {
         let provider = cfg.ofi_provider.as_deref().unwrap_or("efa");
-        open_rails(Some(provider), RailsWanted::Count(1)).is_ok_and(|r| r.first().is_some_and(|r| r.limits().provider.contains("efa")))
+        open_rails(Some(provider), RailsWanted::Count(1), false)
+            .is_ok_and(|r| r.first().is_some_and(|r| r.limits().provider.contains("efa")))
     })
 }

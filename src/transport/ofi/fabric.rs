@@ -6,7 +6,10 @@
 //! `FI_MR_LOCAL`, a peer's region is addressed by virtual address only with `FI_MR_VIRT_ADDR`
 //! (else by offset), keys are the provider's with `FI_MR_PROV_KEY` (else ours), RMA is used only
 //! when `FI_RMA` is offered, and the completion queue has a file descriptor only where the
-//! provider accepts `FI_WAIT_FD`.
+//! provider accepts `FI_WAIT_FD`. Device memory (`FI_HMEM`) is asked for only by a caller that
+//! may have some (the LD_PRELOAD library), and only as an option: a rail whose provider offers it
+//! for its domain registers device memory (`register_device`, `FI_HMEM_NEURON`); every other
+//! rail is opened exactly as without it.
 //!
 //! The `u64` context the protocol gives each operation maps to a slot of the rail's own slab of
 //! `fi_context2` (`FI_CONTEXT`/`FI_CONTEXT2` mode: the provider owns that memory until the
@@ -236,9 +239,10 @@ impl Drop for InfoList {
     }
 }
 
-/// `fi_getinfo` for RDM endpoints with tagged messages (and RMA when `rma`). `Ok(None)`: the
-/// provider offers nothing that matches (`-FI_ENODATA`).
-fn getinfo(provider: Option<&str>, rma: bool) -> Result<Option<InfoList>> {
+/// `fi_getinfo` for RDM endpoints with tagged messages (and RMA when `rma`, and device memory,
+/// `FI_HMEM` with `FI_MR_HMEM`, when `hmem`). `Ok(None)`: the provider offers nothing that
+/// matches (`-FI_ENODATA`).
+fn getinfo(provider: Option<&str>, rma: bool, hmem: bool) -> Result<Option<InfoList>> {
     // SAFETY: plain allocation; checked below.
     let hints = InfoList(unsafe { sys::nrt_fi_allocinfo() });
     if hints.0.is_null() {
@@ -256,9 +260,16 @@ fn getinfo(provider: Option<&str>, rma: bool) -> Result<Option<InfoList>> {
         if rma {
             h.caps |= sys::FI_RMA | sys::FI_READ | sys::FI_WRITE | sys::FI_REMOTE_READ | sys::FI_REMOTE_WRITE;
         }
+        if hmem {
+            h.caps |= sys::FI_HMEM;
+        }
         h.mode = sys::FI_CONTEXT | sys::FI_CONTEXT2;
         (*h.ep_attr).type_ = sys::FI_EP_RDM;
         (*h.domain_attr).mr_mode = sys::FI_MR_LOCAL | sys::FI_MR_VIRT_ADDR | sys::FI_MR_ALLOCATED | sys::FI_MR_PROV_KEY;
+        if hmem {
+            // Device buffers are registered with fi_mr_regattr and their descriptors passed.
+            (*h.domain_attr).mr_mode |= sys::FI_MR_HMEM;
+        }
         if let Some(p) = &prov {
             (*h.fabric_attr).prov_name = libc::strdup(p.as_ptr());
             if (*h.fabric_attr).prov_name.is_null() {
@@ -299,17 +310,24 @@ unsafe fn provider_name(i: &sys::fi_info) -> String {
 
 /// Opens one rail per domain `rails` asks for, of `provider` ("tcp", "shm", "efa", "verbs" ...;
 /// `None`: libfabric's first choice, which `FI_PROVIDER` narrows). RMA (`FI_RMA`) is asked for
-/// first, and done without where the provider has none.
-pub fn open_rails(provider: Option<&str>, rails: RailsWanted) -> Result<Vec<FabricRail>> {
-    let list = match getinfo(provider, true)? {
-        Some(l) => l,
-        None => getinfo(provider, false)?.ok_or_else(|| {
-            let env = std::env::var("FI_PROVIDER").map(|v| format!(" (FI_PROVIDER={v})")).unwrap_or_default();
-            Error::failure(format!(
-                "libfabric offers no RDM endpoint with tagged messages from provider {}{env}",
-                provider.unwrap_or("(any)")
-            ))
-        })?,
+/// first, and done without where the provider has none. The domains are chosen as if device
+/// memory were not asked for; then, with `hmem` and RMA, each chosen domain that the provider
+/// also offers with `FI_HMEM` (a second `fi_getinfo`) is opened with that offer instead (which
+/// may differ in more than `FI_HMEM`: `shm`'s has no inject size, for one; hence only callers
+/// with device memory ask).
+pub fn open_rails(provider: Option<&str>, rails: RailsWanted, hmem: bool) -> Result<Vec<FabricRail>> {
+    let (list, rma) = match getinfo(provider, true, false)? {
+        Some(l) => (l, true),
+        None => (
+            getinfo(provider, false, false)?.ok_or_else(|| {
+                let env = std::env::var("FI_PROVIDER").map(|v| format!(" (FI_PROVIDER={v})")).unwrap_or_default();
+                Error::failure(format!(
+                    "libfabric offers no RDM endpoint with tagged messages from provider {}{env}",
+                    provider.unwrap_or("(any)")
+                ))
+            })?,
+            false,
+        ),
     };
     // One candidate per domain name, in the provider's order (tcp lists a NIC once per address
     // family and endpoint flavour; the first is taken), all of one provider: libfabric's first
@@ -355,11 +373,47 @@ pub fn open_rails(provider: Option<&str>, rails: RailsWanted) -> Result<Vec<Fabr
     if chosen.is_empty() {
         return Err(Error::invalid("no libfabric rails asked for"));
     }
+    // Device memory, optional: where it cannot be had, the rails are those chosen above.
+    let hmem_list = if rma && hmem {
+        getinfo(provider, true, true).unwrap_or_else(|e| {
+            crate::log_debug!("libfabric: fi_getinfo with FI_HMEM: {e}; device memory is staged");
+            None
+        })
+    } else {
+        None
+    };
+    let chosen: Vec<*mut sys::fi_info> = match &hmem_list {
+        // SAFETY: elements of `list` and `hmem_list`, alive until the end of this function.
+        Some(h) => chosen.into_iter().map(|p| unsafe { with_hmem(p, h) }).collect(),
+        None => chosen,
+    };
     chosen
         .into_iter()
         // SAFETY: each is an element of `list`, alive during the calls.
         .map(|p| unsafe { FabricRail::open(p) })
         .collect()
+}
+
+/// The element of `hmem` (a list from `getinfo` with `FI_HMEM`) of `p`'s provider and domain
+/// whose capabilities do hold `FI_HMEM` and `FI_RMA`, else `p` itself.
+///
+/// # Safety
+/// `p` and the elements of `hmem` belong to live lists from `fi_getinfo`.
+unsafe fn with_hmem(p: *mut sys::fi_info, hmem: &InfoList) -> *mut sys::fi_info {
+    // SAFETY: the caller's contract.
+    let (want_dom, want_prov) = unsafe { (domain_name(&*p), provider_name(&*p)) };
+    let mut q = hmem.0;
+    while !q.is_null() {
+        // SAFETY: an element of the live list.
+        let i = unsafe { &*q };
+        let offers = i.caps & sys::FI_HMEM != 0 && i.caps & sys::FI_RMA != 0;
+        // SAFETY: as above.
+        if offers && unsafe { domain_name(i) == want_dom && provider_name(i) == want_prov } {
+            return q;
+        }
+        q = i.next;
+    }
+    p
 }
 
 /// One RDM endpoint on one domain, to one peer.
@@ -419,6 +473,7 @@ impl FabricRail {
             // The protocol's remote CQ data is 32 bits (a message's seq): EFA and verbs offer 4 bytes.
             write_data: rma && dom.cq_data_size >= 4,
             mr_local: dom.mr_mode & sys::FI_MR_LOCAL != 0,
+            hmem: rma && i.caps & sys::FI_HMEM != 0,
         };
         let mut r = FabricRail {
             limits,
@@ -539,7 +594,7 @@ impl FabricRail {
     pub fn describe(&self) -> String {
         format!(
             "{} fabric {} domain {}: caps {} mode {} mr_mode {} max_msg_size {} inject_size {} cq_data_size {} \
-             write_data {} wait {}",
+             write_data {} device memory {} wait {}",
             self.limits.provider,
             self.limits.fabric,
             self.limits.domain,
@@ -550,22 +605,22 @@ impl FabricRail {
             self.limits.inject,
             self.cq_data_size,
             self.limits.write_data,
+            if self.limits.hmem { "FI_HMEM" } else { "staged" },
             self.wait_note
         )
     }
 
-    /// The descriptor to pass for `mr`: only with FI_MR_LOCAL.
+    /// The descriptor to pass for `mr`: only with FI_MR_LOCAL, or FI_MR_HMEM (device memory's
+    /// descriptor is needed then; the protocol passes one for every buffer it registered).
     fn desc(&self, mr: Option<&Mr>, len: usize, what: &str) -> Result<*mut c_void> {
-        if !self.limits.mr_local {
-            return Ok(null_mut());
-        }
+        let hmem = self.mr_mode & sys::FI_MR_HMEM != 0;
         match mr {
-            Some(m) => Ok(std::ptr::with_exposed_provenance_mut(m.desc)),
-            None if len == 0 => Ok(null_mut()),
-            None => Err(Error::invalid(format!(
+            Some(m) if self.limits.mr_local || hmem => Ok(std::ptr::with_exposed_provenance_mut(m.desc)),
+            None if self.limits.mr_local && len > 0 => Err(Error::invalid(format!(
                 "{what} of {len} bytes without a registration: {} needs registered buffers (FI_MR_LOCAL)",
                 self.limits.provider
             ))),
+            _ => Ok(null_mut()),
         }
     }
 
@@ -682,32 +737,17 @@ impl Rail for FabricRail {
     }
 
     fn register(&mut self, ptr: *const u8, len: usize, remote: bool) -> Result<Mr> {
-        if remote {
-            self.need_rma("fi_mr_reg for remote access", false)?;
+        self.reg(ptr, len, remote, None)
+    }
+
+    fn register_device(&mut self, ptr: *const u8, len: usize, remote: bool, device: i32) -> Result<Mr> {
+        if !self.limits.hmem {
+            return Err(Error::invalid(format!(
+                "registering device memory: {} domain {} offers no FI_HMEM",
+                self.limits.provider, self.limits.domain
+            )));
         }
-        let mut access = sys::FI_SEND | sys::FI_RECV;
-        if self.rma() {
-            access |= sys::FI_READ | sys::FI_WRITE;
-        }
-        if remote {
-            access |= sys::FI_REMOTE_READ | sys::FI_REMOTE_WRITE;
-        }
-        let requested_key = if self.mr_mode & sys::FI_MR_PROV_KEY != 0 {
-            0
-        } else {
-            self.next_key += 1;
-            self.next_key
-        };
-        let mut mr = null_mut();
-        // SAFETY: an open domain; the provider records (and may pin) ptr..ptr+len, which the
-        // caller keeps mapped until it deregisters; mr receives the registration.
-        let ret = unsafe { sys::nrt_fi_mr_reg(self.domain, ptr.cast(), len, access, 0, requested_key, 0, &mut mr, null_mut()) };
-        self.check(ret, &format!("fi_mr_reg of {len} bytes"))?;
-        // SAFETY: a registration just made.
-        let (desc, key) = unsafe { (sys::nrt_fi_mr_desc(mr), sys::nrt_fi_mr_key(mr)) };
-        self.mrs.entry(key).or_default().push(mr);
-        let remote_base = if self.mr_mode & sys::FI_MR_VIRT_ADDR != 0 { ptr.addr() as u64 } else { 0 };
-        Ok(Mr { desc: desc.expose_provenance(), key, remote_base })
+        self.reg(ptr, len, remote, Some((sys::FI_HMEM_NEURON, device)))
     }
 
     fn deregister(&mut self, mr: &Mr) {
@@ -812,6 +852,57 @@ impl Rail for FabricRail {
 }
 
 impl FabricRail {
+    /// Registers `len` bytes at `ptr`: host memory (`fi_mr_reg`), or with `device` = (iface,
+    /// id) through `fi_mr_regattr` (`FI_HMEM_NEURON`: Neuron device memory, `device.neuron` =
+    /// id; the tests also pass `FI_HMEM_SYSTEM`, host memory, to run this path on providers
+    /// without FI_HMEM).
+    fn reg(&mut self, ptr: *const u8, len: usize, remote: bool, device: Option<(sys::fi_hmem_iface, i32)>) -> Result<Mr> {
+        if remote {
+            self.need_rma("fi_mr_reg for remote access", false)?;
+        }
+        let mut access = sys::FI_SEND | sys::FI_RECV;
+        if self.rma() {
+            access |= sys::FI_READ | sys::FI_WRITE;
+        }
+        if remote {
+            access |= sys::FI_REMOTE_READ | sys::FI_REMOTE_WRITE;
+        }
+        let requested_key = if self.mr_mode & sys::FI_MR_PROV_KEY != 0 {
+            0
+        } else {
+            self.next_key += 1;
+            self.next_key
+        };
+        let mut mr = null_mut();
+        let ret = match device {
+            // SAFETY: an open domain; the provider records (and may pin) ptr..ptr+len, which the
+            // caller keeps mapped until it deregisters; mr receives the registration.
+            None => unsafe { sys::nrt_fi_mr_reg(self.domain, ptr.cast(), len, access, 0, requested_key, 0, &mut mr, null_mut()) },
+            Some((iface, dev)) => {
+                let iov = sys::iovec { iov_base: ptr.cast_mut().cast(), iov_len: len };
+                let mut attr = sys::fi_mr_attr { mr_iov: &iov, iov_count: 1, access, requested_key, iface, ..Default::default() };
+                if iface == sys::FI_HMEM_NEURON {
+                    attr.device.neuron = dev;
+                }
+                // SAFETY: an open domain; the attributes and the iovec they point to are read
+                // during the call; the provider records (and may pin) the device memory at
+                // ptr..ptr+len, which the caller keeps mapped until it deregisters.
+                unsafe { sys::nrt_fi_mr_regattr(self.domain, &attr, 0, &mut mr) }
+            }
+        };
+        let what = match device {
+            Some((sys::FI_HMEM_NEURON, _)) => "fi_mr_regattr (FI_HMEM_NEURON)",
+            Some(_) => "fi_mr_regattr",
+            None => "fi_mr_reg",
+        };
+        self.check(ret, &format!("{what} of {len} bytes"))?;
+        // SAFETY: a registration just made.
+        let (desc, key) = unsafe { (sys::nrt_fi_mr_desc(mr), sys::nrt_fi_mr_key(mr)) };
+        self.mrs.entry(key).or_default().push(mr);
+        let remote_base = if self.mr_mode & sys::FI_MR_VIRT_ADDR != 0 { ptr.addr() as u64 } else { 0 };
+        Ok(Mr { desc: desc.expose_provenance(), key, remote_base })
+    }
+
     /// Cancels every operation still posted (`fi_cancel`), reads the queue until they have come
     /// back (cancelled or done, within 500 ms), then closes the endpoint. Closing an endpoint
     /// with receives still posted crashed `tcp;ofi_rxm` (1.17) now and then, inside `fi_close`.
@@ -872,7 +963,7 @@ mod tests {
 
     fn one_rail(provider: &str, domain: Option<&str>) -> FabricRail {
         let want = domain.map_or(RailsWanted::Count(1), |d| RailsWanted::Domains(vec![d.to_string()]));
-        let mut rails = open_rails(Some(provider), want).unwrap_or_else(|e| panic!("open_rails({provider}): {e}"));
+        let mut rails = open_rails(Some(provider), want, false).unwrap_or_else(|e| panic!("open_rails({provider}): {e}"));
         assert_eq!(rails.len(), 1);
         rails.remove(0)
     }
@@ -1028,7 +1119,11 @@ mod tests {
     }
 
     fn exercise(provider: &str, domain: Option<&str>) {
-        let mut p = Pair::new(provider, domain);
+        exercise_with(Pair::new(provider, domain));
+    }
+
+    fn exercise_with(mut p: Pair) {
+        let provider = p.a.limits.provider.clone();
         if let Some(fd) = p.a.wait_fd() {
             // SAFETY: F_GETFD only reads the descriptor's flags.
             assert!(unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0, "FI_GETWAIT gave a closed descriptor");
@@ -1060,6 +1155,24 @@ mod tests {
     #[test]
     fn ofi_shm_tagged_write_read() {
         exercise("shm", None);
+    }
+
+    /// Rails opened with device memory asked for (as the LD_PRELOAD library opens them): `shm`
+    /// then offers `FI_HMEM` (with another inject size and more capabilities) and must move host
+    /// memory as before; `tcp` offers none and is opened as without.
+    #[test]
+    fn ofi_rails_opened_with_fi_hmem_asked_for_move_host_memory() {
+        for provider in ["tcp", "shm"] {
+            let domain = (provider == "tcp").then(|| "lo".to_string());
+            let want = domain.map_or(RailsWanted::Count(1), |d| RailsWanted::Domains(vec![d]));
+            let mut a = open_rails(Some(provider), want.clone(), true).unwrap().remove(0);
+            let mut b = open_rails(Some(provider), want, true).unwrap().remove(0);
+            eprintln!("{}", a.describe());
+            let (na, nb) = (a.name(), b.name());
+            a.connect(&nb).unwrap();
+            b.connect(&na).unwrap();
+            exercise_with(Pair { a, b, ca: Vec::new(), cb: Vec::new() });
+        }
     }
 
     /// Where the queue has a descriptor (tcp): a receiver blocked on it (after `trywait`) is
@@ -1131,20 +1244,58 @@ mod tests {
         }
     }
 
+    /// The `fi_mr_regattr` path (`register_device`'s) moves bytes: an RMA write between two
+    /// buffers registered with it as host memory (`FI_HMEM_SYSTEM`; no provider here offers
+    /// `FI_HMEM`, so `FI_HMEM_NEURON` itself never runs here). And `register_device` is an error,
+    /// never a crash, where the provider has no `FI_HMEM`.
+    #[test]
+    fn ofi_tcp_regattr_registrations_carry_writes_and_device_memory_needs_fi_hmem() {
+        let mut p = Pair::new("tcp", Some("lo"));
+        assert!(p.a.limits.write_data, "tcp;ofi_rxm offers RMA writes with CQ data");
+        let src = pattern(MIB, 13);
+        let mut dst = vec![0u8; MIB];
+        let smr = p.a.reg(src.as_ptr(), MIB, false, Some((sys::FI_HMEM_SYSTEM, 0))).unwrap();
+        let dmr = p.b.reg(dst.as_mut_ptr(), MIB, true, Some((sys::FI_HMEM_SYSTEM, 0))).unwrap();
+        let sptr = src.as_ptr();
+        // SAFETY: src outlives the completion, taken below; dst is registered for remote writes.
+        p.post(|a, _| unsafe { a.write_data(sptr, MIB, Some(&smr), 0x1234, dmr.remote_base, dmr.key, 70) });
+        let w = p.take(Side::A, |c| c.ctx == 70);
+        assert_eq!((w.kind, w.err.as_deref()), (CqKind::Write, None), "{w:?}");
+        let r = p.take(Side::B, |c| c.kind == CqKind::RemoteWrite);
+        assert_eq!((r.data & 0xffff_ffff, r.err.as_deref()), (0x1234, None), "{r:?}");
+        assert!(dst == src, "1 MiB written between fi_mr_regattr registrations differs");
+        p.a.deregister(&smr);
+        p.b.deregister(&dmr);
+        p.assert_idle();
+        for provider in ["tcp", "shm"] {
+            let mut r = open_rails(Some(provider), RailsWanted::Count(1), true).unwrap().remove(0);
+            eprintln!("{}", r.describe());
+            let buf = [0u8; 64];
+            match r.register_device(buf.as_ptr(), buf.len(), true, -1) {
+                Err(e) if !r.limits.hmem => assert!(e.msg.contains("FI_HMEM"), "{e}"),
+                Err(e) => eprintln!("{provider}: FI_HMEM offered, FI_HMEM_NEURON registration refused: {e}"),
+                Ok(mr) => {
+                    eprintln!("{provider}: FI_HMEM_NEURON registration of host memory accepted");
+                    r.deregister(&mr);
+                }
+            }
+        }
+    }
+
     #[test]
     fn ofi_open_rails_refuses_what_is_not_offered() {
-        let e = open_rails(Some("tcp"), RailsWanted::Domains(vec!["no-such-domain".into()])).err().expect("an unknown domain");
+        let e = open_rails(Some("tcp"), RailsWanted::Domains(vec!["no-such-domain".into()]), false).err().expect("an unknown domain");
         assert!(e.msg.contains("no-such-domain") && e.msg.contains("lo"), "{e}");
-        assert!(open_rails(Some("tcp"), RailsWanted::Count(100_000)).is_err());
-        assert!(open_rails(Some("tcp"), RailsWanted::Count(0)).is_err());
-        assert!(open_rails(Some("no-such-provider"), RailsWanted::All).is_err());
+        assert!(open_rails(Some("tcp"), RailsWanted::Count(100_000), false).is_err());
+        assert!(open_rails(Some("tcp"), RailsWanted::Count(0), true).is_err());
+        assert!(open_rails(Some("no-such-provider"), RailsWanted::All, true).is_err());
     }
 
     /// No provider named: libfabric's first choice (FI_PROVIDER narrows it), one provider for
     /// every rail.
     #[test]
     fn ofi_no_provider_named_gives_rails_of_one_provider() {
-        let rails = open_rails(None, RailsWanted::All).unwrap();
+        let rails = open_rails(None, RailsWanted::All, false).unwrap();
         let first = &rails[0].limits().provider;
         for r in &rails {
             eprintln!("no provider named: {}", r.describe());

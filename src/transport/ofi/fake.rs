@@ -7,7 +7,10 @@
 //! on either end applies every operation issued since the last poll (in that order; with
 //! `linger`, some stay on the wire for a later poll, overtaken by those issued after them), then
 //! hands the polling end its completions (in that order again). Remote CQ data keeps only
-//! `cq_data_size` bytes (with 4, the upper 32 bits come back as noise).
+//! `cq_data_size` bytes (with 4, the upper 32 bits come back as noise). With `hmem` the rails
+//! claim `FI_HMEM`: device registrations (`register_device`) are recorded, and may be used by
+//! writes and reads only (a tagged send or receive of device memory is refused, as a provider
+//! that cannot copy out of device memory would).
 
 use crate::status::{Error, Result};
 use crate::transport::ofi::rail::{CqKind, Cqe, Limits, Mr, Posted, Rail};
@@ -38,11 +41,13 @@ pub struct Config {
     pub linger: u64,
     /// Remote write completions report the bytes written (else 0, as a provider may).
     pub remote_len: bool,
+    /// The rails claim FI_HMEM (device memory may be registered).
+    pub hmem: bool,
 }
 
 impl Config {
     pub fn new(order: Order, write_data: bool) -> Config {
-        Config { order, write_data, max_msg: 1 << 30, again_every: 0, cq_data_size: 4, linger: 0, remote_len: true }
+        Config { order, write_data, max_msg: 1 << 30, again_every: 0, cq_data_size: 4, linger: 0, remote_len: true, hmem: false }
     }
 }
 
@@ -51,6 +56,8 @@ struct Reg {
     len: usize,
     remote: bool,
     base: u64,
+    /// Registered as device memory.
+    device: bool,
 }
 
 struct PostedRecv {
@@ -77,6 +84,9 @@ struct End {
     /// The next completion delivered to this end carries an error.
     fail_next: bool,
     bad_deregs: usize,
+    /// Device registrations made (`register_device`), and the bytes they covered.
+    device_regs: usize,
+    device_bytes: usize,
     ops: u64,
     /// Tags of the tagged messages this end sent, in the order posted.
     tags: Vec<u64>,
@@ -148,6 +158,7 @@ pub fn pair(rails: usize, cfg: &Config) -> (Rails, Rails, Vec<Arc<Link>>) {
             inject: 64,
             write_data: cfg.write_data && cfg.cq_data_size >= 4,
             mr_local: true,
+            hmem: cfg.hmem,
         };
         a.push(Box::new(FakeRail { side: 0, link: link.clone(), limits: limits.clone() }) as Box<dyn Rail>);
         b.push(Box::new(FakeRail { side: 1, link: link.clone(), limits }) as Box<dyn Rail>);
@@ -196,6 +207,15 @@ impl Link {
     pub fn live_mrs(&self, side: usize) -> usize {
         self.lock().ends[side].mrs.len()
     }
+    /// Device registrations end `side` made so far, and the bytes they covered.
+    pub fn device_regs(&self, side: usize) -> (usize, usize) {
+        let s = self.lock();
+        (s.ends[side].device_regs, s.ends[side].device_bytes)
+    }
+    /// Device registrations live on end `side`.
+    pub fn live_device_mrs(&self, side: usize) -> usize {
+        self.lock().ends[side].mrs.values().filter(|r| r.device).count()
+    }
     /// Deregistrations of keys that were not registered, on end `side`.
     pub fn bad_deregs(&self, side: usize) -> usize {
         self.lock().ends[side].bad_deregs
@@ -232,13 +252,15 @@ impl State {
         self.again_every > 0 && self.calls.is_multiple_of(self.again_every)
     }
 
-    /// The local buffer of an operation lies in the registration its descriptor names.
-    fn check_local(&self, side: usize, buf: usize, len: usize, mr: Option<&Mr>) -> Result<()> {
+    /// The local buffer of an operation lies in the registration its descriptor names (device
+    /// memory only for RMA: `rma`).
+    fn check_local(&self, side: usize, buf: usize, len: usize, mr: Option<&Mr>, rma: bool) -> Result<()> {
         if len == 0 {
             return Ok(());
         }
         let mr = mr.ok_or_else(|| fail("buffer passed without a descriptor"))?;
         match self.ends[side].mrs.get(&mr.key) {
+            Some(r) if r.device && !rma => Err(fail(&format!("device memory {buf:#x}+{len} given to a tagged send or receive"))),
             Some(r) if r.addr == mr.desc && buf >= r.addr && buf + len <= r.addr + r.len => Ok(()),
             Some(_) => Err(fail(&format!("buffer {buf:#x}+{len} outside the registration its descriptor names"))),
             None => Err(fail(&format!("descriptor of an unknown registration (key {:#x})", mr.key))),
@@ -319,15 +341,24 @@ impl FakeRail {
         self.link.lock()
     }
 
+    fn reg(&mut self, ptr: *const u8, len: usize, remote: bool, device: bool) -> Result<Mr> {
+        static NEXT_KEY: AtomicU64 = AtomicU64::new(0x51);
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        // Remote addresses are offsets from a base the provider picks (no FI_MR_VIRT_ADDR).
+        let base = key << 36;
+        self.lock().ends[self.side].mrs.insert(key, Reg { addr: ptr as usize, len, remote, base, device });
+        Ok(Mr { desc: ptr as usize, key, remote_base: base })
+    }
+
     /// Common checks of an operation that goes to the peer; Ok(false): answer Again.
-    fn outbound(&self, s: &mut State, buf: usize, len: usize, mr: Option<&Mr>) -> Result<bool> {
+    fn outbound(&self, s: &mut State, buf: usize, len: usize, mr: Option<&Mr>, rma: bool) -> Result<bool> {
         if !s.ends[self.side].connected {
             return Err(fail("operation before connect"));
         }
         if len as u64 > self.limits.max_msg {
             return Err(fail(&format!("operation of {len} bytes exceeds max_msg {}", self.limits.max_msg)));
         }
-        s.check_local(self.side, buf, len, mr)?;
+        s.check_local(self.side, buf, len, mr, rma)?;
         if s.again() {
             return Ok(false);
         }
@@ -354,12 +385,18 @@ impl Rail for FakeRail {
     }
 
     fn register(&mut self, ptr: *const u8, len: usize, remote: bool) -> Result<Mr> {
-        static NEXT_KEY: AtomicU64 = AtomicU64::new(0x51);
-        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
-        // Remote addresses are offsets from a base the provider picks (no FI_MR_VIRT_ADDR).
-        let base = key << 36;
-        self.lock().ends[self.side].mrs.insert(key, Reg { addr: ptr as usize, len, remote, base });
-        Ok(Mr { desc: ptr as usize, key, remote_base: base })
+        self.reg(ptr, len, remote, false)
+    }
+
+    fn register_device(&mut self, ptr: *const u8, len: usize, remote: bool, _device: i32) -> Result<Mr> {
+        if !self.limits.hmem {
+            return Err(fail("device memory registered without FI_HMEM"));
+        }
+        let mr = self.reg(ptr, len, remote, true)?;
+        let mut s = self.lock();
+        s.ends[self.side].device_regs += 1;
+        s.ends[self.side].device_bytes += len;
+        Ok(mr)
     }
 
     fn deregister(&mut self, mr: &Mr) {
@@ -372,7 +409,7 @@ impl Rail for FakeRail {
     unsafe fn tsend(&mut self, buf: *const u8, len: usize, mr: Option<&Mr>, tag: u64, ctx: u64) -> Result<Posted> {
         let link = self.link.clone();
         let mut s = link.lock();
-        if !self.outbound(&mut s, buf as usize, len, mr)? {
+        if !self.outbound(&mut s, buf as usize, len, mr, false)? {
             return Ok(Posted::Again);
         }
         let data = if len == 0 {
@@ -389,7 +426,7 @@ impl Rail for FakeRail {
     unsafe fn trecv(&mut self, buf: *mut u8, len: usize, mr: Option<&Mr>, tag: u64, ignore: u64, ctx: u64) -> Result<Posted> {
         let link = self.link.clone();
         let mut s = link.lock();
-        s.check_local(self.side, buf as usize, len, mr)?;
+        s.check_local(self.side, buf as usize, len, mr, false)?;
         if s.again() {
             return Ok(Posted::Again);
         }
@@ -421,7 +458,7 @@ impl Rail for FakeRail {
         if !self.limits.write_data {
             return Err(fail("write_data is not offered"));
         }
-        if !self.outbound(&mut s, buf as usize, len, mr)? {
+        if !self.outbound(&mut s, buf as usize, len, mr, true)? {
             return Ok(Posted::Again);
         }
         // SAFETY: the caller keeps `buf` valid for `len` bytes (the Rail contract).
@@ -433,7 +470,7 @@ impl Rail for FakeRail {
     unsafe fn read(&mut self, buf: *mut u8, len: usize, mr: Option<&Mr>, raddr: u64, rkey: u64, ctx: u64) -> Result<Posted> {
         let link = self.link.clone();
         let mut s = link.lock();
-        if !self.outbound(&mut s, buf as usize, len, mr)? {
+        if !self.outbound(&mut s, buf as usize, len, mr, true)? {
             return Ok(Posted::Again);
         }
         s.wire.push(Action::Read { from: self.side, buf: buf as usize, len, raddr, rkey, ctx });

@@ -22,6 +22,9 @@ pub struct Limits {
     pub write_data: bool,
     /// Every buffer given to an operation must be registered (`FI_MR_LOCAL`).
     pub mr_local: bool,
+    /// Device memory may be registered (`FI_HMEM`, asked for only as an option): large messages
+    /// in device memory then go by RMA straight from and to it (`Rail::register_device`).
+    pub hmem: bool,
 }
 
 /// A registered memory region: its descriptor for local operations and the key a peer uses
@@ -79,6 +82,11 @@ pub trait Rail: Send {
     fn connect(&mut self, peer: &[u8]) -> Result<()>;
     /// Registers `len` bytes at `ptr` (local access, and remote write/read access when `remote`).
     fn register(&mut self, ptr: *const u8, len: usize, remote: bool) -> Result<Mr>;
+    /// Registers `len` bytes of Neuron device memory (HBM mapped) at `ptr`, like `register`
+    /// (`fi_mr_regattr` with `iface` `FI_HMEM_NEURON` and `device.neuron` `device`). Only where
+    /// `Limits::hmem`; the provider may still refuse (no Neuron support): an error then. The
+    /// memory may only be given to RMA operations (a provider cannot copy out of it).
+    fn register_device(&mut self, ptr: *const u8, len: usize, remote: bool, device: i32) -> Result<Mr>;
     /// Releases a registration (`register`'s `key`).
     fn deregister(&mut self, mr: &Mr);
     /// # Safety

@@ -89,6 +89,11 @@ int nrt_fi_mr_reg(struct fid_domain *domain, const void *buf, size_t len, uint64
 	return fi_mr_reg(domain, buf, len, access, offset, requested_key, flags, mr, context);
 }
 
+int nrt_fi_mr_regattr(struct fid_domain *domain, const struct fi_mr_attr *attr, uint64_t flags, struct fid_mr **mr)
+{
+	return fi_mr_regattr(domain, attr, flags, mr);
+}
+
 void *nrt_fi_mr_desc(struct fid_mr *mr)
 {
 	return fi_mr_desc(mr);
