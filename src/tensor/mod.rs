@@ -12,9 +12,11 @@ mod memory;
 #[cfg(feature = "preload")]
 pub mod vendor;
 
+#[cfg(any(test, feature = "preload"))]
+pub use memory::DeviceAddr;
 #[cfg(feature = "verbs")]
 pub use memory::set_free_hook;
-pub use memory::{DeviceAddr, Memory, Region, StagedMemory, next_id as next_memory_id};
+pub use memory::{Memory, Region, StagedMemory, next_id as next_memory_id};
 
 use crate::registry::Table;
 use crate::status::{Error, Result};

@@ -43,11 +43,24 @@ pub struct Config {
     pub remote_len: bool,
     /// The rails claim FI_HMEM (device memory may be registered).
     pub hmem: bool,
+    /// Device registrations are refused all the same (FI_HMEM without Neuron support, as
+    /// `shm` here).
+    pub device_fails: bool,
 }
 
 impl Config {
     pub fn new(order: Order, write_data: bool) -> Config {
-        Config { order, write_data, max_msg: 1 << 30, again_every: 0, cq_data_size: 4, linger: 0, remote_len: true, hmem: false }
+        Config {
+            order,
+            write_data,
+            max_msg: 1 << 30,
+            again_every: 0,
+            cq_data_size: 4,
+            linger: 0,
+            remote_len: true,
+            hmem: false,
+            device_fails: false,
+        }
     }
 }
 
@@ -124,6 +137,7 @@ pub struct FakeRail {
     side: usize,
     link: Arc<Link>,
     limits: Limits,
+    device_fails: bool,
 }
 
 pub type Rails = Vec<Box<dyn Rail>>;
@@ -160,8 +174,9 @@ pub fn pair(rails: usize, cfg: &Config) -> (Rails, Rails, Vec<Arc<Link>>) {
             mr_local: true,
             hmem: cfg.hmem,
         };
-        a.push(Box::new(FakeRail { side: 0, link: link.clone(), limits: limits.clone() }) as Box<dyn Rail>);
-        b.push(Box::new(FakeRail { side: 1, link: link.clone(), limits }) as Box<dyn Rail>);
+        let device_fails = cfg.device_fails;
+        a.push(Box::new(FakeRail { side: 0, link: link.clone(), limits: limits.clone(), device_fails }) as Box<dyn Rail>);
+        b.push(Box::new(FakeRail { side: 1, link: link.clone(), limits, device_fails }) as Box<dyn Rail>);
         links.push(link);
     }
     (a, b, links)
@@ -391,6 +406,9 @@ impl Rail for FakeRail {
     fn register_device(&mut self, ptr: *const u8, len: usize, remote: bool, _device: i32) -> Result<Mr> {
         if !self.limits.hmem {
             return Err(fail("device memory registered without FI_HMEM"));
+        }
+        if self.device_fails {
+            return Err(fail("FI_HMEM_NEURON registration: Function not implemented"));
         }
         let mr = self.reg(ptr, len, remote, true)?;
         let mut s = self.lock();

@@ -48,9 +48,13 @@ pub struct OfiTransport {
     fds: Vec<RawFd>,
     /// Who this is, for the log.
     who: String,
-    /// Receives into device memory (the LD_PRELOAD library's vendor tensors without a host
-    /// address): the message lands in host memory of ours, copied out before it is reported.
+    /// Receives into device memory that is staged (the LD_PRELOAD library's device tensors,
+    /// where the rails cannot take them as they are): the message lands in host memory of ours,
+    /// copied out before it is reported.
     staged: Vec<(u64, Region, Arc<dyn StagedMemory>)>,
+    /// Device-memory messages staged, and those that went as they are (`FI_HMEM`), for the log.
+    device_staged: u64,
+    device_direct: u64,
 }
 
 impl OfiTransport {
@@ -78,6 +82,8 @@ impl OfiTransport {
             fds,
             who,
             staged: Vec::new(),
+            device_staged: 0,
+            device_direct: 0,
         };
         for (rail, name) in names.iter().enumerate() {
             if name.is_empty() || name.len() > OFI_NAME_MAX {
@@ -174,6 +180,14 @@ impl OfiTransport {
 impl Drop for OfiTransport {
     fn drop(&mut self) {
         crate::log_debug!("{}: libfabric bytes per rail: {:?}", self.who, self.proto.rail_bytes());
+        if self.device_staged + self.device_direct > 0 {
+            crate::log_debug!(
+                "{}: device-memory messages: {} staged through host memory, {} as they are (FI_HMEM)",
+                self.who,
+                self.device_staged,
+                self.device_direct
+            );
+        }
         if self.broken {
             crate::log_info!(
                 "{}: the failed communicator's libfabric endpoints are left open (closing them can crash libfabric)",
@@ -192,8 +206,37 @@ impl Transport for OfiTransport {
     }
 
     fn post(&mut self, m: Msg, done: &mut Completions<'_>) -> Result<()> {
+        // Device memory with a device address, on rails with FI_HMEM: as it is (given back when
+        // its registration fails).
+        let m = if m.region.device_addr().is_some() && self.proto.takes_device() {
+            match self.with_staging(done, |p, d| p.post_device(m, d))? {
+                None => {
+                    if self.device_direct == 0 {
+                        crate::log_info!(
+                            "{}: device memory goes as it is over {} (FI_HMEM): registered as device memory (FI_HMEM_NEURON) for messages above 8 KiB, copied through the vendor runtime below",
+                            self.who,
+                            self.provider
+                        );
+                    }
+                    self.device_direct += 1;
+                    return Ok(());
+                }
+                Some(m) => m,
+            }
+        } else {
+            m
+        };
         let Some(mem) = m.region.staging().cloned() else { return self.with_staging(done, |p, d| p.post(m, d)) };
         // Device memory: through host memory of ours (registered like any tensor of ours).
+        if self.device_staged == 0 {
+            let why = match (m.region.device_addr(), self.proto.hmem_offered()) {
+                (None, _) => "it has no virtual address (HBM not mapped: NEURON_RT_MAP_HBM)",
+                (Some(_), false) => "the provider offers no FI_HMEM",
+                (Some(_), true) => "registering it as device memory failed (logged)",
+            };
+            crate::log_info!("{}: device memory staged through host memory over {}: {why}", self.who, self.provider);
+        }
+        self.device_staged += 1;
         let len = m.region.len();
         let host = Tensor::allocate(len.max(1), "nrt-sr-ofi-stage".into())?.region(0, len)?;
         if self.kind == Kind::Send {
@@ -261,5 +304,103 @@ impl Transport for OfiTransport {
     #[cfg(test)]
     fn has_queued_control(&self) -> bool {
         self.link.has_queued_control()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The transport over the fake provider's rails and a loopback TCP connection (which carries
+    //! the endpoint names): where device memory goes as it is and where it is staged.
+
+    use super::*;
+    use crate::tensor::fake_device::FakeDevice;
+    use crate::transport::ofi::fake::{self, Config, Link, Order};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    const E: usize = 8192;
+
+    fn pattern(seq: u64, i: usize) -> u8 {
+        (i.wrapping_mul(7) ^ (i >> 8) ^ (seq as usize).wrapping_mul(13)) as u8
+    }
+
+    /// A sending and a receiving transport over `cfg`'s fake rails (one), connected.
+    fn pair(cfg: &Config) -> (OfiTransport, OfiTransport, Vec<Arc<Link>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        let (ra, rb, links) = fake::pair(1, cfg);
+        let s = OfiTransport::new(Kind::Send, vec![Stream::new(a).unwrap()], ra, "sender".into()).unwrap();
+        let r = OfiTransport::new(Kind::Recv, vec![Stream::new(b).unwrap()], rb, "receiver".into()).unwrap();
+        (s, r, links)
+    }
+
+    /// Drives both ends until each has reported `n` messages.
+    fn drive(s: &mut OfiTransport, r: &mut OfiTransport, slog: &mut Vec<Done>, rlog: &mut Vec<Done>, n: usize) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while slog.len() < n || rlog.len() < n {
+            assert!(Instant::now() < end, "not done in 10 s: {slog:?} {rlog:?}");
+            let mut a = |d: Done| slog.push(d);
+            s.progress(&mut Completions::new(&mut a, None)).unwrap();
+            let mut b = |d: Done| rlog.push(d);
+            r.progress(&mut Completions::new(&mut b, None)).unwrap();
+        }
+    }
+
+    /// Device memory (host memory standing in) from device to device, with and without a
+    /// device address, over rails with and without FI_HMEM, in both modes: every byte arrives;
+    /// with FI_HMEM and an address, large messages go by RMA on device registrations (no
+    /// StagedMemory call) and small ones through StagedMemory; else every message is staged
+    /// (its StagedMemory copies it whole, nothing is registered as device memory).
+    #[test]
+    fn device_memory_is_staged_unless_the_rails_take_it_as_it_is() {
+        let sizes = [0usize, 8, E, E + 1, 3 << 19];
+        for write_mode in [true, false] {
+            for hmem in [false, true] {
+                for with_va in [true, false] {
+                    let mut cfg = Config::new(Order::Shuffled(3), write_mode);
+                    cfg.hmem = hmem;
+                    let (mut s, mut r, links) = pair(&cfg);
+                    let (mut slog, mut rlog) = (Vec::new(), Vec::new());
+                    let mut held = Vec::new();
+                    for (k, &len) in sizes.iter().enumerate() {
+                        let what = format!("{len} bytes, write mode {write_mode}, FI_HMEM {hmem}, address {with_va}");
+                        let seq = k as u64;
+                        let (sd, rd) = (FakeDevice::new(len + 4, false), FakeDevice::new(len + 6, false));
+                        sd.fill(2, &(0..len).map(|i| pattern(seq, i)).collect::<Vec<u8>>());
+                        rd.fill(0, &vec![0xee; len + 6]);
+                        let region = |d: &Arc<FakeDevice>, off| {
+                            let r = d.region(off, len);
+                            if with_va { r } else { Region::staged(r.staging().unwrap().clone(), len) }
+                        };
+                        let (sreg, rreg) = (region(&sd, 2), region(&rd, 3));
+                        let mut b = |d: Done| rlog.push(d);
+                        r.post(Msg { seq, region: rreg }, &mut Completions::new(&mut b, None)).unwrap();
+                        let mut a = |d: Done| slog.push(d);
+                        s.post(Msg { seq, region: sreg }, &mut Completions::new(&mut a, None)).unwrap();
+                        drive(&mut s, &mut r, &mut slog, &mut rlog, k + 1);
+                        for log in [&slog, &rlog] {
+                            assert!(matches!(log[k], Done::Ok { seq: q, bytes } if q == seq && bytes == len as u64), "{what}: {log:?}");
+                        }
+                        let got = rd.contents(0, len + 6);
+                        assert!(got[..3].iter().chain(&got[3 + len..]).all(|&x| x == 0xee), "{what}: written outside");
+                        assert!((0..len).all(|i| got[3 + i] == pattern(seq, i)), "{what}: the bytes differ");
+                        let direct = hmem && with_va;
+                        let (sc, rc) = (sd.copied(), rd.copied());
+                        if direct && len > E {
+                            assert_eq!((sd.calls(), rd.calls()), ((0, 0), (0, 0)), "{what}: large device memory was copied");
+                        } else {
+                            assert_eq!((sc.0, rc.1), (len, len), "{what}: not copied through StagedMemory whole");
+                        }
+                        held.push((sd, rd));
+                    }
+                    let large = sizes.iter().filter(|&&l| l > E).count();
+                    let want = if hmem && with_va { (large, large) } else { (0, 0) };
+                    assert_eq!((links[0].device_regs(0).0, links[0].device_regs(1).0), want, "device registrations");
+                    assert_eq!((s.device_direct + s.device_staged, r.device_direct + r.device_staged), (5, 5));
+                    assert_eq!(s.device_direct, if hmem && with_va { 5 } else { 0 });
+                }
+            }
+        }
     }
 }

@@ -107,6 +107,7 @@ use crate::status::{Error, Result};
 use crate::transport::ofi::rail::{CqKind, Cqe, Rail};
 use crate::transport::{Completions, Done, Kind, Msg};
 use ctrl::{Ack, Cts, Ctx, MAX_STRIPES, Refuse, Rts, Size, Type, untag};
+use mr::RegionMr;
 use recv::Receiver;
 use send::Sender;
 use shared::Core;
@@ -125,8 +126,8 @@ pub struct Proto {
     /// First field: the rails close before the messages' memory may go.
     core: Core,
     side: Side,
-    /// Messages posted before `start`.
-    waiting: VecDeque<Msg>,
+    /// Messages posted before `start` (with their device memory's registration).
+    waiting: VecDeque<(Msg, Option<RegionMr>)>,
     /// Reports made where no caller's `Completions` was at hand (`start`), for the next call.
     deferred: Vec<Done>,
     cqes: Vec<Cqe>,
@@ -166,33 +167,80 @@ impl Proto {
         let mut reports = Vec::new();
         let mut apply = |d: Done| reports.push(d);
         let mut done = Completions::new(&mut apply, None);
-        for m in std::mem::take(&mut self.waiting) {
-            self.issue(m, &mut done)?;
+        for (m, pre) in std::mem::take(&mut self.waiting) {
+            self.issue(m, pre, &mut done)?;
         }
         self.deferred.extend(reports);
         Ok(())
     }
 
-    /// Queues a message of the communicator's direction.
+    /// Queues a message of the communicator's direction. Device memory that `post_device`
+    /// would give back is refused (the caller stages it instead).
     pub fn post(&mut self, m: Msg, done: &mut Completions<'_>) -> Result<()> {
+        match self.post_device(m, done)? {
+            None => Ok(()),
+            Some(_) => Err(Error::invalid(
+                "device memory cannot go over these libfabric rails as it is (no FI_HMEM, or registering it failed): stage it",
+            )),
+        }
+    }
+
+    /// Device memory goes as it is: the rails offer `FI_HMEM` and no registration of device
+    /// memory failed on this communicator.
+    pub fn takes_device(&self) -> bool {
+        self.core.hmem
+    }
+
+    /// Every rail offers `FI_HMEM` (whether or not a registration failed since).
+    pub fn hmem_offered(&self) -> bool {
+        self.core.rails.iter().all(|r| r.limits().hmem)
+    }
+
+    /// Queues a message of the communicator's direction, which may be device memory (a region
+    /// with a device address): where `takes_device`, one longer than the largest eager message
+    /// is registered as device memory now (its writes or reads then go straight from or to it),
+    /// a shorter one is copied through its `StagedMemory` (into a send buffer, or out of a
+    /// bounce buffer). Device memory is given back (`Some`) for the caller to stage when
+    /// `!takes_device`, or when registering it fails (logged; device memory of this communicator
+    /// is given back from then on). Staged memory without a device address is refused.
+    pub fn post_device(&mut self, m: Msg, done: &mut Completions<'_>) -> Result<Option<Msg>> {
         self.report_deferred(done);
-        if m.region.staging().is_some() {
+        let device = m.region.device_addr().is_some();
+        if m.region.staging().is_some() && !device {
             return Err(Error::invalid("device memory without a host address cannot go over libfabric"));
+        }
+        if device && !self.core.hmem {
+            return Ok(Some(m));
         }
         if m.region.len() as u64 > self.max_message() {
             return Err(Error::invalid(format!("message of {} bytes; libfabric takes at most {}", m.region.len(), self.max_message())));
         }
+        let pre = if device && m.region.len() > self.core.eager_max {
+            match self.core.register(&m.region) {
+                Ok(r) => r,
+                Err(e) => {
+                    crate::log_warn!(
+                        "libfabric: registering {} bytes of device memory (FI_HMEM_NEURON) failed: {e}; this communicator stages device memory through host memory from now on",
+                        m.region.len()
+                    );
+                    self.core.hmem = false;
+                    return Ok(Some(m));
+                }
+            }
+        } else {
+            None
+        };
         if !self.core.started {
-            self.waiting.push_back(m);
-            return Ok(());
+            self.waiting.push_back((m, pre));
+            return Ok(None);
         }
-        self.issue(m, done)
+        self.issue(m, pre, done).map(|_| None)
     }
 
-    fn issue(&mut self, m: Msg, done: &mut Completions<'_>) -> Result<()> {
+    fn issue(&mut self, m: Msg, pre: Option<RegionMr>, done: &mut Completions<'_>) -> Result<()> {
         match &mut self.side {
-            Side::Send(s) => s.issue(&mut self.core, m, done),
-            Side::Recv(r) => r.issue(&mut self.core, m, done),
+            Side::Send(s) => s.issue(&mut self.core, m, pre, done),
+            Side::Recv(r) => r.issue(&mut self.core, m, pre, done),
         }
     }
 
@@ -362,6 +410,9 @@ impl Drop for Proto {
         match &mut self.side {
             Side::Send(s) => s.release_all(&mut self.core),
             Side::Recv(r) => r.release_all(&mut self.core),
+        }
+        for (_, pre) in std::mem::take(&mut self.waiting) {
+            self.core.release(pre);
         }
     }
 }

@@ -5,7 +5,10 @@
 //! use is never released; one whose memory was freed is deregistered at the next miss; when
 //! `CACHE_MAX` entries are live, the least recently used idle one goes. Other memory (borrowed
 //! buffers), or any memory while the cache is full of entries in use, is registered for its
-//! message alone and deregistered when the message is done.
+//! message alone and deregistered when the message is done. Device memory (a region with a
+//! device address, on rails with `FI_HMEM`) is registered for its message alone too, as device
+//! memory (`Rail::register_device`, `device.neuron` = `NEURON_DEVICE`): its vendor tensor may be
+//! freed and another mapped at the same address without our knowing.
 
 use crate::status::{Error, Result};
 use crate::tensor::{Memory, Region};
@@ -15,6 +18,13 @@ use std::sync::Weak;
 
 /// Tensor memories one communicator keeps registered.
 const CACHE_MAX: usize = 64;
+
+/// `device.neuron` of device registrations. The vendor API names no device id for a tensor
+/// (`nrt_tensor_get_device_allocation_info` gives an HBM index), libfabric's Neuron support and
+/// the `efa` provider do not use the field, and -1 (no device) is what other libfabric users on
+/// Neuron pass: a provider that did use it would fail the registration (and the message would be
+/// staged) rather than act on a wrong device.
+pub const NEURON_DEVICE: i32 = -1;
 
 /// A message's memory, registered on every rail: what local operations pass (`desc`) and what
 /// the peer uses to reach its first byte (`raddr`, `key`).
@@ -57,10 +67,15 @@ pub struct MrCache {
 
 /// Registers `len` bytes at `ptr` on every rail (all or none).
 pub fn register_all(rails: &mut [Box<dyn Rail>], ptr: *const u8, len: usize, remote: bool) -> Result<Vec<Mr>> {
+    register_each(rails, |r| r.register(ptr, len, remote))
+}
+
+/// `reg` on every rail (all or none).
+fn register_each(rails: &mut [Box<dyn Rail>], mut reg: impl FnMut(&mut dyn Rail) -> Result<Mr>) -> Result<Vec<Mr>> {
     let mut mrs = Vec::with_capacity(rails.len());
     let mut failed = None;
     for rail in rails.iter_mut() {
-        match rail.register(ptr, len, remote) {
+        match reg(rail.as_mut()) {
             Ok(m) => mrs.push(m),
             Err(e) => {
                 failed = Some(e);
@@ -85,10 +100,17 @@ pub fn deregister_all(rails: &mut [Box<dyn Rail>], mrs: &[Mr]) {
 
 impl MrCache {
     /// The registration of `region` on every rail (with remote access, so that either end may
-    /// write or read it); None for an empty region.
+    /// write or read it); None for an empty region. Device memory is registered as such, at its
+    /// device address (the caller checked that the rails offer `FI_HMEM`).
     pub fn register(&mut self, rails: &mut [Box<dyn Rail>], region: &Region) -> Result<Option<RegionMr>> {
         if region.is_empty() {
             return Ok(None);
+        }
+        if let Some(dev) = region.device_addr() {
+            // The address is only handed to the provider, never dereferenced here.
+            let va = std::ptr::with_exposed_provenance::<u8>(dev.va);
+            let mrs = register_each(rails, |r| r.register_device(va, region.len(), true, NEURON_DEVICE))?;
+            return Ok(Some(RegionMr { mrs, off: 0, cached: None }));
         }
         if region.staging().is_some() {
             return Err(Error::invalid("device memory without a host address cannot be registered with libfabric"));

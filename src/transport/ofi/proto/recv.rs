@@ -7,7 +7,7 @@
 
 use super::ctrl::{Ack, CQ_DATA_MASK, CTRL_SIZE, Cts, Ctx, Refuse, Rts, Size, Type, cq_seq, tag};
 use super::mr::RegionMr;
-use super::shared::{Core, Op};
+use super::shared::{Core, Op, rma_addr};
 use crate::status::{Error, Result};
 use crate::transport::{Completions, Done, Msg, short_receive};
 use crate::wire::ack;
@@ -66,11 +66,12 @@ impl Receiver {
         self.early.len()
     }
 
-    pub fn issue(&mut self, core: &mut Core, m: Msg, done: &mut Completions<'_>) -> Result<()> {
+    /// Takes a receive; `pre`: its region's registration, made at post (device memory).
+    pub fn issue(&mut self, core: &mut Core, m: Msg, pre: Option<RegionMr>, done: &mut Completions<'_>) -> Result<()> {
         let seq = m.seq;
         let cap = m.region.len() as u64;
         self.posted_upto = self.posted_upto.max(seq + 1);
-        let item = Item { m, cap, state: State::Waiting, mr: None, cts: false };
+        let item = Item { m, cap, state: State::Waiting, mr: pre, cts: false };
         match self.early.remove(&seq) {
             // Its message is here: no clear-to-send.
             Some(Early::Eager { rail, slot, len }) => self.deliver(core, item, rail, slot, len, done),
@@ -90,7 +91,9 @@ impl Receiver {
     /// per rail).
     fn clear(&mut self, core: &mut Core, mut item: Item) -> Result<()> {
         let seq = item.m.seq;
-        item.mr = core.register(&item.m.region)?;
+        if item.mr.is_none() {
+            item.mr = core.register(&item.m.region)?;
+        }
         item.cts = true;
         let cts = Cts { cap: item.cap, rails: item.mr.as_ref().map_or_else(Vec::new, |r| r.remote()) };
         self.items.insert(seq, item);
@@ -144,11 +147,23 @@ impl Receiver {
             Ack { status: ack::TOO_LONG, size: item.cap }
         } else {
             let src = core.bounce_bytes(rail, slot, len)?;
-            // SAFETY: the receive's region is a host region (Proto::post refuses staged ones)
-            // mapped for cap >= len bytes while the message is held; the bounce is another buffer.
-            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), item.m.region.ptr(), len) };
+            let copied = match item.m.region.staging() {
+                // Device memory (Proto::post refuses other staged memory): copied in through the
+                // vendor, never written at its device address. A failure fails this receive (the
+                // bytes did arrive: the sender's send completes).
+                Some(mem) => mem.write(0, src),
+                None => {
+                    // SAFETY: the receive's region is host memory mapped for cap >= len bytes
+                    // while the message is held; the bounce is another buffer.
+                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), item.m.region.ptr(), len) };
+                    Ok(())
+                }
+            };
             core.repost(rail, slot)?;
-            done.push(Done::Ok { seq, bytes: len as u64 });
+            done.push(match copied {
+                Ok(()) => Done::Ok { seq, bytes: len as u64 },
+                Err(err) => Done::Failed { seq, err },
+            });
             Ack { status: ack::OK, size: len as u64 }
         };
         core.release(item.mr);
@@ -191,8 +206,11 @@ impl Receiver {
         }
         let stripe = core.stripe;
         let stripes = len.div_ceil(stripe);
-        item.mr = core.register(&item.m.region)?;
-        let base = item.m.region.ptr() as usize;
+        if item.mr.is_none() {
+            item.mr = core.register(&item.m.region)?;
+        }
+        // Device memory is read into at its device address, by the provider.
+        let base = rma_addr(&item.m.region);
         let ops: Vec<(usize, Op)> = (0..stripes)
             .map(|i| {
                 let rail = (i % core.nrails as u64) as usize;

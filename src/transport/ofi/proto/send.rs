@@ -6,7 +6,7 @@
 
 use super::ctrl::{Ack, CTRL_SIZE, Cts, Ctx, MAX_WRITE, Refuse, Rts, Size, Type, cq_data, tag};
 use super::mr::RegionMr;
-use super::shared::{Core, Op};
+use super::shared::{Core, Op, rma_addr};
 use crate::status::{Error, Result};
 use crate::transport::{Completions, Msg, send_verdict};
 use crate::wire::ack;
@@ -78,22 +78,33 @@ impl Sender {
         self.early_cts.len()
     }
 
-    pub fn issue(&mut self, core: &mut Core, m: Msg, done: &mut Completions<'_>) -> Result<()> {
+    /// Takes a send; `pre`: its region's registration, made at post (device memory).
+    pub fn issue(&mut self, core: &mut Core, m: Msg, pre: Option<RegionMr>, done: &mut Completions<'_>) -> Result<()> {
         let seq = m.seq;
         let len = m.region.len();
         self.posted_upto = self.posted_upto.max(seq + 1);
         if len <= core.eager_max {
-            // SAFETY: the region is mapped for `len` bytes (a host region; Proto::post refuses
-            // staged ones) while the message is held; an empty one has a dangling, non-null pointer.
-            let bytes = unsafe { std::slice::from_raw_parts(m.region.ptr(), len) };
-            core.send_tagged(seq as usize % core.nrails, tag(Type::Eager, seq), bytes)?;
+            core.release(pre);
+            let rail = seq as usize % core.nrails;
+            if let Some(mem) = m.region.staging() {
+                // Device memory (Proto::post refuses other staged memory): copied out through
+                // the vendor, never read at its device address.
+                let mut bytes = vec![0u8; len];
+                mem.read(0, &mut bytes)?;
+                core.send_tagged(rail, tag(Type::Eager, seq), &bytes)?;
+            } else {
+                // SAFETY: the region is host memory mapped for `len` bytes while the message is
+                // held; an empty one has a dangling, non-null pointer.
+                let bytes = unsafe { std::slice::from_raw_parts(m.region.ptr(), len) };
+                core.send_tagged(rail, tag(Type::Eager, seq), bytes)?;
+            }
             // Its clear-to-send, if the receive was posted first, is not needed.
             self.early_cts.remove(&seq);
             self.items.insert(seq, Item { m, len: len as u64, state: State::Eager, mr: None });
             return Ok(());
         }
         if core.write_mode {
-            let item = Item { m, len: len as u64, state: State::WaitCts, mr: None };
+            let item = Item { m, len: len as u64, state: State::WaitCts, mr: pre };
             return match self.early_cts.remove(&seq) {
                 Some(cts) => self.cleared(core, item, cts, done),
                 None => {
@@ -107,7 +118,10 @@ impl Sender {
                 }
             };
         }
-        let mr = core.register(&m.region)?.ok_or_else(|| Error::failure("large message without memory"))?;
+        let mr = match pre {
+            Some(mr) => mr,
+            None => core.register(&m.region)?.ok_or_else(|| Error::failure("large message without memory"))?,
+        };
         let rts = Rts { len: len as u64, rails: mr.remote() };
         self.items.insert(seq, Item { m, len: len as u64, state: State::Announced, mr: Some(mr) });
         let mut b = [0u8; CTRL_SIZE];
@@ -140,6 +154,10 @@ impl Sender {
     fn cleared(&mut self, core: &mut Core, mut item: Item, cts: Cts, done: &mut Completions<'_>) -> Result<()> {
         let seq = item.m.seq;
         let len = item.len;
+        let mut pre = item.mr.take();
+        if len > cts.cap || cts.rails.len() != core.nrails {
+            core.release(pre.take());
+        }
         if len > cts.cap {
             done.push(send_verdict(seq, len, ack::TOO_LONG, 0)?);
             let mut b = [0u8; CTRL_SIZE];
@@ -153,11 +171,15 @@ impl Sender {
                 core.nrails
             )));
         }
-        let mr = core.register(&item.m.region)?.ok_or_else(|| Error::failure("large message without memory"))?;
+        let mr = match pre {
+            Some(mr) => mr,
+            None => core.register(&item.m.region)?.ok_or_else(|| Error::failure("large message without memory"))?,
+        };
         let first = (seq % core.nrails as u64) as usize;
         let writes = plan_writes(len, first, core.nrails, core.stripe, MAX_WRITE.min(core.max_msg));
         let data = cq_data(seq);
-        let base = item.m.region.ptr() as usize;
+        // Device memory is written from its device address, by the provider.
+        let base = rma_addr(&item.m.region);
         let ops: Vec<(usize, Op)> = writes
             .iter()
             .map(|&(rail, off, n)| {

@@ -86,6 +86,9 @@ pub struct Core {
     pub eager_max: usize,
     /// The smallest `max_msg` of the rails.
     pub max_msg: u64,
+    /// Device memory goes as it is: every rail offers `FI_HMEM`, and no registration of device
+    /// memory has failed on this communicator yet.
+    pub hmem: bool,
     pub started: bool,
     queued: Vec<VecDeque<Op>>,
     bytes: Vec<u64>,
@@ -141,6 +144,7 @@ impl Core {
             stripe: STRIPE.min(max_msg),
             eager_max: EAGER_MAX.min(max_msg as usize),
             max_msg,
+            hmem: rails.iter().all(|r| r.limits().hmem),
             started: false,
             queued: (0..nrails).map(|_| VecDeque::new()).collect(),
             bytes: vec![0; nrails],
@@ -318,6 +322,12 @@ impl Core {
     pub fn release(&mut self, r: Option<RegionMr>) {
         self.cache.release(&mut self.rails, r)
     }
+}
+
+/// The address RMA operations use for a region's first byte: its device address for device
+/// memory (registered as such), else its host address. Only handed to the provider.
+pub fn rma_addr(region: &Region) -> usize {
+    region.device_addr().map_or(region.ptr() as usize, |d| d.va)
 }
 
 impl Drop for Core {

@@ -1,10 +1,12 @@
 //! The protocol driven over the fake provider: a sender and a receiver `Proto` exchange windows
 //! of messages of mixed sizes, in both modes, over 1 and 2 rails, with completions delivered as
-//! posted, reversed and shuffled.
+//! posted, reversed and shuffled; and device memory (host memory standing in), over rails with
+//! and without `FI_HMEM`.
 
 use super::Proto;
 use super::ctrl::{CTRL_SIZE, EAGER_MAX, MAX_STRIPES, MAX_WRITE, STRIPE, Size, Type, tag, untag};
 use super::send::plan_writes;
+use crate::tensor::fake_device::FakeDevice;
 use crate::tensor::{Region, Tensor, read_into, write_from};
 use crate::transport::ofi::fake::{self, Config, Handed, Link, Order};
 use crate::transport::{Completions, Done, Kind, Msg};
@@ -95,6 +97,57 @@ fn pattern(seq: u64, i: usize) -> u8 {
     (i.wrapping_mul(31) ^ (i >> 9) ^ (seq as usize).wrapping_mul(97)) as u8
 }
 
+/// A message's memory: a tensor, or host memory standing in for device memory (its region
+/// starts `DEV_OFF` bytes in).
+enum Buf {
+    Host(Tensor),
+    Dev(Arc<FakeDevice>),
+}
+
+const DEV_OFF: usize = 3;
+
+impl Buf {
+    /// The first `n` bytes of the region.
+    fn bytes(&self, n: usize) -> Vec<u8> {
+        match self {
+            Buf::Host(t) => {
+                let mut got = vec![0u8; n];
+                read_into(t, 0, &mut got).expect("read");
+                got
+            }
+            Buf::Dev(d) => d.contents(DEV_OFF, n),
+        }
+    }
+    fn dev(&self) -> &FakeDevice {
+        match self {
+            Buf::Dev(d) => d,
+            Buf::Host(_) => panic!("not device memory"),
+        }
+    }
+}
+
+/// A send of `len` bytes (the pattern of `seq`), in device memory when `dev`.
+fn send_buf(seq: u64, len: usize, dev: bool) -> (Msg, Buf) {
+    if !dev {
+        let (m, t) = send_msg(seq, len);
+        return (m, Buf::Host(t));
+    }
+    let d = FakeDevice::new(DEV_OFF + len + 5, false);
+    d.fill(DEV_OFF, &(0..len).map(|i| pattern(seq, i)).collect::<Vec<u8>>());
+    (Msg { seq, region: d.region(DEV_OFF, len) }, Buf::Dev(d))
+}
+
+/// A receive of `cap` bytes filled with FILL, in device memory when `dev`.
+fn recv_buf(seq: u64, cap: usize, dev: bool) -> (Msg, Buf) {
+    if !dev {
+        let (m, t) = recv_msg(seq, cap);
+        return (m, Buf::Host(t));
+    }
+    let d = FakeDevice::new(DEV_OFF + cap + 5, false);
+    d.fill(DEV_OFF, &vec![FILL; cap]);
+    (Msg { seq, region: d.region(DEV_OFF, cap) }, Buf::Dev(d))
+}
+
 fn send_msg(seq: u64, len: usize) -> (Msg, Tensor) {
     let t = Tensor::allocate(len, format!("send{seq}")).expect("tensor");
     let bytes: Vec<u8> = (0..len).map(|i| pattern(seq, i)).collect();
@@ -123,20 +176,34 @@ fn round(s: &mut End, r: &mut End, acked: &dyn Fn(u64) -> bool) {
 
 /// Posts the window `sizes` (seqs from `base`) in the order `plan` says, with a round every
 /// third message, then drives both ends until every message is reported on both.
-fn exchange(s: &mut End, r: &mut End, base: u64, sizes: &[(usize, usize)], plan: Plan, write_mode: bool) -> Vec<Tensor> {
+fn exchange(s: &mut End, r: &mut End, base: u64, sizes: &[(usize, usize)], plan: Plan, write_mode: bool) -> Vec<Buf> {
+    exchange_with(s, r, base, sizes, plan, write_mode, (false, false)).0
+}
+
+/// `exchange` with the sends (`dev.0`) or receives (`dev.1`) in device memory: (the receives,
+/// the sends).
+fn exchange_with(
+    s: &mut End,
+    r: &mut End,
+    base: u64,
+    sizes: &[(usize, usize)],
+    plan: Plan,
+    write_mode: bool,
+    dev: (bool, bool),
+) -> (Vec<Buf>, Vec<Buf>) {
     let (mut keep, mut recvs) = (Vec::new(), Vec::new());
     // Write mode: every send completes on the receiver's acknowledgement (a written one once its
     // writes completed too), except a large one refused by this side (into a receive longer than
     // EAGER_MAX but shorter than the send).
     let on_ack: Vec<bool> = sizes.iter().map(|&(l, c)| l <= E || c <= E || l <= c).collect();
     let acked = |seq: u64| !write_mode || on_ack[(seq - base) as usize];
-    let post_send = |s: &mut End, k: usize, keep: &mut Vec<Tensor>| {
-        let (m, t) = send_msg(base + k as u64, sizes[k].0);
+    let post_send = |s: &mut End, k: usize, keep: &mut Vec<Buf>| {
+        let (m, t) = send_buf(base + k as u64, sizes[k].0, dev.0);
         s.post(m).expect("post send");
         keep.push(t);
     };
-    let post_recv = |r: &mut End, k: usize, recvs: &mut Vec<Tensor>| {
-        let (m, t) = recv_msg(base + k as u64, sizes[k].1);
+    let post_recv = |r: &mut End, k: usize, recvs: &mut Vec<Buf>| {
+        let (m, t) = recv_buf(base + k as u64, sizes[k].1, dev.1);
         r.post(m).expect("post receive");
         recvs.push(t);
     };
@@ -186,12 +253,12 @@ fn exchange(s: &mut End, r: &mut End, base: u64, sizes: &[(usize, usize)], plan:
         round(s, r, &acked);
     }
     assert!(want(&s.log) && want(&r.log), "not every message was reported in {ROUNDS} rounds");
-    recvs
+    (recvs, keep)
 }
 
 /// Every message reported once on each end with the right outcome and size, and every receive
 /// holding its send's bytes (nothing written into a receive that failed, or past the message).
-fn check(s: &End, r: &End, base: u64, sizes: &[(usize, usize)], recvs: &[Tensor]) {
+fn check(s: &End, r: &End, base: u64, sizes: &[(usize, usize)], recvs: &[Buf]) {
     for (k, &(len, cap)) in sizes.iter().enumerate() {
         let seq = base + k as u64;
         for (who, log) in [("send", &s.log), ("receive", &r.log)] {
@@ -202,8 +269,7 @@ fn check(s: &End, r: &End, base: u64, sizes: &[(usize, usize)], recvs: &[Tensor]
                 Done::Failed { err, .. } => assert!(len > cap, "{who} {seq} ({len} into {cap}) failed: {err:?}"),
             }
         }
-        let mut got = vec![0u8; cap];
-        read_into(&recvs[k], 0, &mut got).expect("read");
+        let got = recvs[k].bytes(cap);
         let n = if len <= cap { len } else { 0 };
         let bad = (0..cap).find(|&i| got[i] != if i < n { pattern(seq, i) } else { FILL });
         assert_eq!(bad, None, "receive {seq} ({len} into {cap}): wrong byte");
@@ -359,7 +425,7 @@ fn posts_wait_for_start() {
             keep.push(t);
             let (m, t) = recv_msg(k as u64, cap);
             r.post(m).expect("post receive");
-            recvs.push(t);
+            recvs.push(Buf::Host(t));
         }
         for _ in 0..3 {
             s.progress().expect("progress");
@@ -557,7 +623,7 @@ fn ready_to_send_paths() {
                     round(&mut s, &mut r, &|_| len <= E || cap <= E);
                 }
                 let what = format!("{len} into {cap}, receive first {recv_first}, rounds between {between}, {order:?}, {rails} rails");
-                check(&s, &r, 0, &[(len, cap)], &[rt]);
+                check(&s, &r, 0, &[(len, cap)], &[Buf::Host(rt)]);
                 assert_eq!((sent(&links, 0), sent(&links, 1)), (want_s.to_vec(), want_r.to_vec()), "{what}");
             }
         }
@@ -740,4 +806,182 @@ fn bad_size_messages_and_writes_are_errors() {
     s.p.start(b.iter().map(|x| x.name()).collect()).expect("start");
     links[0].inject_tagged(1, tag(Type::Size, 0), &size(big, 1));
     assert!(s.progress().is_err(), "the sender took a size message");
+}
+
+/// Rails whose provider claims `FI_HMEM`.
+fn hmem_config(order: Order, write_mode: bool) -> Config {
+    let mut cfg = Config::new(order, write_mode);
+    cfg.hmem = true;
+    cfg
+}
+
+/// Device memory (host memory standing in) on rails with `FI_HMEM`, as sender, receiver or
+/// both, in both modes, over 1 and 2 rails, eager and large, exact, roomy and short receives,
+/// completions in three orders: every byte arrives (and nothing outside it); a large message's
+/// device memory is registered as device memory (on every rail, once per message) and moved by
+/// the provider's writes or reads, never through its StagedMemory; an eager one is copied
+/// through its StagedMemory once, whole (the fake refuses device memory in a tagged send or
+/// receive); every device registration is released when its message is done.
+#[test]
+fn device_memory_over_fi_hmem_goes_by_rma_and_small_messages_through_staged_memory() {
+    let _memory = crate::MEMORY_HEAVY_TESTS.lock();
+    let windows = [mixed(), with_short()];
+    for write_mode in [true, false] {
+        for rails in [1, 2] {
+            for (order, plan) in
+                [(Order::AsPosted, Plan::RecvFirst), (Order::Shuffled(5), Plan::Alternate), (Order::Reversed, Plan::SendFirst)]
+            {
+                for dev in [(true, false), (false, true), (true, true)] {
+                    let (mut s, mut r, links) = ends(rails, &hmem_config(order, write_mode), write_mode);
+                    assert!(s.p.takes_device() && r.p.takes_device());
+                    start(&mut s, &mut r);
+                    let mut base = 0;
+                    for sizes in &windows {
+                        let what = format!("write mode {write_mode}, {rails} rails, {order:?}, {plan:?}, device {dev:?}");
+                        let regs_before: Vec<(usize, usize)> = links.iter().map(|l| (l.device_regs(0).0, l.device_regs(1).0)).collect();
+                        let (recvs, sends) = exchange_with(&mut s, &mut r, base, sizes, plan, write_mode, dev);
+                        check(&s, &r, base, sizes, &recvs);
+                        for (k, &(len, cap)) in sizes.iter().enumerate() {
+                            if dev.0 {
+                                let want = if len <= E { ((1, 0), (len, 0)) } else { ((0, 0), (0, 0)) };
+                                let d = sends[k].dev();
+                                assert_eq!((d.calls(), d.copied()), want, "{what}: send {len} into {cap}");
+                            }
+                            if dev.1 {
+                                // A receive shorter than its message takes no byte; a large one's
+                                // bytes come by RMA.
+                                let want = if len <= E && len <= cap { ((0, 1), (0, len)) } else { ((0, 0), (0, 0)) };
+                                let d = recvs[k].dev();
+                                assert_eq!((d.calls(), d.copied()), want, "{what}: receive {len} into {cap}");
+                            }
+                        }
+                        // Registered at post: sends longer than E, receives of more than E.
+                        let want_s = if dev.0 { sizes.iter().filter(|&&(l, _)| l > E).count() } else { 0 };
+                        let want_r = if dev.1 { sizes.iter().filter(|&&(_, c)| c > E).count() } else { 0 };
+                        for (l, (bs, br)) in links.iter().zip(regs_before) {
+                            let (ds, dr) = (l.device_regs(0).0 - bs, l.device_regs(1).0 - br);
+                            assert_eq!((ds, dr), (want_s, want_r), "{what}: device registrations per rail");
+                            assert_eq!((l.live_device_mrs(0), l.live_device_mrs(1)), (0, 0), "{what}: device registrations left");
+                        }
+                        base += sizes.len() as u64;
+                    }
+                    drop(s);
+                    drop(r);
+                    for l in &links {
+                        assert_eq!((l.live_mrs(0), l.live_mrs(1)), (0, 0), "registrations left");
+                        assert_eq!((l.bad_deregs(0), l.bad_deregs(1)), (0, 0), "deregistrations of unknown keys");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Device memory posted before `start` (registered at post, issued at start) and a
+/// communicator dropped with device messages in flight: registrations are all released.
+#[test]
+fn device_memory_posted_before_start_or_left_in_flight_is_released() {
+    let sizes = [(3 * S + 5, 3 * S + 5), (8, 8), (E + 1, 2 * E)];
+    for write_mode in [true, false] {
+        let (mut s, mut r, links) = ends(2, &hmem_config(Order::Shuffled(8), write_mode), write_mode);
+        let (mut keep, mut recvs) = (Vec::new(), Vec::new());
+        for (k, &(len, cap)) in sizes.iter().enumerate() {
+            let (m, t) = send_buf(k as u64, len, true);
+            s.post(m).expect("post send");
+            keep.push(t);
+            let (m, t) = recv_buf(k as u64, cap, true);
+            r.post(m).expect("post receive");
+            recvs.push(t);
+        }
+        assert!(links.iter().all(|l| l.device_regs(0).0 == 2 && l.device_regs(1).0 == 2), "registered at post");
+        start(&mut s, &mut r);
+        for _ in 0..ROUNDS {
+            if s.log.len() == sizes.len() && r.log.len() == sizes.len() {
+                break;
+            }
+            round(&mut s, &mut r, &|_| false);
+        }
+        check(&s, &r, 0, &sizes, &recvs);
+        // Left in flight: a large receive (registered, cleared in write mode) with no send.
+        let (m, _t) = recv_buf(sizes.len() as u64, 3 * S, true);
+        r.post(m).expect("post receive");
+        let (m, _t2) = send_buf(sizes.len() as u64 + 1, 2 * S, true);
+        s.post(m).expect("post send");
+        round(&mut s, &mut r, &|_| false);
+        drop(s);
+        drop(r);
+        for l in &links {
+            assert_eq!((l.live_mrs(0), l.live_mrs(1)), (0, 0), "registrations left (write mode {write_mode})");
+            assert_eq!((l.bad_deregs(0), l.bad_deregs(1)), (0, 0));
+        }
+    }
+}
+
+/// Without `FI_HMEM` device memory is given back for the caller to stage (`post` refuses it),
+/// before anything is registered or copied; staged memory without a device address is refused
+/// either way. Where the provider claims `FI_HMEM` but refuses the registration (no Neuron
+/// support), the large message that met the refusal and every device message after it are given
+/// back; a small one before it went through its StagedMemory.
+#[test]
+fn device_memory_is_given_back_without_fi_hmem_or_when_its_registration_fails() {
+    let post_device = |e: &mut End, m: Msg| {
+        let log = &mut e.log;
+        let mut apply = |d: Done| log.push(d);
+        e.p.post_device(m, &mut Completions::new(&mut apply, None))
+    };
+    for write_mode in [true, false] {
+        let (mut s, mut r, links) = ends(1, &Config::new(Order::AsPosted, write_mode), write_mode);
+        start(&mut s, &mut r);
+        assert!(!s.p.takes_device() && !r.p.takes_device());
+        for len in [0, 8, 3 * S] {
+            let (m, b) = send_buf(0, len, true);
+            assert!(post_device(&mut s, m).expect("post_device").is_some(), "{len} bytes taken without FI_HMEM");
+            let (m, b2) = recv_buf(0, len, true);
+            assert!(post_device(&mut r, m).expect("post_device").is_some());
+            let (m, _) = send_buf(0, len, true);
+            assert!(s.post(m).is_err(), "post took device memory without FI_HMEM");
+            assert_eq!((b.dev().calls(), b2.dev().calls()), ((0, 0), (0, 0)));
+        }
+        let d = FakeDevice::new(64, false);
+        let staged = Region::staged(Arc::new(DevStaged(d.region(0, 64))), 64);
+        assert!(post_device(&mut s, Msg { seq: 0, region: staged }).is_err(), "staged memory without an address");
+        assert!(!s.p.in_flight() && !r.p.in_flight());
+        assert_eq!((links[0].device_regs(0).0, links[0].device_regs(1).0), (0, 0));
+
+        let mut cfg = hmem_config(Order::AsPosted, write_mode);
+        cfg.device_fails = true;
+        let (mut s, mut r, _links) = ends(2, &cfg, write_mode);
+        start(&mut s, &mut r);
+        assert!(s.p.takes_device());
+        let (m, small) = send_buf(0, 100, true);
+        assert!(post_device(&mut s, m).expect("post_device").is_none(), "a small device send needs no registration");
+        let (m, _) = send_buf(1, 3 * S, true);
+        assert!(post_device(&mut s, m).expect("post_device").is_some(), "a refused registration gives the message back");
+        assert!(!s.p.takes_device());
+        let (m, _) = send_buf(1, 8, true);
+        assert!(post_device(&mut s, m).expect("post_device").is_some(), "device memory after a refusal");
+        // The small one still arrives, through its StagedMemory.
+        let (m, t) = recv_msg(0, 100);
+        r.post(m).expect("post receive");
+        for _ in 0..ROUNDS {
+            if s.log.len() == 1 && r.log.len() == 1 {
+                break;
+            }
+            round(&mut s, &mut r, &|_| true);
+        }
+        check(&s, &r, 0, &[(100, 100)], &[Buf::Host(t)]);
+        assert_eq!(small.dev().copied(), (100, 0));
+    }
+}
+
+/// Staged memory without a device address, wrapping a device region's StagedMemory.
+struct DevStaged(Region);
+
+impl crate::tensor::StagedMemory for DevStaged {
+    fn read(&self, offset: usize, buf: &mut [u8]) -> crate::status::Result<()> {
+        self.0.staging().expect("device region").read(offset, buf)
+    }
+    fn write(&self, offset: usize, buf: &[u8]) -> crate::status::Result<()> {
+        self.0.staging().expect("device region").write(offset, buf)
+    }
 }
