@@ -394,19 +394,30 @@ pub fn open_rails(provider: Option<&str>, rails: RailsWanted, hmem: bool) -> Res
         .collect()
 }
 
+/// Whether an info's provider offers RMA writes with 4 bytes of CQ data (`Limits::write_data`).
+///
+/// # Safety
+/// `i` is an element of a live list from `fi_getinfo`.
+unsafe fn writes_data(i: &sys::fi_info) -> bool {
+    // SAFETY: the caller's contract.
+    i.caps & sys::FI_RMA != 0 && unsafe { i.domain_attr.as_ref() }.is_some_and(|d| d.cq_data_size >= 4)
+}
+
 /// The element of `hmem` (a list from `getinfo` with `FI_HMEM`) of `p`'s provider and domain
-/// whose capabilities do hold `FI_HMEM` and `FI_RMA`, else `p` itself.
+/// whose capabilities do hold `FI_HMEM` and `FI_RMA`, and whose RMA writes are `p`'s (the
+/// protocol's mode must not change: a peer without device memory opens `p`), else `p` itself.
 ///
 /// # Safety
 /// `p` and the elements of `hmem` belong to live lists from `fi_getinfo`.
 unsafe fn with_hmem(p: *mut sys::fi_info, hmem: &InfoList) -> *mut sys::fi_info {
     // SAFETY: the caller's contract.
-    let (want_dom, want_prov) = unsafe { (domain_name(&*p), provider_name(&*p)) };
+    let (want_dom, want_prov, want_writes) = unsafe { (domain_name(&*p), provider_name(&*p), writes_data(&*p)) };
     let mut q = hmem.0;
     while !q.is_null() {
         // SAFETY: an element of the live list.
         let i = unsafe { &*q };
-        let offers = i.caps & sys::FI_HMEM != 0 && i.caps & sys::FI_RMA != 0;
+        // SAFETY: as above.
+        let offers = i.caps & sys::FI_HMEM != 0 && i.caps & sys::FI_RMA != 0 && unsafe { writes_data(i) } == want_writes;
         // SAFETY: as above.
         if offers && unsafe { domain_name(i) == want_dom && provider_name(i) == want_prov } {
             return q;
