@@ -45,14 +45,26 @@ for prov in tcp shm; do
     else fail "[ofi $prov] t_transfer at log level info (see $tlog)"; tail -5 "$tlog"; fi
     start=$((start + 200))
 done
-# The LD_PRELOAD library over libfabric (FI_PROVIDER=tcp): the stand-in vendor library's host and
-# device tensors in four directions (device memory staged through host memory of ours), every
-# byte checked by t_preload; its log names the transport.
-plog=$LOGDIR/ofi-preload.log
-if NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi FI_PROVIDER=tcp NRT_TEST_PORT_BASE=$((start + 9500)) \
-       c_tests/preload/run.sh >"$plog" 2>&1 && grep -q "transport ofi" build/preload-test/ours.log; then
-    pass "[ofi tcp] LD_PRELOAD library: host/device tensors in four directions, byte-verified ($(tail -1 "$plog"))"
-else fail "[ofi tcp] LD_PRELOAD library (see $plog, build/preload-test/ours.log)"; tail -5 "$plog"; fi
+# The LD_PRELOAD library over libfabric: the stand-in vendor library's host and device tensors in
+# four directions, every byte checked by t_preload, device tensors without an address and (run.sh's
+# second run, FAKE_NRT_MAP_HBM=guard) with one that nobody may touch. No provider here registers
+# Neuron device memory, so device tensors must be staged through host memory of ours, and the
+# log says so: over tcp (no FI_HMEM) and shm (FI_HMEM offered, FI_HMEM_NEURON registration
+# refused: device memory is staged after the refusal).
+for prov in tcp shm; do
+    plog=$LOGDIR/ofi-preload-$prov.log
+    case $prov in
+        tcp) why="the provider offers no FI_HMEM" ;;
+        shm) why="registering it as device memory failed" ;;
+    esac
+    if NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi FI_PROVIDER=$prov NRT_TEST_PORT_BASE=$((start + 9500)) \
+           c_tests/preload/run.sh >"$plog" 2>&1 && grep -q "transport ofi" build/preload-test/ours.log \
+       && grep -q "device memory staged through host memory over .*: it has no virtual address" build/preload-test/ours.log \
+       && grep -q "device memory staged through host memory over .*: $why" build/preload-test/ours-hbm.log; then
+        pass "[ofi $prov] LD_PRELOAD library: host/device tensors in four directions, device tensors with and without an address staged ($why), byte-verified ($(tail -1 "$plog"))"
+    else fail "[ofi $prov] LD_PRELOAD library (see $plog, build/preload-test/ours.log, ours-hbm.log)"; tail -5 "$plog"; fi
+    start=$((start + 200))
+done
 # Two rails on real libfabric: FI_PROVIDER=tcp over two of its domains (lo and the host's
 # interface), t_transfer's every byte checked, and the debug log's per-rail byte counters show that
 # both rails carried bytes. Needs a second domain (a network interface besides lo).

@@ -4,6 +4,11 @@
  * directly) and DEVICE tensors (no host address: staged through nrt_tensor_read/write) in all
  * four directions, sizes 0 to 32 MiB + 7 at odd offsets; every byte is checked, including the
  * bytes around the received range, which must stay untouched.
+ * With FAKE_NRT_MAP_HBM set (the stand-in's HBM-mapped mode), DEVICE tensors also have a virtual
+ * address ("guard": one without access, which crashes whoever touches it). No provider here
+ * registers device memory (no FI_HMEM with Neuron support), so every transfer of a DEVICE tensor
+ * must be staged through nrt_tensor_read/write, whether or not it has an address: the stand-in
+ * counts those calls, and the test checks that each such transfer made some.
  *   t_preload ours     expects our send/receive (run with LD_PRELOAD)
  *   t_preload vendor   expects the stand-in's own functions (run without LD_PRELOAD): they fail */
 #define _POSIX_C_SOURCE 200809L
@@ -15,7 +20,17 @@
 #include <string.h>
 #include <time.h>
 
+/* The stand-in's own (fake_nrt.c), and the vendor function it stands in for. */
+typedef struct nrt_tensor_device_allocation_info {
+    uint64_t physical_address;
+    size_t size;
+    int hbm_index;
+} nrt_tensor_device_allocation_info_t;
+NRT_STATUS nrt_tensor_get_device_allocation_info(const nrt_tensor_t *t, nrt_tensor_device_allocation_info_t *info);
+size_t fake_nrt_device_copies(void);
+
 static int failures;
+static unsigned staged_transfers;
 #define CHECK(c, ...) do { if (!(c)) { failures++; fprintf(stderr, "%s:%d: ", __FILE__, __LINE__); fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
 
 static double now_s(void) {
@@ -61,6 +76,7 @@ static void transfer(nrt_async_sendrecv_comm_t *sc, nrt_async_sendrecv_comm_t *r
     memset(got, 0xA5, roff + n + pad);
     CHECK(nrt_tensor_write(rt, got, 0, roff + n + pad) == NRT_SUCCESS, "prefill dst");
     nrt_async_sendrecv_request_t *rr = NULL, *sr = NULL;
+    size_t copies = fake_nrt_device_copies();
     CHECK(nrt_async_sendrecv_recv_tensor(rt, roff, n, rc, &rr) == NRT_SUCCESS, "post recv");
     CHECK(nrt_async_sendrecv_send_tensor(st, soff, n, sc, &sr) == NRT_SUCCESS, "post send");
     size_t ss = 1, rs = 1;
@@ -68,6 +84,14 @@ static void transfer(nrt_async_sendrecv_comm_t *sc, nrt_async_sendrecv_comm_t *r
     CHECK(a == NRT_SUCCESS && ss == n, "send %zu bytes %d->%d: status %d size %zu", n, sp, rp, a, ss);
     CHECK(b == NRT_SUCCESS && rs == n, "recv %zu bytes %d->%d: status %d size %zu", n, sp, rp, b, rs);
     CHECK(nrt_async_sendrecv_flush(1) == NRT_SUCCESS, "flush");
+    if (n > 0 && (sp == NRT_TENSOR_PLACEMENT_DEVICE || rp == NRT_TENSOR_PLACEMENT_DEVICE)) {
+        /* Each staged DEVICE end reads or writes it at least once through the vendor. */
+        size_t want = (sp == NRT_TENSOR_PLACEMENT_DEVICE) + (rp == NRT_TENSOR_PLACEMENT_DEVICE);
+        size_t made = fake_nrt_device_copies() - copies;
+        CHECK(made >= want, "%zu bytes %d->%d: %zu nrt_tensor_read/write calls on device tensors, %zu expected at least", n, sp,
+              rp, made, want);
+        staged_transfers++;
+    }
     CHECK(nrt_tensor_read(rt, got, 0, roff + n + pad) == NRT_SUCCESS, "read dst");
     size_t bad = SIZE_MAX;
     for (size_t i = 0; i < roff + n + pad && bad == SIZE_MAX; i++) {
@@ -81,9 +105,27 @@ static void transfer(nrt_async_sendrecv_comm_t *sc, nrt_async_sendrecv_comm_t *r
     nrt_tensor_free(&rt);
 }
 
+/* The stand-in's device tensors: allocation info for DEVICE only, an address in its HBM-mapped
+ * mode only. */
+static void stand_in_tensors(int map_hbm) {
+    nrt_tensor_t *d = NULL, *h = NULL;
+    nrt_tensor_allocate(NRT_TENSOR_PLACEMENT_DEVICE, 0, 64, "d", &d);
+    nrt_tensor_allocate(NRT_TENSOR_PLACEMENT_HOST, 0, 64, "h", &h);
+    nrt_tensor_device_allocation_info_t info;
+    CHECK(d && nrt_tensor_get_device_allocation_info(d, &info) == NRT_SUCCESS && info.size == 64, "device allocation info");
+    CHECK(h && nrt_tensor_get_device_allocation_info(h, &info) != NRT_SUCCESS, "a host tensor has no device allocation");
+    CHECK((nrt_tensor_get_va(d) != NULL) == (map_hbm != 0), "a device tensor has an address iff FAKE_NRT_MAP_HBM is set");
+    CHECK(nrt_tensor_get_va(h) != NULL, "a host tensor has an address");
+    nrt_tensor_free(&d);
+    nrt_tensor_free(&h);
+}
+
 int main(int argc, char **argv) {
     int ours = argc > 1 && strcmp(argv[1], "ours") == 0;
+    const char *hbm = getenv("FAKE_NRT_MAP_HBM");
+    int map_hbm = hbm && *hbm && strcmp(hbm, "0") != 0;
     CHECK(nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0") == NRT_SUCCESS, "nrt_init (stand-in)");
+    stand_in_tensors(map_hbm);
     NRT_STATUS st0 = nrt_async_sendrecv_init(0);
     if (!ours) {
         CHECK(st0 == NRT_FAILURE, "without LD_PRELOAD the stand-in's init must fail, got %d", st0);
@@ -127,6 +169,8 @@ int main(int argc, char **argv) {
     CHECK(nrt_async_sendrecv_close(0) == NRT_SUCCESS, "close 0");
     CHECK(nrt_async_sendrecv_close(1) == NRT_SUCCESS, "close 1");
     nrt_close();
-    printf("%s t_preload ours: host/device transfers in four directions through the preloaded library\n", failures ? "FAIL" : "PASS");
+    printf("%s t_preload ours: host/device transfers in four directions through the preloaded library, device tensors %s, "
+           "%u transfers of device tensors staged\n",
+           failures ? "FAIL" : "PASS", map_hbm ? "with an address (FAKE_NRT_MAP_HBM)" : "without an address", staged_transfers);
     return failures != 0;
 }
