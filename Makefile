@@ -39,8 +39,9 @@ LIBS      += -lfabric
 endif
 FEATURES  := $(if $(strip $(FEATLIST)),--features $(subst $(space),$(comma),$(strip $(FEATLIST))))
 NATIVE    := $(strip $(LIBS) -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
-# The preload library carries libfabric too (OFI=1): vendor tensors without a host address are
-# staged through host memory of ours.
+# The preload library carries libfabric too (OFI=1): vendor device tensors are staged through
+# host memory of ours, or, where the provider offers FI_HMEM and HBM is mapped, registered as
+# device memory (docs/preload.md).
 P_FEATURES := $(if $(filter 1,$(OFI)),preload$(comma)ofi,preload)
 P_NATIVE  := $(strip $(if $(filter 1,$(OFI)),-lfabric) -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
 DEMO      := $(BUILD)/bin/nrt_demo

@@ -213,7 +213,7 @@ impl Transport for OfiTransport {
                 None => {
                     if self.device_direct == 0 {
                         crate::log_info!(
-                            "{}: device memory goes as it is over {} (FI_HMEM): registered as device memory (FI_HMEM_NEURON) for messages above 8 KiB, copied through the vendor runtime below",
+                            "{}: device memory goes as it is over {} (FI_HMEM offered): messages above 8 KiB registered as device memory (FI_HMEM_NEURON), smaller ones copied through the vendor runtime",
                             self.who,
                             self.provider
                         );

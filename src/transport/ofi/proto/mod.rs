@@ -89,6 +89,16 @@
 //! length spread over the rails its writes came on; a read-mode sender does not see the peer's
 //! reads of its memory).
 //!
+//! Device memory (the LD_PRELOAD library's device tensors with a virtual address, `Region::device`;
+//! taken only where every rail offers `FI_HMEM`, `post_device`): a message longer than
+//! `eager_max` is registered at post as device memory (`Rail::register_device`, per message, on
+//! every rail) and is written or read at its device address by the provider like any large
+//! message (its CTS or RTS names the device registration); a shorter one is copied through the
+//! region's `StagedMemory` (into the send buffer; out of the bounce buffer), since device memory
+//! may only be given to RMA. The peer sees the same protocol either way. Device memory the rails
+//! do not take (no `FI_HMEM`, or a registration refused, after which the communicator takes none)
+//! is given back to the caller, which stages it (`transport.rs`).
+//!
 //! Assumed of the rails (`fabric.rs`): a write's local completion means the bytes were
 //! delivered (`FI_DELIVERY_COMPLETE`: a completed send says the peer has them whole); remote CQ
 //! data consumes no posted receive (no `FI_RX_CQ_DATA` mode), so a RemoteWrite never takes a
