@@ -79,7 +79,8 @@ NRT_STATUS nrt_async_sendrecv_get_max_num_pending_request(int *num);
  * - `NRT_RESOURCE`: the port is taken (named in the log); no epoll/eventfd descriptor or
  *   thread could be created.
  * - `NRT_FAILURE`: the previous `nrt_async_sendrecv_close` of this lnc returned an error (until
- *   `nrt_close` and `nrt_init`); listening failed for another reason; an internal error (logged).
+ *   `nrt_close` and `nrt_init`); listening failed for another reason; the kernel gave no random
+ *   numbers (`getrandom` refused); an internal error (logged).
  */
 NRT_STATUS nrt_async_sendrecv_init(int lnc);
 

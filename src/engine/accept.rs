@@ -8,7 +8,7 @@ use super::choice::{Chooser, build};
 use crate::comm::{Comm, Hub};
 use crate::status::{Error, NRT_STATUS};
 use crate::sys::net::canonical;
-use crate::sys::random::random_u64;
+use crate::sys::random::random_128;
 use crate::transport::tcp::Stream;
 use crate::wire::{Frame, HEADER_LEN, WireError, ack};
 use parking_lot::Mutex;
@@ -175,9 +175,20 @@ impl Acceptor {
             let hs = st.handshakes.get_mut(&token).expect("present above");
             match (hs.challenged.take(), &hub.cfg.auth_secret, frame) {
                 (None, Some(secret), hello @ Frame::Hello { .. }) => {
-                    let mut challenge = [0u8; 16];
-                    challenge[..8].copy_from_slice(&random_u64().to_le_bytes());
-                    challenge[8..].copy_from_slice(&random_u64().to_le_bytes());
+                    let challenge = match random_128() {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let hs = st.handshakes.remove(&token).expect("present above");
+                            hub.poller.unwatch(hs.sock.as_raw_fd());
+                            crate::log_warn!(
+                                "lnc {}: no random numbers from the kernel (getrandom) for the challenge to {}: {e} (errno {}); connection dropped",
+                                hub.id,
+                                hs.peer,
+                                e.raw_os_error().unwrap_or(0)
+                            );
+                            return;
+                        }
+                    };
                     // 40 bytes into a fresh socket's empty send buffer: written whole.
                     if (&hs.sock).write_all(&Frame::Challenge { nonce: challenge }.encode()).is_err() {
                         let hs = st.handshakes.remove(&token).expect("present above");

@@ -77,6 +77,10 @@ impl Lnc {
     /// Binds the lnc's port and starts its progress thread.
     pub fn start(id: i32, cfg: Config) -> Result<Arc<Lnc>> {
         let port = cfg.port_of(id).ok_or_else(|| Error::invalid(format!("lnc {id}: port {} + {id} is beyond 65535", cfg.port_base)))?;
+        // The lnc's instance nonce: its Hellos name it, and it keys its connections' groups at
+        // the peer.
+        let nonce = random_u64()
+            .map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("lnc {id}: no random numbers from the kernel (getrandom)"), &e))?;
         let listener = bind(&cfg, port).map_err(|e| {
             let st = if e.kind() == ErrorKind::AddrInUse { NRT_STATUS::NRT_RESOURCE } else { NRT_STATUS::NRT_FAILURE };
             Error::io(st, &format!("lnc {id}: cannot listen on TCP port {port} (NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT + lnc)"), &e)
@@ -95,7 +99,7 @@ impl Lnc {
         let lnc = Arc::new(Lnc {
             id,
             hub: Arc::new(Hub::new(id, cfg, poller)),
-            nonce: random_u64(),
+            nonce,
             stop: AtomicBool::new(false),
             listener: Mutex::new(Some(listener)),
             thread: Mutex::new(None),

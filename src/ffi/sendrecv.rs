@@ -120,7 +120,8 @@ pub extern "C" fn nrt_async_sendrecv_get_max_num_pending_request(num: *mut c_int
 /// - `NRT_RESOURCE`: the port is taken (named in the log); no epoll/eventfd descriptor or
 ///   thread could be created.
 /// - `NRT_FAILURE`: the previous `nrt_async_sendrecv_close` of this lnc returned an error (until
-///   `nrt_close` and `nrt_init`); listening failed for another reason; an internal error (logged).
+///   `nrt_close` and `nrt_init`); listening failed for another reason; the kernel gave no random
+///   numbers (`getrandom` refused); an internal error (logged).
 #[unsafe(no_mangle)]
 pub extern "C" fn nrt_async_sendrecv_init(lnc: c_int) -> NRT_STATUS {
     guard("nrt_async_sendrecv_init", || crate::runtime::init(lnc))

@@ -186,6 +186,8 @@ pub fn flush(lnc: i32) -> Result<()> {
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
+mod random_tests;
+#[cfg(test)]
 mod shm_tests;
 #[cfg(test)]
 mod tests;
