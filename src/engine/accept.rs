@@ -2,10 +2,14 @@
 //! proving the shared secret, where one is set), are grouped by connection, and a complete
 //! group is handed to the `accept` communicator with the same peer address, peer lnc and
 //! sequence number (the k-th connect pairs with the k-th accept), whichever comes first.
+//!
+//! Everything a remote party can make this side log (one line per rejected connection) goes
+//! through the lnc's rate limit (`log::Limiter`).
 
 use super::auth::auth_mac;
 use super::choice::{Chooser, build};
 use crate::comm::{Comm, Hub};
+use crate::log::Limiter;
 use crate::status::{Error, NRT_STATUS};
 use crate::sys::net::canonical;
 use crate::sys::random::random_128;
@@ -59,12 +63,17 @@ struct AcceptState {
 }
 
 /// The lnc's accepting side.
-#[derive(Default)]
 pub(super) struct Acceptor {
     st: Mutex<AcceptState>,
+    /// The rate limit of the warnings connecting parties cause.
+    limit: Limiter,
 }
 
 impl Acceptor {
+    pub fn new(lnc: i32) -> Acceptor {
+        Acceptor { st: Mutex::new(AcceptState::default()), limit: Limiter::new(format!("lnc {lnc}"), "incoming connections") }
+    }
+
     /// An `accept` communicator waits for its connection, which may already be here.
     pub fn wait_for(&self, hub: &Hub, chooser: &Chooser, comm: Arc<Comm>) {
         let (peer, peer_lnc, seq) = (comm.peer, comm.peer_lnc, comm.pair_seq);
@@ -82,12 +91,14 @@ impl Acceptor {
         self.st.lock().handshakes.len()
     }
 
-    /// The lnc closes.
+    /// The lnc closes (the count of warnings left out is written).
     pub fn clear(&self) {
         let mut st = self.st.lock();
         st.handshakes.clear();
         st.groups.clear();
         st.waiting.clear();
+        drop(st);
+        self.limit.finish();
     }
 
     pub fn accept_sockets(&self, hub: &Hub, chooser: &Chooser, l: &TcpListener) {
@@ -96,7 +107,13 @@ impl Acceptor {
                 Ok((sock, addr)) => {
                     let mut st = self.st.lock();
                     if st.handshakes.len() >= MAX_HALF_OPEN {
-                        crate::log_warn!("lnc {}: {} connections mid-handshake; dropping one from {}", hub.id, MAX_HALF_OPEN, addr);
+                        crate::log_warn_limited!(
+                            self.limit,
+                            "lnc {}: {} connections mid-handshake; dropping one from {}",
+                            hub.id,
+                            MAX_HALF_OPEN,
+                            addr
+                        );
                         continue;
                     }
                     if sock.set_nonblocking(true).is_err() {
@@ -105,7 +122,7 @@ impl Acceptor {
                     st.next_hs += 1;
                     let token = HS_BIT | st.next_hs;
                     if let Err(e) = hub.poller.watch(sock.as_raw_fd(), token, true) {
-                        crate::log_warn!("lnc {}: cannot watch connection from {addr}: {e}", hub.id);
+                        crate::log_warn_limited!(self.limit, "lnc {}: cannot watch connection from {addr}: {e}", hub.id);
                         continue;
                     }
                     let hs = Handshake {
@@ -124,7 +141,7 @@ impl Acceptor {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    crate::log_warn!("lnc {}: accept failed: {e} (errno {})", hub.id, e.raw_os_error().unwrap_or(0));
+                    crate::log_warn_limited!(self.limit, "lnc {}: accept failed: {e} (errno {})", hub.id, e.raw_os_error().unwrap_or(0));
                     return;
                 }
             }
@@ -161,10 +178,10 @@ impl Acceptor {
                 hub.poller.unwatch(hs.sock.as_raw_fd());
                 match why {
                     Some(WireError::BadVersion(v)) => {
-                        crate::log_warn!("lnc {}: {} speaks protocol version {v}; refused", hub.id, hs.peer);
+                        crate::log_warn_limited!(self.limit, "lnc {}: {} speaks protocol version {v}; refused", hub.id, hs.peer);
                         let _ = (&hs.sock).write(&Frame::HelloAck { status: ack::BAD_VERSION, nonce: 0, conn_seq: 0, flags: 0 }.encode());
                     }
-                    Some(w) => crate::log_warn!("lnc {}: connection from {} dropped: {w}", hub.id, hs.peer),
+                    Some(w) => crate::log_warn_limited!(self.limit, "lnc {}: connection from {} dropped: {w}", hub.id, hs.peer),
                     None => crate::log_debug!("lnc {}: connection from {} closed during handshake", hub.id, hs.peer),
                 }
                 return;
@@ -180,7 +197,8 @@ impl Acceptor {
                         Err(e) => {
                             let hs = st.handshakes.remove(&token).expect("present above");
                             hub.poller.unwatch(hs.sock.as_raw_fd());
-                            crate::log_warn!(
+                            crate::log_warn_limited!(
+                                self.limit,
                                 "lnc {}: no random numbers from the kernel (getrandom) for the challenge to {}: {e} (errno {}); connection dropped",
                                 hub.id,
                                 hs.peer,
@@ -207,7 +225,8 @@ impl Acceptor {
                     if auth_mac(secret, &challenge, &hello_bytes).verify_slice(&mac).is_err() {
                         let hs = st.handshakes.remove(&token).expect("present above");
                         hub.poller.unwatch(hs.sock.as_raw_fd());
-                        crate::log_warn!(
+                        crate::log_warn_limited!(
+                            self.limit,
                             "lnc {}: connection from {} failed authentication (NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET); dropped",
                             hub.id,
                             hs.peer
@@ -219,7 +238,12 @@ impl Acceptor {
                 (Some(_), _, f) => {
                     let hs = st.handshakes.remove(&token).expect("present above");
                     hub.poller.unwatch(hs.sock.as_raw_fd());
-                    crate::log_warn!("lnc {}: connection from {} sent {f:?} instead of its authentication proof; dropped", hub.id, hs.peer);
+                    crate::log_warn_limited!(
+                        self.limit,
+                        "lnc {}: connection from {} sent {f:?} instead of its authentication proof; dropped",
+                        hub.id,
+                        hs.peer
+                    );
                     return;
                 }
                 (None, _, f) => f,
@@ -228,11 +252,11 @@ impl Acceptor {
         let hs = st.handshakes.remove(&token).expect("present above");
         hub.poller.unwatch(hs.sock.as_raw_fd());
         let Frame::Hello { stream, nstreams, nonce, conn_seq, src_lnc, dst_lnc, flags } = frame else {
-            crate::log_warn!("lnc {}: connection from {} sent {frame:?} instead of Hello; dropped", hub.id, hs.peer);
+            crate::log_warn_limited!(self.limit, "lnc {}: connection from {} sent {frame:?} instead of Hello; dropped", hub.id, hs.peer);
             return;
         };
         if dst_lnc != hub.id as u32 {
-            crate::log_warn!("lnc {}: {} lnc {src_lnc} asked for lnc {dst_lnc} on our port; refused", hub.id, hs.peer);
+            crate::log_warn_limited!(self.limit, "lnc {}: {} lnc {src_lnc} asked for lnc {dst_lnc} on our port; refused", hub.id, hs.peer);
             let _ = (&hs.sock).write(&Frame::HelloAck { status: ack::REFUSED, nonce, conn_seq, flags: 0 }.encode());
             return;
         }
@@ -242,7 +266,8 @@ impl Acceptor {
         let deadline = Instant::now() + hub.cfg.connect_timeout + GROUP_GRACE;
         let g = st.groups.entry(key).or_insert_with(|| Group { streams: (0..nstreams).map(|_| None).collect(), flags, deadline });
         if g.streams.len() != nstreams as usize || g.streams[stream as usize].is_some() || g.flags != flags {
-            crate::log_warn!(
+            crate::log_warn_limited!(
+                self.limit,
                 "lnc {}: inconsistent Hello from {} lnc {src_lnc} (stream {stream}/{nstreams}); connection dropped",
                 hub.id,
                 hs.peer
@@ -320,15 +345,26 @@ impl Acceptor {
             keep
         });
         if st.handshakes.len() < before {
-            crate::log_warn!("lnc {}: {} connection(s) sent no Hello in time; dropped", hub.id, before - st.handshakes.len());
+            crate::log_warn_limited!(
+                self.limit,
+                "lnc {}: {} connection(s) sent no Hello in time; dropped",
+                hub.id,
+                before - st.handshakes.len()
+            );
         }
         st.groups.retain(|(peer, plnc, _, seq), g| {
             let keep = g.deadline > now;
             if !keep {
-                crate::log_warn!("lnc {}: connection #{seq} from {peer} lnc {plnc} matched no accept in time; dropped", hub.id);
+                crate::log_warn_limited!(
+                    self.limit,
+                    "lnc {}: connection #{seq} from {peer} lnc {plnc} matched no accept in time; dropped",
+                    hub.id
+                );
             }
             keep
         });
         st.waiting.retain(|_, c| c.is_connecting());
+        drop(st);
+        self.limit.tick();
     }
 }

@@ -105,7 +105,7 @@ impl Lnc {
             thread: Mutex::new(None),
             comms: Mutex::new(Vec::new()),
             counters: Mutex::new(Counters::default()),
-            acceptor: Acceptor::default(),
+            acceptor: Acceptor::new(id),
             chooser: Chooser::default(),
         });
         let weak = Arc::downgrade(&lnc);
