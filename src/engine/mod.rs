@@ -16,6 +16,9 @@ mod connector;
 
 #[cfg(test)]
 pub use accept::MAX_HALF_OPEN;
+/// The proofs of the secret, for tests that play a peer (runtime/auth_tests.rs).
+#[cfg(test)]
+pub(crate) use auth::{Transcript, accepting_proof, connecting_proof};
 
 use crate::comm::request::Kind;
 use crate::comm::{COMMS, Comm, Hub, PARK_TICK, REQUESTS};
@@ -77,8 +80,8 @@ impl Lnc {
     /// Binds the lnc's port and starts its progress thread.
     pub fn start(id: i32, cfg: Config) -> Result<Arc<Lnc>> {
         let port = cfg.port_of(id).ok_or_else(|| Error::invalid(format!("lnc {id}: port {} + {id} is beyond 65535", cfg.port_base)))?;
-        // The lnc's instance nonce: its Hellos name it, and it keys its connections' groups at
-        // the peer.
+        // The lnc's instance nonce: its Hellos and Challenges name it, and it keys its
+        // connections' groups at the peer.
         let nonce = random_u64()
             .map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("lnc {id}: no random numbers from the kernel (getrandom)"), &e))?;
         let listener = bind(&cfg, port).map_err(|e| {
@@ -105,7 +108,7 @@ impl Lnc {
             thread: Mutex::new(None),
             comms: Mutex::new(Vec::new()),
             counters: Mutex::new(Counters::default()),
-            acceptor: Acceptor::new(id),
+            acceptor: Acceptor::new(id, nonce),
             chooser: Chooser::default(),
         });
         let weak = Arc::downgrade(&lnc);

@@ -111,8 +111,9 @@ fn peer_address_must_match_accept() {
     assert!(close(a).is_err() && close(b).is_err(), "unconnected comms make close fail");
 }
 
-/// Shared-secret authentication: same secret connects; a missing or different secret on the
-/// connecting side is refused, with a status from test_comm and nothing paired.
+/// Shared-secret authentication: same secret connects; a missing or different secret on either
+/// side is refused, with a status from test_comm and nothing paired (runtime/auth_tests.rs: the
+/// accepting side's proof).
 #[test]
 fn hmac_challenge_in_the_handshake() {
     nrt_init();
@@ -133,10 +134,11 @@ fn hmac_challenge_in_the_handshake() {
             }
         }
     };
-    let cases: [(Option<&str>, Option<&str>, bool, &str); 3] = [
+    let cases: [(Option<&str>, Option<&str>, bool, &str); 4] = [
         (Some("s3cret"), Some("s3cret"), true, ""),
         (None, Some("s3cret"), false, "requires authentication"),
-        (Some("other"), Some("s3cret"), false, "rejected"),
+        (Some("other"), Some("s3cret"), false, "rejected this side's proof"),
+        (Some("s3cret"), None, false, "has no NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET"),
     ];
     for (i, (conn_secret, acc_secret, ok, why)) in cases.into_iter().enumerate() {
         let (a, b) = (920 + 2 * i as i32, 921 + 2 * i as i32);

@@ -184,6 +184,8 @@ pub fn flush(lnc: i32) -> Result<()> {
 }
 
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
 mod random_tests;

@@ -36,8 +36,9 @@ fn settle(c: &Comm) -> Result<bool> {
     }
 }
 
-/// `init` fails (the lnc's instance nonce); an accepting side's challenge and a sender's
-/// shared-memory token each fail their connection's set-up with NRT_FAILURE.
+/// `init` fails (the lnc's instance nonce); the connecting side's challenge, the accepting
+/// side's challenge and a sender's shared-memory token each fail their connection's set-up with
+/// NRT_FAILURE.
 #[test]
 fn without_random_numbers_the_operation_fails() {
     nrt_init();
@@ -53,6 +54,7 @@ fn without_random_numbers_the_operation_fails() {
 
     // (refused thread, sender, receiver, secret, transport, reason)
     let cases = [
+        ("nrt-sr-conn982", 982, 983, Some(SECRET), Transport::Tcp, "no random numbers"),
         ("nrt-sr-lnc985", 984, 985, Some(SECRET), Transport::Tcp, "closed stream 0 during the handshake"),
         ("nrt-sr-conn986", 986, 987, None, Transport::Shm, "no random token"),
     ];
