@@ -1,5 +1,6 @@
 #!/bin/bash
-# make test-fuzz: cargo fuzz on the frame decoder and on the handshake (a live listener), each for
+# make test-fuzz: cargo fuzz on the frame decoder, the accepting side of the handshake (a live
+# listener) and its connecting side (a live connect answered by the input), each for
 # FUZZ_SECONDS (default 30). cargo-fuzz needs nightly-only rustc flags (sanitizer instrumentation);
 # RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. Ends with "fuzz: N passed, M failed".
 set -u
@@ -12,7 +13,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 mkdir -p build/fuzz
-for t in frame handshake; do
+for t in frame handshake connect; do
     mkdir -p "build/fuzz/corpus-$t"
     if cargo fuzz run --fuzz-dir fuzz "$t" "build/fuzz/corpus-$t" -- -max_total_time="$secs" -rss_limit_mb=2048 \
         >"build/fuzz/$t.log" 2>&1; then

@@ -116,6 +116,19 @@ if NEURON_RT_ASYNC_SENDRECV_TCP_CONGESTION=no_such_cc NEURON_RT_ASYNC_SENDRECV_T
     pass "t_transfer over TCP with an unknown congestion control: logged once, every byte checked"
 else fail "t_transfer over TCP with an unknown congestion control (see $LOGDIR/t_transfer-cc.log)"; tail -5 "$LOGDIR/t_transfer-cc.log"; fi
 
+# Mutual authentication (NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET, the same on both ends): every
+# stream of every connection proved both ways, under the transfer test over TCP (its stream-count
+# cases included) and shared memory, and the two-process test over shared memory.
+port=29300
+for run in "t_transfer tcp" "t_transfer shm" "t_twoproc shm"; do
+    set -- $run
+    if NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET=make-test-secret-4f1c9a NEURON_RT_ASYNC_SENDRECV_TRANSPORT=$2 NRT_TEST_PORT_BASE=$port \
+       NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=error timeout 120 build/c_tests/$1 >"$LOGDIR/$1-auth-$2.log" 2>&1; then
+        pass "$1 over $2 with NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET on both ends (mutual authentication, every byte checked)"
+    else fail "$1 over $2 with an authentication secret (see $LOGDIR/$1-auth-$2.log)"; tail -5 "$LOGDIR/$1-auth-$2.log"; fi
+    port=$((port + 100))
+done
+
 # Shared memory where the kernel refuses process_vm_readv (a seccomp filter, as container
 # policies and Yama's ptrace_scope can): still shared memory (required), messages that do not lie
 # in a memfd staged by the sender; the transfer test and the two-process test, every byte checked.

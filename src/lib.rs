@@ -35,7 +35,8 @@ pub mod fuzzing {
     pub use crate::config::{Config, Transport};
     pub use crate::log::reload as reload_log;
     pub use crate::runtime::{accept, close, connect, init_with, nrt_close, nrt_init};
-    pub use crate::wire::{Frame, HEADER_LEN};
+    pub use crate::status::{Error, NRT_STATUS};
+    pub use crate::wire::{FLAG_AUTH, Frame, HEADER_LEN, ack};
 }
 
 /// Tests that measure this process's memory (RSS) hold this lock, and so do tests that allocate

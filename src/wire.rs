@@ -12,8 +12,8 @@
 //! | Ack       | status     | msg seq  | size       | 0                       | 0        |
 //! | QpInfo    | 0          | psn << 32 \| qpn | gid[0..8] | gid[8..16]       | lid      |
 //! | Cts       | 0          | msg seq  | address    | length                  | rkey     |
-//! | Challenge | 0          | random   | random     | 0                       | 0        |
-//! | Proof     | 0          | HMAC-SHA256(secret, challenge ‖ Hello), 32 bytes over a..d        |
+//! | Challenge | 0          | random   | random     | sender's instance nonce | sender's lnc |
+//! | Proof     | 0          | HMAC-SHA256 over the handshake (engine/auth.rs), 32 bytes over a..d |
 //! | ShmInfo   | 0          | pid << 32 \| fd | token | channel address       | channel size |
 //! | ShmReady  | status     | 0        | 0          | 0                       | 0        |
 //! | Wake      | 0          | 0        | 0          | 0                       | 0        |
@@ -21,10 +21,28 @@
 //!
 //! Flags (Hello: what the connecting side offers; HelloAck: what the accepting side chose):
 //! bit 0 = RDMA verbs for the data, with the TCP streams kept for control (QpInfo, Cts, Ack);
-//! bit 1 (Hello only) = the connecting side can answer an authentication Challenge;
+//! bit 1 (Hello only) = the connecting side holds a secret: a Challenge of its own follows the Hello;
 //! bit 2 = same-host shared memory for the data (ShmInfo, ShmReady, Wake on stream 0);
 //! bit 3 = libfabric for data and control, the TCP streams kept to notice a dead peer (OfiName on
 //! stream 0 names each rail's endpoint).
+//!
+//! Authentication (both sides hold `NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET`), on every stream:
+//!
+//! ```text
+//! connecting side                              accepting side
+//!   Hello (flag bit 1), Challenge C      ->
+//!                                        <-    Challenge A
+//!   Proof (connecting side's, over Hello, C, A)  ->   checked; the stream joins its connection
+//!                                        <-    HelloAck, Proof (accepting side's, over Hello,
+//!                                              C, A and that HelloAck)
+//!   checked before any other frame is sent or any transport is built
+//! ```
+//!
+//! A Challenge carries 128 random bits, the instance nonce of the lnc that sends it (the nonce of
+//! that lnc's Hellos) and that lnc's number. The two proofs are keyed with the secret and begin
+//! with different labels, so neither can stand for the other (engine/auth.rs). A side with a
+//! secret and one without refuse each other (HelloAck status NO_AUTH); a Proof that does not
+//! check is answered with BAD_PROOF by the accepting side, and ends set-up on the connecting one.
 //!
 //! A Data header is followed by `chunk length` payload bytes; nothing else carries payload.
 //! The decoder rejects everything it does not fully understand, so a garbage stream fails the
@@ -32,7 +50,10 @@
 
 pub const MAGIC: [u8; 4] = *b"NRSR";
 /// 2: Data frames may name their payload's source offset in its 4 KiB page (aux).
-pub const VERSION: u8 = 2;
+/// 3: mutual authentication: Challenges in both directions, carrying their sender's instance
+/// nonce and lnc; the accepting side's Proof after its HelloAck; HelloAck statuses NO_AUTH and
+/// BAD_PROOF. A peer of another version is answered with a BAD_VERSION HelloAck.
+pub const VERSION: u8 = 3;
 pub const HEADER_LEN: usize = 40;
 /// Largest message we accept (bounds every length the peer sends us).
 pub const MAX_MESSAGE: u64 = 1 << 48;
@@ -43,7 +64,7 @@ pub const MAX_STREAMS: u64 = crate::config::MAX_STREAMS as u64;
 pub const SRC_PAGE: u16 = 0x8000;
 /// Hello/HelloAck flag: RDMA verbs data path.
 pub const FLAG_VERBS: u32 = 1;
-/// Hello flag: the connecting side holds a shared secret (it can answer a Challenge).
+/// Hello flag: the connecting side holds a shared secret (its Challenge follows the Hello).
 pub const FLAG_AUTH: u32 = 2;
 /// Hello/HelloAck flag: same-host shared-memory data path.
 pub const FLAG_SHM: u32 = 4;
@@ -68,6 +89,10 @@ pub mod ack {
     /// ShmReady only: the channel is mapped, but this side may not read the sender's memory
     /// (`process_vm_readv` refused): what does not lie in a memfd must be staged in one.
     pub const STAGE: u16 = 4;
+    /// HelloAck only: one side has an authentication secret and the other has none.
+    pub const NO_AUTH: u16 = 5;
+    /// HelloAck only: the connecting side's Proof did not check (a different secret).
+    pub const BAD_PROOF: u16 = 6;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,9 +142,12 @@ pub enum Frame {
         len: u64,
         rkey: u32,
     },
-    /// Authentication: the accepting side's random challenge, answered by a Proof.
+    /// Authentication: a side's random challenge (each side sends one), with its sender's
+    /// instance nonce and lnc; answered by a Proof.
     Challenge {
         nonce: [u8; 16],
+        instance: u64,
+        lnc: u32,
     },
     Proof {
         mac: [u8; 32],
@@ -207,13 +235,13 @@ impl Frame {
                 (K_QP_INFO, 0, (psn as u64) << 32 | qpn as u64, g0, g1, lid as u64)
             }
             Frame::Cts { seq, addr, len, rkey } => (K_CTS, 0, seq, addr, len, rkey as u64),
-            Frame::Challenge { nonce } => (
+            Frame::Challenge { nonce, instance, lnc } => (
                 K_CHALLENGE,
                 0,
                 u64::from_le_bytes(nonce[..8].try_into().unwrap()),
                 u64::from_le_bytes(nonce[8..].try_into().unwrap()),
-                0,
-                0,
+                instance,
+                lnc as u64,
             ),
             Frame::Proof { mac } => {
                 let w = |i: usize| u64::from_le_bytes(mac[8 * i..8 * i + 8].try_into().unwrap());
@@ -277,7 +305,8 @@ impl Frame {
                 Ok(Frame::Hello { stream: aux, nstreams: d as u16, nonce: a, conn_seq: b, src_lnc: src, dst_lnc: dst, flags: flags as u32 })
             }
             K_HELLO_ACK => {
-                if aux > ack::MAX || c & !KNOWN_FLAGS != 0 || d != 0 {
+                let status_ok = aux <= ack::MAX || aux == ack::NO_AUTH || aux == ack::BAD_PROOF;
+                if !status_ok || c & !KNOWN_FLAGS != 0 || d != 0 {
                     return Err(WireError::BadField("hello ack"));
                 }
                 Ok(Frame::HelloAck { status: aux, nonce: a, conn_seq: b, flags: c as u32 })
@@ -323,13 +352,13 @@ impl Frame {
                 Ok(Frame::Ack { seq: a, status: aux, size: b })
             }
             K_CHALLENGE => {
-                if aux != 0 || c != 0 || d != 0 {
+                if aux != 0 || d > crate::config::MAX_LNC as u64 {
                     return Err(WireError::BadField("challenge"));
                 }
                 let mut nonce = [0u8; 16];
                 nonce[..8].copy_from_slice(&a.to_le_bytes());
                 nonce[8..].copy_from_slice(&b.to_le_bytes());
-                Ok(Frame::Challenge { nonce })
+                Ok(Frame::Challenge { nonce, instance: c, lnc: d as u32 })
             }
             K_PROOF => {
                 if aux != 0 {
@@ -391,7 +420,9 @@ mod tests {
             Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: FLAG_VERBS },
             Frame::QpInfo { qpn: 0xab_cdef, psn: 0x12_3456, gid: [7; 16], lid: 0xffff },
             Frame::Cts { seq: 3, addr: 0x7fff_0000_1000, len: 1 << 30, rkey: 0xdead_beef },
-            Frame::Challenge { nonce: [0x5a; 16] },
+            Frame::Challenge { nonce: [0x5a; 16], instance: 0x0123_4567_89ab_cdef, lnc: 1023 },
+            Frame::HelloAck { status: ack::NO_AUTH, nonce: 9, conn_seq: 1, flags: 0 },
+            Frame::HelloAck { status: ack::BAD_PROOF, nonce: 9, conn_seq: 1, flags: 0 },
             Frame::Proof { mac: [0xa5; 32] },
             Frame::Data { seq: 5, offset: 1 << 20, len: 4096, total: (1 << 20) + 4096, src_page: None },
             Frame::Data { seq: 0, offset: 0, len: 0, total: 0, src_page: None },

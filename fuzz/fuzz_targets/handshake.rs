@@ -1,10 +1,11 @@
-//! The handshake on arbitrary bytes: each input is written to a live lnc's listener (optionally
-//! behind a valid Hello prefix, so the fuzzer reaches the later states: Proof, grouping). The
+//! The accepting side of the handshake on arbitrary bytes: each input is written to a live lnc's
+//! listener (optionally behind a valid Hello, or a Hello and Challenge, so the fuzzer reaches
+//! the later states: the connecting side's Challenge, its Proof, grouping). The
 //! lnc must neither crash (any panic aborts the fuzzer) nor stop accepting: every 256 inputs a
 //! real connect/accept pair must still connect.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use nrt_sendrecv::fuzzing::{self as runtime, Config, Frame, Transport};
+use nrt_sendrecv::fuzzing::{self as runtime, Config, FLAG_AUTH, Frame, Transport};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Once;
@@ -50,10 +51,12 @@ fuzz_target!(|data: &[u8]| {
         runtime::init_with(1, Some(cfg(false))).unwrap();
         runtime::init_with(2, Some(cfg(true))).unwrap();
     });
-    let (target, prefix) = match data.first().copied().unwrap_or(0) % 3 {
+    let authed_hello = Frame::Hello { stream: 0, nstreams: 1, nonce: 9, conn_seq: 0, src_lnc: 0, dst_lnc: 2, flags: FLAG_AUTH }.encode();
+    let (target, prefix) = match data.first().copied().unwrap_or(0) % 4 {
         0 => (1, Vec::new()),
         1 => (1, Frame::Hello { stream: 0, nstreams: 2, nonce: 7, conn_seq: 0, src_lnc: 0, dst_lnc: 1, flags: 0 }.encode().to_vec()),
-        _ => (2, Frame::Hello { stream: 0, nstreams: 1, nonce: 9, conn_seq: 0, src_lnc: 0, dst_lnc: 2, flags: 2 }.encode().to_vec()),
+        2 => (2, authed_hello.to_vec()),
+        _ => (2, [authed_hello, Frame::Challenge { nonce: [5; 16], instance: 9, lnc: 0 }.encode()].concat()),
     };
     if let Ok(mut s) = TcpStream::connect(("127.0.0.1", BASE + target)) {
         let _ = s.write_all(&prefix);

@@ -1,15 +1,21 @@
 //! The connecting side of set-up, on a short-lived thread per connection: connects the
 //! communicator's TCP streams (retrying while the peer is not listening yet), sends a Hello on
 //! each (nonce, connection sequence, both lnc ids, stream index and count, the transports it
-//! offers), proves the shared secret when challenged, and waits for one HelloAck per stream.
+//! offers) and waits for one HelloAck per stream.
+//!
+//! With a shared secret, each Hello is followed by this side's Challenge; each stream's answer is
+//! the accepting side's Challenge, which this side proves the secret over, and after its
+//! HelloAck the accepting side's proof (auth.rs). Until every stream's proof checked, nothing
+//! else is sent and no transport is built: no tensor byte, no shared-memory channel, no queue
+//! pair or libfabric address goes to a peer that has not proved the secret.
 
-use super::auth::auth_mac;
+use super::auth::{Issued, Transcript, accepting_proof_checks, connecting_proof, issued_here};
 use super::choice::{Chooser, Chosen, build};
 use crate::comm::Comm;
 use crate::config::Transport as Setting;
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::transport::tcp::Stream;
-use crate::wire::{FLAG_AUTH, FLAG_OFI, FLAG_SHM, FLAG_VERBS, Frame, HEADER_LEN, WireError, ack};
+use crate::wire::{FLAG_AUTH, FLAG_OFI, FLAG_SHM, FLAG_VERBS, Frame, HEADER_LEN, VERSION, WireError, ack};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -69,12 +75,47 @@ fn read_frame(comm: &Comm, s: &TcpStream, deadline: Instant, addr: SocketAddr, i
     Ok(buf)
 }
 
+/// One stream being set up.
+struct Hs {
+    sock: TcpStream,
+    /// With a secret: this side's challenge (out while set-up runs) and the frames the proofs
+    /// cover.
+    auth: Option<(Issued, Transcript)>,
+}
+
+/// Why the accepting side's answer ends set-up (`f`: the frame read where another was due).
+fn answer_error(addr: SocketAddr, have_secret: bool, f: std::result::Result<Frame, WireError>) -> Error {
+    const SECRET: &str = "NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET";
+    Error::failure(match f {
+        Ok(Frame::Challenge { .. }) if !have_secret => format!("{addr} requires authentication: set {SECRET} (the same on both ends)"),
+        Ok(Frame::HelloAck { status: ack::NO_AUTH, .. }) if have_secret => {
+            format!("{addr} has no {SECRET}, and this side requires authentication; refused (set the same secret on both ends)")
+        }
+        Ok(Frame::HelloAck { status: ack::NO_AUTH, .. }) => format!("{addr} requires authentication: set {SECRET} (the same on both ends)"),
+        Ok(Frame::HelloAck { status: ack::BAD_PROOF, .. }) => {
+            format!("{addr} rejected this side's proof of the shared secret (a different {SECRET}?)")
+        }
+        Ok(Frame::HelloAck { status: ack::REFUSED, .. }) => {
+            format!("{addr} refused the connection (wrong lnc, or its accept had already timed out)")
+        }
+        Err(WireError::BadVersion(v)) => {
+            format!("{addr} speaks protocol version {v}, this side {VERSION}: both ends must run the same nrt-sendrecv release")
+        }
+        Ok(Frame::HelloAck { status: ack::BAD_VERSION, .. }) => {
+            format!("{addr} speaks another protocol version than this side's {VERSION}: both ends must run the same nrt-sendrecv release")
+        }
+        Ok(f) => format!("{addr} answered the handshake with {f:?}"),
+        Err(e) => format!("{addr}: bad handshake answer: {e}"),
+    })
+}
+
 /// The connecting side's set-up; runs on its own thread.
 pub(super) fn connector(chooser: &Chooser, nonce: u64, comm: &Arc<Comm>, addr: SocketAddr) -> Result<()> {
     let cfg = &comm.hub.cfg;
     let (me, nstreams) = (comm.hub.id, cfg.streams);
+    let secret = cfg.auth_secret.as_deref();
     let deadline = comm.setup_deadline;
-    let mut socks = Vec::with_capacity(nstreams);
+    let mut streams: Vec<Hs> = Vec::with_capacity(nstreams);
     let mut chosen = Chosen::Tcp;
     let cc = crate::transport::tcp::congestion_for(crate::sys::net::is_this_host(addr.ip()));
     for i in 0..nstreams {
@@ -85,39 +126,74 @@ pub(super) fn connector(chooser: &Chooser, nonce: u64, comm: &Arc<Comm>, addr: S
             chosen = chooser.choose(cfg, comm, FLAG_SHM | FLAG_VERBS | FLAG_OFI, &s)?;
         }
         let hello = Frame::Hello {
-            flags: chosen.flag() | if cfg.auth_secret.is_some() { FLAG_AUTH } else { 0 },
+            flags: chosen.flag() | if secret.is_some() { FLAG_AUTH } else { 0 },
             stream: i as u16,
             nstreams: nstreams as u16,
             nonce,
             conn_seq: comm.pair_seq,
             src_lnc: me as u32,
             dst_lnc: comm.peer_lnc as u32,
+        }
+        .encode();
+        let mut out = hello.to_vec();
+        let auth = match secret {
+            None => None,
+            Some(_) => {
+                let local = s.local_addr().map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "local address of the connection", &e))?;
+                let issued = Issued::new(local).map_err(|e| {
+                    Error::io(NRT_STATUS::NRT_FAILURE, "no random numbers from the kernel (getrandom) for the authentication challenge", &e)
+                })?;
+                let challenge = Frame::Challenge { nonce: issued.0, instance: nonce, lnc: me as u32 }.encode();
+                out.extend_from_slice(&challenge);
+                Some((issued, Transcript { hello, conn_challenge: challenge, acc_challenge: [0; HEADER_LEN] }))
+            }
         };
         s.set_write_timeout(Some(Duration::from_secs(1))).ok();
-        (&s).write_all(&hello.encode()).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("sending Hello to {addr}"), &e))?;
-        socks.push((s, hello.encode()));
+        (&s).write_all(&out).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("sending Hello to {addr}"), &e))?;
+        streams.push(Hs { sock: s, auth });
     }
-    for (i, (s, hello_bytes)) in socks.iter().enumerate() {
-        let mut buf = read_frame(comm, s, deadline, addr, i)?;
-        if let Ok(Frame::Challenge { nonce: challenge }) = Frame::decode(&buf) {
-            use hmac::Mac;
-            let Some(secret) = &cfg.auth_secret else {
-                return Err(Error::failure(format!("{addr} requires authentication: set NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET")));
-            };
-            let mut mac = [0u8; 32];
-            mac.copy_from_slice(&auth_mac(secret, &challenge, hello_bytes).finalize().into_bytes());
-            (&*s)
-                .write_all(&Frame::Proof { mac }.encode())
-                .map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("sending the authentication proof to {addr}"), &e))?;
-            buf = read_frame(comm, s, deadline, addr, i).map_err(|e| match e.status {
-                NRT_STATUS::NRT_FAILURE => {
-                    Error::failure(format!("{addr} rejected this side's authentication (different secret?): {}", e.msg))
+    // With a secret: each stream's Challenge from the accepting side, answered with this side's
+    // proof (the accepting side answers every stream's Hello at once; the HelloAcks wait until
+    // every stream has proved the secret, so all proofs go out before any HelloAck is read).
+    if let Some(secret) = secret {
+        for (i, hs) in streams.iter_mut().enumerate() {
+            let buf = read_frame(comm, &hs.sock, deadline, addr, i)?;
+            let Some((_, t)) = hs.auth.as_mut() else { return Err(Error::failure("internal: a stream without its challenge")) };
+            match Frame::decode(&buf) {
+                Ok(Frame::Challenge { nonce: theirs, lnc, .. }) => {
+                    if issued_here(&theirs).is_some() {
+                        return Err(Error::failure(format!(
+                            "{addr} sent back a challenge of this process's own (a reflection, not a peer); refused"
+                        )));
+                    }
+                    if lnc != comm.peer_lnc as u32 {
+                        return Err(Error::failure(format!("{addr} answered as lnc {lnc}, not lnc {}; refused", comm.peer_lnc)));
+                    }
+                    t.acc_challenge = buf;
+                    let mac = connecting_proof(secret, t);
+                    (&hs.sock)
+                        .write_all(&Frame::Proof { mac }.encode())
+                        .map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("sending the authentication proof to {addr}"), &e))?;
                 }
-                _ => e,
-            })?;
+                other => return Err(answer_error(addr, true, other)),
+            }
         }
+    }
+    for (i, hs) in streams.iter().enumerate() {
+        let buf = read_frame(comm, &hs.sock, deadline, addr, i)?;
         match Frame::decode(&buf) {
             Ok(Frame::HelloAck { status: ack::OK, nonce: n, conn_seq, flags }) if n == nonce && conn_seq == comm.pair_seq => {
+                // With a secret, the accepting side's proof follows its HelloAck.
+                if let (Some(secret), Some((_, t))) = (secret, &hs.auth) {
+                    let proof = read_frame(comm, &hs.sock, deadline, addr, i)?;
+                    let proved = matches!(Frame::decode(&proof), Ok(Frame::Proof { mac }) if accepting_proof_checks(secret, t, &buf, &mac));
+                    if !proved {
+                        return Err(Error::failure(format!(
+                            "{addr} did not prove the shared secret (NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET) on stream {i}: \
+                             not the peer asked for, or another secret; nothing was sent to it"
+                        )));
+                    }
+                }
                 // The accepting side may decline what this side offered: TCP then, unless the
                 // setting requires the offered transport.
                 if flags & chosen.flag() == 0 && !matches!(chosen, Chosen::Tcp) {
@@ -135,23 +211,17 @@ pub(super) fn connector(chooser: &Chooser, nonce: u64, comm: &Arc<Comm>, addr: S
                     chooser.announce(comm, None);
                 }
             }
-            Ok(Frame::HelloAck { status: ack::REFUSED, .. }) => {
-                return Err(Error::failure(format!("{addr} refused the connection (wrong lnc, or its accept had already timed out)")));
-            }
-            Ok(Frame::HelloAck { status: ack::BAD_VERSION, .. }) | Err(WireError::BadVersion(_)) => {
-                return Err(Error::failure(format!("{addr} speaks another protocol version")));
-            }
-            Ok(f) => return Err(Error::failure(format!("{addr} answered the handshake with {f:?}"))),
-            Err(e) => return Err(Error::failure(format!("{addr}: bad handshake answer: {e}"))),
+            other => return Err(answer_error(addr, secret.is_some(), other)),
         }
     }
-    let mut streams = Vec::with_capacity(nstreams);
-    for (s, _) in socks {
+    let mut ready = Vec::with_capacity(nstreams);
+    for hs in streams {
+        let s = hs.sock;
         s.set_read_timeout(None).ok();
         s.set_write_timeout(None).ok();
-        streams.push(Stream::new(s).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "socket options", &e))?);
+        ready.push(Stream::new(s).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "socket options", &e))?);
     }
-    comm.install(build(cfg, comm.kind, streams, chosen, comm.describe())?)?;
+    comm.install(build(cfg, comm.kind, ready, chosen, comm.describe())?)?;
     crate::log_info!("{}: connected", comm.describe());
     Ok(())
 }

@@ -16,6 +16,9 @@ mod connector;
 
 #[cfg(test)]
 pub use accept::MAX_HALF_OPEN;
+/// The proofs of the secret, for tests that play a peer (runtime/auth_tests.rs).
+#[cfg(test)]
+pub(crate) use auth::{Transcript, accepting_proof, connecting_proof};
 
 use crate::comm::request::Kind;
 use crate::comm::{COMMS, Comm, Hub, PARK_TICK, REQUESTS};
@@ -77,6 +80,10 @@ impl Lnc {
     /// Binds the lnc's port and starts its progress thread.
     pub fn start(id: i32, cfg: Config) -> Result<Arc<Lnc>> {
         let port = cfg.port_of(id).ok_or_else(|| Error::invalid(format!("lnc {id}: port {} + {id} is beyond 65535", cfg.port_base)))?;
+        // The lnc's instance nonce: its Hellos and Challenges name it, and it keys its
+        // connections' groups at the peer.
+        let nonce = random_u64()
+            .map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, &format!("lnc {id}: no random numbers from the kernel (getrandom)"), &e))?;
         let listener = bind(&cfg, port).map_err(|e| {
             let st = if e.kind() == ErrorKind::AddrInUse { NRT_STATUS::NRT_RESOURCE } else { NRT_STATUS::NRT_FAILURE };
             Error::io(st, &format!("lnc {id}: cannot listen on TCP port {port} (NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT + lnc)"), &e)
@@ -95,13 +102,13 @@ impl Lnc {
         let lnc = Arc::new(Lnc {
             id,
             hub: Arc::new(Hub::new(id, cfg, poller)),
-            nonce: random_u64(),
+            nonce,
             stop: AtomicBool::new(false),
             listener: Mutex::new(Some(listener)),
             thread: Mutex::new(None),
             comms: Mutex::new(Vec::new()),
             counters: Mutex::new(Counters::default()),
-            acceptor: Acceptor::default(),
+            acceptor: Acceptor::new(id, nonce),
             chooser: Chooser::default(),
         });
         let weak = Arc::downgrade(&lnc);

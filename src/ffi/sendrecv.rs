@@ -120,7 +120,8 @@ pub extern "C" fn nrt_async_sendrecv_get_max_num_pending_request(num: *mut c_int
 /// - `NRT_RESOURCE`: the port is taken (named in the log); no epoll/eventfd descriptor or
 ///   thread could be created.
 /// - `NRT_FAILURE`: the previous `nrt_async_sendrecv_close` of this lnc returned an error (until
-///   `nrt_close` and `nrt_init`); listening failed for another reason; an internal error (logged).
+///   `nrt_close` and `nrt_init`); listening failed for another reason; the kernel gave no random
+///   numbers (`getrandom` refused); an internal error (logged).
 #[unsafe(no_mangle)]
 pub extern "C" fn nrt_async_sendrecv_init(lnc: c_int) -> NRT_STATUS {
     guard("nrt_async_sendrecv_init", || crate::runtime::init(lnc))
@@ -224,8 +225,10 @@ pub extern "C" fn nrt_async_sendrecv_accept(
 /// - `NRT_TIMEOUT`: no connection within `NEURON_RT_ASYNC_SENDRECV_CONNECT_TIMEOUT_MS` (no
 ///   matching peer call, or a connection from another address); every later call says so again.
 /// - `NRT_FAILURE`: set-up failed (the peer refused the handshake: wrong lnc, other protocol
-///   version, authentication, a required transport unavailable; the connection broke); every
-///   later call says so again. Also an internal error (logged).
+///   version, authentication, a required transport unavailable; with
+///   `NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET`, the peer did not prove the secret, or one side has
+///   none; the connection broke; the kernel gave no random numbers); every later call says so
+///   again. Also an internal error (logged).
 /// - `NRT_RESOURCE`: set-up ran out of a resource (a thread, a shared-memory channel, RDMA
 ///   device resources); every later call says so again.
 ///

@@ -111,8 +111,9 @@ fn peer_address_must_match_accept() {
     assert!(close(a).is_err() && close(b).is_err(), "unconnected comms make close fail");
 }
 
-/// Shared-secret authentication: same secret connects; a missing or different secret on the
-/// connecting side is refused, with a status from test_comm and nothing paired.
+/// Shared-secret authentication: same secret connects; a missing or different secret on either
+/// side is refused, with a status from test_comm and nothing paired (runtime/auth_tests.rs: the
+/// accepting side's proof).
 #[test]
 fn hmac_challenge_in_the_handshake() {
     nrt_init();
@@ -133,10 +134,11 @@ fn hmac_challenge_in_the_handshake() {
             }
         }
     };
-    let cases: [(Option<&str>, Option<&str>, bool, &str); 3] = [
+    let cases: [(Option<&str>, Option<&str>, bool, &str); 4] = [
         (Some("s3cret"), Some("s3cret"), true, ""),
         (None, Some("s3cret"), false, "requires authentication"),
-        (Some("other"), Some("s3cret"), false, "rejected"),
+        (Some("other"), Some("s3cret"), false, "rejected this side's proof"),
+        (Some("s3cret"), None, false, "has no NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET"),
     ];
     for (i, (conn_secret, acc_secret, ok, why)) in cases.into_iter().enumerate() {
         let (a, b) = (920 + 2 * i as i32, 921 + 2 * i as i32);
@@ -203,4 +205,93 @@ fn connection_flood_is_bounded() {
     }
     close(a).unwrap();
     close(b).unwrap();
+}
+
+/// A flood of junk connections from 16 threads during a transfer: the listener writes at most
+/// `LIMIT_BURST` lines per interval about them and one line with the count of the others (at
+/// the latest when the lnc closes); every rejection is in the lines or in that count, and the
+/// transfer goes on, every byte checked.
+#[test]
+fn a_flood_of_junk_connections_writes_a_few_lines() {
+    use crate::comm::request::Kind;
+    use crate::log::{LIMIT_BURST, LIMIT_INTERVAL};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    nrt_init();
+    let (a, b) = (932, 933);
+    let cap = crate::log::capture::start(&format!("lnc {b}:"));
+    let mut c = cfg();
+    c.port_base = 26300;
+    c.streams = 2;
+    init_with(a, Some(c.clone())).unwrap();
+    init_with(b, Some(c)).unwrap();
+    let s = connect("127.0.0.1", b, a).unwrap();
+    let r = accept("127.0.0.1", a, b).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !(s.test().unwrap() && r.test().unwrap()) {
+        assert!(Instant::now() < end, "not connected");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let junk = Arc::new(AtomicUsize::new(0));
+    let flood: Vec<_> = (0..16)
+        .map(|_| {
+            let (stop, junk) = (stop.clone(), junk.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = TcpStream::connect(("127.0.0.1", 26300 + b as u16)) else { continue };
+                    if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok() && closed_by_peer(s) {
+                        junk.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    // The transfer goes on meanwhile.
+    let (src, dst) = (
+        crate::tensor::Tensor::allocate(1 << 18, String::new()).unwrap(),
+        crate::tensor::Tensor::allocate(1 << 18, String::new()).unwrap(),
+    );
+    let mut messages = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let data: Vec<u8> = (0..1usize << 18).map(|i| (i ^ messages) as u8).collect();
+        crate::tensor::write_from(&src, 0, &data).unwrap();
+        let rq = r.post(Kind::Recv, dst.region(0, 1 << 18).unwrap()).unwrap();
+        let sq = s.post(Kind::Send, src.region(0, 1 << 18).unwrap()).unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        let (mut rdone, mut sdone) = (None, None);
+        while rdone.is_none() || sdone.is_none() {
+            assert!(Instant::now() < end, "message {messages} stuck under the flood");
+            if rdone.is_none() {
+                rdone = crate::comm::test_request(rq).unwrap();
+            }
+            if sdone.is_none() {
+                sdone = crate::comm::test_request(sq).unwrap();
+            }
+        }
+        let mut got = vec![0u8; 1 << 18];
+        crate::tensor::read_into(&dst, 0, &mut got).unwrap();
+        assert!(got == data, "message {messages} corrupted");
+        messages += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in flood {
+        t.join().unwrap();
+    }
+    let elapsed = started.elapsed();
+    close(a).unwrap();
+    close(b).unwrap();
+    let junk = junk.load(Ordering::Relaxed);
+    let lines: Vec<String> = cap.lines().into_iter().filter(|l| l.starts_with("Warn ")).collect();
+    let shown = lines.iter().filter(|l| l.contains("dropped: bad magic")).count();
+    let left_out: u64 = lines
+        .iter()
+        .filter_map(|l| l.split(" more warning(s)").next().filter(|_| l.contains(" more warning(s)")))
+        .filter_map(|head| head.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(junk >= 100 && messages >= 1, "the flood made {junk} connections, the transfer {messages} messages");
+    let intervals = (elapsed.as_secs_f64() / LIMIT_INTERVAL.as_secs_f64()).ceil() as usize + 1;
+    assert!(lines.len() <= intervals * (LIMIT_BURST as usize + 1), "{} lines for {junk} junk connections: {lines:#?}", lines.len());
+    assert_eq!(shown + left_out as usize, junk, "each rejection is written or counted: {lines:#?}");
+    assert!(left_out > 0 && lines.last().unwrap().contains(" more warning(s)"), "{lines:#?}");
 }

@@ -186,7 +186,11 @@ pub fn flush(lnc: i32) -> Result<()> {
 #[cfg_attr(feature = "preload", allow(dead_code))]
 pub mod cores;
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod random_tests;
 #[cfg(test)]
 mod shm_tests;
 #[cfg(test)]

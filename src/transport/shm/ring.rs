@@ -84,6 +84,9 @@ pub(super) enum Setup {
 impl ShmIo {
     /// The sending side creates the channel and queues its ShmInfo; the receiving side waits.
     pub fn new(kind: Kind, required: bool, vm_readv: bool) -> Result<ShmIo> {
+        // The token proves to the receiver that the channel it maps is this connection's.
+        let token = crate::sys::random::random_u64()
+            .map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "shm channel: no random token from the kernel (getrandom)", &e))?;
         let mut io = ShmIo {
             kind,
             required,
@@ -98,7 +101,7 @@ impl ShmIo {
             queued: VecDeque::new(),
             chan: None,
             active: false,
-            token: crate::sys::random::random_u64(),
+            token,
             peer_pid: 0,
             in_flight: VecDeque::new(),
             backlog: VecDeque::new(),

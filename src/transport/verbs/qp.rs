@@ -84,6 +84,8 @@ impl VerbsIo {
     /// Creates the completion channel, CQ and RC queue pair (moved to INIT) and queues this
     /// side's QpInfo for the peer.
     pub fn new(dev: Arc<Device>, kind: Kind) -> Result<VerbsIo> {
+        let psn = crate::sys::random::random_u64()
+            .map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "no random first packet number from the kernel (getrandom)", &e))?;
         // SAFETY: dev.ctx is an open device context for the device's lifetime (Arc held).
         let channel = unsafe { ibv_create_comp_channel(dev.ctx) };
         if channel.is_null() {
@@ -94,7 +96,7 @@ impl VerbsIo {
             channel,
             cq: std::ptr::null_mut(),
             qp: std::ptr::null_mut(),
-            psn: (crate::sys::random::random_u64() & 0xff_ffff) as u32,
+            psn: (psn & 0xff_ffff) as u32,
             kind,
             connected: false,
             next_seq: 0,
