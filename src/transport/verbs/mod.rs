@@ -41,6 +41,18 @@ pub struct VerbsTransport {
 }
 
 impl VerbsTransport {
+    /// Reads the TCP link (all of it, or what is ready). When the link has failed (the peer
+    /// closed it: a sender whose last writes completed may exit before this side polled its
+    /// completion queue), the writes that already landed are reported first, so that only the
+    /// messages that did not arrive fail.
+    fn read_link(&mut self, ready_only: bool, done: &mut Completions<'_>) -> Result<()> {
+        let r = if ready_only { self.link.read_ready() } else { self.link.read_all() };
+        if r.is_err() {
+            let _ = self.io.poll(done);
+        }
+        r
+    }
+
     /// Creates the queue pair and names it to the peer.
     pub fn new(kind: Kind, streams: Vec<Stream>, dev: Arc<Device>) -> Result<VerbsTransport> {
         let mut t = VerbsTransport { kind, link: TcpTransport::link(kind, streams), io: VerbsIo::new(dev, kind)? };
@@ -87,7 +99,7 @@ impl Transport for VerbsTransport {
     }
 
     fn progress(&mut self, done: &mut Completions<'_>) -> Result<()> {
-        self.link.read_all()?;
+        self.read_link(false, done)?;
         self.handle_frames(done)?;
         self.io.poll(done)?;
         self.drain_out();
@@ -95,7 +107,7 @@ impl Transport for VerbsTransport {
     }
 
     fn poll(&mut self, wait: Option<Wait>, _defer_control: bool, done: &mut Completions<'_>) -> Result<bool> {
-        self.link.read_ready()?;
+        self.read_link(true, done)?;
         self.handle_frames(done)?;
         if wait.is_none_or(|w| !done.saw(w.seq)) {
             self.io.poll(done)?;
