@@ -15,7 +15,12 @@ export RUSTC_BOOTSTRAP=1
 mkdir -p build/fuzz
 for t in frame handshake connect; do
     mkdir -p "build/fuzz/corpus-$t"
-    if cargo fuzz run --fuzz-dir fuzz "$t" "build/fuzz/corpus-$t" -- -max_total_time="$secs" -rss_limit_mb=2048 \
+    # connect: its lncs (and their progress threads) live across inputs and are closed and started
+    # again every 100 inputs; at exit LeakSanitizer reported the latest progress thread's buffers,
+    # still in use, as leaked (one run in several). Leak checks are off for it; the fault matrix's
+    # 1,000 init/transfer/close rounds check that memory comes back.
+    leaks=(); [ "$t" = connect ] && leaks=(-detect_leaks=0)
+    if cargo fuzz run --fuzz-dir fuzz "$t" "build/fuzz/corpus-$t" -- -max_total_time="$secs" -rss_limit_mb=2048 "${leaks[@]}" \
         >"build/fuzz/$t.log" 2>&1; then
         echo "PASS fuzz $t ($(grep -E '^Done [0-9]+ runs' "build/fuzz/$t.log" | tail -1), no crash, no failed assertion)"
         passed=$((passed + 1))

@@ -33,7 +33,16 @@ const LONG_WAIT_NS: u64 = 20_000;
 
 impl<C> CommIo<C> {
     pub fn new(who: String) -> CommIo<C> {
-        CommIo { t: AnyTransport::None, inflight: VecDeque::new(), next_seq: 0, who, wait_seq: 0, wait_polls: 0, wait_since: 0, wait_long: false }
+        CommIo {
+            t: AnyTransport::None,
+            inflight: VecDeque::new(),
+            next_seq: 0,
+            who,
+            wait_seq: 0,
+            wait_polls: 0,
+            wait_since: 0,
+            wait_long: false,
+        }
     }
 
     /// Whether the caller polling `wait` has been at it for `LONG_WAIT_NS` (the clock is read on

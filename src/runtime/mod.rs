@@ -183,10 +183,10 @@ pub fn flush(lnc: i32) -> Result<()> {
     Ok(())
 }
 
-#[cfg_attr(feature = "preload", allow(dead_code))]
-pub mod cores;
 #[cfg(test)]
 mod auth_tests;
+#[cfg_attr(feature = "preload", allow(dead_code))]
+pub mod cores;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
