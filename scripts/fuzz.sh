@@ -19,8 +19,9 @@ for t in frame handshake connect; do
     # again every 100 inputs; at exit LeakSanitizer reported the latest progress thread's buffers,
     # still in use, as leaked (one run in several). Leak checks are off for it; the fault matrix's
     # 1,000 init/transfer/close rounds check that memory comes back.
-    leaks=(); [ "$t" = connect ] && leaks=(-detect_leaks=0)
-    if cargo fuzz run --fuzz-dir fuzz "$t" "build/fuzz/corpus-$t" -- -max_total_time="$secs" -rss_limit_mb=2048 "${leaks[@]}" \
+    # (-detect_leaks=0 covers libFuzzer's checks during the run, ASAN_OPTIONS the one at exit.)
+    leaks=(); asan=${ASAN_OPTIONS:-}; [ "$t" = connect ] && leaks=(-detect_leaks=0) && asan="detect_leaks=0${asan:+:$asan}"
+    if ASAN_OPTIONS=$asan cargo fuzz run --fuzz-dir fuzz "$t" "build/fuzz/corpus-$t" -- -max_total_time="$secs" -rss_limit_mb=2048 "${leaks[@]}" \
         >"build/fuzz/$t.log" 2>&1; then
         echo "PASS fuzz $t ($(grep -E '^Done [0-9]+ runs' "build/fuzz/$t.log" | tail -1), no crash, no failed assertion)"
         passed=$((passed + 1))
