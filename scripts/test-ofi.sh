@@ -20,11 +20,11 @@ if ! ldd build/lib/libnrt.so.1 2>/dev/null | grep -q 'libfabric\.so\.1'; then
     exit 1
 fi
 pass "build/lib/libnrt.so.1 links libfabric.so.1"
-# The rails over libfabric itself (transport/ofi/fabric.rs): tagged messages, RMA writes with
+# The rails over libfabric itself (transport/ofi/fabric/): tagged messages, RMA writes with
 # remote CQ data and reads between two endpoints of one process, tcp and shm, every byte checked.
 if env -u FI_PROVIDER cargo test --release --locked --lib --features ofi transport::ofi::fabric >"$LOGDIR/ofi-fabric.log" 2>&1 \
    && grep -q "^test result: ok" "$LOGDIR/ofi-fabric.log"; then
-    pass "libfabric rails: $(grep -Eo '[0-9]+ passed' "$LOGDIR/ofi-fabric.log" | tail -1) (fabric.rs: tcp and shm endpoints, bytes checked)"
+    pass "libfabric rails: $(grep -Eo '[0-9]+ passed' "$LOGDIR/ofi-fabric.log" | tail -1) (fabric/tests.rs: tcp and shm endpoints, bytes checked)"
 else fail "libfabric rails' tests (see $LOGDIR/ofi-fabric.log)"; grep -E "FAILED|panicked" "$LOGDIR/ofi-fabric.log" | head -5; fi
 start=12000
 for prov in tcp shm; do

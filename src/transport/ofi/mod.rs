@@ -1,6 +1,6 @@
 //! libfabric data path (EFA and every other RDM provider): the protocol (`proto/`) over rails
 //! (`rail.rs`: one RDM endpoint to one peer each); libfabric itself behind the `ofi` feature
-//! (`fabric.rs`, bindings generated at build time in `sys.rs`), and an in-memory provider for
+//! (`fabric/`, bindings generated at build time in `sys.rs`), and an in-memory provider for
 //! the protocol's tests (`fake.rs`). The protocol is plain Rust, so its tests run in every build.
 #![cfg_attr(not(feature = "ofi"), allow(dead_code))]
 

@@ -1,7 +1,7 @@
 //! One rail of the libfabric transport: an RDM endpoint (with its completion queue and address
 //! vector) on one domain of the chosen provider, talking to one peer endpoint. The protocol
 //! (`proto.rs`) sees rails only through [`Rail`], so that a fake provider can feed it
-//! completions in any order (tests), and the real one (`fabric.rs`) is libfabric.
+//! completions in any order (tests), and the real one (`fabric/`) is libfabric.
 
 use crate::status::Result;
 use std::os::fd::RawFd;

@@ -1,6 +1,6 @@
 //! The libfabric bindings build.rs generates (bindgen over the system's headers, allowlisted to
 //! what the transport uses) and the `nrt_fi_*` out-of-line copies of the headers' inline entry
-//! points (`wrapper.c`). Raw pointers to libfabric objects stay in this module and `fabric.rs`.
+//! points (`wrapper.c`). Raw pointers to libfabric objects stay in this module and `fabric/`.
 #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code, unsafe_op_in_unsafe_fn)]
 #![allow(clippy::all, clippy::pedantic, clippy::undocumented_unsafe_blocks)]
 

@@ -99,7 +99,7 @@
 //! do not take (no `FI_HMEM`, or a registration refused, after which the communicator takes none)
 //! is given back to the caller, which stages it (`transport.rs`).
 //!
-//! Assumed of the rails (`fabric.rs`): a write's local completion means the bytes were
+//! Assumed of the rails (`fabric/`): a write's local completion means the bytes were
 //! delivered (`FI_DELIVERY_COMPLETE`: a completed send says the peer has them whole); remote CQ
 //! data consumes no posted receive (no `FI_RX_CQ_DATA` mode), so a RemoteWrite never takes a
 //! bounce; an eager send's data is this side's copy, so its local completion only frees the
