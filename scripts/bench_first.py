@@ -14,7 +14,7 @@ Prints one line per target, then
 writes TMP/first.json and the table between `<!-- bench-first:begin -->` and
 `<!-- bench-first:end -->` in DOC. Exit 1 when a measurement failed.
 """
-import json, os, statistics, subprocess, sys
+import bench_report, json, os, statistics, subprocess, sys
 
 TMP, DOC = sys.argv[1], sys.argv[2]
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
@@ -73,11 +73,10 @@ def main():
     json.dump({"runs_us": {f"{t}_{s}": v for (t, s), v in res.items()}, "ratios": ratios, "errors": errors},
               open(os.path.join(TMP, "first.json"), "w"), indent=1)
     table = ["| transport | size | first 5 after connecting | steady state | first / steady |", "|---|---|---|---|---|"] + rows
-    text = open(DOC).read()
-    begin, end = "<!-- bench-first:begin -->", "<!-- bench-first:end -->"
-    if begin in text and end in text:
-        i, j = text.index(begin) + len(begin), text.index(end)
-        open(DOC, "w").write(text[:i] + "\n" + "\n".join(table) + "\n" + text[j:])
+    err = bench_report.write_doc(DOC, table, "bench-first")
+    if err:
+        errors.append(err)
+        print(f"bench: error: {err}")
     return 1 if errors or len(ratios) < 2 else 0
 
 

@@ -14,7 +14,7 @@ Prints one line per target (met / MISSED), then
 (ofi_lat8_vs_fi_pingpong is the tcp provider's), writes TMP/ofi.json, and the table between
 `<!-- bench-ofi:begin -->` and `<!-- bench-ofi:end -->` in DOC. Exit 1 when a measurement failed.
 """
-import json, os, re, socket, statistics, subprocess, sys, time
+import bench_report, json, os, re, socket, statistics, subprocess, sys, time
 
 TOOL, TMP, DOC = sys.argv[1], sys.argv[2], sys.argv[3]
 ROUNDS = int(sys.argv[4]) if len(sys.argv) > 4 else 3
@@ -103,12 +103,10 @@ def main():
     json.dump({"medians_us": {f"{p}_{s}": list(v) for (p, s), v in res.items()}, "ratios": ratios, "errors": errors},
               open(os.path.join(TMP, "ofi.json"), "w"), indent=1)
     table = ["| provider | measure | nrt-sendrecv (ofi) | fi_pingpong | ratio |", "|---|---|---|---|---|"] + rows
-    text = open(DOC).read()
-    begin, end = "<!-- bench-ofi:begin -->", "<!-- bench-ofi:end -->"
-    if begin in text and end in text:
-        i, j = text.index(begin) + len(begin), text.index(end)
-        text = text[:i] + "\n" + "\n".join(table) + "\n" + text[j:]
-        open(DOC, "w").write(text)
+    err = bench_report.write_doc(DOC, table, "bench-ofi")
+    if err:
+        errors.append(err)
+        print(f"bench: error: {err}")
     return 1 if errors else 0
 
 

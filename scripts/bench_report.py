@@ -49,8 +49,6 @@ TARGETS = [
     ("many_comms_vs_one", ">=", 0.8),
 ]
 
-BENCH_BEGIN = "<!-- bench:begin -->"
-BENCH_END = "<!-- bench:end -->"
 DEFAULT_DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "performance.md")
 
 
@@ -604,18 +602,20 @@ def render_md(results):
     return md
 
 
-def write_doc(doc, lines):
-    """Replaces the text between DOC's bench markers with LINES; an error message, or None."""
+def write_doc(doc, lines, name="bench"):
+    """Replaces the text between DOC's `<!-- NAME:begin -->` and `<!-- NAME:end -->` lines with
+    LINES; an error message, or None."""
+    marker_begin, marker_end = "<!-- %s:begin -->" % name, "<!-- %s:end -->" % name
     try:
         with open(doc) as f:
             text = f.read()
     except OSError as e:
         return "%s: %s" % (doc, e)
     rows = text.split("\n")
-    begin = [i for i, r in enumerate(rows) if r.strip() == BENCH_BEGIN]
-    end = [i for i, r in enumerate(rows) if r.strip() == BENCH_END]
+    begin = [i for i, r in enumerate(rows) if r.strip() == marker_begin]
+    end = [i for i, r in enumerate(rows) if r.strip() == marker_end]
     if len(begin) != 1 or len(end) != 1 or begin[0] > end[0]:
-        return "%s: needs one line %s followed by one line %s; results not written there" % (doc, BENCH_BEGIN, BENCH_END)
+        return "%s: needs one line %s followed by one line %s; results not written there" % (doc, marker_begin, marker_end)
     rows[begin[0] + 1:end[0]] = [""] + lines + [""]
     tmp = doc + ".tmp"
     try:
