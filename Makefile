@@ -39,11 +39,12 @@ LIBS      += -lfabric
 endif
 FEATURES  := $(if $(strip $(FEATLIST)),--features $(subst $(space),$(comma),$(strip $(FEATLIST))))
 NATIVE    := $(strip $(LIBS) -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
-# The preload library carries libfabric too (OFI=1): vendor device tensors are staged through
-# host memory of ours, or, where the provider offers FI_HMEM and HBM is mapped, registered as
-# device memory (docs/preload.md).
-P_FEATURES := $(if $(filter 1,$(OFI)),preload$(comma)ofi,preload)
-P_NATIVE  := $(strip $(if $(filter 1,$(OFI)),-lfabric) -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
+# The preload library carries the RDMA transports too (VERBS=1, OFI=1): vendor device tensors
+# are staged through host memory of ours, or, over libfabric where the provider offers FI_HMEM
+# and HBM is mapped, registered as device memory (docs/preload.md).
+P_FEATLIST := preload $(if $(filter 1,$(VERBS)),verbs) $(if $(filter 1,$(OFI)),ofi)
+P_FEATURES := $(subst $(space),$(comma),$(strip $(P_FEATLIST)))
+P_NATIVE  := $(strip $(LIBS) -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
 DEMO      := $(BUILD)/bin/nrt_demo
 # LD_PRELOAD mode: the same crate with feature `preload`, only the eleven send/receive exports.
 P_STATIC  := target/preload/release/libnrt_sendrecv.a

@@ -101,22 +101,31 @@ static NRT_STATUS wait_req(nrt_async_sendrecv_request_t *r, size_t *size) {
     return st;
 }
 
-/* Moves `count` messages of `size` bytes with up to `window` in flight, slot k % window. */
-static int pump(int is_sender, nrt_async_sendrecv_comm_t *comm, nrt_tensor_t **t, int window, int count, size_t size) {
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Moves `count` messages of `size` bytes with up to `window` in flight, slot k % window. With
+ * `lat` (one at a time), each message's time from posting to completion, in seconds. */
+static int pump(int is_sender, nrt_async_sendrecv_comm_t *comm, nrt_tensor_t **t, int window, int count, size_t size, double *lat) {
     const char *who = is_sender ? "sender" : "receiver";
     nrt_async_sendrecv_request_t *req[MAX_WINDOW] = {0};
     NRT_STATUS st;
+    double posted = 0;
     for (int k = 0; k < count + window; k++) {
         int s = k % window;
         if (k >= window) { /* reap the request that used this slot */
             size_t got = 0;
             if ((st = wait_req(req[s], &got)) != NRT_SUCCESS) return die(who, "test_request", st);
+            if (lat) lat[k - window] = now_s() - posted;
             if (got != size) {
                 fprintf(stderr, "nrt_demo %s: request reported %zu bytes, expected %zu\n", who, got, size);
                 return 1;
             }
         }
         if (k < count) {
+            posted = now_s();
             st = is_sender ? nrt_async_sendrecv_send_tensor(t[s], 0, size, comm, &req[s])
                            : nrt_async_sendrecv_recv_tensor(t[s], 0, size, comm, &req[s]);
             if (st != NRT_SUCCESS) return die(who, "send/recv", st);
@@ -161,9 +170,11 @@ static int run(int is_sender, const char *peer) {
             }
         }
         /* A warm-up round first, untimed: the peer may still be checking the previous size. */
-        if (pump(is_sender, comm, t, window, window, size) != 0) return 1;
+        if (pump(is_sender, comm, t, window, window, size, NULL) != 0) return 1;
+        /* One at a time, the sender times each message too (a median beside the mean). */
+        double *lat = is_sender && window == 1 ? calloc((size_t)iters, sizeof *lat) : NULL;
         double t0 = now_s();
-        if (pump(is_sender, comm, t, window, iters, size) != 0) return 1;
+        if (pump(is_sender, comm, t, window, iters, size, lat) != 0) return 1;
         double dt = now_s() - t0;
         if (is_sender) {
             double bytes = (double)size * iters;
@@ -172,6 +183,11 @@ static int run(int is_sender, const char *peer) {
             else if (size >= 1024 && size % 1024 == 0) snprintf(label, sizeof label, "%zu KiB", size >> 10);
             else snprintf(label, sizeof label, "%zu B", size);
             printf("%12s %10.3f %10.2f %14.1f %8d %8d\n", label, bytes / dt / 1e9, bytes * 8 / dt / 1e9, dt / iters * 1e6, iters, window);
+            if (lat) {
+                qsort(lat, (size_t)iters, sizeof *lat, cmp_double);
+                printf("demo: %s one at a time: median %.1f us per message (p10 %.1f, p90 %.1f, %d messages)\n", label,
+                       lat[iters / 2] * 1e6, lat[iters / 10] * 1e6, lat[iters * 9 / 10] * 1e6, iters);
+            }
             fflush(stdout);
         } else {
             if ((st = nrt_async_sendrecv_flush(lnc)) != NRT_SUCCESS) return die(who, "flush", st);
@@ -185,6 +201,7 @@ static int run(int is_sender, const char *peer) {
             }
         }
         for (int s = 0; s < window; s++) nrt_tensor_free(&t[s]);
+        free(lat);
     }
     if ((st = nrt_async_sendrecv_close(lnc)) != NRT_SUCCESS) return die(who, "close", st);
     nrt_close();

@@ -84,6 +84,18 @@ for t in build/c_tests/t_*; do
     [ -x "$t" ] && cp "$t" "$INITRD_ROOT/tests/" && LIBS="$LIBS $t"
 done
 cp build/bin/nrt_demo "$INITRD_ROOT/usr/bin/"; LIBS="$LIBS build/bin/nrt_demo"
+# The LD_PRELOAD library over verbs: a stand-in vendor libnrt.so.1 (as c_tests/preload/run.sh
+# builds it) and t_preload, in /preload (the guest's own libnrt.so.1 is ours).
+if [ -e build/lib/libnrt_async_sendrecv.so ]; then
+    mkdir -p "$INITRD_ROOT/preload" "$WORK/preload"
+    sed 's/^\( *\)local:/\1  nrt_tensor_get_device_allocation_info;\n\1  fake_nrt_device_copies;\n\1local:/' \
+        src/ffi/libnrt.map > "$WORK/preload/fake_nrt.map"
+    cc -std=c11 -O1 -Wall -Wextra -Werror -fPIC -shared -Iinclude -o "$INITRD_ROOT/preload/libnrt.so.1" \
+        -Wl,-soname,libnrt.so.1 -Wl,--version-script="$WORK/preload/fake_nrt.map" c_tests/preload/fake_nrt.c
+    cc -std=c11 -O1 -Wall -Wextra -Werror -Iinclude -o "$INITRD_ROOT/preload/t_preload" c_tests/preload/t_preload.c \
+        -L"$INITRD_ROOT/preload" -l:libnrt.so.1
+    cp -L build/lib/libnrt_async_sendrecv.so "$INITRD_ROOT/preload/"; LIBS="$LIBS build/lib/libnrt_async_sendrecv.so"
+fi
 # The fault-injection node (tc netem runs here: the host kernel has no netem).
 cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -o "$WORK/f_node" c_tests/faults/f_node.c -Lbuild/lib -lnrt
 cp "$WORK/f_node" "$INITRD_ROOT/usr/bin/"; LIBS="$LIBS $WORK/f_node"
@@ -146,6 +158,9 @@ export NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=0.0.0.0
 export NRT_TEST_IP_A=10.9.0.1 NRT_TEST_IP_B=10.9.0.2 NRT_TEST_NO_IPV6=1 NRT_TEST_LISTEN_ADDR=0.0.0.0
 export NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info
 passed=0; failed=0; port=20000
+# Writes of at most 1 MiB in the C suite: every longer message goes as several (t_transfer adds a
+# 64 MiB + 3 byte message at odd offsets when this is set).
+export NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_WRITE=1M
 for t in /tests/t_*; do
     n=$(basename $t)
     start=$(cut -d' ' -f1 /proc/uptime)
@@ -162,6 +177,15 @@ for t in /tests/t_*; do
     grep -m2 "transport verbs" /tmp/$n.log | sed 's/^/    log: /'
     port=$((port+816))
 done
+unset NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_WRITE
+if [ -e /tmp/t_transfer.log ]; then
+    if grep -q "RDMA writes of at most 1048576 bytes" /tmp/t_transfer.log && grep -q "went as several RDMA writes" /tmp/t_transfer.log; then
+        echo "PASS t_transfer's 64 MiB + 3 byte message at odd offsets went as several RDMA writes of at most 1 MiB, every byte checked"; passed=$((passed+1))
+    else
+        echo "FAIL t_transfer's log shows no message that went as several RDMA writes"; failed=$((failed+1))
+    fi
+    grep -h "RDMA writes" /tmp/t_transfer.log | sort | uniq -c | sed 's/^/    log: /'
+fi
 
 echo "===== demo over verbs (rxeA -> rxeB)"
 NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info NRT_DEMO_BYTES_PER_SIZE=16777216 NRT_DEMO_MAX_SIZE=4194304 NRT_DEMO_MIN_ITERS=4 \
@@ -169,12 +193,65 @@ NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info NRT_DEMO_BYTES_PER_SIZE=16777216 NRT_DEM
 rc=$?; echo "demo rc=$rc"; cat /tmp/demo.log
 if [ $rc = 0 ]; then echo "PASS demo over verbs (every message, every checked byte)"; passed=$((passed+1))
 else echo "FAIL demo over verbs (rc $rc)"; failed=$((failed+1)); fi
-echo "===== demo over verbs, one message at a time (round trip per message)"
-NRT_DEMO_BYTES_PER_SIZE=0 NRT_DEMO_MAX_SIZE=4096 NRT_DEMO_MIN_ITERS=200 NRT_DEMO_WINDOW=1 \
-    timeout 600 nrt_demo 10.9.0.2 10.9.0.1 > /tmp/demo1.log 2>&1
-rc=$?; echo "demo rc=$rc"; sed 's/^ *4 KiB/ONE 4 KiB/' /tmp/demo1.log
-if [ $rc = 0 ]; then echo "PASS demo over verbs, one message at a time"; passed=$((passed+1))
-else echo "FAIL demo over verbs, one message at a time (rc $rc)"; failed=$((failed+1)); fi
+echo "===== verbs measured beside perftest (rxeA <-> rxeB), five rounds"
+# perftest converts cycles to time with "cpu MHz" from /proc/cpuinfo, which the emulated CPU
+# lacks (latencies print as inf): give it the TSC rate the guest kernel calibrated.
+mhz=$(dmesg | sed -n 's/.*tsc: Detected \([0-9.]*\) MHz.*/\1/p' | head -1)
+echo "perftest clock: TSC '${mhz}' MHz; cpuinfo says: $(grep -m1 'cpu MHz' /proc/cpuinfo)"
+if [ -n "$mhz" ]; then
+    grep -v "^cpu MHz" /proc/cpuinfo | sed "s/^processor.*/&\ncpu MHz\t\t: $mhz/" > /tmp/cpuinfo && mount -o bind /tmp/cpuinfo /proc/cpuinfo
+fi
+XA=$(gid_v4 rxeA); XB=$(gid_v4 rxeB)
+# Each round: the demo at 1 MiB (8 in flight), ib_write_bw -s 1048576, the demo at 8 bytes one
+# message at a time (a round trip per message: the send completes on the receiver's Ack), and
+# ib_send_lat -s 8; rows marked VBW/WBW/VRT/SLAT and the round. The host takes the medians.
+vdemo() { # tag log env...
+    tag=$1; log=$2; shift 2
+    env NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info "$@" timeout 300 nrt_demo 10.9.0.2 10.9.0.1 > $log 2>&1
+    rc=$?
+    if [ $rc = 0 ] && grep -q "^demo: every message arrived" $log && grep -q "transport verbs on rxeA" $log && grep -q "transport verbs on rxeB" $log; then
+        echo "PASS demo over verbs, $tag (rxeA -> rxeB, every message, the last ones' every byte checked)"; passed=$((passed+1))
+    else
+        echo "FAIL demo over verbs, $tag (rc $rc)"; grep -v " INFO: " $log | tail -15 | sed 's/^/    /'; failed=$((failed+1))
+    fi
+}
+for i in 1 2 3 4 5; do
+    vdemo "1 MiB, 8 in flight, round $i" /tmp/vbw.log NRT_DEMO_MIN_SIZE=1048576 NRT_DEMO_MAX_SIZE=1048576 NRT_DEMO_BYTES_PER_SIZE=33554432 NRT_DEMO_MIN_ITERS=4
+    grep -E "^ *1 MiB " /tmp/vbw.log | sed "s/^ */VBW$i /"
+    timeout 300 ib_write_bw -d rxeA -i 1 -x $XA -F -s 1048576 -n 64 > /tmp/wbw_srv.log 2>&1 &
+    sleep 2
+    timeout 300 ib_write_bw -d rxeB -i 1 -x $XB -F -s 1048576 -n 64 10.9.0.1 > /tmp/wbw.log 2>&1
+    wait
+    awk '$1=="1048576"' /tmp/wbw.log | sed "s/^ */WBW$i /"
+    vdemo "8 bytes, one at a time, round $i" /tmp/vrt.log NRT_DEMO_MIN_SIZE=8 NRT_DEMO_MAX_SIZE=8 NRT_DEMO_BYTES_PER_SIZE=0 NRT_DEMO_MIN_ITERS=500 NRT_DEMO_WINDOW=1
+    grep -E "^ *8 B " /tmp/vrt.log | sed "s/^ */VRT$i /"
+    grep -E "^demo: 8 B one at a time: median" /tmp/vrt.log | sed "s/^demo: /VRTM$i /"
+    timeout 300 ib_send_lat -d rxeA -i 1 -x $XA -F -s 8 -n 500 > /tmp/lat_srv.log 2>&1 &
+    sleep 2
+    timeout 300 ib_send_lat -d rxeB -i 1 -x $XB -F -s 8 -n 500 10.9.0.1 > /tmp/lat.log 2>&1
+    wait
+    awk '$1=="8" && NF>=5' /tmp/lat.log | sed "s/^ */SLAT$i /"
+done
+
+echo "===== the LD_PRELOAD library over verbs (stand-in vendor libnrt.so.1, t_preload)"
+# Both ends in one process on rxeA (named in the environment; the bootstrap is loopback): host
+# and device tensors in four directions, 0 to 32 MiB + 7 bytes at odd offsets, every byte checked;
+# the stand-in's device tensors are staged through host memory.
+if [ -e /preload/t_preload ]; then
+    env LD_LIBRARY_PATH=/preload:$LD_LIBRARY_PATH LD_PRELOAD=/preload/libnrt_async_sendrecv.so \
+        NEURON_RT_ASYNC_SENDRECV_RDMA_DEVICE=rxeA NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=127.0.0.1 \
+        NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=25500 NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info \
+        timeout 300 /preload/t_preload ours > /tmp/preload.log 2>&1
+    rc=$?
+    grep -m3 -E "transport verbs|staged" /tmp/preload.log | sed 's/^/    log: /'
+    if [ $rc = 0 ] && grep -q "transport verbs on rxeA" /tmp/preload.log && grep -q "device memory staged through host memory" /tmp/preload.log; then
+        echo "PASS LD_PRELOAD library over verbs: host and device tensors in four directions, byte-verified"; passed=$((passed+1))
+    else
+        echo "FAIL LD_PRELOAD library over verbs (rc $rc)"; grep -v " INFO: " /tmp/preload.log | tail -15 | sed 's/^/    /'; failed=$((failed+1))
+    fi
+else
+    echo "FAIL no LD_PRELOAD library in the VM (build/lib/libnrt_async_sendrecv.so missing)"; failed=$((failed+1))
+fi
 
 echo "===== device named in the environment (NEURON_RT_ASYNC_SENDRECV_RDMA_DEVICE)"
 # Bootstrap over 127.0.0.1, which no RDMA device carries: each side uses the device it names.
@@ -377,15 +454,7 @@ echo "($t0..$(cut -d' ' -f1 /proc/uptime) s)"
 grep -v " INFO: " /tmp/ofi_rt.log | sed -E 's/^ *([0-9]+ (B|KiB|MiB) )/OFIRT \1/'
 fi
 echo "rdma-vm suite: $passed passed, $failed failed"
-echo "===== perftest (rxeA <-> rxeB)"
-# perftest converts cycles to time with "cpu MHz" from /proc/cpuinfo, which the emulated CPU
-# lacks (latencies print as inf): give it the TSC rate the guest kernel calibrated.
-mhz=$(dmesg | sed -n 's/.*tsc: Detected \([0-9.]*\) MHz.*/\1/p' | head -1)
-echo "perftest clock: TSC '${mhz}' MHz; cpuinfo says: $(grep -m1 'cpu MHz' /proc/cpuinfo)"
-if [ -n "$mhz" ]; then
-    grep -v "^cpu MHz" /proc/cpuinfo | sed "s/^processor.*/&\ncpu MHz\t\t: $mhz/" > /tmp/cpuinfo && mount -o bind /tmp/cpuinfo /proc/cpuinfo
-fi
-XA=$(gid_v4 rxeA); XB=$(gid_v4 rxeB)
+echo "===== perftest (rxeA <-> rxeB), beside the libfabric runs"
 timeout 300 ib_write_bw -d rxeA -i 1 -x $XA -F -s 1048576 -n 64 > /tmp/wbw_srv.log 2>&1 &
 sleep 2
 timeout 300 ib_write_bw -d rxeB -i 1 -x $XB -F -s 1048576 -n 64 10.9.0.1 > /tmp/wbw.log 2>&1
@@ -425,21 +494,35 @@ p=${p:-0}; f=${f:-0}
 used=$(grep -c "transport verbs on rxe" "$LOG" || true)
 echo "[rdma-vm] log lines showing the verbs transport in use: $used"
 [ "$used" -gt 0 ] || { echo "[rdma-vm] no test logged the verbs transport"; f=$((f + 1)); }
-# Demo at 1 MiB beside ib_write_bw at 1 MiB (MB/s); latency: demo 4 KiB us/message is a
-# pipelined figure, so the latency ratio uses ib_send_lat's typical half round trip.
-# MB/s from the demo row's microseconds per message (its GB/s column has three decimals, 2-3
-# digits under emulation).
-demo_us_mib=$(awk '$1=="1" && $2=="MiB" {print $5}' "$LOG" | tail -1)
-wbw_mbs=$(awk '$1=="1048576" {print $4}' "$LOG" | tail -1)
+# The verbs transport beside perftest, five interleaved rounds (emulation drifts): the medians.
+# Bandwidth: the demo's microseconds per 1 MiB message as MB/s, against ib_write_bw's average
+# (perftest's MB are 2^20 bytes). Round trip: the demo's median time per 8-byte message, one at a
+# time (post to completion: the send completes on the receiver's Ack), against twice
+# ib_send_lat's typical half round trip (its median): a median against a median. The means
+# (the demo's, ib_send_lat's average) are printed beside: emulation stalls of milliseconds
+# weigh on both.
+median() { sort -g | awk '{v[NR] = $1} END {if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
+vbw=$(awk '$1 ~ /^VBW[0-9]$/ && $3 == "MiB" && $6 + 0 > 0 {print 1048576 / $6}' "$LOG" | median)
+wbw=$(awk '$1 ~ /^WBW[0-9]$/ && $5 + 0 > 0 {print $5 * 1.048576}' "$LOG" | median)
+vrt=$(awk '$1 ~ /^VRTM[0-9]$/ && $8 == "median" && $9 + 0 > 0 {print $9}' "$LOG" | median)
+vrt_mean=$(awk '$1 ~ /^VRT[0-9]$/ && $3 == "B" && $6 + 0 > 0 {print $6}' "$LOG" | median)
+slat_typ=$(awk '$1 ~ /^SLAT[0-9]$/ && $6 + 0 > 0 && $6 !~ /inf|nan/ {print $6}' "$LOG" | median)
+slat_avg=$(awk '$1 ~ /^SLAT[0-9]$/ && $7 + 0 > 0 && $7 !~ /inf|nan/ {print $7}' "$LOG" | median)
+echo "[rdma-vm] rounds: verbs 1 MiB MB/s $(awk '$1 ~ /^VBW[0-9]$/ && $6 + 0 > 0 {printf "%.1f ", 1048576 / $6}' "$LOG")| ib_write_bw MB/s $(awk '$1 ~ /^WBW[0-9]$/ {printf "%.1f ", $5 * 1.048576}' "$LOG")"
+echo "[rdma-vm] rounds: verbs 8 B median us $(awk '$1 ~ /^VRTM[0-9]$/ {printf "%s ", $9}' "$LOG")| ib_send_lat typical us $(awk '$1 ~ /^SLAT[0-9]$/ {printf "%s ", $6}' "$LOG")| verbs 8 B mean us $(awk '$1 ~ /^VRT[0-9]$/ {printf "%s ", $6}' "$LOG")| ib_send_lat average us $(awk '$1 ~ /^SLAT[0-9]$/ {printf "%s ", $7}' "$LOG")"
+if [ -n "$vbw" ] && [ -n "$wbw" ]; then
+    awk -v v="$vbw" -v w="$wbw" 'BEGIN {printf "[rdma-vm] bandwidth at 1 MiB (medians): nrt-sendrecv verbs %.1f MB/s, ib_write_bw %.1f MB/s, ratio %.2f\n", v, w, v / w}'
+fi
+if [ -n "$vrt" ] && [ -n "$slat_typ" ]; then
+    awk -v o="$vrt" -v t="$slat_typ" -v m="${vrt_mean:-0}" -v a="${slat_avg:-0}" 'BEGIN {printf "[rdma-vm] round trip, 8 B one at a time (medians): nrt-sendrecv verbs %.1f us, ib_send_lat typical x2 %.1f us, ratio %.2f (means: %.1f against average x2 %.1f us: %.2f)\n", o, 2 * t, o / (2 * t), m, 2 * a, (a > 0 ? m / (2 * a) : 0)}'
+fi
+if [ -n "$vbw" ] && [ -n "$wbw" ] && [ -n "$vrt" ] && [ -n "$slat_typ" ]; then
+    awk -v v="$vbw" -v w="$wbw" -v o="$vrt" -v t="$slat_typ" 'BEGIN {printf "rdma-vm ratios: verbs_bw_vs_ib_write_bw=%.2f verbs_lat8_vs_ib_send_lat=%.2f\n", v / w, o / (2 * t)}'
+else
+    echo "[rdma-vm] the verbs measurement rounds did not report"; f=$((f + 1))
+fi
 lat_us=$(awk '$1=="8" && NF>=5 {print $5}' "$LOG" | tail -1)
-one_us=$(awk '$1=="ONE" {print $6}' "$LOG" | tail -1)
-if [ -n "$demo_us_mib" ] && [ -n "$wbw_mbs" ]; then
-    awk -v u="$demo_us_mib" -v w="$wbw_mbs" 'BEGIN {if (u + 0 > 0) printf "[rdma-vm] bandwidth at 1 MiB: nrt-sendrecv verbs %.1f MB/s, ib_write_bw %.1f MB/s, ratio %.2f\n", 1048576/u, w*1.048576, (1048576/u)/(w*1.048576)}'
-fi
-[ -n "$lat_us" ] && echo "[rdma-vm] ib_send_lat 8 B typical: $lat_us us"
-if [ -n "$lat_us" ] && [ -n "$one_us" ]; then
-    awk -v o="$one_us" -v l="$lat_us" 'BEGIN {if (l + 0 > 0 && l !~ /inf|nan/) printf "[rdma-vm] round trip: nrt-sendrecv verbs 4 KiB %.1f us, ib_send_lat 8 B x2 %.1f us, ratio %.2f\n", o, 2*l, o/(2*l)}'
-fi
+wbw_mbs=$(awk '$1=="1048576" {print $4}' "$LOG" | tail -1)
 # The libfabric transport, same devices (rxeA -> rxeB), same perftest runs: 1 MiB, 8 in flight,
 # against ib_write_bw; 8 bytes one at a time (a round trip per message: the send completes when
 # the receiver's acknowledgement is back) against twice ib_send_lat's typical half round trip.

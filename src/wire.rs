@@ -10,8 +10,7 @@
 //! | HelloAck  | status     | nonce    | conn seq   | flags                   | 0        |
 //! | Data      | src page   | msg seq  | offset     | chunk length            | total    |
 //! | Ack       | status     | msg seq  | size       | 0                       | 0        |
-//! | QpInfo    | 0          | psn << 32 \| qpn | gid[0..8] | gid[8..16]       | lid      |
-//! | Cts       | 0          | msg seq  | address    | length                  | rkey     |
+//! | QpInfo    | verbs protocol | psn << 32 \| qpn | gid[0..8] | gid[8..16]   | lid      |
 //! | Challenge | 0          | random   | random     | sender's instance nonce | sender's lnc |
 //! | Proof     | 0          | HMAC-SHA256 over the handshake (engine/auth.rs), 32 bytes over a..d |
 //! | ShmInfo   | 0          | pid << 32 \| fd | token | channel address       | channel size |
@@ -20,7 +19,8 @@
 //! | OfiName   | rail << 8 \| piece | provider hash << 32 \| mode << 24 \| nrails << 16 \| length | name bytes 24 * piece .. +24 over b, c, d |
 //!
 //! Flags (Hello: what the connecting side offers; HelloAck: what the accepting side chose):
-//! bit 0 = RDMA verbs for the data, with the TCP streams kept for control (QpInfo, Cts, Ack);
+//! bit 0 = RDMA verbs for data and control, the TCP streams kept for set-up (QpInfo) and to
+//! notice a dead peer;
 //! bit 1 (Hello only) = the connecting side holds a secret: a Challenge of its own follows the Hello;
 //! bit 2 = same-host shared memory for the data (ShmInfo, ShmReady, Wake on stream 0);
 //! bit 3 = libfabric for data and control, the TCP streams kept to notice a dead peer (OfiName on
@@ -128,19 +128,14 @@ pub enum Frame {
         status: u16,
         size: u64,
     },
-    /// A queue pair's address (verbs set-up): 24-bit QPN and PSN, GID, LID.
+    /// A queue pair's address (verbs set-up): 24-bit QPN and PSN, GID, LID, and the version of
+    /// the verbs protocol the sender runs (`transport/verbs/proto.rs`; aux).
     QpInfo {
         qpn: u32,
         psn: u32,
         gid: [u8; 16],
         lid: u16,
-    },
-    /// Clear to send (verbs): the receive for message `seq` waits at `addr` (`len` bytes, `rkey`).
-    Cts {
-        seq: u64,
-        addr: u64,
-        len: u64,
-        rkey: u32,
+        proto: u16,
     },
     /// Authentication: a side's random challenge (each side sends one), with its sender's
     /// instance nonce and lnc; answered by a Proof.
@@ -207,7 +202,6 @@ const K_HELLO_ACK: u8 = 2;
 const K_DATA: u8 = 3;
 const K_ACK: u8 = 4;
 const K_QP_INFO: u8 = 5;
-const K_CTS: u8 = 6;
 const K_CHALLENGE: u8 = 7;
 const K_PROOF: u8 = 8;
 const K_SHM_INFO: u8 = 9;
@@ -230,11 +224,10 @@ impl Frame {
             Frame::HelloAck { status, nonce, conn_seq, flags } => (K_HELLO_ACK, status, nonce, conn_seq, flags as u64, 0),
             Frame::Data { seq, offset, len, total, src_page } => (K_DATA, src_page.map_or(0, |p| SRC_PAGE | p), seq, offset, len, total),
             Frame::Ack { seq, status, size } => (K_ACK, status, seq, size, 0, 0),
-            Frame::QpInfo { qpn, psn, gid, lid } => {
+            Frame::QpInfo { qpn, psn, gid, lid, proto } => {
                 let (g0, g1) = (u64::from_le_bytes(gid[..8].try_into().unwrap()), u64::from_le_bytes(gid[8..].try_into().unwrap()));
-                (K_QP_INFO, 0, (psn as u64) << 32 | qpn as u64, g0, g1, lid as u64)
+                (K_QP_INFO, proto, (psn as u64) << 32 | qpn as u64, g0, g1, lid as u64)
             }
-            Frame::Cts { seq, addr, len, rkey } => (K_CTS, 0, seq, addr, len, rkey as u64),
             Frame::Challenge { nonce, instance, lnc } => (
                 K_CHALLENGE,
                 0,
@@ -313,19 +306,13 @@ impl Frame {
             }
             K_QP_INFO => {
                 let (qpn, psn) = (a & 0xffff_ffff, a >> 32);
-                if aux != 0 || qpn >= 1 << 24 || psn >= 1 << 24 || d > 0xffff {
+                if qpn >= 1 << 24 || psn >= 1 << 24 || d > 0xffff {
                     return Err(WireError::BadField("qp info"));
                 }
                 let mut gid = [0u8; 16];
                 gid[..8].copy_from_slice(&b.to_le_bytes());
                 gid[8..].copy_from_slice(&c.to_le_bytes());
-                Ok(Frame::QpInfo { qpn: qpn as u32, psn: psn as u32, gid, lid: d as u16 })
-            }
-            K_CTS => {
-                if aux != 0 || c > MAX_MESSAGE || d > u32::MAX as u64 || b.checked_add(c).is_none() {
-                    return Err(WireError::BadField("clear to send"));
-                }
-                Ok(Frame::Cts { seq: a, addr: b, len: c, rkey: d as u32 })
+                Ok(Frame::QpInfo { qpn: qpn as u32, psn: psn as u32, gid, lid: d as u16, proto: aux })
             }
             K_DATA => {
                 let src_page = match aux {
@@ -418,8 +405,7 @@ mod tests {
             Frame::Hello { stream: 0, nstreams: 1, nonce: 1, conn_seq: 0, src_lnc: 5, dst_lnc: 6, flags: FLAG_VERBS },
             Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: 0 },
             Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: FLAG_VERBS },
-            Frame::QpInfo { qpn: 0xab_cdef, psn: 0x12_3456, gid: [7; 16], lid: 0xffff },
-            Frame::Cts { seq: 3, addr: 0x7fff_0000_1000, len: 1 << 30, rkey: 0xdead_beef },
+            Frame::QpInfo { qpn: 0xab_cdef, psn: 0x12_3456, gid: [7; 16], lid: 0xffff, proto: 2 },
             Frame::Challenge { nonce: [0x5a; 16], instance: 0x0123_4567_89ab_cdef, lnc: 1023 },
             Frame::HelloAck { status: ack::NO_AUTH, nonce: 9, conn_seq: 1, flags: 0 },
             Frame::HelloAck { status: ack::BAD_PROOF, nonce: 9, conn_seq: 1, flags: 0 },

@@ -187,7 +187,7 @@ NRT_STATUS nrt_async_sendrecv_test_comm(nrt_async_sendrecv_comm_t *comm, bool *d
  * - `NRT_INVALID`: `request` is NULL; `offset` + `length` is beyond the tensor's size
  *   (overflow-checked; a tensor without memory has size 0); `send_comm` is a receive
  *   communicator; its set-up has not finished (poll `nrt_async_sendrecv_test_comm`); `length`
- *   exceeds the transport's message limit (2^48 bytes; 1 GiB over RDMA verbs).
+ *   exceeds the transport's message limit (2^48 bytes; 512 GiB over libfabric).
  * - `NRT_INVALID_HANDLE`: `send_comm` or `tensor` is NULL, stale or forged.
  * - `NRT_RESOURCE`: 128 requests of this communicator are posted and not yet reported done.
  * - `NRT_FAILURE`: the communicator failed earlier (set-up failed, the peer went away, a
@@ -220,7 +220,7 @@ NRT_STATUS nrt_async_sendrecv_send_tensor(nrt_tensor_t *tensor,
  * - `NRT_INVALID`: `request` is NULL; `offset` + `length` is beyond the tensor's size
  *   (overflow-checked; a tensor without memory has size 0); `recv_comm` is a send
  *   communicator; its set-up has not finished (poll `nrt_async_sendrecv_test_comm`); `length`
- *   exceeds the transport's message limit (2^48 bytes; 1 GiB over RDMA verbs).
+ *   exceeds the transport's message limit (2^48 bytes; 512 GiB over libfabric).
  * - `NRT_INVALID_HANDLE`: `recv_comm` or `tensor` is NULL, stale or forged.
  * - `NRT_RESOURCE`: 128 requests of this communicator are posted and not yet reported done.
  * - `NRT_FAILURE`: the communicator failed earlier (set-up failed, the peer went away, a

@@ -293,7 +293,7 @@ fn post(
 /// - `NRT_INVALID`: `request` is NULL; `offset` + `length` is beyond the tensor's size
 ///   (overflow-checked; a tensor without memory has size 0); `send_comm` is a receive
 ///   communicator; its set-up has not finished (poll `nrt_async_sendrecv_test_comm`); `length`
-///   exceeds the transport's message limit (2^48 bytes; 1 GiB over RDMA verbs).
+///   exceeds the transport's message limit (2^48 bytes; 512 GiB over libfabric).
 /// - `NRT_INVALID_HANDLE`: `send_comm` or `tensor` is NULL, stale or forged.
 /// - `NRT_RESOURCE`: 128 requests of this communicator are posted and not yet reported done.
 /// - `NRT_FAILURE`: the communicator failed earlier (set-up failed, the peer went away, a
@@ -329,7 +329,7 @@ pub extern "C" fn nrt_async_sendrecv_send_tensor(
 /// - `NRT_INVALID`: `request` is NULL; `offset` + `length` is beyond the tensor's size
 ///   (overflow-checked; a tensor without memory has size 0); `recv_comm` is a send
 ///   communicator; its set-up has not finished (poll `nrt_async_sendrecv_test_comm`); `length`
-///   exceeds the transport's message limit (2^48 bytes; 1 GiB over RDMA verbs).
+///   exceeds the transport's message limit (2^48 bytes; 512 GiB over libfabric).
 /// - `NRT_INVALID_HANDLE`: `recv_comm` or `tensor` is NULL, stale or forged.
 /// - `NRT_RESOURCE`: 128 requests of this communicator are posted and not yet reported done.
 /// - `NRT_FAILURE`: the communicator failed earlier (set-up failed, the peer went away, a

@@ -17,8 +17,8 @@
 pub mod any;
 pub mod ofi;
 pub mod shm;
+pub mod staging;
 pub mod tcp;
-#[cfg(feature = "verbs")]
 pub mod verbs;
 
 use crate::status::{Error, Result};

@@ -5,12 +5,11 @@
 use super::proto::Proto;
 use super::rail::Rail;
 use crate::status::{Error, Result};
-use crate::tensor::{Region, StagedMemory, Tensor};
+use crate::transport::staging::Staging;
 use crate::transport::tcp::{Stream, TcpTransport};
-use crate::transport::{Completions, Done, Kind, Msg, Transport, Wait, WaitFd};
+use crate::transport::{Completions, Kind, Msg, Transport, Wait, WaitFd};
 use crate::wire::{Frame, OFI_NAME_MAX, OFI_PIECE};
 use std::os::fd::RawFd;
-use std::sync::Arc;
 
 /// The protocol's version (`proto/mod.rs`): 2 since the write mode sends a SIZE message and
 /// needs only 4 bytes of CQ data. Both sides must run the same.
@@ -51,9 +50,8 @@ pub struct OfiTransport {
     /// Receives into device memory that is staged (the LD_PRELOAD library's device tensors,
     /// where the rails cannot take them as they are): the message lands in host memory of ours,
     /// copied out before it is reported.
-    staged: Vec<(u64, Region, Arc<dyn StagedMemory>)>,
-    /// Device-memory messages staged, and those that went as they are (`FI_HMEM`), for the log.
-    device_staged: u64,
+    staging: Staging,
+    /// Device-memory messages that went as they are (`FI_HMEM`), for the log.
     device_direct: u64,
 }
 
@@ -81,8 +79,7 @@ impl OfiTransport {
             started: false,
             fds,
             who,
-            staged: Vec::new(),
-            device_staged: 0,
+            staging: Staging::default(),
             device_direct: 0,
         };
         for (rail, name) in names.iter().enumerate() {
@@ -146,29 +143,8 @@ impl OfiTransport {
     /// `f` over the protocol, with the receives into device memory copied out before they are
     /// reported.
     fn with_staging<R>(&mut self, done: &mut Completions<'_>, f: impl FnOnce(&mut Proto, &mut Completions<'_>) -> Result<R>) -> Result<R> {
-        if self.staged.is_empty() {
-            return f(&mut self.proto, done);
-        }
-        let (proto, staged) = (&mut *self.proto, &mut self.staged);
-        let watch = done.watch();
-        let mut apply = |d: Done| {
-            let Some(pos) = staged.iter().position(|s| s.0 == d.seq()) else { return done.push(d) };
-            let (seq, host, mem) = staged.swap_remove(pos);
-            let d = match d {
-                Done::Ok { bytes, .. } => {
-                    // SAFETY: the host region is memory of ours, `bytes` <= its length (the
-                    // protocol checked the receive's capacity), and no operation uses it any more.
-                    let landed = unsafe { std::slice::from_raw_parts(host.ptr(), bytes as usize) };
-                    match mem.write(0, landed) {
-                        Ok(()) => Done::Ok { seq, bytes },
-                        Err(e) => Done::Failed { seq, err: e },
-                    }
-                }
-                failed => failed,
-            };
-            done.push(d);
-        };
-        f(proto, &mut Completions::new(&mut apply, watch))
+        let proto = &mut *self.proto;
+        self.staging.with(done, |d| f(proto, d))
     }
 
     /// Bytes each rail carried (logged at debug level when the communicator goes).
@@ -180,11 +156,11 @@ impl OfiTransport {
 impl Drop for OfiTransport {
     fn drop(&mut self) {
         crate::log_debug!("{}: libfabric bytes per rail: {:?}", self.who, self.proto.rail_bytes());
-        if self.device_staged + self.device_direct > 0 {
+        if self.staging.count + self.device_direct > 0 {
             crate::log_debug!(
                 "{}: device-memory messages: {} staged through host memory, {} as they are (FI_HMEM)",
                 self.who,
-                self.device_staged,
+                self.staging.count,
                 self.device_direct
             );
         }
@@ -228,7 +204,7 @@ impl Transport for OfiTransport {
         };
         let Some(mem) = m.region.staging().cloned() else { return self.with_staging(done, |p, d| p.post(m, d)) };
         // Device memory: through host memory of ours (registered like any tensor of ours).
-        if self.device_staged == 0 {
+        if self.staging.count == 0 {
             let why = match (m.region.device_addr(), self.proto.hmem_offered()) {
                 (None, _) => "it has no virtual address (HBM not mapped: NEURON_RT_MAP_HBM)",
                 (Some(_), false) => "the provider offers no FI_HMEM",
@@ -236,16 +212,8 @@ impl Transport for OfiTransport {
             };
             crate::log_info!("{}: device memory staged through host memory over {}: {why}", self.who, self.provider);
         }
-        self.device_staged += 1;
-        let len = m.region.len();
-        let host = Tensor::allocate(len.max(1), "nrt-sr-ofi-stage".into())?.region(0, len)?;
-        if self.kind == Kind::Send {
-            // SAFETY: `host` is `len` bytes of memory of ours that nothing else uses yet.
-            mem.read(0, unsafe { std::slice::from_raw_parts_mut(host.ptr(), len) })?;
-        } else {
-            self.staged.push((m.seq, host.clone(), mem));
-        }
-        self.with_staging(done, |p, d| p.post(Msg { seq: m.seq, region: host }, d))
+        let m = self.staging.stage(self.kind, m, mem)?;
+        self.with_staging(done, |p, d| p.post(m, d))
     }
 
     fn after_post(&mut self, _pump: bool, done: &mut Completions<'_>) -> Result<bool> {
@@ -313,9 +281,12 @@ mod tests {
     //! the endpoint names): where device memory goes as it is and where it is staged.
 
     use super::*;
+    use crate::tensor::Region;
     use crate::tensor::fake_device::FakeDevice;
+    use crate::transport::Done;
     use crate::transport::ofi::fake::{self, Config, Link, Order};
     use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     const E: usize = 8192;
@@ -397,7 +368,7 @@ mod tests {
                     let large = sizes.iter().filter(|&&l| l > E).count();
                     let want = if hmem && with_va { (large, large) } else { (0, 0) };
                     assert_eq!((links[0].device_regs(0).0, links[0].device_regs(1).0), want, "device registrations");
-                    assert_eq!((s.device_direct + s.device_staged, r.device_direct + r.device_staged), (5, 5));
+                    assert_eq!((s.device_direct + s.staging.count, r.device_direct + r.staging.count), (5, 5));
                     assert_eq!(s.device_direct, if hmem && with_va { 5 } else { 0 });
                 }
             }

@@ -17,6 +17,10 @@ pub struct Device {
     pub gid: [u8; 16],
     pub lid: u16,
     pub mtu: ibv_mtu::Type,
+    /// The port's longest message (`max_msg_sz`: one RDMA write at most this long).
+    pub max_msg: u64,
+    /// The longest registration (`max_mr_size`).
+    pub max_mr: u64,
 }
 
 // SAFETY: ibv_context and ibv_pd may be used from any thread (libibverbs is thread-safe).
@@ -93,6 +97,10 @@ pub fn device_for_ip(ip: IpAddr) -> Result<Option<Arc<Device>>> {
         let e = std::io::Error::last_os_error();
         return Err(Error::io(NRT_STATUS::NRT_RESOURCE, &format!("ibv_alloc_pd on {}", c.name), &e));
     }
+    // SAFETY: a zeroed attribute struct is a valid output buffer; ctx is open.
+    let mut attr: ibv_device_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let max_mr = if unsafe { ibv_query_device(c.ctx, &mut attr) } == 0 { attr.max_mr_size } else { u64::MAX };
     let d = Arc::new(Device {
         name: c.name,
         ctx: c.ctx,
@@ -102,6 +110,8 @@ pub fn device_for_ip(ip: IpAddr) -> Result<Option<Arc<Device>>> {
         gid: c.gid,
         lid: c.attr.lid,
         mtu: c.attr.active_mtu,
+        max_msg: if c.attr.max_msg_sz == 0 { 1 << 30 } else { c.attr.max_msg_sz as u64 },
+        max_mr: if max_mr == 0 { u64::MAX } else { max_mr },
     });
     OPEN.lock().push(d.clone());
     Ok(Some(d))

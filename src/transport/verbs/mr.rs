@@ -37,6 +37,10 @@ impl Registration {
         // SAFETY: as above.
         self.0.as_ref().map_or(0, |m| unsafe { (*m.0).rkey })
     }
+    /// What keeps the registration alive.
+    pub fn hold(self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        self.0.map(|m| m as Arc<dyn std::any::Any + Send + Sync>)
+    }
 }
 
 /// (protection domain, memory base) → the memory's registration.
@@ -51,6 +55,12 @@ fn forget(base: usize) {
 }
 
 fn reg(dev: &Device, ptr: *mut u8, len: usize) -> Result<Arc<Mr>> {
+    if len as u64 > dev.max_mr {
+        return Err(Error::resource(format!(
+            "memory of {len} bytes is longer than one registration may be on {dev} (max_mr_size {})",
+            dev.max_mr
+        )));
+    }
     let access = (ibv_access_flags::IBV_ACCESS_LOCAL_WRITE | ibv_access_flags::IBV_ACCESS_REMOTE_WRITE).0;
     // SAFETY: ptr..ptr+len is mapped memory that stays mapped while the MR lives (callers).
     let mr = unsafe { ibv_reg_mr(dev.pd, ptr.cast(), len, access as i32) };
@@ -65,6 +75,10 @@ impl Mr {
     pub fn lkey(&self) -> u32 {
         // SAFETY: the MR is valid while self lives.
         unsafe { (*self.0).lkey }
+    }
+    pub fn rkey(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { (*self.0).rkey }
     }
 }
 
