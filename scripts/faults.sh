@@ -85,11 +85,13 @@ check_bystander() { # name
 }
 
 # start_pair COUNT [extra env...]: receiver in B, sender in A, outputs in $OUT/{recv,send}.out
+# (RENV: more environment for the receiver alone).
+RENV=()
 start_pair() {
     local count=$1; shift
     start_bystander 2000
     : >"$OUT/recv.out"; : >"$OUT/send.out"
-    env "${TENV[@]}" "$@" ip netns exec "$B" timeout 120 "$OUT/f_node" recv 1 $IPA 0 "$count" $MB >"$OUT/recv.out" 2>&1 &
+    env "${TENV[@]}" "$@" "${RENV[@]}" ip netns exec "$B" timeout 120 "$OUT/f_node" recv 1 $IPA 0 "$count" $MB >"$OUT/recv.out" 2>&1 &
     RPID=$!
     env "${TENV[@]}" "$@" ip netns exec "$A" timeout 120 "$OUT/f_node" send 0 $IPB 1 "$count" $MB >"$OUT/send.out" 2>&1 &
     SPID=$!
@@ -114,14 +116,20 @@ case_baseline() {
     row "none" "all delivered" "$(last "$OUT/recv.out")" "300 MiB"
 }
 
-# 0b. Congestion control (TCP transport only): streams across the veth keep each namespace's
-#     default (set to an algorithm other than reno for the test), streams on loopback run reno
-#     (docs/transports.md, "Congestion control"); read with ss mid-transfer.
+# 0b. Congestion control (TCP transport only): streams to a peer on another host keep each
+#     namespace's default (set to an algorithm other than reno for the test), streams on loopback
+#     run reno (docs/transports.md, "Congestion control"); read with ss mid-transfer. Both
+#     namespaces run on one kernel, which the library recognises (case 0c); the receiver's
+#     NEURON_RT_ASYNC_SENDRECV_BOOT_ID=0 makes its peer one whose kernel is unknown, so the
+#     address decides, as for a peer on another host: the sender's streams start with reno and
+#     are switched to the namespace's default after the handshake.
 case_congestion_control() {
 CC=$(ip netns exec "$A" sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null | tr ' ' '\n' | grep -m1 -x -e cubic -e bbr)
 if [ -n "$CC" ] && ip netns exec "$A" sysctl -qw net.ipv4.tcp_congestion_control=$CC 2>/dev/null \
    && ip netns exec "$B" sysctl -qw net.ipv4.tcp_congestion_control=$CC 2>/dev/null; then
+    RENV=(NEURON_RT_ASYNC_SENDRECV_BOOT_ID=0)
     start_pair 3000
+    RENV=()
     wait_progress "$OUT/recv.out" 100
     ip netns exec "$A" ss -tinH state established >"$OUT/ss_A.txt" 2>&1
     ip netns exec "$B" ss -tinH state established >"$OUT/ss_B.txt" 2>&1
