@@ -15,7 +15,8 @@ use std::net::TcpStream;
 /// Reno is the one algorithm the kernel lets every process choose. It must be chosen before the
 /// handshake: BBR, once started on a connection, leaves the socket paced when replaced (switched
 /// to reno after the handshake: 2.4 GB/s in that veth case). Switching the other way, from reno
-/// to BBR once the peer is known to be elsewhere, starts BBR as it would have started.
+/// to BBR once the peer is known to be elsewhere, starts BBR from the connection's state, as
+/// accepted streams from other hosts always did.
 enum CcPolicy {
     Default,
     System,
