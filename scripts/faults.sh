@@ -8,8 +8,10 @@
 # RSS back to where they were). The transfer cases run twice: over the TCP transport, then over
 # libfabric (NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi, FI_PROVIDER=tcp: tcp;ofi_rxm, whose rail the
 # library narrows to the connection's interface, vA / vB; skipped with OFI=0). Each case prints
-# the time to the error it measured; the matrix also goes to build/faults/matrix.md. Ends with
-# "faults: N passed, M failed".
+# the time to the error it measured; the matrix also goes to build/faults/matrix.md. One case moves
+# 16 MiB messages one at a time across the veth with the namespaces' congestion control set to bbr
+# (c_tests/faults/f_rate.c), with and without the library's recognition of a peer on this kernel,
+# and under reno. Ends with "faults: N passed, M failed".
 # (Packet loss, delay, reordering, duplication and a rate cap need tc netem, which this host kernel
 # lacks: scripts/rdma-vm.sh runs those inside its VM; see docs/faults.md.)
 set -u
@@ -36,6 +38,8 @@ trap cleanup EXIT
 
 cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -o "$OUT/f_node" c_tests/faults/f_node.c \
     -Lbuild/lib -lnrt -Wl,-rpath,"$ROOT/build/lib" || { echo "FAIL f_node does not build"; echo "faults: 0 passed, 1 failed"; exit 1; }
+cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -o "$OUT/f_rate" c_tests/faults/f_rate.c \
+    -Lbuild/lib -lnrt -Wl,-rpath,"$ROOT/build/lib" || { echo "FAIL f_rate does not build"; echo "faults: 0 passed, 1 failed"; exit 1; }
 cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -o "$OUT/f_cycles" c_tests/faults/f_cycles.c \
     -Lbuild/lib -lnrt -Wl,-rpath,"$ROOT/build/lib" -pthread || { echo "FAIL f_cycles does not build"; echo "faults: 0 passed, 1 failed"; exit 1; }
 
@@ -85,11 +89,13 @@ check_bystander() { # name
 }
 
 # start_pair COUNT [extra env...]: receiver in B, sender in A, outputs in $OUT/{recv,send}.out
+# (RENV: more environment for the receiver alone).
+RENV=()
 start_pair() {
     local count=$1; shift
     start_bystander 2000
     : >"$OUT/recv.out"; : >"$OUT/send.out"
-    env "${TENV[@]}" "$@" ip netns exec "$B" timeout 120 "$OUT/f_node" recv 1 $IPA 0 "$count" $MB >"$OUT/recv.out" 2>&1 &
+    env "${TENV[@]}" "$@" "${RENV[@]}" ip netns exec "$B" timeout 120 "$OUT/f_node" recv 1 $IPA 0 "$count" $MB >"$OUT/recv.out" 2>&1 &
     RPID=$!
     env "${TENV[@]}" "$@" ip netns exec "$A" timeout 120 "$OUT/f_node" send 0 $IPB 1 "$count" $MB >"$OUT/send.out" 2>&1 &
     SPID=$!
@@ -114,14 +120,20 @@ case_baseline() {
     row "none" "all delivered" "$(last "$OUT/recv.out")" "300 MiB"
 }
 
-# 0b. Congestion control (TCP transport only): streams across the veth keep each namespace's
-#     default (set to an algorithm other than reno for the test), streams on loopback run reno
-#     (docs/transports.md, "Congestion control"); read with ss mid-transfer.
+# 0b. Congestion control (TCP transport only): streams to a peer on another host keep each
+#     namespace's default (set to an algorithm other than reno for the test), streams on loopback
+#     run reno (docs/transports.md, "Congestion control"); read with ss mid-transfer. Both
+#     namespaces run on one kernel, which the library recognises (case 0c); the receiver's
+#     NEURON_RT_ASYNC_SENDRECV_BOOT_ID=0 makes its peer one whose kernel is unknown, so the
+#     address decides, as for a peer on another host: the sender's streams start with reno and
+#     are switched to the namespace's default after the handshake.
 case_congestion_control() {
 CC=$(ip netns exec "$A" sysctl -n net.ipv4.tcp_available_congestion_control 2>/dev/null | tr ' ' '\n' | grep -m1 -x -e cubic -e bbr)
 if [ -n "$CC" ] && ip netns exec "$A" sysctl -qw net.ipv4.tcp_congestion_control=$CC 2>/dev/null \
    && ip netns exec "$B" sysctl -qw net.ipv4.tcp_congestion_control=$CC 2>/dev/null; then
+    RENV=(NEURON_RT_ASYNC_SENDRECV_BOOT_ID=0)
     start_pair 3000
+    RENV=()
     wait_progress "$OUT/recv.out" 100
     ip netns exec "$A" ss -tinH state established >"$OUT/ss_A.txt" 2>&1
     ip netns exec "$B" ss -tinH state established >"$OUT/ss_B.txt" 2>&1
@@ -150,6 +162,93 @@ PY
 else
     res 1 "$TR: congestion control: neither cubic nor bbr can be a namespace's default" "$(ip netns exec "$A" sysctl net.ipv4.tcp_available_congestion_control 2>&1)"
 fi
+}
+
+# 0c. Two network namespaces of one kernel (TCP transport only): the handshake's kernel tags
+#     (a hash of the boot id) make the peer "this host" though its address is not, so the veth
+#     streams run reno, not the namespaces' bbr (docs/transports.md, "This host"). 16 MiB messages
+#     one at a time (c_tests/faults/f_rate.c: the sender's rate over the time its messages were in
+#     flight; the receiver checks every byte), three rounds of three runs: as is; with
+#     NEURON_RT_ASYNC_SENDRECV_BOOT_ID=0 on both sides (the address alone decides: bbr, the
+#     behaviour before); with NEURON_RT_ASYNC_SENDRECV_TCP_CONGESTION=reno. Passes when the median
+#     as is reaches 0.8x the median under reno. Then, with the transport setting auto: shared
+#     memory across the namespaces (one pid namespace: the peer's /proc/<pid> is reachable), and
+#     TCP when the receiver has a pid namespace of its own (its set-up falls back, logged).
+# rate_pair COUNT SIZE [env...]: f_rate receiver in B (behind RPFX, if set), sender in A; sets
+# RATE (the sender's GB/s, - for none), RC (0: both ends done) and SENDER_CC (the congestion
+# control of the sender's streams across the veth, read with ss once it connected: "reno x4").
+rate_pair() {
+    local count=$1 size=$2 end; shift 2
+    : >"$OUT/rate_recv.out"; : >"$OUT/rate_send.out"
+    env NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info "$@" ip netns exec "$B" ${RPFX:-} timeout 120 "$OUT/f_rate" recv 1 $IPA 0 "$count" "$size" \
+        >"$OUT/rate_recv.out" 2>&1 &
+    local rp=$!
+    env NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info "$@" ip netns exec "$A" timeout 120 "$OUT/f_rate" send 0 $IPB 1 "$count" "$size" \
+        >"$OUT/rate_send.out" 2>&1 &
+    local sp=$!
+    end=$((SECONDS + 30))
+    while ! grep -q '^connected' "$OUT/rate_send.out" && kill -0 $sp 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.01; done
+    # ss prints each socket on two lines: addresses, then details starting with the algorithm.
+    SENDER_CC=$(ip netns exec "$A" ss -tinH state established dst $IPB 2>/dev/null | awk 'NR % 2 == 0 {print $1}' | sort | uniq -c \
+        | awk '{printf "%s%s x%s", (NR > 1) ? ", " : "", $2, $1}')
+    wait $sp; local s=$?; wait $rp; local r=$?
+    RATE=$(sed -n 's/^rate \([0-9.]*\) GB\/s.*/\1/p' "$OUT/rate_send.out"); RATE=${RATE:--}
+    RC=$(( s || r ))
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+case_same_kernel() {
+    if ! ip netns exec "$A" sysctl -qw net.ipv4.tcp_congestion_control=bbr 2>/dev/null \
+       || ! ip netns exec "$B" sysctl -qw net.ipv4.tcp_congestion_control=bbr 2>/dev/null; then
+        res 1 "$TR: same kernel: bbr cannot be the namespaces' congestion control" "$(ip netns exec "$A" sysctl net.ipv4.tcp_available_congestion_control 2>&1)"
+        return
+    fi
+    local n=100 ok=0 tagged=0 k v rates_as_is=() rates_before=() rates_reno=() cc_as_is=() cc_before=()
+    for k in 1 2 3; do
+        for v in as_is before reno; do
+            case $v in
+                as_is) rate_pair $n $((16 * MB)) NEURON_RT_ASYNC_SENDRECV_TRANSPORT=tcp
+                       # Both sides say, once, that the peer runs on this kernel and what that changed.
+                       [ "$(grep -c 'runs on this kernel.*congestion control reno' "$OUT/rate_send.out" "$OUT/rate_recv.out" | awk -F: '{s += ($2 == 1)} END {print s}')" = 2 ] \
+                           && tagged=$((tagged + 1))
+                       rates_as_is+=("$RATE"); cc_as_is+=("$SENDER_CC") ;;
+                before) rate_pair $n $((16 * MB)) NEURON_RT_ASYNC_SENDRECV_TRANSPORT=tcp NEURON_RT_ASYNC_SENDRECV_BOOT_ID=0
+                        rates_before+=("$RATE"); cc_before+=("$SENDER_CC") ;;
+                reno) rate_pair $n $((16 * MB)) NEURON_RT_ASYNC_SENDRECV_TRANSPORT=tcp NEURON_RT_ASYNC_SENDRECV_TCP_CONGESTION=reno; rates_reno+=("$RATE") ;;
+            esac
+            cp "$OUT/rate_send.out" "$OUT/$TR.same_kernel.$v.$k.send.out"; cp "$OUT/rate_recv.out" "$OUT/$TR.same_kernel.$v.$k.recv.out"
+            [ "$RC" -eq 0 ] && [ "$RATE" != - ] || ok=1
+        done
+    done
+    local m=$(median "${rates_as_is[@]}") b=$(median "${rates_before[@]}") r=$(median "${rates_reno[@]}")
+    local ratio=$(awk -v a="$m" -v r="$r" 'BEGIN {printf "%.2f", (r > 0) ? a / r : 0}')
+    local before=$(awk -v a="$b" -v r="$r" 'BEGIN {printf "%.2f", (r > 0) ? a / r : 0}')
+    res $ok "$TR: same kernel, bbr: 3 x 3 runs of $n x 16 MiB one at a time, every byte checked" "last receiver: $(last "$OUT/rate_recv.out")"
+    res $(( tagged != 3 )) "$TR: same kernel: both sides log once that the peer runs on this kernel (reno)" "$tagged of 3 runs"
+    v=0
+    for k in 0 1 2; do [ "${cc_as_is[$k]}" = "reno x4" ] && [ "${cc_before[$k]}" = "bbr x4" ] || v=1; done
+    res $v "$TR: same kernel: the sender's 4 streams across the veth run reno (bbr with BOOT_ID=0), read with ss" \
+        "as is: ${cc_as_is[*]}; BOOT_ID=0: ${cc_before[*]}"
+    awk -v x="$ratio" 'BEGIN {exit !(x >= 0.8)}'; v=$?
+    res $v "$TR: same kernel, bbr: 16 MiB one at a time at >= 0.8x the rate under reno" \
+        "median $m GB/s, under reno $r (${ratio}x); by address alone (BOOT_ID=0) $b (${before}x); runs: ${rates_as_is[*]} / ${rates_reno[*]} / ${rates_before[*]}"
+    row "none (two namespaces of one kernel, bbr; 16 MiB one at a time)" ">= 0.8x the rate under reno" \
+        "$m GB/s; reno $r (${ratio}x); by address alone $b (${before}x)" "$((9 * n)) x 16 MiB"
+    # Shared memory across the namespaces (transport auto): chosen, and every byte checked.
+    rate_pair 20 $((16 * MB)) NEURON_RT_ASYNC_SENDRECV_TRANSPORT=auto
+    cp "$OUT/rate_send.out" "$OUT/$TR.same_kernel.shm.send.out"; cp "$OUT/rate_recv.out" "$OUT/$TR.same_kernel.shm.recv.out"
+    v=1
+    [ "$RC" -eq 0 ] && grep -q 'transport shm' "$OUT/rate_send.out" && grep -q 'transport shm' "$OUT/rate_recv.out" \
+        && ! grep -q 'using TCP' "$OUT/rate_send.out" "$OUT/rate_recv.out" && v=0
+    res $v "$TR: same kernel, transport auto: shared memory across the namespaces" "$RATE GB/s; receiver: $(last "$OUT/rate_recv.out")"
+    row "none (two namespaces of one kernel, transport auto)" "shared memory" "$(grep -q 'using TCP' "$OUT/rate_recv.out" && echo TCP || echo shared memory), $RATE GB/s" "20 x 16 MiB"
+    # The receiver in a pid namespace of its own: the sender's /proc/<pid> is not its; TCP.
+    RPFX="unshare --pid --fork --mount-proc" rate_pair 20 $((16 * MB)) NEURON_RT_ASYNC_SENDRECV_TRANSPORT=auto
+    cp "$OUT/rate_send.out" "$OUT/$TR.same_kernel.pidns.send.out"; cp "$OUT/rate_recv.out" "$OUT/$TR.same_kernel.pidns.recv.out"
+    v=1
+    [ "$RC" -eq 0 ] && grep -q 'shared memory with pid [0-9]* is not possible.*using TCP' "$OUT/rate_recv.out" && v=0
+    res $v "$TR: same kernel, receiver in another pid namespace: shared memory falls back to TCP" "$RATE GB/s; receiver: $(last "$OUT/rate_recv.out")"
+    row "none (two namespaces of one kernel, the receiver in its own pid namespace)" "TCP (shared memory set-up falls back, logged)" \
+        "$(grep -q 'using TCP' "$OUT/rate_recv.out" && echo TCP || echo shared memory), $RATE GB/s" "20 x 16 MiB"
 }
 
 # 1. Link down for 2 s in the middle of a transfer: TCP retransmits (the TCP transport's streams,
@@ -232,6 +331,7 @@ run_case() { # name
 use_transport tcp
 run_case baseline
 run_case congestion_control
+run_case same_kernel
 run_case link_flap
 run_case link_down
 run_case peer_killed

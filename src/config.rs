@@ -46,6 +46,11 @@ pub struct Config {
     /// `NEURON_RT_ASYNC_SENDRECV_OFI_RAILS`: a count, or a comma list of domain names (`None`:
     /// every domain the provider offers for the connection).
     pub ofi_rails: Option<String>,
+    /// `NEURON_RT_ASYNC_SENDRECV_BOOT_ID` (default 1): the handshake names this kernel (a tag of
+    /// its boot id), so that a peer in another network namespace of this host counts as this
+    /// host (engine/kernel.rs); 0 sends none, and "this host" is decided by the peer's address
+    /// alone.
+    pub boot_id: bool,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -103,7 +108,9 @@ impl Config {
         let auth_secret = std::env::var("NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET").ok().filter(|v| !v.is_empty()).map(String::into_bytes);
         let ofi_provider = env("NEURON_RT_ASYNC_SENDRECV_OFI_PROVIDER").or_else(|| env("FI_PROVIDER")).map(|v| v.trim().to_string());
         let ofi_rails = env("NEURON_RT_ASYNC_SENDRECV_OFI_RAILS").map(|v| v.trim().to_string());
+        let boot_id = env_num("NEURON_RT_ASYNC_SENDRECV_BOOT_ID", 1, 0, 1)? == 1;
         Ok(Config {
+            boot_id,
             ofi_provider,
             ofi_rails,
             auth_secret,

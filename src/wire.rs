@@ -6,8 +6,8 @@
 //! ```
 //! | kind      | aux        | a        | b          | c                       | d        |
 //! |-----------|------------|----------|------------|-------------------------|----------|
-//! | Hello     | stream idx | nonce    | conn seq   | src lnc << 32 | dst lnc | flags << 32 \| nstreams |
-//! | HelloAck  | status     | nonce    | conn seq   | flags                   | 0        |
+//! | Hello     | stream idx | nonce    | conn seq   | src lnc << 48 \| dst lnc << 32 \| flags << 16 \| nstreams | kernel tag |
+//! | HelloAck  | status     | nonce    | conn seq   | flags                   | kernel tag |
 //! | Data      | src page   | msg seq  | offset     | chunk length            | total    |
 //! | Ack       | status     | msg seq  | size       | 0                       | 0        |
 //! | QpInfo    | verbs protocol | psn << 32 \| qpn | gid[0..8] | gid[8..16]   | lid      |
@@ -25,6 +25,11 @@
 //! bit 2 = same-host shared memory for the data (ShmInfo, ShmReady, Wake on stream 0);
 //! bit 3 = libfabric for data and control, the TCP streams kept to notice a dead peer (OfiName on
 //! stream 0 names each rail's endpoint).
+//!
+//! Kernel tag (Hello: the connecting side's; HelloAck: the accepting side's): a hash of the
+//! sender's boot id and the Hello's nonce, equal on both sides when both run on one kernel (in
+//! whatever network namespaces); 0 where the sender does not know its own (engine/kernel.rs).
+//! Refusals carry 0. With authentication both tags lie inside what the proofs cover.
 //!
 //! Authentication (both sides hold `NEURON_RT_ASYNC_SENDRECV_AUTH_SECRET`), on every stream:
 //!
@@ -53,7 +58,9 @@ pub const MAGIC: [u8; 4] = *b"NRSR";
 /// 3: mutual authentication: Challenges in both directions, carrying their sender's instance
 /// nonce and lnc; the accepting side's Proof after its HelloAck; HelloAck statuses NO_AUTH and
 /// BAD_PROOF. A peer of another version is answered with a BAD_VERSION HelloAck.
-pub const VERSION: u8 = 3;
+/// 4: Hello and HelloAck carry their sender's kernel tag (d); the Hello's lncs, flags and stream
+/// count share c.
+pub const VERSION: u8 = 4;
 pub const HEADER_LEN: usize = 40;
 /// Largest message we accept (bounds every length the peer sends us).
 pub const MAX_MESSAGE: u64 = 1 << 48;
@@ -105,12 +112,16 @@ pub enum Frame {
         src_lnc: u32,
         dst_lnc: u32,
         flags: u32,
+        /// The connecting side's kernel tag (0: unknown).
+        kernel: u64,
     },
     HelloAck {
         status: u16,
         nonce: u64,
         conn_seq: u64,
         flags: u32,
+        /// The accepting side's kernel tag (0: unknown, and on refusals).
+        kernel: u64,
     },
     Data {
         seq: u64,
@@ -218,10 +229,13 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 impl Frame {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let (kind, aux, a, b, c, d) = match *self {
-            Frame::Hello { stream, nstreams, nonce, conn_seq, src_lnc, dst_lnc, flags } => {
-                (K_HELLO, stream, nonce, conn_seq, (src_lnc as u64) << 32 | dst_lnc as u64, (flags as u64) << 32 | nstreams as u64)
+            Frame::Hello { stream, nstreams, nonce, conn_seq, src_lnc, dst_lnc, flags, kernel } => {
+                // Each of the four fits 16 bits (the decoder checks them): lncs up to MAX_LNC,
+                // flags KNOWN_FLAGS, the stream count MAX_STREAMS.
+                let c = (src_lnc as u64 & 0xffff) << 48 | (dst_lnc as u64 & 0xffff) << 32 | (flags as u64 & 0xffff) << 16 | nstreams as u64;
+                (K_HELLO, stream, nonce, conn_seq, c, kernel)
             }
-            Frame::HelloAck { status, nonce, conn_seq, flags } => (K_HELLO_ACK, status, nonce, conn_seq, flags as u64, 0),
+            Frame::HelloAck { status, nonce, conn_seq, flags, kernel } => (K_HELLO_ACK, status, nonce, conn_seq, flags as u64, kernel),
             Frame::Data { seq, offset, len, total, src_page } => (K_DATA, src_page.map_or(0, |p| SRC_PAGE | p), seq, offset, len, total),
             Frame::Ack { seq, status, size } => (K_ACK, status, seq, size, 0, 0),
             Frame::QpInfo { qpn, psn, gid, lid, proto } => {
@@ -280,29 +294,36 @@ impl Frame {
         let (a, b, c, d) = (u64_at(buf, 8), u64_at(buf, 16), u64_at(buf, 24), u64_at(buf, 32));
         match buf[5] {
             K_HELLO => {
-                let flags = d >> 32;
-                let d = d & 0xffff_ffff;
+                let (src, dst, flags, n) = (c >> 48, (c >> 32) & 0xffff, (c >> 16) & 0xffff, c & 0xffff);
                 if flags & !KNOWN_FLAGS != 0 {
                     return Err(WireError::BadField("hello flags"));
                 }
-                if d == 0 || d > MAX_STREAMS {
+                if n == 0 || n > MAX_STREAMS {
                     return Err(WireError::BadField("stream count"));
                 }
-                if aux as u64 >= d {
+                if aux as u64 >= n {
                     return Err(WireError::BadField("stream index"));
                 }
-                let (src, dst) = ((c >> 32) as u32, c as u32);
-                if src > crate::config::MAX_LNC as u32 || dst > crate::config::MAX_LNC as u32 {
+                if src > crate::config::MAX_LNC as u64 || dst > crate::config::MAX_LNC as u64 {
                     return Err(WireError::BadField("lnc"));
                 }
-                Ok(Frame::Hello { stream: aux, nstreams: d as u16, nonce: a, conn_seq: b, src_lnc: src, dst_lnc: dst, flags: flags as u32 })
+                Ok(Frame::Hello {
+                    stream: aux,
+                    nstreams: n as u16,
+                    nonce: a,
+                    conn_seq: b,
+                    src_lnc: src as u32,
+                    dst_lnc: dst as u32,
+                    flags: flags as u32,
+                    kernel: d,
+                })
             }
             K_HELLO_ACK => {
                 let status_ok = aux <= ack::MAX || aux == ack::NO_AUTH || aux == ack::BAD_PROOF;
-                if !status_ok || c & !KNOWN_FLAGS != 0 || d != 0 {
+                if !status_ok || c & !KNOWN_FLAGS != 0 {
                     return Err(WireError::BadField("hello ack"));
                 }
-                Ok(Frame::HelloAck { status: aux, nonce: a, conn_seq: b, flags: c as u32 })
+                Ok(Frame::HelloAck { status: aux, nonce: a, conn_seq: b, flags: c as u32, kernel: d })
             }
             K_QP_INFO => {
                 let (qpn, psn) = (a & 0xffff_ffff, a >> 32);
@@ -401,21 +422,31 @@ mod tests {
 
     fn samples() -> Vec<Frame> {
         vec![
-            Frame::Hello { stream: 3, nstreams: 4, nonce: 0xdead_beef_0123, conn_seq: 7, src_lnc: 0, dst_lnc: 1023, flags: 0 },
-            Frame::Hello { stream: 0, nstreams: 1, nonce: 1, conn_seq: 0, src_lnc: 5, dst_lnc: 6, flags: FLAG_VERBS },
-            Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: 0 },
-            Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: FLAG_VERBS },
+            Frame::Hello { stream: 3, nstreams: 4, nonce: 0xdead_beef_0123, conn_seq: 7, src_lnc: 0, dst_lnc: 1023, flags: 0, kernel: 0 },
+            Frame::Hello { stream: 0, nstreams: 1, nonce: 1, conn_seq: 0, src_lnc: 5, dst_lnc: 6, flags: FLAG_VERBS, kernel: u64::MAX },
+            Frame::Hello {
+                stream: 15,
+                nstreams: 16,
+                nonce: u64::MAX,
+                conn_seq: u64::MAX,
+                src_lnc: 1023,
+                dst_lnc: 1023,
+                flags: (KNOWN_FLAGS as u32),
+                kernel: 0x0123_4567_89ab_cdef,
+            },
+            Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: 0, kernel: 0 },
+            Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: FLAG_VERBS, kernel: 0xfeed_f00d },
             Frame::QpInfo { qpn: 0xab_cdef, psn: 0x12_3456, gid: [7; 16], lid: 0xffff, proto: 2 },
             Frame::Challenge { nonce: [0x5a; 16], instance: 0x0123_4567_89ab_cdef, lnc: 1023 },
-            Frame::HelloAck { status: ack::NO_AUTH, nonce: 9, conn_seq: 1, flags: 0 },
-            Frame::HelloAck { status: ack::BAD_PROOF, nonce: 9, conn_seq: 1, flags: 0 },
+            Frame::HelloAck { status: ack::NO_AUTH, nonce: 9, conn_seq: 1, flags: 0, kernel: 7 },
+            Frame::HelloAck { status: ack::BAD_PROOF, nonce: 9, conn_seq: 1, flags: 0, kernel: 7 },
             Frame::Proof { mac: [0xa5; 32] },
             Frame::Data { seq: 5, offset: 1 << 20, len: 4096, total: (1 << 20) + 4096, src_page: None },
             Frame::Data { seq: 0, offset: 0, len: 0, total: 0, src_page: None },
             Frame::Data { seq: 1, offset: 0, len: 1 << 19, total: 1 << 26, src_page: Some(0) },
             Frame::Data { seq: 2, offset: 1 << 19, len: 1 << 19, total: 1 << 26, src_page: Some(4095) },
             Frame::Ack { seq: u64::MAX, status: ack::TOO_LONG, size: 12 },
-            Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: FLAG_SHM },
+            Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: FLAG_SHM, kernel: 7 },
             Frame::ShmInfo { pid: 4242, fd: 17, token: 0x1234_5678_9abc_def0, addr: 0x7f00_0000_0000, size: 133_632 },
             Frame::ShmReady { status: ack::OK },
             Frame::ShmReady { status: ack::REFUSED },
@@ -423,7 +454,7 @@ mod tests {
             Frame::Wake,
             Frame::OfiName { rail: 1, piece: 0, nrails: 2, write: true, provider: 0xdead_beef, len: 16, bytes: [7; OFI_PIECE] },
             Frame::OfiName { rail: 0, piece: 1, nrails: 1, write: false, provider: 1, len: 32, bytes: [0xa5; OFI_PIECE] },
-            Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: FLAG_OFI },
+            Frame::HelloAck { status: ack::OK, nonce: 9, conn_seq: 1, flags: FLAG_OFI, kernel: 7 },
         ]
     }
 
@@ -460,12 +491,19 @@ mod tests {
         let mut h = Frame::Ack { seq: 1, status: 0, size: 0 }.encode();
         h[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(Frame::decode(&h).is_err());
-        let mut h = Frame::Hello { stream: 0, nstreams: 1, nonce: 0, conn_seq: 0, src_lnc: 0, dst_lnc: 0, flags: 0 }.encode();
-        h[32..40].copy_from_slice(&(MAX_STREAMS + 1).to_le_bytes());
+        let mut h = Frame::Hello { stream: 0, nstreams: 1, nonce: 0, conn_seq: 0, src_lnc: 0, dst_lnc: 0, flags: 0, kernel: 0 }.encode();
+        h[24..32].copy_from_slice(&(MAX_STREAMS + 1).to_le_bytes());
         assert_eq!(Frame::decode(&h), Err(WireError::BadField("stream count")));
-        h[32..40].copy_from_slice(&2u64.to_le_bytes());
+        h[24..32].copy_from_slice(&0u64.to_le_bytes());
+        assert_eq!(Frame::decode(&h), Err(WireError::BadField("stream count")));
+        h[24..32].copy_from_slice(&2u64.to_le_bytes());
         h[6..8].copy_from_slice(&2u16.to_le_bytes());
         assert_eq!(Frame::decode(&h), Err(WireError::BadField("stream index")));
+        h[6..8].copy_from_slice(&0u16.to_le_bytes());
+        for (c, why) in [(1u64 << 48 | 1024 << 32 | 2, "lnc"), (1024 << 48 | 2, "lnc"), ((KNOWN_FLAGS + 1) << 16 | 2, "hello flags")] {
+            h[24..32].copy_from_slice(&c.to_le_bytes());
+            assert_eq!(Frame::decode(&h), Err(WireError::BadField(why)), "c = {c:#x}");
+        }
         let name = |rail, piece, nrails, len| Frame::OfiName { rail, piece, nrails, write: true, provider: 0, len, bytes: [0; OFI_PIECE] };
         for (f, why) in [
             (name(2, 0, 2, 8), "ofi rails"),

@@ -31,6 +31,7 @@ fn cfg(secret: bool) -> Config {
         streams: 1,
         auth_secret: secret.then(|| b"fuzz".to_vec()),
         shm_vm_readv: true,
+        boot_id: true,
         ofi_provider: None,
         ofi_rails: None,
     }
@@ -89,7 +90,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = s.write_all(&Frame::Challenge { nonce: [0x11; 16], instance: 77, lnc: peer as u32 }.encode());
         }
         if mode == 2 && frame(&mut s).is_some() {
-            let _ = s.write_all(&Frame::HelloAck { status: ack::OK, nonce, conn_seq, flags: 0 }.encode());
+            let _ = s.write_all(&Frame::HelloAck { status: ack::OK, nonce, conn_seq, flags: 0, kernel: 0 }.encode());
         }
         let _ = s.write_all(answer);
         let _ = s.shutdown(Shutdown::Write);

@@ -26,6 +26,7 @@ fn cfg(secret: bool) -> Config {
         streams: 2,
         auth_secret: secret.then(|| b"fuzz".to_vec()),
         shm_vm_readv: true,
+        boot_id: true,
         ofi_provider: None,
         ofi_rails: None,
     }
@@ -51,10 +52,14 @@ fuzz_target!(|data: &[u8]| {
         runtime::init_with(1, Some(cfg(false))).unwrap();
         runtime::init_with(2, Some(cfg(true))).unwrap();
     });
-    let authed_hello = Frame::Hello { stream: 0, nstreams: 1, nonce: 9, conn_seq: 0, src_lnc: 0, dst_lnc: 2, flags: FLAG_AUTH }.encode();
+    let authed_hello =
+        Frame::Hello { stream: 0, nstreams: 1, nonce: 9, conn_seq: 0, src_lnc: 0, dst_lnc: 2, flags: FLAG_AUTH, kernel: 0 }.encode();
     let (target, prefix) = match data.first().copied().unwrap_or(0) % 4 {
         0 => (1, Vec::new()),
-        1 => (1, Frame::Hello { stream: 0, nstreams: 2, nonce: 7, conn_seq: 0, src_lnc: 0, dst_lnc: 1, flags: 0 }.encode().to_vec()),
+        1 => (
+            1,
+            Frame::Hello { stream: 0, nstreams: 2, nonce: 7, conn_seq: 0, src_lnc: 0, dst_lnc: 1, flags: 0, kernel: 0 }.encode().to_vec(),
+        ),
         2 => (2, authed_hello.to_vec()),
         _ => (2, [authed_hello, Frame::Challenge { nonce: [5; 16], instance: 9, lnc: 0 }.encode()].concat()),
     };

@@ -10,6 +10,7 @@
 
 use super::auth::{Transcript, accepting_proof, connecting_proof_checks, issued_here};
 use super::choice::{Chooser, build};
+use super::kernel::Peer;
 use crate::comm::{Comm, Hub};
 use crate::log::Limiter;
 use crate::status::{Error, NRT_STATUS};
@@ -70,6 +71,8 @@ struct Group {
     streams: Vec<Option<(TcpStream, Option<Transcript>)>>,
     /// What the connecting side offered (Hello flags; the same on every stream).
     flags: u32,
+    /// The connecting side's kernel tag (the same on every stream).
+    kernel: u64,
     deadline: Instant,
 }
 
@@ -100,7 +103,7 @@ pub(super) struct Acceptor {
 fn refuse(sock: &TcpStream, status: u16, nonce: u64, conn_seq: u64) {
     let mut rest = [0u8; 2 * HEADER_LEN];
     let _ = (&*sock).read(&mut rest);
-    let _ = (&*sock).write(&Frame::HelloAck { status, nonce, conn_seq, flags: 0 }.encode());
+    let _ = (&*sock).write(&Frame::HelloAck { status, nonce, conn_seq, flags: 0, kernel: 0 }.encode());
 }
 
 fn same_address(a: SocketAddr, b: SocketAddr) -> bool {
@@ -227,8 +230,8 @@ impl Acceptor {
                                 hs.peer,
                                 crate::wire::VERSION
                             );
-                            let _ =
-                                (&hs.sock).write(&Frame::HelloAck { status: ack::BAD_VERSION, nonce: 0, conn_seq: 0, flags: 0 }.encode());
+                            let _ = (&hs.sock)
+                                .write(&Frame::HelloAck { status: ack::BAD_VERSION, nonce: 0, conn_seq: 0, flags: 0, kernel: 0 }.encode());
                         }
                         Some(w) => crate::log_warn_limited!(self.limit, "lnc {}: connection from {} dropped: {w}", hub.id, hs.peer),
                         None => crate::log_debug!("lnc {}: connection from {} closed during handshake", hub.id, hs.peer),
@@ -349,13 +352,13 @@ impl Acceptor {
     /// A stream whose handshake is done joins its connection's group; a complete group meets its
     /// accept communicator.
     fn join(&self, hub: &Hub, chooser: &Chooser, st: &mut AcceptState, hs: Handshake, hello: Frame, t: Option<Transcript>) {
-        let Frame::Hello { stream, nstreams, nonce, conn_seq, src_lnc, flags, .. } = hello else { return };
+        let Frame::Hello { stream, nstreams, nonce, conn_seq, src_lnc, flags, kernel, .. } = hello else { return };
         let key = (hs.peer, src_lnc as i32, nonce, conn_seq);
         // Kept a little past the connect deadline, so that the connecting side, which counts from
         // its own connect call, reaches its deadline (TIMEOUT) before we close on it (FAILURE).
         let deadline = Instant::now() + hub.cfg.connect_timeout + GROUP_GRACE;
-        let g = st.groups.entry(key).or_insert_with(|| Group { streams: (0..nstreams).map(|_| None).collect(), flags, deadline });
-        if g.streams.len() != nstreams as usize || g.streams[stream as usize].is_some() || g.flags != flags {
+        let g = st.groups.entry(key).or_insert_with(|| Group { streams: (0..nstreams).map(|_| None).collect(), flags, kernel, deadline });
+        if g.streams.len() != nstreams as usize || g.streams[stream as usize].is_some() || g.flags != flags || g.kernel != kernel {
             crate::log_warn_limited!(
                 self.limit,
                 "lnc {}: inconsistent Hello from {} lnc {src_lnc} (stream {stream}/{nstreams}); connection dropped",
@@ -380,9 +383,12 @@ impl Acceptor {
         let Some(comm) = st.waiting.remove(&(peer, peer_lnc, seq)) else { return };
         let g = st.groups.remove(&key).expect("checked above");
         let (socks, transcripts): (Vec<TcpStream>, Vec<Option<Transcript>>) = g.streams.into_iter().flatten().unzip();
-        let refused = Frame::HelloAck { status: ack::REFUSED, nonce, conn_seq: seq, flags: 0 }.encode();
-        // Shared memory when both sides may, else verbs when both have a device, else TCP.
-        let chosen = match chooser.choose(&hub.cfg, &comm, g.flags, &socks[0]) {
+        let refused = Frame::HelloAck { status: ack::REFUSED, nonce, conn_seq: seq, flags: 0, kernel: 0 }.encode();
+        // Shared memory when both sides may and run on one kernel, else verbs when both have a
+        // device, else TCP.
+        let mine = super::kernel::tag(&hub.cfg, nonce);
+        let peer = Peer::of(mine, g.kernel, &socks[0]);
+        let chosen = match chooser.choose(&hub.cfg, &comm, g.flags, &socks[0], peer) {
             Ok(c) => c,
             Err(e) => {
                 for s in &socks {
@@ -393,7 +399,7 @@ impl Acceptor {
             }
         };
         let flags = chosen.flag();
-        let ok = Frame::HelloAck { status: ack::OK, nonce, conn_seq: seq, flags }.encode();
+        let ok = Frame::HelloAck { status: ack::OK, nonce, conn_seq: seq, flags, kernel: mine }.encode();
         if !comm.is_connecting() {
             crate::log_warn!("{}: connection arrived after set-up had already ended; refused", comm.describe());
             for s in &socks {
@@ -413,7 +419,7 @@ impl Acceptor {
                 comm.setup_failed(Error::io(NRT_STATUS::NRT_FAILURE, "sending HelloAck", &e));
                 return;
             }
-            match Stream::new(s) {
+            match Stream::new(s, peer.same) {
                 Ok(st) => streams.push(st),
                 Err(e) => {
                     comm.setup_failed(Error::io(NRT_STATUS::NRT_FAILURE, "socket options", &e));
@@ -421,6 +427,8 @@ impl Acceptor {
                 }
             }
         }
+        chooser.announce(&comm, &chosen);
+        chooser.tell_kernel(&comm, peer, &chosen);
         if let Err(e) = build(&hub.cfg, comm.kind, streams, chosen, comm.describe()).and_then(|t| comm.install(t)) {
             comm.setup_failed(e);
         } else {

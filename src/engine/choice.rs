@@ -1,8 +1,10 @@
 //! Which transport a connection uses, and building it: shared memory when both sides are on
-//! this host and may, else RDMA verbs when both have a device for the connection, else TCP
-//! (`NEURON_RT_ASYNC_SENDRECV_TRANSPORT` narrows the choice). A new transport is one more arm
-//! in [`Chosen`] and [`build`].
+//! this host (this kernel: kernel.rs) and may, else RDMA verbs when both have a device for the
+//! connection, else TCP (`NEURON_RT_ASYNC_SENDRECV_TRANSPORT` narrows the choice). The
+//! connecting side offers ([`Offer`]), the accepting side chooses. A new transport is one more
+//! arm in [`Chosen`] and [`build`].
 
+use super::kernel::Peer;
 use crate::comm::Comm;
 use crate::comm::request::Kind;
 use crate::config::{Config, Transport as Setting};
@@ -12,7 +14,8 @@ use crate::transport::any::AnyTransport;
 use crate::transport::shm::ShmTransport;
 use crate::transport::tcp::{Stream, TcpTransport};
 use parking_lot::Mutex;
-use std::net::TcpStream;
+use std::collections::HashSet;
+use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
 
 /// The RDMA device a verbs communicator uses (uninhabited in builds without verbs).
@@ -55,6 +58,39 @@ impl Chosen {
             Chosen::Ofi(_) => crate::wire::FLAG_OFI,
         }
     }
+
+    /// What the log calls it.
+    pub fn describe(&self) -> String {
+        match self {
+            Chosen::Tcp => "tcp".into(),
+            Chosen::Shm => "shm (same-host shared memory)".into(),
+            #[cfg(feature = "verbs")]
+            Chosen::Verbs(d) => format!("verbs on {d}"),
+            #[cfg(not(feature = "verbs"))]
+            Chosen::Verbs(d) => match **d {},
+            #[cfg(feature = "ofi")]
+            Chosen::Ofi(rails) => {
+                use crate::transport::ofi::Rail;
+                let l = rails[0].limits();
+                let domains: Vec<&str> = rails.iter().map(|r| r.limits().domain.as_str()).collect();
+                format!("ofi {} (fabric {}, domains {})", l.provider, l.fabric, domains.join(","))
+            }
+        }
+    }
+}
+
+/// What the connecting side offers: shared memory (the accepting side takes it where the peer
+/// runs on its kernel), and the transport it uses otherwise.
+pub struct Offer {
+    pub shm: bool,
+    pub other: Chosen,
+}
+
+impl Offer {
+    /// The Hello's flags.
+    pub fn flags(&self) -> u32 {
+        if self.shm { crate::wire::FLAG_SHM | self.other.flag() } else { self.other.flag() }
+    }
 }
 
 /// Builds the chosen transport over the connection's streams (`who`: the communicator, for logs).
@@ -76,20 +112,53 @@ pub fn build(cfg: &Config, kind: Kind, streams: Vec<Stream>, chosen: Chosen, who
     })
 }
 
-/// The lnc's choices, and the transport it last logged.
+/// The lnc's choices, the transport it last logged, and the peers whose kernel it logged.
 #[derive(Default)]
 pub struct Chooser {
     announced: Mutex<Option<String>>,
+    kernels_told: Mutex<HashSet<IpAddr>>,
+}
+
+/// Shared memory is possible under the setting (never in the LD_PRELOAD library).
+fn shm_allowed(cfg: &Config) -> bool {
+    matches!(cfg.transport, Setting::Auto | Setting::Shm) && !cfg!(feature = "preload")
 }
 
 impl Chooser {
-    /// The transport for a communicator whose first stream is `sock`, given what the peer
-    /// offers (`FLAG_*` bits; the connecting side passes every flag). An error when the setting
+    /// What the connecting side offers on the connection whose first stream is `sock`.
+    /// Shared memory where the setting allows it and the peer may be on this kernel: its address
+    /// says so (then nothing else is offered, as no other transport serves a peer on this host),
+    /// or the handshake's kernel tags may (`cfg.boot_id`); besides it the transport for a peer
+    /// elsewhere (libfabric, verbs, TCP). An error when the setting requires a transport that is
+    /// not possible.
+    pub fn offer(&self, cfg: &Config, comm: &Comm, sock: &TcpStream) -> Result<Offer> {
+        let by_address = crate::sys::net::on_this_host(sock);
+        let shm = shm_allowed(cfg) && (by_address || cfg.boot_id);
+        if cfg.transport == Setting::Shm && !shm {
+            return Err(Error::failure(format!(
+                "{}: NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm, but the peer is not on this host (by its address; \
+                 NEURON_RT_ASYNC_SENDRECV_BOOT_ID=0 here)",
+                comm.describe()
+            )));
+        }
+        if shm && (by_address || cfg.transport == Setting::Shm) {
+            return Ok(Offer { shm, other: Chosen::Tcp });
+        }
+        Ok(Offer { shm, other: self.choose_remote(cfg, comm, crate::wire::FLAG_OFI | crate::wire::FLAG_VERBS, sock)? })
+    }
+
+    /// The accepting side's transport for a communicator whose first stream is `sock`, given
+    /// what the peer offers (`FLAG_*` bits) and where it runs. An error when the setting
     /// requires a transport that is not possible.
-    pub fn choose(&self, cfg: &Config, comm: &Comm, peer_offers: u32, sock: &TcpStream) -> Result<Chosen> {
-        if self.choose_shm(cfg, comm, peer_offers & crate::wire::FLAG_SHM != 0, sock)? {
+    pub fn choose(&self, cfg: &Config, comm: &Comm, peer_offers: u32, sock: &TcpStream, peer: Peer) -> Result<Chosen> {
+        if self.choose_shm(cfg, comm, peer_offers & crate::wire::FLAG_SHM != 0, peer)? {
             return Ok(Chosen::Shm);
         }
+        self.choose_remote(cfg, comm, peer_offers, sock)
+    }
+
+    /// The transport other than shared memory: libfabric, verbs or TCP.
+    fn choose_remote(&self, cfg: &Config, comm: &Comm, peer_offers: u32, sock: &TcpStream) -> Result<Chosen> {
         #[cfg(feature = "ofi")]
         if let Some(rails) = self.choose_ofi(cfg, comm, peer_offers & crate::wire::FLAG_OFI != 0, sock)? {
             return Ok(Chosen::Ofi(rails));
@@ -100,22 +169,21 @@ impl Chooser {
         })
     }
 
-    /// Whether a connection may use shared memory: the transport setting allows it and the peer
-    /// is on this host (a loopback address, or the connection's own local address). With
-    /// `NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm`, an error when it may not.
-    fn choose_shm(&self, cfg: &Config, comm: &Comm, peer_offers: bool, sock: &TcpStream) -> Result<bool> {
-        let wanted = matches!(cfg.transport, Setting::Auto | Setting::Shm) && !cfg!(feature = "preload");
-        if !wanted {
+    /// Whether a connection may use shared memory: the transport setting allows it, the peer
+    /// offers it and runs on this kernel. With `NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm`, an
+    /// error when it may not.
+    fn choose_shm(&self, cfg: &Config, comm: &Comm, peer_offers: bool, peer: Peer) -> Result<bool> {
+        if !shm_allowed(cfg) {
             return Ok(false);
         }
-        let local = crate::sys::net::on_this_host(sock);
-        let ok = local && peer_offers;
+        let ok = peer.same && peer_offers;
         if cfg.transport == Setting::Shm && !ok {
-            let why = if local { "the peer does not offer shared memory" } else { "the peer is not on this host" };
+            let why = if peer.same {
+                "the peer does not offer shared memory".to_string()
+            } else {
+                format!("the peer is not on this host ({})", not_here(peer))
+            };
             return Err(Error::failure(format!("{}: NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm, but {why}", comm.describe())));
-        }
-        if ok {
-            self.announce_what(comm, "shm (same-host shared memory)".into());
         }
         Ok(ok)
     }
@@ -154,10 +222,6 @@ impl Chooser {
                 return Ok(None);
             }
         };
-        use crate::transport::ofi::Rail;
-        let l = rails[0].limits();
-        let domains: Vec<&str> = rails.iter().map(|r| r.limits().domain.as_str()).collect();
-        self.announce_what(comm, format!("ofi {} (fabric {}, domains {})", l.provider, l.fabric, domains.join(",")));
         for r in &rails {
             crate::log_debug!("{}: rail {}", comm.describe(), r.describe());
         }
@@ -189,29 +253,49 @@ impl Chooser {
                 local.map(|a| a.to_string()).unwrap_or_default()
             )));
         }
-        self.announce(comm, dev.as_deref());
         Ok(dev)
     }
 
     /// Logs the transport of the lnc's first communicator, and every later change.
-    pub fn announce(&self, comm: &Comm, dev: Option<&RdmaDevice>) {
-        #[cfg(feature = "verbs")]
-        let what = dev.map(|d| format!("verbs on {d}")).unwrap_or_else(|| "tcp".into());
-        #[cfg(not(feature = "verbs"))]
-        let what = {
-            let _ = dev;
-            "tcp".to_string()
-        };
-        self.announce_what(comm, what);
-    }
-
-    fn announce_what(&self, comm: &Comm, what: String) {
+    pub fn announce(&self, comm: &Comm, chosen: &Chosen) {
+        let what = chosen.describe();
         let mut last = self.announced.lock();
         if last.as_deref() != Some(what.as_str()) {
             crate::log_info!("lnc {}: transport {what} (first used by {})", comm.hub.id, comm.describe());
             *last = Some(what);
         }
     }
+
+    /// Logs, once per peer address, a peer that the handshake's kernel tags place otherwise
+    /// than its address would: on this kernel in another network namespace, or on another
+    /// kernel behind an address of this host. Says what that changed.
+    pub fn tell_kernel(&self, comm: &Comm, peer: Peer, chosen: &Chosen) {
+        if !peer.tag_decided() || !self.kernels_told.lock().insert(comm.peer) {
+            return;
+        }
+        let name = |c: Option<&std::ffi::CStr>| c.map_or_else(|| "the socket's own".to_string(), |c| c.to_string_lossy().into_owned());
+        let (now, else_) = (crate::transport::tcp::congestion_for(peer.same), crate::transport::tcp::congestion_for(peer.by_address));
+        let cc = if now == else_ {
+            format!("TCP congestion control {} either way", name(now))
+        } else {
+            format!("TCP congestion control {} (by its address: {})", name(now), name(else_))
+        };
+        let (id, who, transport) = (comm.hub.id, comm.peer, chosen.describe());
+        if peer.same {
+            crate::log_info!(
+                "lnc {id}: {who} runs on this kernel (the same boot id; another network namespace): this host for it: {cc}; transport {transport}"
+            );
+        } else {
+            crate::log_info!(
+                "lnc {id}: {who} runs on another kernel (another boot id), though its address is this host's (a forwarded port?): {cc}; transport {transport}"
+            );
+        }
+    }
+}
+
+/// Why a peer is not on this host, for errors.
+pub fn not_here(peer: Peer) -> &'static str {
+    if peer.by_tag { "it runs on another kernel: another boot id" } else { "by its address" }
 }
 
 /// Opens the rails `NEURON_RT_ASYNC_SENDRECV_OFI_RAILS` names (a count, or domain names); by

@@ -1,7 +1,8 @@
 //! The connecting side of set-up, on a short-lived thread per connection: connects the
 //! communicator's TCP streams (retrying while the peer is not listening yet), sends a Hello on
 //! each (nonce, connection sequence, both lnc ids, stream index and count, the transports it
-//! offers) and waits for one HelloAck per stream.
+//! offers, its kernel tag) and waits for one HelloAck per stream (the transport chosen, the
+//! accepting side's kernel tag: kernel.rs).
 //!
 //! With a shared secret, each Hello is followed by this side's Challenge; each stream's answer is
 //! the accepting side's Challenge, which this side proves the secret over, and after its
@@ -10,12 +11,13 @@
 //! pair or libfabric address goes to a peer that has not proved the secret.
 
 use super::auth::{Issued, Transcript, accepting_proof_checks, connecting_proof, issued_here};
-use super::choice::{Chooser, Chosen, build};
+use super::choice::{Chooser, Chosen, Offer, build, not_here};
+use super::kernel::Peer;
 use crate::comm::Comm;
 use crate::config::Transport as Setting;
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::transport::tcp::Stream;
-use crate::wire::{FLAG_AUTH, FLAG_OFI, FLAG_SHM, FLAG_VERBS, Frame, HEADER_LEN, VERSION, WireError, ack};
+use crate::wire::{FLAG_AUTH, FLAG_SHM, Frame, HEADER_LEN, VERSION, WireError, ack};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -109,6 +111,38 @@ fn answer_error(addr: SocketAddr, have_secret: bool, f: std::result::Result<Fram
     })
 }
 
+/// The transport of the accepting side's choice (`flags` of its HelloAck) among what this side
+/// offered: shared memory (only with a peer on this kernel), the other transport offered, or TCP
+/// where it declined, unless the setting requires what it declined.
+fn taken(cfg: &crate::config::Config, addr: SocketAddr, offer: Offer, flags: u32, peer: Peer) -> Result<Chosen> {
+    if flags & !offer.flags() != 0 {
+        return Err(Error::failure(format!("{addr} chose a transport this side did not offer (HelloAck flags {flags:#x}); refused")));
+    }
+    if flags & FLAG_SHM != 0 {
+        if !peer.same {
+            return Err(Error::failure(format!("{addr} chose shared memory, but it is not on this host ({}); refused", not_here(peer))));
+        }
+        return Ok(Chosen::Shm);
+    }
+    if offer.other.flag() != 0 && flags & offer.other.flag() != 0 {
+        return Ok(offer.other);
+    }
+    // Declined (or TCP was all there was): TCP, unless the setting requires another transport.
+    let (what, setting) = match cfg.transport {
+        Setting::Shm if !peer.same => {
+            return Err(Error::failure(format!(
+                "{addr}: NEURON_RT_ASYNC_SENDRECV_TRANSPORT=shm, but the peer is not on this host ({})",
+                not_here(peer)
+            )));
+        }
+        Setting::Shm => ("shared memory", "shm"),
+        Setting::Verbs => ("RDMA verbs", "verbs"),
+        Setting::Ofi => ("libfabric", "ofi"),
+        Setting::Auto | Setting::Tcp => return Ok(Chosen::Tcp),
+    };
+    Err(Error::failure(format!("{addr} declined {what} (NEURON_RT_ASYNC_SENDRECV_TRANSPORT={setting} here)")))
+}
+
 /// The connecting side's set-up; runs on its own thread.
 pub(super) fn connector(chooser: &Chooser, nonce: u64, comm: &Arc<Comm>, addr: SocketAddr) -> Result<()> {
     let cfg = &comm.hub.cfg;
@@ -116,23 +150,29 @@ pub(super) fn connector(chooser: &Chooser, nonce: u64, comm: &Arc<Comm>, addr: S
     let secret = cfg.auth_secret.as_deref();
     let deadline = comm.setup_deadline;
     let mut streams: Vec<Hs> = Vec::with_capacity(nstreams);
-    let mut chosen = Chosen::Tcp;
-    let cc = crate::transport::tcp::congestion_for(crate::sys::net::is_this_host(addr.ip()));
+    let mut offer = Offer { shm: false, other: Chosen::Tcp };
+    let mine = super::kernel::tag(cfg, nonce);
+    // Every stream starts with the congestion control for this host (set before `connect`: BBR,
+    // once started, leaves a socket paced when replaced); one whose peer the handshake finds on
+    // another kernel gets the system's (`Stream::new`). Without kernel tags, the address decides
+    // before the handshake.
+    let cc = crate::transport::tcp::congestion_for(cfg.boot_id || crate::sys::net::is_this_host(addr.ip()));
     for i in 0..nstreams {
         let s = connect_once(addr, deadline, comm, cc)?;
         if i == 0 {
-            // Offer shared memory when the peer is on this host, else verbs when a device
-            // serves the address this connection leaves from.
-            chosen = chooser.choose(cfg, comm, FLAG_SHM | FLAG_VERBS | FLAG_OFI, &s)?;
+            // Shared memory where the peer may be on this kernel, and the transport for a peer
+            // elsewhere: verbs or libfabric when a device serves this connection, else TCP.
+            offer = chooser.offer(cfg, comm, &s)?;
         }
         let hello = Frame::Hello {
-            flags: chosen.flag() | if secret.is_some() { FLAG_AUTH } else { 0 },
+            flags: offer.flags() | if secret.is_some() { FLAG_AUTH } else { 0 },
             stream: i as u16,
             nstreams: nstreams as u16,
             nonce,
             conn_seq: comm.pair_seq,
             src_lnc: me as u32,
             dst_lnc: comm.peer_lnc as u32,
+            kernel: mine,
         }
         .encode();
         let mut out = hello.to_vec();
@@ -179,10 +219,13 @@ pub(super) fn connector(chooser: &Chooser, nonce: u64, comm: &Arc<Comm>, addr: S
             }
         }
     }
+    // The accepting side's answer: the transport it chose and its kernel tag (the same on every
+    // stream).
+    let mut answer: Option<(u32, u64)> = None;
     for (i, hs) in streams.iter().enumerate() {
         let buf = read_frame(comm, &hs.sock, deadline, addr, i)?;
         match Frame::decode(&buf) {
-            Ok(Frame::HelloAck { status: ack::OK, nonce: n, conn_seq, flags }) if n == nonce && conn_seq == comm.pair_seq => {
+            Ok(Frame::HelloAck { status: ack::OK, nonce: n, conn_seq, flags, kernel }) if n == nonce && conn_seq == comm.pair_seq => {
                 // With a secret, the accepting side's proof follows its HelloAck.
                 if let (Some(secret), Some((_, t))) = (secret, &hs.auth) {
                     let proof = read_frame(comm, &hs.sock, deadline, addr, i)?;
@@ -194,32 +237,26 @@ pub(super) fn connector(chooser: &Chooser, nonce: u64, comm: &Arc<Comm>, addr: S
                         )));
                     }
                 }
-                // The accepting side may decline what this side offered: TCP then, unless the
-                // setting requires the offered transport.
-                if flags & chosen.flag() == 0 && !matches!(chosen, Chosen::Tcp) {
-                    let (what, required, setting) = match chosen {
-                        Chosen::Shm => ("shared memory", Setting::Shm, "shm"),
-                        Chosen::Verbs(_) => ("RDMA verbs", Setting::Verbs, "verbs"),
-                        #[cfg(feature = "ofi")]
-                        Chosen::Ofi(_) => ("libfabric", Setting::Ofi, "ofi"),
-                        Chosen::Tcp => unreachable!("checked above"),
-                    };
-                    if cfg.transport == required {
-                        return Err(Error::failure(format!("{addr} declined {what} (NEURON_RT_ASYNC_SENDRECV_TRANSPORT={setting} here)")));
-                    }
-                    chosen = Chosen::Tcp;
-                    chooser.announce(comm, None);
+                match answer {
+                    None => answer = Some((flags, kernel)),
+                    Some(a) if a == (flags, kernel) => {}
+                    Some(_) => return Err(Error::failure(format!("{addr} answered stream {i} otherwise than stream 0; refused"))),
                 }
             }
             other => return Err(answer_error(addr, secret.is_some(), other)),
         }
     }
+    let (flags, theirs) = answer.ok_or_else(|| Error::failure("internal: no stream"))?;
+    let peer = Peer::of(mine, theirs, &streams[0].sock);
+    let chosen = taken(cfg, addr, offer, flags, peer)?;
+    chooser.announce(comm, &chosen);
+    chooser.tell_kernel(comm, peer, &chosen);
     let mut ready = Vec::with_capacity(nstreams);
     for hs in streams {
         let s = hs.sock;
         s.set_read_timeout(None).ok();
         s.set_write_timeout(None).ok();
-        ready.push(Stream::new(s).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "socket options", &e))?);
+        ready.push(Stream::new(s, peer.same).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "socket options", &e))?);
     }
     comm.install(build(cfg, comm.kind, ready, chosen, comm.describe())?)?;
     crate::log_info!("{}: connected", comm.describe());

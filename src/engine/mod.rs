@@ -13,12 +13,16 @@ mod accept;
 mod auth;
 mod choice;
 mod connector;
+mod kernel;
 
 #[cfg(test)]
 pub use accept::MAX_HALF_OPEN;
 /// The proofs of the secret, for tests that play a peer (runtime/auth_tests.rs).
 #[cfg(test)]
 pub(crate) use auth::{Transcript, accepting_proof, connecting_proof};
+/// This kernel's tag, for tests that play a peer (runtime/kernel_tests.rs).
+#[cfg(test)]
+pub(crate) use kernel::tag as kernel_tag;
 
 use crate::comm::request::Kind;
 use crate::comm::{COMMS, Comm, Hub, PARK_TICK, REQUESTS};
@@ -90,7 +94,7 @@ impl Lnc {
         })?;
         listener.set_nonblocking(true).map_err(|e| Error::io(NRT_STATUS::NRT_FAILURE, "listener nonblocking", &e))?;
         // Accepted connections start with the listener's congestion control: the one for a peer
-        // on this host (`Stream::new` gives one from elsewhere the system's).
+        // on this host (`Stream::new` gives one the handshake finds elsewhere the system's).
         if let Some(cc) = crate::transport::tcp::congestion_for(true) {
             crate::transport::tcp::set_congestion(socket2::SockRef::from(&listener), cc);
         }

@@ -23,6 +23,7 @@ const SECRET: &[u8] = b"s3cret";
 fn cfg(port_base: u16, secret: Option<&[u8]>, transport: Transport, streams: usize) -> Config {
     Config {
         shm_vm_readv: true,
+        boot_id: true,
         ofi_provider: None,
         ofi_rails: None,
         transport,
@@ -134,7 +135,7 @@ fn hello_and_challenge(s: &mut TcpStream) -> (Frame, [u8; HEADER_LEN], [u8; HEAD
 
 fn ok_ack(hello: &Frame) -> [u8; HEADER_LEN] {
     let Frame::Hello { nonce, conn_seq, .. } = *hello else { panic!("not a Hello: {hello:?}") };
-    Frame::HelloAck { status: ack::OK, nonce, conn_seq, flags: 0 }.encode()
+    Frame::HelloAck { status: ack::OK, nonce, conn_seq, flags: 0, kernel: 0 }.encode()
 }
 
 /// With the same secret on both ends, connections pair over TCP (4 streams, each proved) and
@@ -178,6 +179,32 @@ fn a_listener_with_another_secret_gets_nothing() {
     let c = connect("127.0.0.1", peer, me).unwrap();
     fails_with(&c, "did not prove the shared secret");
     assert_eq!(fake.join().unwrap(), 0, "bytes went to a listener that did not prove the secret");
+    let _ = close(me);
+}
+
+/// The kernel tags travel inside what the proofs cover: a HelloAck whose tag was changed on the
+/// path (to claim this kernel, or another) no longer matches the accepting side's proof.
+#[test]
+fn a_kernel_tag_changed_on_the_path_breaks_the_proof() {
+    nrt_init();
+    let (me, peer) = (988, 1010);
+    init_with(me, Some(cfg(BASE, Some(SECRET), Transport::Tcp, 1))).unwrap();
+    let fake = fake_peer(SocketAddr::from(([127, 0, 0, 1], BASE + peer as u16)), move |s| {
+        let (hello, hello_bytes, conn_challenge) = hello_and_challenge(s);
+        let acc_challenge = Frame::Challenge { nonce: [8; 16], instance: 98, lnc: peer as u32 }.encode();
+        s.write_all(&acc_challenge).unwrap();
+        let _proof = read_frame(s);
+        let t = Transcript { hello: hello_bytes, conn_challenge, acc_challenge };
+        let Frame::Hello { nonce, conn_seq, kernel, .. } = hello else { unreachable!() };
+        assert_ne!(kernel, 0, "the Hello names the kernel");
+        let proved = Frame::HelloAck { status: ack::OK, nonce, conn_seq, flags: 0, kernel: 0x1111 }.encode();
+        let sent = Frame::HelloAck { status: ack::OK, nonce, conn_seq, flags: 0, kernel }.encode();
+        s.write_all(&sent).unwrap();
+        s.write_all(&Frame::Proof { mac: accepting_proof(SECRET, &t, &proved) }.encode()).unwrap();
+    });
+    let c = connect("127.0.0.1", peer, me).unwrap();
+    fails_with(&c, "did not prove the shared secret");
+    assert_eq!(fake.join().unwrap(), 0, "bytes went to a listener whose HelloAck was altered");
     let _ = close(me);
 }
 

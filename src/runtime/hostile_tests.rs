@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 fn cfg() -> Config {
     Config {
         shm_vm_readv: true,
+        boot_id: true,
         ofi_provider: None,
         ofi_rails: None,
         transport: crate::config::Transport::Tcp,
@@ -44,7 +45,8 @@ fn garbage_wrong_magic_version_lnc_are_dropped() {
     let port = 26100 + b as u16;
     let hello = |ver: u8, dst: u32| {
         let mut h =
-            crate::wire::Frame::Hello { stream: 0, nstreams: 1, nonce: 1, conn_seq: 0, src_lnc: 5, dst_lnc: dst, flags: 0 }.encode();
+            crate::wire::Frame::Hello { stream: 0, nstreams: 1, nonce: 1, conn_seq: 0, src_lnc: 5, dst_lnc: dst, flags: 0, kernel: 0 }
+                .encode();
         h[4] = ver;
         h
     };

@@ -190,6 +190,8 @@ pub mod cores;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
+mod kernel_tests;
+#[cfg(test)]
 mod random_tests;
 #[cfg(test)]
 mod shm_tests;

@@ -13,6 +13,7 @@ const SECRET: &[u8] = b"s3cret";
 fn cfg(secret: Option<&[u8]>, transport: Transport) -> Config {
     Config {
         shm_vm_readv: true,
+        boot_id: true,
         ofi_provider: None,
         ofi_rails: None,
         transport,

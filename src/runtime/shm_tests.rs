@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 fn cfg(port_base: u16, transport: Transport) -> Config {
     Config {
         shm_vm_readv: true,
+        boot_id: true,
         ofi_provider: None,
         ofi_rails: None,
         transport,

@@ -301,8 +301,8 @@ mod tests {
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (b, _) = l.accept().unwrap();
         let (ra, rb, links) = fake::pair(1, cfg);
-        let s = OfiTransport::new(Kind::Send, vec![Stream::new(a).unwrap()], ra, "sender".into()).unwrap();
-        let r = OfiTransport::new(Kind::Recv, vec![Stream::new(b).unwrap()], rb, "receiver".into()).unwrap();
+        let s = OfiTransport::new(Kind::Send, vec![Stream::new(a, true).unwrap()], ra, "sender".into()).unwrap();
+        let r = OfiTransport::new(Kind::Recv, vec![Stream::new(b, true).unwrap()], rb, "receiver".into()).unwrap();
         (s, r, links)
     }
 

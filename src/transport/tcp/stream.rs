@@ -237,8 +237,9 @@ pub struct Stream {
     pub(super) tx: VecDeque<TxItem>,
     pub(super) rx: Rx,
     pub(super) inbox: Inbox,
-    /// The peer is a process of this host (loopback, or our own address): pages handed to the
-    /// socket arrive as they are, so a Data frame's source page offset means something.
+    /// The peer is a process of this kernel (the handshake's kernel tags, or its address): pages
+    /// handed to the socket arrive as they are, so a Data frame's source page offset means
+    /// something.
     pub(super) same_host: bool,
     /// The peer closed this (non-control) stream between frames. Not an error by itself: the
     /// peer's Acks may still be on their way on stream 0, whose end decides. Sending on it is.
@@ -248,7 +249,9 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(sock: TcpStream) -> std::io::Result<Stream> {
+    /// A stream whose handshake is done; `same_host`: the peer runs on this kernel (engine's
+    /// judgement: kernel tags, else the address).
+    pub fn new(sock: TcpStream, same_host: bool) -> std::io::Result<Stream> {
         sock.set_nonblocking(true)?;
         sock.set_nodelay(true)?;
         let buf = sockbuf();
@@ -267,9 +270,9 @@ impl Stream {
                 };
             }
         }
-        let same_host = crate::sys::net::on_this_host(&sock);
-        // Normally chosen before the handshake already (`connect_with`, the lnc's listener); an
-        // accepted stream from another host inherited the listener's and gets the system's.
+        // Every stream starts with the algorithm for this host, chosen before its handshake
+        // (`connect_with`, the lnc's listener); a stream whose peer the handshake found on
+        // another kernel gets the system's now.
         if let Some(cc) = congestion_for(same_host) {
             set_congestion(socket2::SockRef::from(&sock), cc);
         }
