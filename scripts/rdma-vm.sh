@@ -112,6 +112,9 @@ LD_LIBRARY_PATH=$ROOT/build/lib ldd $LIBS $PROV 2>/dev/null \
     esac
 done
 cp -L --remove-destination /lib/x86_64-linux-gnu/libgcc_s.so.1 "$INITRD_ROOT/usr/lib/x86_64-linux-gnu/"
+# RDMA_VM_QUICK=1: the C suite, the verbs measurement and the preload run only (no netem, Yama,
+# device-from-environment or libfabric parts): for working on the verbs transport.
+[ -n "${RDMA_VM_QUICK:-}" ] && touch "$INITRD_ROOT/etc/rdma-vm-quick"
 printf '127.0.0.1 localhost\n' > "$INITRD_ROOT/etc/hosts"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/tmp:/bin/sh\n' > "$INITRD_ROOT/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$INITRD_ROOT/etc/group"
@@ -253,6 +256,7 @@ else
     echo "FAIL no LD_PRELOAD library in the VM (build/lib/libnrt_async_sendrecv.so missing)"; failed=$((failed+1))
 fi
 
+if [ ! -e /etc/rdma-vm-quick ]; then
 echo "===== device named in the environment (NEURON_RT_ASYNC_SENDRECV_RDMA_DEVICE)"
 # Bootstrap over 127.0.0.1, which no RDMA device carries: each side uses the device it names.
 NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=127.0.0.1 NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=25000 NEURON_RT_ASYNC_SENDRECV_RDMA_DEVICE=rxeB \
@@ -326,7 +330,10 @@ echo "===== libfabric: NEURON_RT_ASYNC_SENDRECV_TRANSPORT=ofi, FI_PROVIDER=verbs
 # A second veth pair and two more Soft-RoCE devices, routed like the first: vethC 10.9.1.1 (rxeC)
 # and vethD 10.9.1.2 (rxeD). Rails are libfabric domains (the verbs provider's domain is the
 # device): a side at 10.9.0.1 uses rxeA and rxeC, one at 10.9.0.2 rxeB and rxeD.
-if [ ! -e /usr/lib/x86_64-linux-gnu/libfabric.so.1 ]; then
+fi
+if [ -e /etc/rdma-vm-quick ]; then
+    echo "SKIP device from the environment, Yama, netem and libfabric parts (RDMA_VM_QUICK)"
+elif [ ! -e /usr/lib/x86_64-linux-gnu/libfabric.so.1 ]; then
     echo "SKIP libfabric: libnrt.so.1 does not link libfabric (built with OFI=0)"
 else
 $IP2 link add vethC type veth peer name vethD
@@ -452,6 +459,23 @@ t0=$(cut -d' ' -f1 /proc/uptime)
 ofi_demo "8 bytes, one at a time" /tmp/ofi_rt.log NRT_DEMO_MIN_SIZE=8 NRT_DEMO_MAX_SIZE=8 NRT_DEMO_BYTES_PER_SIZE=0 NRT_DEMO_MIN_ITERS=200 NRT_DEMO_WINDOW=1
 echo "($t0..$(cut -d' ' -f1 /proc/uptime) s)"
 grep -v " INFO: " /tmp/ofi_rt.log | sed -E 's/^ *([0-9]+ (B|KiB|MiB) )/OFIRT \1/'
+
+# 4. The LD_PRELOAD library over libfabric: t_preload with the stand-in vendor library, both ends
+# in one process on one rail, rxeA (as the verbs run above); device tensors staged.
+echo "===== the LD_PRELOAD library over libfabric (verbs;ofi_rxm on rxeA, stand-in vendor libnrt.so.1)"
+if [ -e /preload/t_preload ]; then
+    env $ofi_env NEURON_RT_ASYNC_SENDRECV_OFI_RAILS=rxeA LD_LIBRARY_PATH=/preload:$LD_LIBRARY_PATH \
+        LD_PRELOAD=/preload/libnrt_async_sendrecv.so NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=127.0.0.1 \
+        NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=25600 NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info \
+        timeout 300 /preload/t_preload ours > /tmp/preload_ofi.log 2>&1
+    rc=$?
+    grep -m3 -E "transport ofi|staged" /tmp/preload_ofi.log | sed 's/^/    log: /'
+    if [ $rc = 0 ] && grep -q "transport ofi verbs;ofi_rxm" /tmp/preload_ofi.log && grep -q "device memory staged through host memory" /tmp/preload_ofi.log; then
+        echo "PASS [ofi verbs] LD_PRELOAD library: host and device tensors in four directions, byte-verified"; passed=$((passed+1))
+    else
+        echo "FAIL [ofi verbs] LD_PRELOAD library (rc $rc)"; grep -v " INFO: " /tmp/preload_ofi.log | tail -15 | sed 's/^/    /'; failed=$((failed+1))
+    fi
+fi
 fi
 echo "rdma-vm suite: $passed passed, $failed failed"
 echo "===== perftest (rxeA <-> rxeB), beside the libfabric runs"

@@ -54,7 +54,10 @@ pub fn emit(l: Level, args: std::fmt::Arguments<'_>) {
             Level::Debug => "DEBUG",
             Level::Off => return,
         };
-        eprintln!("nrt-sendrecv {tag}: {args}");
+        // One write per line: two processes logging to one file or pipe (a forked peer, the
+        // demo) then never cut into each other's lines, as `eprintln!`'s several writes did.
+        let line = format!("nrt-sendrecv {tag}: {args}\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
     }
 }
 

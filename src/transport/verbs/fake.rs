@@ -17,8 +17,8 @@ struct End {
     cq: VecDeque<Wc>,
     /// (key, address, length)
     regs: Vec<(u32, u64, u64)>,
-    /// Work requests on the wire toward the peer: (id, op, bytes).
-    wire: VecDeque<(u64, Op, Vec<u8>)>,
+    /// Work requests on the wire toward the peer: (id, op, bytes, signaled).
+    wire: VecDeque<(u64, Op, Vec<u8>, bool)>,
     /// Receives posted at most at once (the deepest the queue was kept).
     max_posted: usize,
 }
@@ -31,6 +31,7 @@ pub struct Net {
     pub violations: Vec<String>,
     pub sends: u64,
     pub writes: u64,
+    pub inline: u64,
 }
 
 pub struct FakeNic {
@@ -54,7 +55,7 @@ impl Net {
         let to = 1 - from;
         let mut k = 0;
         while k < n {
-            let Some((id, op, bytes)) = self.ends[from].wire.pop_front() else { break };
+            let Some((id, op, bytes, signaled)) = self.ends[from].wire.pop_front() else { break };
             k += 1;
             match op {
                 Op::Send { imm } => {
@@ -92,7 +93,9 @@ impl Net {
                     }
                 }
             }
-            self.ends[from].cq.push_back(Wc::Sent { id });
+            if signaled {
+                self.ends[from].cq.push_back(Wc::Sent { id });
+            }
         }
         k
     }
@@ -142,7 +145,13 @@ impl Nic for FakeNic {
             Op::Send { imm } => Op::Send { imm },
             Op::Write { addr, rkey, imm } => Op::Write { addr, rkey, imm },
         };
-        net.ends[self.me].wire.push_back((wr.id, op, bytes));
+        if wr.inline && wr.len > self.max_inline() {
+            return Err(Error::failure(format!("{} bytes inline, at most {}", wr.len, self.max_inline())));
+        }
+        if wr.inline {
+            net.inline += 1;
+        }
+        net.ends[self.me].wire.push_back((wr.id, op, bytes, wr.signaled));
         Ok(())
     }
 
@@ -167,5 +176,9 @@ impl Nic for FakeNic {
 
     fn max_write(&self) -> u64 {
         self.max_write
+    }
+
+    fn max_inline(&self) -> u32 {
+        64
     }
 }

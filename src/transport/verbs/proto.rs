@@ -40,6 +40,9 @@ pub const RECV_DEPTH: usize = 128;
 pub const SEND_SLOTS: usize = 32;
 /// Send work requests in the queue at once.
 pub const SEND_DEPTH: usize = 512;
+/// A send work request in this many is signaled at least (its completion stands for the
+/// unsignaled ones before it).
+const SIGNAL_EVERY: u32 = 16;
 /// A control batch's size (it lands in a receive buffer of either side).
 const CTRL_BUF: usize = 1024;
 /// The sending side's receive buffers take only control batches.
@@ -66,13 +69,17 @@ pub enum Op {
     Write { addr: u64, rkey: u32, imm: Option<u32> },
 }
 
-/// One send work request: `len` bytes at `addr` (`lkey`).
+/// One send work request: `len` bytes at `addr` (`lkey`). Unsignaled ones make no completion of
+/// their own (a later signaled one stands for them: a queue completes in order); inline ones
+/// carry their bytes in the work request.
 pub struct SendWr {
     pub id: u64,
     pub op: Op,
     pub addr: u64,
     pub len: u32,
     pub lkey: u32,
+    pub signaled: bool,
+    pub inline: bool,
 }
 
 /// One receive work request: a buffer of `len` bytes at `addr` (`lkey`).
@@ -108,6 +115,8 @@ pub trait Nic: Send {
     fn poll(&mut self, out: &mut Vec<Wc>) -> Result<()>;
     /// The longest one RDMA write may be.
     fn max_write(&self) -> u64;
+    /// The most bytes a SEND may carry inline.
+    fn max_inline(&self) -> u32;
 }
 
 /// A send, waiting for its Cts or being written.
@@ -171,8 +180,12 @@ pub struct Proto<N: Nic> {
     peer_freed: u32,
     freed: u32,
     reported: u32,
-    /// Send work requests in the queue.
-    sq_used: usize,
+    /// Send work requests in the queue (their ids, in order), and those posted unsignaled since
+    /// the last signaled one.
+    sq: VecDeque<u64>,
+    unsignaled: u32,
+    /// Write pieces (but the last of a message) posted so far.
+    pieces: u32,
     /// Sender: sends in order, the first maybe partly written; Cts that arrived (by seq); the seq
     /// of the next send to go (every one below went or failed).
     waiting: VecDeque<SendItem>,
@@ -219,7 +232,9 @@ impl<N: Nic> Proto<N> {
             peer_freed: 0,
             freed: 0,
             reported: 0,
-            sq_used: 0,
+            sq: VecDeque::with_capacity(SEND_DEPTH),
+            unsignaled: 0,
+            pieces: 0,
             waiting: VecDeque::new(),
             cts: VecDeque::new(),
             next_issue: 0,
@@ -271,6 +286,17 @@ impl<N: Nic> Proto<N> {
         Ok(())
     }
 
+    /// Posts a send work request, signaled when it must be (`must`: its completion matters at
+    /// once), every `SIGNAL_EVERY`, or when send slots or queue entries run low.
+    fn send(&mut self, id: u64, op: Op, addr: u64, len: u32, lkey: u32, must: bool) -> Result<()> {
+        let signaled = must || self.unsignaled + 1 >= SIGNAL_EVERY || self.sfree.len() < 4 || self.sq.len() + 8 >= SEND_DEPTH;
+        let inline = matches!(op, Op::Send { .. }) && len > 0 && len <= self.nic.max_inline();
+        self.nic.post_send(&SendWr { id, op, addr, len, lkey, signaled, inline })?;
+        self.sq.push_back(id);
+        self.unsignaled = if signaled { 0 } else { self.unsignaled + 1 };
+        Ok(())
+    }
+
     /// The peer's receive requests this side may still take.
     fn credits(&self) -> u32 {
         (RECV_DEPTH as u32).saturating_sub(self.sent.wrapping_sub(self.peer_freed))
@@ -279,7 +305,7 @@ impl<N: Nic> Proto<N> {
     /// Room for a message that takes one of the peer's receive requests (one credit stays for a
     /// batch that only returns credits).
     fn can_take(&self) -> bool {
-        self.credits() >= 2 && self.sq_used < SEND_DEPTH
+        self.credits() >= 2 && self.sq.len() < SEND_DEPTH
     }
 
     pub fn post(&mut self, m: Msg, done: &mut Completions<'_>) -> Result<()> {
@@ -335,18 +361,11 @@ impl<N: Nic> Proto<N> {
                     let src = unsafe { std::slice::from_raw_parts(item.m.region.ptr(), len as usize) };
                     self.sbuf.slot_mut(i)[..len as usize].copy_from_slice(src);
                 }
-                let wr = SendWr {
-                    id: EAGER_TAG | i as u64,
-                    op: Op::Send { imm: Some(seq as u32) },
-                    addr: self.sbuf.addr(i),
-                    len: len as u32,
-                    lkey: self.sbuf.keys.lkey,
-                };
-                if let Err(e) = self.nic.post_send(&wr) {
+                let (addr, lkey) = (self.sbuf.addr(i), self.sbuf.keys.lkey);
+                if let Err(e) = self.send(EAGER_TAG | i as u64, Op::Send { imm: Some(seq as u32) }, addr, len as u32, lkey, false) {
                     self.sfree.push(i);
                     return Err(e);
                 }
-                self.sq_used += 1;
                 self.sent = self.sent.wrapping_add(1);
                 self.verdicts.push_back((seq, item.m.seq, len));
                 continue;
@@ -381,32 +400,28 @@ impl<N: Nic> Proto<N> {
                 }
             }
             let credit = self.credits() >= 2;
-            let front = self.waiting.front_mut().expect("still there");
+            let front = self.waiting.front().expect("still there");
             let lkey = front.keys.as_ref().map_or(0, |k| k.lkey);
-            let base = front.m.region.ptr() as u64;
+            let (base, mut written) = (front.m.region.ptr() as u64, front.written);
             let mut finished = false;
-            while self.sq_used < SEND_DEPTH {
-                let n = (len - front.written).min(w);
-                let last = front.written + n == len;
+            while self.sq.len() < SEND_DEPTH {
+                let n = (len - written).min(w);
+                let last = written + n == len;
                 if last && !credit {
                     break;
                 }
-                let wr = SendWr {
-                    id: if last { seq } else { PIECE_TAG | seq },
-                    op: Op::Write { addr: addr + front.written, rkey, imm: last.then_some(seq as u32) },
-                    addr: base + front.written,
-                    len: n as u32,
-                    lkey,
-                };
-                self.nic.post_send(&wr)?;
-                self.sq_used += 1;
-                front.written += n;
+                // A piece's id is its own number (ids of requests in the queue differ).
+                self.pieces = self.pieces.wrapping_add(1);
+                let (id, imm) = if last { (seq, Some(seq as u32)) } else { (PIECE_TAG | self.pieces as u64, None) };
+                self.send(id, Op::Write { addr: addr + written, rkey, imm }, base + written, n as u32, lkey, last)?;
+                written += n;
                 if last {
                     self.sent = self.sent.wrapping_add(1);
                     finished = true;
                     break;
                 }
             }
+            self.waiting.front_mut().expect("still there").written = written;
             if !finished {
                 break;
             }
@@ -454,7 +469,7 @@ impl<N: Nic> Proto<N> {
             if credit_only && (self.freed.wrapping_sub(self.reported) as usize) < RECV_DEPTH / 2 {
                 return Ok(());
             }
-            let room = if credit_only { self.credits() >= 1 && self.sq_used < SEND_DEPTH } else { self.can_take() };
+            let room = if credit_only { self.credits() >= 1 && self.sq.len() < SEND_DEPTH } else { self.can_take() };
             if !room || self.sfree.is_empty() {
                 return Ok(());
             }
@@ -463,18 +478,11 @@ impl<N: Nic> Proto<N> {
             self.recs.extend(self.ctrl_out.drain(..n));
             let i = self.sfree.pop().expect("checked");
             let len = ctrl::encode(self.sbuf.slot_mut(i), self.freed, &self.recs);
-            let wr = SendWr {
-                id: CTRL_TAG | i as u64,
-                op: Op::Send { imm: None },
-                addr: self.sbuf.addr(i),
-                len: len as u32,
-                lkey: self.sbuf.keys.lkey,
-            };
-            if let Err(e) = self.nic.post_send(&wr) {
+            let (addr, lkey) = (self.sbuf.addr(i), self.sbuf.keys.lkey);
+            if let Err(e) = self.send(CTRL_TAG | i as u64, Op::Send { imm: None }, addr, len as u32, lkey, false) {
                 self.sfree.push(i);
                 return Err(e);
             }
-            self.sq_used += 1;
             self.sent = self.sent.wrapping_add(1);
             self.reported = self.freed;
             if credit_only {
@@ -510,20 +518,21 @@ impl<N: Nic> Proto<N> {
                 let on = match id {
                     id if id & RECV_TAG != 0 => "a receive request".to_string(),
                     id if id & (CTRL_TAG | EAGER_TAG) != 0 => "a send slot".to_string(),
+                    id if id & PIECE_TAG != 0 => "an RDMA write".to_string(),
                     id => format!("message {}", id & ID_MASK),
                 };
                 Err(Error::failure(format!("RDMA completion error: {what} on {on}")))
             }
             Wc::Sent { id } => {
-                self.sq_used = self.sq_used.saturating_sub(1);
-                if id & (CTRL_TAG | EAGER_TAG) != 0 {
-                    self.sfree.push((id & ID_MASK) as usize);
-                } else if id & PIECE_TAG == 0 {
-                    let item = self.in_flight.pop_front().ok_or_else(|| proto_err("write completion with nothing in flight".into()))?;
-                    if item.seq != id {
-                        return Err(proto_err(format!("write completion for {id} while {} was first", item.seq)));
+                // It completes every unsignaled request before it too.
+                if !self.sq.contains(&id) {
+                    return Err(proto_err(format!("completion of unknown send request {id:#x}")));
+                }
+                while let Some(done_id) = self.sq.pop_front() {
+                    self.sent_done(done_id, done)?;
+                    if done_id == id {
+                        break;
                     }
-                    done.push(Done::Ok { seq: item.m.seq, bytes: item.m.region.len() as u64 });
                 }
                 Ok(())
             }
@@ -560,6 +569,21 @@ impl<N: Nic> Proto<N> {
                 Ok(())
             }
         }
+    }
+
+    /// Send request `id` is done: its slot is free again, or its message (a write's last) is
+    /// with the peer.
+    fn sent_done(&mut self, id: u64, done: &mut Completions<'_>) -> Result<()> {
+        if id & (CTRL_TAG | EAGER_TAG) != 0 {
+            self.sfree.push((id & ID_MASK) as usize);
+        } else if id & PIECE_TAG == 0 {
+            let item = self.in_flight.pop_front().ok_or_else(|| proto_err("write completion with nothing in flight".into()))?;
+            if item.seq != id {
+                return Err(proto_err(format!("write completion for {id} while {} was first", item.seq)));
+            }
+            done.push(Done::Ok { seq: item.m.seq, bytes: item.m.region.len() as u64 });
+        }
+        Ok(())
     }
 
     /// Receiver: an eager message in receive buffer `i`.

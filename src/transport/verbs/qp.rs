@@ -20,6 +20,9 @@ fn post_err(what: &str, rc: i32) -> Error {
     Error::io(NRT_STATUS::NRT_FAILURE, what, &std::io::Error::from_raw_os_error(rc))
 }
 
+/// Bytes asked for inline SENDs.
+const INLINE_WANTED: u32 = 256;
+
 pub struct Qp {
     dev: Arc<Device>,
     channel: *mut ibv_comp_channel,
@@ -27,6 +30,8 @@ pub struct Qp {
     qp: *mut ibv_qp,
     pub psn: u32,
     max_write: u64,
+    /// What the queue pair takes inline (0 where the device takes nothing).
+    max_inline: u32,
 }
 
 // SAFETY: the verbs objects are used only under the communicator's io lock (one thread at a
@@ -43,7 +48,15 @@ impl Qp {
         if channel.is_null() {
             return Err(os_err("ibv_create_comp_channel"));
         }
-        let mut q = Qp { dev, channel, cq: std::ptr::null_mut(), qp: std::ptr::null_mut(), psn: (psn & 0xff_ffff) as u32, max_write };
+        let mut q = Qp {
+            dev,
+            channel,
+            cq: std::ptr::null_mut(),
+            qp: std::ptr::null_mut(),
+            psn: (psn & 0xff_ffff) as u32,
+            max_write,
+            max_inline: 0,
+        };
         // From here on Drop releases whatever was created.
         // SAFETY: the channel fd is ours; making it non-blocking only changes how reads behave.
         unsafe {
@@ -67,11 +80,21 @@ impl Qp {
         init.cap.max_recv_wr = recv_depth as u32;
         init.cap.max_send_sge = 1;
         init.cap.max_recv_sge = 1;
+        // Small SENDs (eager messages, control batches) inline where the device takes them: the
+        // NIC then reads no memory for them. A device that refuses is asked for none.
+        init.cap.max_inline_data = INLINE_WANTED;
         // SAFETY: pd and attributes are valid.
         q.qp = unsafe { ibv_create_qp(q.dev.pd, &mut init) };
         if q.qp.is_null() {
+            init.cap.max_inline_data = 0;
+            // SAFETY: as above.
+            q.qp = unsafe { ibv_create_qp(q.dev.pd, &mut init) };
+        }
+        if q.qp.is_null() {
             return Err(os_err("ibv_create_qp"));
         }
+        // ibv_create_qp wrote back what the queue pair takes.
+        q.max_inline = init.cap.max_inline_data;
         // SAFETY: a zeroed ibv_qp_attr is valid; INIT needs state, pkey, port and access.
         let mut a: ibv_qp_attr = unsafe { std::mem::zeroed() };
         a.qp_state = ibv_qp_state::IBV_QPS_INIT;
@@ -204,7 +227,13 @@ impl Nic for Qp {
         wr.wr_id = w.id;
         wr.sg_list = &mut sge;
         wr.num_sge = if w.len > 0 { 1 } else { 0 };
-        wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+        wr.send_flags = 0;
+        if w.signaled {
+            wr.send_flags |= ibv_send_flags::IBV_SEND_SIGNALED.0;
+        }
+        if w.inline {
+            wr.send_flags |= ibv_send_flags::IBV_SEND_INLINE.0;
+        }
         let imm = match w.op {
             Op::Send { imm } => {
                 wr.opcode = if imm.is_some() { ibv_wr_opcode::IBV_WR_SEND_WITH_IMM } else { ibv_wr_opcode::IBV_WR_SEND };
@@ -276,6 +305,10 @@ impl Nic for Qp {
 
     fn max_write(&self) -> u64 {
         self.max_write
+    }
+
+    fn max_inline(&self) -> u32 {
+        self.max_inline
     }
 }
 

@@ -264,7 +264,8 @@ fn a_sender_far_ahead_of_the_receives_waits_for_credits() {
     for _ in 0..50 {
         p.step();
     }
-    assert!(p.net.lock().sends < RECV_DEPTH as u64, "sent {} eagerly with no receive posted", p.net.lock().sends);
+    let sends = p.net.lock().sends;
+    assert!(sends < RECV_DEPTH as u64, "sent {sends} eagerly with no receive posted");
     assert!(p.slog.is_empty());
     for k in 0..500 {
         p.post_recv(k);
@@ -276,7 +277,7 @@ fn a_sender_far_ahead_of_the_receives_waits_for_credits() {
 }
 
 #[test]
-fn one_at_a_time_costs_two_sends_per_small_message() {
+fn one_at_a_time_costs_two_inline_sends_per_small_message() {
     // The round trip the VM measures: one eager SEND, one Ack batch (plus a credit return every
     // half queue).
     let mut p = Pair::new(MIB as u64, 3);
@@ -288,6 +289,11 @@ fn one_at_a_time_costs_two_sends_per_small_message() {
         p.run_until(k + 1);
         p.check(k, true);
     }
-    let sends = p.net.lock().sends;
+    let (sends, inline) = {
+        let net = p.net.lock();
+        (net.sends, net.inline)
+    };
     assert!(sends <= 2 * n as u64 + (n as u64 / (RECV_DEPTH as u64 / 2)) + 2, "{sends} SENDs for {n} messages");
+    // The message and its Ack batch (16 + 32 bytes) fit the fake NIC's 64 inline bytes.
+    assert!(inline >= 2 * n as u64, "{inline} of {sends} SENDs inline");
 }
