@@ -311,11 +311,11 @@ class Communicator:
         return self._post(out, "recv")
 
     def _post(self, obj: Any, kind: str) -> Request:
-        if not self._ready:
-            self.ready()
         export = _buffer.export(obj, writable=kind == "recv", purpose=kind)
         attached: Optional[int] = None
         try:
+            if not self._ready:
+                self.ready()  # raises the set-up's failure; not ready yet: the library says NRT_INVALID
             found = memory.lookup(export.address, export.nbytes)
             if found is not None:
                 tensor, offset = found
