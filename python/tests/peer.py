@@ -80,14 +80,18 @@ def recv_sizes(lnc: nrt.Lnc, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def send_sizes(lnc: nrt.Lnc, args: dict[str, Any]) -> dict[str, Any]:
-    """Connects, waits `delay` seconds, sends pattern(seed + i) of each length in turn (all posted
-    at once when `batch`), and reports each outcome."""
+    """Connects, waits `delay` seconds, sends pattern(seed + i) of each length in turn, or all
+    posted at once with `batch`, and reports each outcome."""
     tx = lnc.connect(IP, TEST).wait_ready(WAIT)
     if args.get("delay"):
         time.sleep(args["delay"])
     bufs = [pattern(n, args["seed"] + i) for i, n in enumerate(args["lengths"])]
-    if args.get("batch"):
-        reqs = [tx.send(b) for b in bufs]
+    if args.get("batch"):  # all posted at once; with `late`, the last one that many seconds later
+        late = args.get("late")
+        reqs = [tx.send(b) for b in (bufs[:-1] if late else bufs)]
+        if late:
+            time.sleep(late)
+            reqs.append(tx.send(bufs[-1]))
         return {"results": [status_of(lambda r=r: r.wait(WAIT)) for r in reqs]}
     return {"results": [status_of(lambda b=b: tx.send(b).wait(WAIT)) for b in bufs]}
 

@@ -18,8 +18,12 @@ IP, PEER = "127.0.0.1", 1
 W = 30.0  # bound of every wait
 
 
-def library_empty(shape: Any, dtype: Any, order: str) -> np.ndarray:
+def library_empty(shape: Any, dtype: Any, order: Any) -> np.ndarray:
     return nrt.empty(shape, dtype, order)
+
+
+def numpy_empty(shape: Any, dtype: Any, order: Any) -> np.ndarray:
+    return np.empty(shape, dtype, order)
 
 
 @pytest.mark.parametrize("memory", ["numpy", "library"])
@@ -27,7 +31,7 @@ def test_echo_dtypes_and_shapes(rt: nrt.Runtime, transport: str, port_base: int,
     """Each spec goes to the peer (which checks every byte) and comes back (checked here)."""
     specs = [list(s) for s in SPECS]
     p = peer("echo", specs=specs, seed=10)
-    alloc = np.empty if memory == "numpy" else library_empty
+    alloc = numpy_empty if memory == "numpy" else library_empty
     with rt.lnc(0) as lnc:
         tx = lnc.connect(IP, PEER).wait_ready(W)
         rx = lnc.accept(IP, PEER).wait_ready(W)

@@ -28,7 +28,7 @@ from .errors import (
     WaitTimeout,
     status_name,
 )
-from .memory import alloc, empty, zeros
+from .memory import alloc, empty, empty_like, zeros
 from .runtime import (
     Communicator,
     Lnc,
@@ -80,6 +80,7 @@ __all__ = [
     "alloc",
     "as_completed",
     "empty",
+    "empty_like",
     "library_path",
     "library_version",
     "max_communicators_per_lnc",

@@ -15,7 +15,7 @@ import ctypes
 import math
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
 
 from . import _lib
 from .errors import check
@@ -105,17 +105,25 @@ def alloc(nbytes: int, name: str = "nrt_sendrecv") -> memoryview:
 ShapeLike = Union[int, Sequence[int]]
 
 
-def empty(shape: ShapeLike, dtype: Any = "uint8", order: str = "C") -> "numpy.ndarray":
+def empty(shape: ShapeLike, dtype: Any = "uint8", order: Literal["C", "F"] = "C") -> "numpy.ndarray":
     """A numpy array in library memory (zero-filled, so also ``zeros``). Needs numpy."""
     import numpy as np
 
     dt = np.dtype(dtype)
     dims = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
     count = math.prod(dims)
+    if order not in ("C", "F"):
+        raise ValueError(f"nrt_sendrecv.empty: order must be 'C' or 'F', not {order!r}")
     if count == 0:
-        return np.zeros(dims, dtype=dt, order=order)  # type: ignore[call-overload]
-    flat = np.frombuffer(alloc(count * dt.itemsize), dtype=dt)
-    return flat.reshape(dims, order=order)  # type: ignore[call-overload]
+        return np.zeros(dims, dtype=dt, order=order)
+    flat: numpy.ndarray = np.frombuffer(alloc(count * dt.itemsize), dtype=dt)
+    return flat.reshape(dims, order=order)
+
+
+def empty_like(a: Any) -> "numpy.ndarray":
+    """An array in library memory with the shape, dtype and (C or Fortran) order of `a`."""
+    order: Literal["C", "F"] = "F" if getattr(a, "flags", None) is not None and a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+    return empty(a.shape, a.dtype, order)
 
 
 zeros = empty
