@@ -30,7 +30,7 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def test_import_finds_the_bundled_library() -> None:
+def test_import_finds_the_bundled_library(tmp_path: Path) -> None:
     """`pip install ./python` after `make` puts libnrt.so.1 beside the package; a plain import
     (no NRT_SENDRECV_LIBRARY, no LD_LIBRARY_PATH) loads it."""
     if not (PKG / _lib.SONAME).exists():
@@ -39,7 +39,7 @@ def test_import_finds_the_bundled_library() -> None:
         pytest.skip(f"installed without a bundled library ({PKG / _lib.SONAME} missing: NRT_SENDRECV_BUNDLE=0?)")
     out = subprocess.run(
         [sys.executable, "-c", "import nrt_sendrecv as n; print(n.library_path()); print(n.library_version())"],
-        env=_clean_env(), capture_output=True, text=True, timeout=60, cwd="/",
+        env=_clean_env(), capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     path, version = out.stdout.splitlines()
@@ -47,14 +47,15 @@ def test_import_finds_the_bundled_library() -> None:
     assert "nrt-sendrecv" in version
 
 
-def test_env_var_is_used_and_only_it() -> None:
+def test_env_var_is_used_and_only_it(tmp_path: Path) -> None:
     """NRT_SENDRECV_LIBRARY names the file; when it cannot be loaded nothing else is tried."""
     lib, where = _lib.find_and_load(nrt.library_path(), PKG)
     assert where == os.path.abspath(nrt.library_path()) and hasattr(lib, "nrt_async_sendrecv_init")
+    missing = str(tmp_path / "libnrt.so.1")
     with pytest.raises(nrt.LibraryNotFound) as ei:
-        _lib.find_and_load("/nonexistent/libnrt.so.1", PKG)
-    assert ei.value.tried[0][0] == "NRT_SENDRECV_LIBRARY=/nonexistent/libnrt.so.1" and len(ei.value.tried) == 1
-    assert "/nonexistent/libnrt.so.1" in str(ei.value) and isinstance(ei.value, OSError)
+        _lib.find_and_load(missing, PKG)
+    assert ei.value.tried[0][0] == f"NRT_SENDRECV_LIBRARY={missing}" and len(ei.value.tried) == 1
+    assert missing in str(ei.value) and isinstance(ei.value, OSError)
 
 
 def test_not_found_names_every_place_tried(tmp_path: Path) -> None:

@@ -325,7 +325,12 @@ class Side:
 
 def run_side(a: argparse.Namespace, sender: bool, out: Any) -> dict[str, Any]:
     import nrt_sendrecv as nrt
+    from nrt_sendrecv import runtime
 
+    if a.poll == "spin":
+        runtime.SPIN_S = float("inf")
+    elif a.poll == "yield":
+        runtime.SPIN_S = 0.0
     if a.transport:
         os.environ["NEURON_RT_ASYNC_SENDRECV_TRANSPORT"] = a.transport
     if a.port_base is not None:
@@ -358,7 +363,7 @@ def run_side(a: argparse.Namespace, sender: bool, out: Any) -> dict[str, Any]:
         if sender and not a.quiet:
             print(
                 f'# nrt_sendrecv.bench: label "{a.label or "python " + (a.transport or "auto")}", transport {a.transport or "auto"}, '
-                f"comms 1, window {a.window}, memory {a.memory}, mode {a.mode}, role {'local' if a.local else 'send'}",
+                f"comms 1, window {a.window}, poll {a.poll}, memory {a.memory}, mode {a.mode}, role {'local' if a.local else 'send'}",
                 file=out,
             )
             print(column_header(), file=out, flush=True)
@@ -459,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", choices=("library", "numpy", "bytearray"), default="library",
                    help="buffers: numpy arrays in library memory (nrt_sendrecv.empty, the default), numpy.empty arrays or bytearrays (attached)")
     p.add_argument("--mode", choices=("bw", "lat", "both"), default="both", help="phases to run (default both)")
+    p.add_argument("--poll", choices=("spin", "yield", "default"), default="spin",
+                   help="how waits poll: spin on test_request (as nrt-sr-perf), yield the CPU between polls, or the package's default "
+                   "(spin 2 ms, then yield)")
     p.add_argument("--transport", choices=("auto", "tcp", "shm", "verbs", "ofi"), help="sets NEURON_RT_ASYNC_SENDRECV_TRANSPORT")
     p.add_argument("--port-base", type=int, help="sets NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT (lnc n listens on P + n)")
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to connect (default 60)")
@@ -541,7 +549,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "comms": 1,
             "window": a.window,
             "footprint": 0,
-            "poll": "spin",
+            "poll": a.poll,
             "memory": a.memory,
             "recv_offset": 0,
             "host": _host(),
