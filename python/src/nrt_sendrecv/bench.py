@@ -173,8 +173,6 @@ def make_buffer(memory: str, size: int) -> Any:
     if memory == "library":
         buf: Any = nrt.empty(size, "uint8") if np is not None else nrt.alloc(size)
     elif memory == "numpy":
-        if np is None:
-            raise BenchError("--memory numpy needs numpy (pip install numpy)")
         buf = np.empty(size, np.uint8)
     else:
         buf = bytearray(size)
@@ -500,6 +498,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     sender = a.local or a.role == "send"
     child: Optional[subprocess.Popen[bytes]] = None
+    if a.memory == "numpy" and _np() is None:
+        print("nrt_sendrecv.bench: error: --memory numpy needs numpy (pip install numpy)", file=sys.stderr)
+        return 2
     try:
         if a.local:
             child = subprocess.Popen([sys.executable, "-m", "nrt_sendrecv.bench", *child_args(argv)])
