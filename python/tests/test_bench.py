@@ -43,6 +43,11 @@ def test_local_over_shm_with_json(tmp_path: Path) -> None:
     assert d["verified"] is True and d["verified_messages"] == 12 and d["transport"] == "shm"
     assert [r["size"] for r in d["results"]] == [8, 65536, 1 << 20]
     assert all(r["gbytes_per_s"] > 0 and r["lat_p50_us"] > 0 and r["iters"] == 30 for r in d["results"])
+    perf = Path(__file__).resolve().parents[2] / "build" / "bin" / "nrt-sr-perf"
+    if perf.exists():  # make test builds it first: its `plot` reads our JSON
+        png = tmp_path / "r.png"
+        q = subprocess.run([str(perf), "plot", "--out", str(png), str(j)], capture_output=True, text=True, timeout=60)
+        assert q.returncode == 0 and png.stat().st_size > 0, q.stderr
 
 
 def test_two_roles_over_tcp_numpy_arrays() -> None:
