@@ -93,7 +93,9 @@ def alloc(nbytes: int, name: str = "nrt_sendrecv") -> memoryview:
     region = _Region(va, va + nbytes, t.value)
     buf = (ctypes.c_char * nbytes).from_address(va)
     buf._nrt_region = region  # type: ignore[attr-defined]  # noqa: SLF001 - keeps the bookkeeping with the memory
-    weakref.finalize(buf, _free, region)
+    # Not at exit: arrays may still be in use while the interpreter shuts down, and the process
+    # ends anyway.
+    weakref.finalize(buf, _free, region).atexit = False
     with _lock:
         _prune()
         i = bisect.bisect_right(_starts, va)
