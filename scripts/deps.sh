@@ -6,6 +6,8 @@ command -v cc >/dev/null 2>&1 || need="$need gcc"
 command -v c++ >/dev/null 2>&1 || need="$need g++"
 command -v nm >/dev/null 2>&1 || need="$need binutils"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
+# The Python package's tests run in a virtual environment (python3 -m venv needs ensurepip).
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need="$need python3-venv"
 command -v timeout >/dev/null 2>&1 || need="$need coreutils"
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 # The fault tests: ip (network namespaces, veth) and pgrep.

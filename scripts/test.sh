@@ -252,6 +252,37 @@ c_reference tensor_copy lib 10 \
     'len(d["results"])==9 and all(x[k]>0 for x in d["results"] for k in ("read_gbytes_per_s","write_gbytes_per_s","copy_gbytes_per_s"))' \
     "exit 0, bytes checked, JSON"
 
+# 7e. The Python package (python/, docs/python.md): a virtual environment build/pyvenv (made
+#     once, reused) with pytest and numpy from the package index, `pip install ./python` (which
+#     bundles build/lib/libnrt.so.1), then its pytest suite against this build's library: two
+#     processes over TCP and shared memory, asyncio, the bench module. Each test counts.
+echo "== python package"
+venv=$ROOT/build/pyvenv
+pylog=$LOGDIR/python-pip.log
+: > "$pylog"
+if { [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >>"$pylog" 2>&1; } \
+   && timeout 300 "$venv/bin/python" -m pip install --disable-pip-version-check -q pytest numpy "setuptools>=61" wheel >>"$pylog" 2>&1 \
+   && timeout 300 "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation --force-reinstall ./python >>"$pylog" 2>&1; then
+    ptlog=$LOGDIR/python-pytest.log
+    (cd python && NRT_SENDRECV_LIBRARY=$ROOT/build/lib/libnrt.so.1 NRT_PY_TEST_PORT_START=30000 NRT_PY_TEST_REQUIRE_BUNDLED=1 \
+        timeout 600 "$venv/bin/python" -m pytest -v -p no:cacheprovider -rfE tests) >"$ptlog" 2>&1
+    prc=$?
+    sed -nE 's/^tests\/([^ ]+) (PASSED|FAILED|ERROR).*/\2 \1/p' "$ptlog" | sed -E 's/^PASSED /PASS [python] /; s/^(FAILED|ERROR) /FAIL [python] /' \
+        | tee "$LOGDIR/python.log"
+    py_pass=$(grep -c '^PASS ' "$LOGDIR/python.log"); py_fail=$(grep -c '^FAIL ' "$LOGDIR/python.log")
+    if [ "$prc" -ne 0 ] && [ "$py_fail" -eq 0 ]; then
+        py_fail=1; echo "FAIL [python] pytest exited with status $prc (see $ptlog)"; tail -5 "$ptlog"
+    elif [ "$py_pass" -eq 0 ]; then
+        py_fail=$((py_fail + 1)); echo "FAIL [python] no test passed (see $ptlog)"
+    fi
+    [ "$py_fail" -gt 0 ] && grep -E "^(FAILED|ERROR) " "$ptlog" | head -10
+    echo "python: $py_pass passed, $py_fail failed" | tee -a "$LOGDIR/python.log"
+    collect python "$LOGDIR/python.log"
+else
+    fail "python package: no virtual environment, or pip could not install pytest, numpy and ./python (is the package index reachable? see $pylog)"
+    tail -5 "$pylog"
+fi
+
 # 8. Sanitizers (make test-sanitizers): ASan/UBSan build of the C suite, valgrind memcheck.
 echo "== sanitizers"
 scripts/sanitize.sh 2>&1 | tee "$LOGDIR/sanitize.log" | grep -E "^(asan: )?(PASS|FAIL) "
