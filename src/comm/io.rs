@@ -70,6 +70,11 @@ impl<C> CommIo<C> {
         self.wait_long
     }
 
+    /// How long the caller has been polling its current request (`long_wait`), in nanoseconds.
+    pub fn waited_ns(&self) -> u64 {
+        if self.wait_seq == 0 { 0 } else { crate::sys::clock::mono_ns().saturating_sub(self.wait_since) }
+    }
+
     /// The transport chosen at set-up.
     pub fn install(&mut self, t: AnyTransport) {
         self.t = t;

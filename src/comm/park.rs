@@ -33,6 +33,8 @@ pub const PARK_NEGLECT_NS: u64 = 50_000_000;
 /// requests completed, having run as long on its CPU meanwhile, works between its requests (a
 /// spinning one is back within microseconds; a preempted one ran nothing meanwhile).
 const WORK_GAP_NS: u64 = 50_000;
+/// The longest sleep between two polls of a long wait (`Transport::pause_while`).
+const PAUSE_MAX_NS: u64 = 1_000_000;
 impl Comm {
     /// Progress from a caller's thread: skipped when another thread is already at it.
     ///
@@ -103,8 +105,16 @@ impl Comm {
             let pending = tested.is_some_and(|r| r.is_pending());
             let long = io.long_wait(wait.filter(|_| pending));
             let yield_cpu = pending && (long || wait.is_some_and(|w| io.transport().yield_while(w)));
+            // A software RDMA device is this host's CPUs: a long wait for a large message
+            // sleeps between polls rather than take them (`Transport::pause_while`), a quarter
+            // of the time waited so far (so a message is late by at most a quarter of its time),
+            // between the transport's pause and `PAUSE_MAX_NS`.
+            let pause = if long && pending { wait.and_then(|w| io.transport().pause_while(w)) } else { None }
+                .map(|d| d.max(std::time::Duration::from_nanos(io.waited_ns() / 4)).min(std::time::Duration::from_nanos(PAUSE_MAX_NS)));
             drop(io);
-            if yield_cpu {
+            if let Some(d) = pause {
+                std::thread::sleep(d);
+            } else if yield_cpu {
                 std::thread::yield_now();
             }
             if let Some(now) = help_at {

@@ -81,6 +81,9 @@ impl Transport for AnyTransport {
     fn yield_while(&self, wait: Wait) -> bool {
         each!(self, t => t.yield_while(wait), false)
     }
+    fn pause_while(&self, wait: Wait) -> Option<std::time::Duration> {
+        each!(self, t => t.pause_while(wait), None)
+    }
     fn max_message(&self) -> u64 {
         each!(self, t => t.max_message(), crate::wire::MAX_MESSAGE)
     }

@@ -199,6 +199,14 @@ pub trait Transport: Send {
         false
     }
 
+    /// A caller that has waited a while for `wait` should sleep this long between polls: the
+    /// work it waits for runs on this host's CPUs, which its spinning would take (verbs on a
+    /// software device: Soft-RoCE or siw).
+    fn pause_while(&self, wait: Wait) -> Option<std::time::Duration> {
+        let _ = wait;
+        None
+    }
+
     /// The largest message this transport takes.
     fn max_message(&self) -> u64;
 

@@ -21,6 +21,9 @@ pub struct Device {
     pub max_msg: u64,
     /// The longest registration (`max_mr_size`).
     pub max_mr: u64,
+    /// A software device (Soft-RoCE `rxe`, `siw`): the kernel on this host's CPUs does the NIC's
+    /// work.
+    pub software: bool,
 }
 
 // SAFETY: ibv_context and ibv_pd may be used from any thread (libibverbs is thread-safe).
@@ -100,7 +103,10 @@ pub fn device_for_ip(ip: IpAddr) -> Result<Option<Arc<Device>>> {
     // SAFETY: a zeroed attribute struct is a valid output buffer; ctx is open.
     let mut attr: ibv_device_attr = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    let max_mr = if unsafe { ibv_query_device(c.ctx, &mut attr) } == 0 { attr.max_mr_size } else { u64::MAX };
+    let queried = unsafe { ibv_query_device(c.ctx, &mut attr) } == 0;
+    let max_mr = if queried { attr.max_mr_size } else { u64::MAX };
+    // The vendor ids the kernel's software drivers report: rxe 0xffffff, siw 0x626d74 ("bmt").
+    let software = queried && (attr.vendor_id == 0xff_ffff || attr.vendor_id == 0x62_6d74);
     let d = Arc::new(Device {
         name: c.name,
         ctx: c.ctx,
@@ -112,6 +118,7 @@ pub fn device_for_ip(ip: IpAddr) -> Result<Option<Arc<Device>>> {
         mtu: c.attr.active_mtu,
         max_msg: if c.attr.max_msg_sz == 0 { 1 << 30 } else { c.attr.max_msg_sz as u64 },
         max_mr: if max_mr == 0 { u64::MAX } else { max_mr },
+        software,
     });
     OPEN.lock().push(d.clone());
     Ok(Some(d))

@@ -12,6 +12,11 @@ use crate::transport::{Completions, Kind, Msg, Transport, Wait, WaitFd};
 use crate::wire::Frame;
 use std::sync::Arc;
 
+/// Messages from this size on are waited for by sleeping between polls on a software device.
+const PAUSE_MIN: usize = 256 << 10;
+/// The sleep (the timer's slack adds to it).
+const PAUSE: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// The version of the protocol (`proto.rs`), in the QpInfo frame: 2 since control travels on
 /// the queue pair. Both sides must run the same.
 const PROTO_VERSION: u16 = 2;
@@ -44,6 +49,8 @@ fn max_write_setting() -> Result<Option<u64>> {
 /// A communicator's RDMA data path.
 pub struct VerbsTransport {
     kind: Kind,
+    /// The device is software (Soft-RoCE, siw): long waits for large messages sleep.
+    software: bool,
     link: TcpTransport,
     proto: Proto<Qp>,
     staging: Staging,
@@ -65,9 +72,10 @@ impl VerbsTransport {
             }
             _ => dev.max_msg,
         };
+        let software = dev.software;
         let qp = Qp::new(dev, SEND_DEPTH, RECV_DEPTH, max_write)?;
         let proto = Proto::new(qp, kind)?;
-        let mut t = VerbsTransport { kind, link: TcpTransport::link(kind, streams), proto, staging: Staging::default() };
+        let mut t = VerbsTransport { kind, software, link: TcpTransport::link(kind, streams), proto, staging: Staging::default() };
         let (qp, dev) = (t.proto.nic(), t.proto.nic().device());
         let f = Frame::QpInfo { qpn: qp.qpn(), psn: qp.psn, gid: dev.gid, lid: dev.lid, proto: PROTO_VERSION };
         t.link.send_frame(&f);
@@ -192,6 +200,13 @@ impl Transport for VerbsTransport {
 
     fn polls_sockets(&self) -> bool {
         true
+    }
+
+    /// On a software device (Soft-RoCE, siw) the kernel moves the bytes on this host's CPUs: a
+    /// caller that has waited a while for a message of `PAUSE_MIN` bytes or more sleeps
+    /// `PAUSE` between polls instead of spinning against it (measured in docs/rdma-vm.md).
+    fn pause_while(&self, wait: Wait) -> Option<std::time::Duration> {
+        (self.software && wait.len >= PAUSE_MIN).then_some(PAUSE)
     }
 
     fn max_message(&self) -> u64 {
