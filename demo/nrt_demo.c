@@ -9,9 +9,10 @@
  *   from. Both default to 127.0.0.1 ("::1" for IPv6 loopback); two addresses let each side use its
  *   own interface (and RDMA device).
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 #include <nrt/nrt.h>
 #include <nrt/nrt_async_sendrecv.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,22 @@ static int role_env(const char *who) {
         free(todo[i]);
     }
     return rc;
+}
+
+/* NRT_DEMO_CPU=<n> (usually per side: NRT_DEMO_SENDER_NRT_DEMO_CPU=0): that side's process,
+ * and the library's threads it starts, run on CPU n only (the VM harness pins both sides of its
+ * round-trip measurement, as it pins perftest's). */
+static int pin_cpu(void) {
+    const char *v = getenv("NRT_DEMO_CPU");
+    if (!v || !*v) return 0;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(atoi(v), &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0) {
+        perror("nrt_demo: sched_setaffinity (NRT_DEMO_CPU)");
+        return 1;
+    }
+    return 0;
 }
 
 static int window_for(size_t size) {
@@ -139,7 +156,7 @@ static int run(int is_sender, const char *peer) {
     const char *who = is_sender ? "sender" : "receiver";
     int lnc = is_sender ? 0 : 1, peer_lnc = is_sender ? 1 : 0;
     NRT_STATUS st;
-    if (role_env(is_sender ? "SENDER" : "RECEIVER") != 0) return 1;
+    if (role_env(is_sender ? "SENDER" : "RECEIVER") != 0 || pin_cpu() != 0) return 1;
     if ((st = nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0")) != NRT_SUCCESS) return die(who, "nrt_init", st);
     if ((st = nrt_async_sendrecv_init(lnc)) != NRT_SUCCESS) return die(who, "nrt_async_sendrecv_init", st);
     nrt_async_sendrecv_comm_t *comm = NULL;
