@@ -109,16 +109,7 @@ fn bytes_until_closed(s: &mut TcpStream) -> usize {
 fn fake_peer(addr: SocketAddr, script: impl FnOnce(&mut TcpStream) + Send + 'static) -> JoinHandle<usize> {
     let l = TcpListener::bind(addr).unwrap();
     std::thread::spawn(move || {
-        l.set_nonblocking(true).unwrap();
-        let end = Instant::now() + Duration::from_secs(10);
-        let mut s = loop {
-            match l.accept() {
-                Ok((s, _)) => break s,
-                Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(2)),
-                Err(e) => panic!("no connection to the fake peer: {e}"),
-            }
-        };
-        s.set_nonblocking(false).unwrap();
+        let mut s = accept_within(&l);
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         script(&mut s);
         bytes_until_closed(&mut s)
@@ -209,7 +200,8 @@ fn a_kernel_tag_changed_on_the_path_breaks_the_proof() {
 }
 
 /// Accepts one connection on `l` within 10 s.
-fn accept_within(l: &TcpListener) -> TcpStream {
+/// The first connection to `l` (blocking again), within 10 s (the handshake tests' listeners).
+pub(super) fn accept_within(l: &TcpListener) -> TcpStream {
     l.set_nonblocking(true).unwrap();
     let end = Instant::now() + Duration::from_secs(10);
     loop {

@@ -165,16 +165,7 @@ fn a_peer_that_claims_this_kernel_but_names_a_channel_not_its_own_falls_back_to_
 fn answered(me: i32, peer: i32, flags: u32, kernel: impl Fn(u64) -> u64) -> (Arc<Comm>, Frame, TcpStream) {
     let l = TcpListener::bind(("127.0.0.1", BASE + peer as u16)).unwrap();
     let c = connect("127.0.0.1", peer, me).unwrap();
-    l.set_nonblocking(true).unwrap();
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut s = loop {
-        match l.accept() {
-            Ok((s, _)) => break s,
-            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => panic!("no connection in 10 s: {e}"),
-        }
-    };
-    s.set_nonblocking(false).unwrap();
+    let mut s = super::auth_tests::accept_within(&l);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let h = read_frame(&mut s);
     let Frame::Hello { nonce, conn_seq, .. } = h else { panic!("not a Hello: {h:?}") };
