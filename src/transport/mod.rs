@@ -17,6 +17,7 @@
 pub mod any;
 pub mod ofi;
 pub mod shm;
+#[cfg(any(feature = "verbs", feature = "ofi"))]
 pub mod staging;
 pub mod tcp;
 pub mod verbs;
