@@ -26,11 +26,13 @@ fn provider_hash(name: &str) -> u32 {
 pub struct OfiTransport {
     kind: Kind,
     link: TcpTransport,
-    /// Dropped (endpoints closed, buffers freed) when the communicator closes normally; left as
-    /// it is when it failed (`broken`): `tcp;ofi_rxm` 1.17 crashed now and then inside `fi_close`
-    /// of an endpoint whose connection had stalled (the fault matrix's link-down case), so a
-    /// failed communicator's endpoints and the buffers its posted receives point into stay (a
-    /// few MiB per failed communicator).
+    /// Dropped (endpoints closed, buffers freed) when the communicator goes, except a failed
+    /// (`broken`) one over an `ofi_rxm` provider: `tcp;ofi_rxm` 1.17 crashed now and then inside
+    /// `fi_close` of an endpoint whose connection had stalled (the fault matrix's link-down
+    /// case), so there the endpoints and the buffers its posted receives point into stay (a few
+    /// MiB per failed communicator, given back when the process exits). Other providers close
+    /// always: an shm endpoint left open would leave its region in /dev/shm after the process
+    /// exits (16 MiB each).
     proto: std::mem::ManuallyDrop<Proto>,
     broken: bool,
     provider: String,
@@ -153,6 +155,11 @@ impl OfiTransport {
     }
 }
 
+/// Providers whose failed endpoints are left open rather than closed (see `OfiTransport::proto`).
+fn leaves_failed_open(provider: &str) -> bool {
+    provider.split(';').any(|p| p == "ofi_rxm")
+}
+
 impl Drop for OfiTransport {
     fn drop(&mut self) {
         crate::log_debug!("{}: libfabric bytes per rail: {:?}", self.who, self.proto.rail_bytes());
@@ -164,10 +171,11 @@ impl Drop for OfiTransport {
                 self.device_direct
             );
         }
-        if self.broken {
+        if self.broken && leaves_failed_open(&self.provider) {
             crate::log_info!(
-                "{}: the failed communicator's libfabric endpoints are left open (closing them can crash libfabric)",
-                self.who
+                "{}: the failed communicator's libfabric endpoints are left open ({} can crash in fi_close after a stalled connection)",
+                self.who,
+                self.provider
             );
             return;
         }
@@ -290,6 +298,14 @@ mod tests {
     use std::time::{Duration, Instant};
 
     const E: usize = 8192;
+
+    /// Only ofi_rxm stacks keep a failed communicator's endpoints open; shm (whose regions
+    /// outlive the process) and the others close them.
+    #[test]
+    fn failed_endpoints_stay_open_only_over_ofi_rxm() {
+        assert!(leaves_failed_open("tcp;ofi_rxm") && leaves_failed_open("verbs;ofi_rxm"));
+        assert!(!leaves_failed_open("shm") && !leaves_failed_open("efa") && !leaves_failed_open("tcp"));
+    }
 
     fn pattern(seq: u64, i: usize) -> u8 {
         (i.wrapping_mul(7) ^ (i >> 8) ^ (seq as usize).wrapping_mul(13)) as u8

@@ -542,9 +542,21 @@ impl FabricRail {
         let ret = unsafe { sys::nrt_fi_ep_bind(r.ep, fid(r.av), 0) };
         r.check(ret, "fi_ep_bind (address vector)")?;
         // SAFETY: a bound endpoint.
-        let ret = unsafe { sys::nrt_fi_enable(r.ep) };
+        let mut ret = unsafe { sys::nrt_fi_enable(r.ep) };
+        if ret == -(libc::EBUSY) && r.limits.provider == "shm" {
+            // libfabric's shm names a region after the process id. A region left in /dev/shm by
+            // a dead process that had our id (killed, or exited with an endpoint open) counts
+            // as in use, since /proc/<id> exists: ours. It removes that region as it refuses
+            // (libfabric 1.17 to 2.x), so a second try creates a fresh one.
+            crate::log_info!("fi_enable on shm: a stale region of a dead process with this process id was in the way; enabling again");
+            // SAFETY: the same bound endpoint, whose failed enable created nothing.
+            ret = unsafe { sys::nrt_fi_enable(r.ep) };
+        }
         r.check(ret, "fi_enable")?;
         r.name = r.getname()?;
+        if r.limits.provider == "shm" {
+            shm_names::opened(&r.name);
+        }
         Ok(r)
     }
 
@@ -973,11 +985,15 @@ impl Drop for FabricRail {
         }
         close(&mut self.domain, "domain");
         close(&mut self.fabric, "fabric");
+        if self.limits.provider == "shm" && !self.name.is_empty() {
+            shm_names::closed(&self.name);
+        }
         if self.ctxs.in_use() > 0 {
             crate::log_debug!("libfabric: {} operations were in flight when the rail closed", self.ctxs.in_use());
         }
     }
 }
 
+mod shm_names;
 #[cfg(test)]
 mod tests;

@@ -365,3 +365,81 @@ fn ofi_operations_need_a_peer() {
     assert!(r.connect(&[]).is_err());
     r.deregister(&mr);
 }
+
+/// A region that a dead process with this process id left in /dev/shm (killed, or exited with
+/// an endpoint open) does not stop an shm rail from opening: libfabric takes it for a live one
+/// (its /proc/<pid> exists: ours) and refuses with EBUSY, removing it; the rail enables again.
+/// The stale regions are copies of a live rail's region (so they carry this process id and
+/// libfabric's version) under the names the next endpoints will take.
+#[test]
+fn ofi_shm_opens_over_a_stale_region_with_this_process_id() {
+    let live = one_rail("shm", None);
+    let name = String::from_utf8_lossy(&live.name()).trim_end_matches('\0').to_string();
+    // "fi_shm://<pid>:<uid>:<index>" (the index counts this process's endpoints).
+    let bare = name.strip_prefix("fi_shm://").unwrap_or(&name).to_string();
+    let mut parts = bare.rsplitn(2, ':');
+    let index: u32 = parts.next().and_then(|i| i.parse().ok()).unwrap_or_else(|| panic!("shm endpoint name {name:?}"));
+    let stem = parts.next().unwrap().to_string();
+    assert!(stem.starts_with(&format!("{}:", std::process::id())), "{name:?}");
+    let region = std::fs::read(format!("/dev/shm/{bare}")).expect("the live rail's region in /dev/shm");
+    // Other tests of this binary open endpoints meanwhile: plant the next 64 names.
+    let planted: Vec<String> = (index + 1..index + 65).map(|i| format!("/dev/shm/{stem}:{i}")).collect();
+    for p in &planted {
+        std::fs::write(p, &region[..region.len().min(1 << 16)]).unwrap();
+    }
+    let opened = open_rails(Some("shm"), RailsWanted::Count(1), false);
+    let new_name = opened.as_ref().ok().map(|r| String::from_utf8_lossy(&r[0].name()).trim_end_matches('\0').to_string());
+    let path = new_name.as_ref().map(|n| format!("/dev/shm/{}", n.strip_prefix("fi_shm://").unwrap_or(n)));
+    for p in planted.iter().filter(|p| Some(*p) != path.as_ref()) {
+        let _ = std::fs::remove_file(p);
+    }
+    let rail = opened.unwrap_or_else(|e| panic!("an shm rail over a stale region: {e}"));
+    let (new_name, path) = (new_name.unwrap(), path.unwrap());
+    assert!(planted.contains(&path), "the new rail {new_name:?} took none of the planted names");
+    eprintln!("opened {new_name} where a stale region lay");
+    drop(rail);
+    drop(live);
+}
+
+/// A process that exits with an shm endpoint open leaves no region in /dev/shm: this test runs
+/// itself again as a child that opens a rail, checks that its region exists, and exits without
+/// closing it; the region is gone afterwards.
+#[test]
+fn ofi_shm_region_of_an_endpoint_open_at_exit_is_removed() {
+    const TEST: &str = "transport::ofi::fabric::tests::ofi_shm_region_of_an_endpoint_open_at_exit_is_removed";
+    if std::env::var_os("NRT_TEST_SHM_EXIT_CHILD").is_some() {
+        let rail = one_rail("shm", None);
+        let name = shm_names::region_name(&rail.name()).expect("an shm region name");
+        let path = format!("/dev/shm/{}", name.to_str().unwrap());
+        println!("REGION {path} exists={}", std::path::Path::new(&path).exists());
+        std::mem::forget(rail);
+        std::process::exit(0);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+        .env("NRT_TEST_SHM_EXIT_CHILD", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("the child did not exit within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "child: {status}\n{out}");
+    // The harness may print "test ... " before it on the same line.
+    let line = out.lines().find_map(|l| l.find("REGION ").map(|i| &l[i..])).unwrap_or_else(|| panic!("child printed no region:\n{out}"));
+    let mut words = line.split(' ').skip(1);
+    let (path, existed) = (words.next().unwrap(), words.next().unwrap());
+    assert_eq!(existed, "exists=true", "the child's region was not where expected: {line}");
+    assert!(!std::path::Path::new(path).exists(), "{path} is still in /dev/shm after its process exited");
+}
