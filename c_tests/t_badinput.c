@@ -71,6 +71,18 @@ int main(void) {
         fill(nrt_tensor_get_va(src), 600, 15);
         EXPECT(nrt_async_sendrecv_send_tensor(src, 0, 600, s, &lsq), NRT_SUCCESS);
         EXPECT(nrt_async_sendrecv_test_request(lsq, NULL, &sz), NRT_INVALID);
+        /* Live handles of another kind where one is expected: INVALID_HANDLE, nothing touched. */
+        EXPECT(nrt_async_sendrecv_test_comm((nrt_async_sendrecv_comm_t *)lq, &done), NRT_INVALID_HANDLE);
+        EXPECT(nrt_async_sendrecv_test_comm((nrt_async_sendrecv_comm_t *)t, &done), NRT_INVALID_HANDLE);
+        EXPECT(nrt_async_sendrecv_recv_tensor(t, 0, 10, (nrt_async_sendrecv_comm_t *)lq, &q), NRT_INVALID_HANDLE);
+        EXPECT(nrt_async_sendrecv_send_tensor(src, 0, 10, (nrt_async_sendrecv_comm_t *)src, &q), NRT_INVALID_HANDLE);
+        EXPECT(nrt_async_sendrecv_test_request((nrt_async_sendrecv_request_t *)s, &done, &sz), NRT_INVALID_HANDLE);
+        EXPECT(nrt_async_sendrecv_test_request((nrt_async_sendrecv_request_t *)r, &done, &sz), NRT_INVALID_HANDLE);
+        EXPECT(nrt_async_sendrecv_test_request((nrt_async_sendrecv_request_t *)t, &done, &sz), NRT_INVALID_HANDLE);
+        EXPECT(nrt_async_sendrecv_send_tensor((nrt_tensor_t *)s, 0, 10, s, &q), NRT_INVALID_HANDLE);
+        EXPECT(nrt_async_sendrecv_recv_tensor((nrt_tensor_t *)lq, 0, 10, r, &q), NRT_INVALID_HANDLE);
+        CHECK(nrt_tensor_get_va((nrt_tensor_t *)s) == NULL, "a communicator handle as a tensor has no address");
+        CHECK(q == NULL, "refused posts leave *req NULL");
         size_t a = 0, b = 0;
         EXPECT(wait_req(lsq, 20, &a), NRT_SUCCESS);
         EXPECT(wait_req(lq, 20, &b), NRT_SUCCESS);

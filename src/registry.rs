@@ -14,8 +14,9 @@ use std::sync::{Arc, OnceLock};
 
 const PAGES: usize = 20;
 const FIRST_PAGE: usize = 64;
-/// Generations stay below 2^31 so an id never has bit 63 set (the engine uses that bit).
-const GEN_MASK: u32 = 0x7fff_ffff;
+/// Generations stay below 2^28 so an id never has bits 60-63 set (the engine uses bit 63, C
+/// handles carry their kind in 60-62: `ffi::handle_id`).
+const GEN_MASK: u32 = 0x0fff_ffff;
 
 struct Slot<T> {
     inner: Mutex<(u32, Option<Arc<T>>)>,

@@ -90,8 +90,8 @@ const PAGES: usize = 18;
 const FIRST_PAGE: usize = 8;
 #[cfg(all(test, loom))]
 const FIRST_PAGE: usize = 1;
-/// Generations stay below 2^31 so an id never has bit 63 set.
-const GEN_MASK: u64 = 0x7fff_ffff;
+/// Generations stay below 2^28 so an id never has bits 60-63 set (as `registry`'s).
+const GEN_MASK: u64 = 0x0fff_ffff;
 
 const FREE: u64 = 0;
 const LIVE: u64 = 1;

@@ -87,11 +87,27 @@ pub(crate) unsafe fn c_str<'a>(p: *const c_char) -> Option<std::borrow::Cow<'a, 
     Some(unsafe { CStr::from_ptr(p) }.to_string_lossy())
 }
 
-/// Handles are registry ids cast to pointers.
-pub(crate) fn handle_id<T>(p: *const T) -> u64 {
-    p as usize as u64
+/// The kind of object a handle names, in its bits 60-62 (ids leave them clear: generations stay
+/// below 2^28), so that a handle of one kind passed where another is expected (a request handle
+/// as a communicator) names nothing rather than whatever object of that kind has the same id.
+pub(crate) trait HandleKind {
+    const KIND: u64;
 }
 
-pub(crate) fn id_handle<T>(id: u64) -> *mut T {
-    id as usize as *mut T
+impl HandleKind for nrt_tensor {
+    const KIND: u64 = 1;
+}
+
+const KIND_SHIFT: u32 = 60;
+
+/// Handles are registry ids, tagged with their kind, cast to pointers. A handle of another kind
+/// (or a forged value) gives id 0, which no table holds.
+pub(crate) fn handle_id<T: HandleKind>(p: *const T) -> u64 {
+    let v = p as usize as u64;
+    if v >> KIND_SHIFT != T::KIND { 0 } else { v & ((1 << KIND_SHIFT) - 1) }
+}
+
+pub(crate) fn id_handle<T: HandleKind>(id: u64) -> *mut T {
+    debug_assert!(id >> KIND_SHIFT == 0, "id {id:#x} overlaps the kind bits");
+    (id | T::KIND << KIND_SHIFT) as usize as *mut T
 }

@@ -35,6 +35,14 @@ pub struct nrt_async_sendrecv_request {
 #[allow(non_camel_case_types)]
 pub type nrt_async_sendrecv_request_t = nrt_async_sendrecv_request;
 
+impl super::HandleKind for nrt_async_sendrecv_comm {
+    const KIND: u64 = 2;
+}
+
+impl super::HandleKind for nrt_async_sendrecv_request {
+    const KIND: u64 = 3;
+}
+
 /// Calls `f` with the communicator of handle `p`, in place under its table slot (no reference
 /// counting: every post goes through here); `f` must not look the same handle up again.
 fn with_comm<R>(p: *const nrt_async_sendrecv_comm_t, f: impl FnOnce(&Arc<Comm>) -> Result<R>) -> Result<R> {

@@ -511,7 +511,10 @@ fn over_shared_memory_small_messages_outside_memfds_are_staged_even_where_the_re
     let dsts: Vec<Tensor> = (0..n).map(|_| Tensor::allocate(5000, String::new()).unwrap()).collect();
     let rqs: Vec<u64> = dsts.iter().map(|d| r.post(Kind::Recv, d.region(0, 5000).unwrap()).unwrap()).collect();
     let sqs: Vec<u64> = (0..n).map(|i| s.post(Kind::Send, srcs[i % 4].0.region(0, 5000).unwrap()).unwrap()).collect();
-    assert!(fds() <= before + 2, "{n} small messages in flight took {} descriptors", fds() - before);
+    // The process's other tests open and close descriptors meanwhile (a few dozen at most): a
+    // descriptor per message would be 128 more.
+    let grown = fds().saturating_sub(before);
+    assert!(grown < n / 2, "{n} small messages in flight took {grown} descriptors");
     for i in 0..n {
         finish(rqs[i], sqs[i], &dsts[i], &srcs[i % 4].2, &format!("window message {i}"));
     }
