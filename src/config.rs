@@ -53,6 +53,29 @@ pub struct Config {
     pub boot_id: bool,
 }
 
+#[cfg(test)]
+impl Config {
+    /// The runtime tests' configuration, which each adjusts (`Config { streams: 2,
+    /// ..Config::loopback(base) }`): TCP on 127.0.0.1 (lnc n on `port_base` + n), no secret, one
+    /// stream, connect within 10 s, requests within 30 s, shared memory may read the peer,
+    /// kernel tags on, libfabric's own choices.
+    pub fn loopback(port_base: u16) -> Config {
+        Config {
+            transport: Transport::Tcp,
+            port_base,
+            listen_addr: Some(IpAddr::from([127, 0, 0, 1])),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Some(Duration::from_secs(30)),
+            streams: 1,
+            auth_secret: None,
+            shm_vm_readv: true,
+            ofi_provider: None,
+            ofi_rails: None,
+            boot_id: true,
+        }
+    }
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }

@@ -5,19 +5,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn cfg() -> Config {
-    Config {
-        shm_vm_readv: true,
-        boot_id: true,
-        ofi_provider: None,
-        ofi_rails: None,
-        transport: crate::config::Transport::Tcp,
-        auth_secret: None,
-        port_base: 26100,
-        listen_addr: Some("127.0.0.1".parse().unwrap()),
-        connect_timeout: Duration::from_secs(10),
-        request_timeout: Some(Duration::from_secs(30)),
-        streams: 1,
-    }
+    Config::loopback(26100)
 }
 
 /// Reads until the peer closes (Ok) or 5 s pass (Err).

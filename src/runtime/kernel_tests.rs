@@ -26,17 +26,11 @@ const FOREIGN: u64 = 0x5eed_0f0e_4e40_0001;
 
 fn cfg(transport: Transport, boot_id: bool) -> Config {
     Config {
-        shm_vm_readv: true,
-        boot_id,
-        ofi_provider: None,
-        ofi_rails: None,
         transport,
-        auth_secret: None,
-        port_base: BASE,
-        listen_addr: Some("127.0.0.1".parse().unwrap()),
+        boot_id,
         connect_timeout: Duration::from_secs(4),
         request_timeout: Some(Duration::from_secs(20)),
-        streams: 1,
+        ..Config::loopback(BASE)
     }
 }
 

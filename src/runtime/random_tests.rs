@@ -12,17 +12,11 @@ const SECRET: &[u8] = b"s3cret";
 
 fn cfg(secret: Option<&[u8]>, transport: Transport) -> Config {
     Config {
-        shm_vm_readv: true,
-        boot_id: true,
-        ofi_provider: None,
-        ofi_rails: None,
         transport,
         auth_secret: secret.map(<[u8]>::to_vec),
-        port_base: BASE,
-        listen_addr: Some("127.0.0.1".parse().unwrap()),
         connect_timeout: Duration::from_secs(4),
         request_timeout: Some(Duration::from_secs(20)),
-        streams: 1,
+        ..Config::loopback(BASE)
     }
 }
 

@@ -14,19 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn cfg(port_base: u16, transport: Transport) -> Config {
-    Config {
-        shm_vm_readv: true,
-        boot_id: true,
-        ofi_provider: None,
-        ofi_rails: None,
-        transport,
-        auth_secret: None,
-        port_base,
-        listen_addr: Some("127.0.0.1".parse().unwrap()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Some(Duration::from_secs(30)),
-        streams: 2,
-    }
+    Config { transport, connect_timeout: Duration::from_secs(5), streams: 2, ..Config::loopback(port_base) }
 }
 
 fn ready(c: &Comm) -> Result<()> {

@@ -7,19 +7,7 @@ use crate::tensor::Tensor;
 use std::time::{Duration, Instant};
 
 fn cfg(port_base: u16) -> Config {
-    Config {
-        shm_vm_readv: true,
-        boot_id: true,
-        ofi_provider: None,
-        ofi_rails: None,
-        transport: crate::config::Transport::Tcp,
-        auth_secret: None,
-        port_base,
-        listen_addr: Some("127.0.0.1".parse().unwrap()),
-        connect_timeout: Duration::from_secs(10),
-        request_timeout: Some(Duration::from_secs(30)),
-        streams: 2,
-    }
+    Config { streams: 2, ..Config::loopback(port_base) }
 }
 
 fn wait_ready(c: &Comm) {
