@@ -92,19 +92,25 @@ pub(crate) unsafe fn c_str<'a>(p: *const c_char) -> Option<std::borrow::Cow<'a, 
 /// as a communicator) names nothing rather than whatever object of that kind has the same id.
 pub(crate) trait HandleKind {
     const KIND: u64;
+    /// For the log: "tensor", "communicator", "request".
+    const NAME: &'static str;
 }
 
 impl HandleKind for nrt_tensor {
     const KIND: u64 = 1;
+    const NAME: &'static str = "tensor";
 }
 
 const KIND_SHIFT: u32 = 60;
 
-/// Handles are registry ids, tagged with their kind, cast to pointers. A handle of another kind
-/// (or a forged value) gives id 0, which no table holds.
-pub(crate) fn handle_id<T: HandleKind>(p: *const T) -> u64 {
+/// Handles are registry ids, tagged with their kind, cast to pointers: the id, or
+/// NRT_INVALID_HANDLE for a handle of another kind (or a forged value).
+pub(crate) fn handle_id<T: HandleKind>(p: *const T) -> Result<u64> {
     let v = p as usize as u64;
-    if v >> KIND_SHIFT != T::KIND { 0 } else { v & ((1 << KIND_SHIFT) - 1) }
+    if v >> KIND_SHIFT != T::KIND {
+        return Err(Error::handle(format!("{p:p} is not a {} handle", T::NAME)));
+    }
+    Ok(v & ((1 << KIND_SHIFT) - 1))
 }
 
 pub(crate) fn id_handle<T: HandleKind>(id: u64) -> *mut T {

@@ -37,10 +37,12 @@ pub type nrt_async_sendrecv_request_t = nrt_async_sendrecv_request;
 
 impl super::HandleKind for nrt_async_sendrecv_comm {
     const KIND: u64 = 2;
+    const NAME: &'static str = "communicator";
 }
 
 impl super::HandleKind for nrt_async_sendrecv_request {
     const KIND: u64 = 3;
+    const NAME: &'static str = "request";
 }
 
 /// Calls `f` with the communicator of handle `p`, in place under its table slot (no reference
@@ -50,7 +52,7 @@ fn with_comm<R>(p: *const nrt_async_sendrecv_comm_t, f: impl FnOnce(&Arc<Comm>) 
         return Err(Error::handle("communicator handle is NULL"));
     }
     COMMS
-        .with(handle_id(p), f)
+        .with(handle_id(p)?, f)
         .unwrap_or_else(|| Err(Error::handle(format!("communicator handle {p:p} is not a live communicator (closed, or never created)"))))
 }
 
@@ -406,7 +408,7 @@ pub extern "C" fn nrt_async_sendrecv_test_request(
             put(done, false);
             put(size, 0);
         }
-        match crate::comm::test_request(handle_id(request)) {
+        match crate::comm::test_request(handle_id(request)?) {
             Ok(None) => Ok(()),
             Ok(Some(n)) => {
                 // SAFETY: as above.

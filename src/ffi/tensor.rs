@@ -18,7 +18,7 @@ fn live_id(p: *const nrt_tensor_t) -> Result<u64> {
     if p.is_null() {
         return Err(Error::handle("tensor handle is NULL"));
     }
-    Ok(handle_id(p))
+    handle_id(p)
 }
 
 pub(crate) fn from_handle(p: *const nrt_tensor_t) -> Result<Arc<Tensor>> {
@@ -192,7 +192,7 @@ pub extern "C" fn nrt_tensor_free(tensor: *mut *mut nrt_tensor_t) {
         unsafe { tensor.write(std::ptr::null_mut()) };
         // Memory in use by a transfer stays mapped until the transfer ends (see tensor::Region).
         TENSORS
-            .remove(handle_id(h))
+            .remove(handle_id(h)?)
             .map(|_| ())
             .ok_or_else(|| Error::handle(format!("tensor handle {h:p} is not a live tensor (freed twice?)")))
     })

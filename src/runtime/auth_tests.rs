@@ -32,7 +32,7 @@ fn cfg(port_base: u16, secret: Option<&[u8]>, transport: Transport, streams: usi
 }
 
 /// Polls set-up until it is done or fails (bounded).
-fn settle(c: &Comm) -> Result<bool> {
+pub(super) fn settle(c: &Comm) -> Result<bool> {
     let end = Instant::now() + Duration::from_secs(8);
     loop {
         match c.test() {
@@ -52,7 +52,8 @@ fn fails_with(c: &Arc<Comm>, why: &str) {
     assert_eq!(e.status, NRT_STATUS::NRT_FAILURE, "{e}");
 }
 
-fn wait_request(id: u64) -> u64 {
+/// Polls request `id` until it completes (bounded: 20 s); its size.
+pub(super) fn wait_request(id: u64) -> u64 {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(n) = test_request(id).expect("request failed") {

@@ -6,9 +6,9 @@
 //! decides by the address as before; a peer of protocol version 3 is refused with a reason.
 //! (Two network namespaces of one kernel, where the tags and the address disagree the other way,
 //! need processes in namespaces: scripts/faults.sh.)
+use super::auth_tests::{accept_within, settle, wait_request};
 use super::*;
 use crate::comm::request::Kind;
-use crate::comm::test_request;
 use crate::config::Transport;
 use crate::engine::kernel_tag;
 use crate::status::NRT_STATUS;
@@ -17,7 +17,7 @@ use crate::transport::Transport as _;
 use crate::wire::{FLAG_SHM, Frame, HEADER_LEN, ack};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BASE: u16 = 25000;
 /// A kernel tag that is not this kernel's (tags are hashes; this one is not ours but by a 2^-64
@@ -36,28 +36,6 @@ fn cfg(transport: Transport, boot_id: bool) -> Config {
 
 fn system_cc() -> String {
     std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap().trim().to_string()
-}
-
-/// Polls set-up until it is done or fails (bounded).
-fn settle(c: &Comm) -> Result<bool> {
-    let end = Instant::now() + Duration::from_secs(8);
-    loop {
-        match c.test() {
-            Ok(false) if Instant::now() < end => std::thread::sleep(Duration::from_millis(2)),
-            other => return other,
-        }
-    }
-}
-
-fn wait_request(id: u64) -> u64 {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(n) = test_request(id).expect("request failed") {
-            return n;
-        }
-        assert!(Instant::now() < end, "request not done in 20 s");
-        std::thread::yield_now();
-    }
 }
 
 fn read_frame(s: &mut TcpStream) -> Frame {
@@ -159,7 +137,7 @@ fn a_peer_that_claims_this_kernel_but_names_a_channel_not_its_own_falls_back_to_
 fn answered(me: i32, peer: i32, flags: u32, kernel: impl Fn(u64) -> u64) -> (Arc<Comm>, Frame, TcpStream) {
     let l = TcpListener::bind(("127.0.0.1", BASE + peer as u16)).unwrap();
     let c = connect("127.0.0.1", peer, me).unwrap();
-    let mut s = super::auth_tests::accept_within(&l);
+    let mut s = accept_within(&l);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let h = read_frame(&mut s);
     let Frame::Hello { nonce, conn_seq, .. } = h else { panic!("not a Hello: {h:?}") };
@@ -247,7 +225,7 @@ fn a_peer_of_protocol_version_3_is_refused_with_a_reason() {
     // Its answer to this side's Hello (version 3): set-up fails, naming both versions.
     let l = TcpListener::bind(("127.0.0.1", BASE + peer as u16)).unwrap();
     let c = connect("127.0.0.1", peer, me).unwrap();
-    let (mut t, _) = l.accept().unwrap();
+    let mut t = accept_within(&l);
     t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let Frame::Hello { nonce, conn_seq, .. } = read_frame(&mut t) else { panic!("not a Hello") };
     let mut ack = Frame::HelloAck { status: ack::OK, nonce, conn_seq, flags: 0, kernel: 0 }.encode();

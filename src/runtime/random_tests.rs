@@ -1,11 +1,12 @@
 //! Where the kernel refuses random numbers (a seccomp policy, say: `sys::random::refusal` plays
 //! it for one thread), the operation that wanted them fails instead of going on with a guessable
 //! number.
+use super::auth_tests::settle;
 use super::*;
 use crate::config::Transport;
 use crate::status::NRT_STATUS;
 use crate::sys::random::refusal::refuse_to;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BASE: u16 = 25000;
 const SECRET: &[u8] = b"s3cret";
@@ -17,17 +18,6 @@ fn cfg(secret: Option<&[u8]>, transport: Transport) -> Config {
         connect_timeout: Duration::from_secs(4),
         request_timeout: Some(Duration::from_secs(20)),
         ..Config::loopback(BASE)
-    }
-}
-
-/// Polls set-up until it is done or fails (bounded).
-fn settle(c: &Comm) -> Result<bool> {
-    let end = Instant::now() + Duration::from_secs(8);
-    loop {
-        match c.test() {
-            Ok(false) if Instant::now() < end => std::thread::sleep(Duration::from_millis(2)),
-            other => return other,
-        }
     }
 }
 
