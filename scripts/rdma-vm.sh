@@ -208,6 +208,14 @@ XA=$(gid_v4 rxeA); XB=$(gid_v4 rxeB)
 # Each round: the demo at 1 MiB (8 in flight), ib_write_bw -s 1048576, the demo at 8 bytes one
 # message at a time (a round trip per message: the send completes on the receiver's Ack), and
 # ib_send_lat -s 8; rows marked VBW/WBW/VRT/SLAT and the round. The host takes the medians.
+# The bandwidth runs model a NIC (docs/rdma-vm.md, "Figures"): CPU 0 does the packet work, RPS
+# steering both veths' receive to it, so a queue pair's packets arrive in the order sent (veth
+# queues a packet on the sending CPU: packets a queue pair sends from both CPUs can overtake each
+# other, and the responder's NAK sends the requester back); both tools run on CPU 1. The rows
+# RETRY<round> count the requesters' go-back-N retries (completer_retry_err, both devices)
+# during the demo's and ib_write_bw's run.
+nic_cpu0() { for v in vethA vethB; do echo "$1" > /sys/class/net/$v/queues/rx-0/rps_cpus; done; }
+retries() { cat /sys/class/infiniband/rxe[AB]/ports/1/hw_counters/completer_retry_err | awk '{n += $1} END {print n + 0}'; }
 vdemo() { # tag log env...
     tag=$1; log=$2; shift 2
     env NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info "$@" timeout 300 nrt_demo 10.9.0.2 10.9.0.1 > $log 2>&1
@@ -219,13 +227,17 @@ vdemo() { # tag log env...
     fi
 }
 for i in 1 2 3 4 5; do
-    vdemo "1 MiB, 8 in flight, round $i" /tmp/vbw.log NRT_DEMO_MIN_SIZE=1048576 NRT_DEMO_MAX_SIZE=1048576 NRT_DEMO_BYTES_PER_SIZE=33554432 NRT_DEMO_MIN_ITERS=4
+    nic_cpu0 1; r0=$(retries)
+    vdemo "1 MiB, 8 in flight, round $i" /tmp/vbw.log NRT_DEMO_MIN_SIZE=1048576 NRT_DEMO_MAX_SIZE=1048576 NRT_DEMO_BYTES_PER_SIZE=33554432 NRT_DEMO_MIN_ITERS=4 NRT_DEMO_CPU=1
+    r1=$(retries)
     grep -E "^ *1 MiB " /tmp/vbw.log | sed "s/^ */VBW$i /"
-    timeout 300 ib_write_bw -d rxeA -i 1 -x $XA -F -s 1048576 -n 64 > /tmp/wbw_srv.log 2>&1 &
+    taskset -c 1 timeout 300 ib_write_bw -d rxeA -i 1 -x $XA -F -s 1048576 -n 64 > /tmp/wbw_srv.log 2>&1 &
     sleep 2
-    timeout 300 ib_write_bw -d rxeB -i 1 -x $XB -F -s 1048576 -n 64 10.9.0.1 > /tmp/wbw.log 2>&1
+    taskset -c 1 timeout 300 ib_write_bw -d rxeB -i 1 -x $XB -F -s 1048576 -n 64 10.9.0.1 > /tmp/wbw.log 2>&1
     wait
     awk '$1=="1048576"' /tmp/wbw.log | sed "s/^ */WBW$i /"
+    echo "RETRY$i $((r1 - r0)) $(( $(retries) - r1 ))"
+    nic_cpu0 0
     # The round trips with each side on its own CPU, both tools (left to the scheduler, the demo's
     # forked receiver and its sender share a CPU in some runs, which doubles the round trip).
     vdemo "8 bytes, one at a time, round $i" /tmp/vrt.log NRT_DEMO_MIN_SIZE=8 NRT_DEMO_MAX_SIZE=8 NRT_DEMO_BYTES_PER_SIZE=0 NRT_DEMO_MIN_ITERS=500 NRT_DEMO_WINDOW=1 \
@@ -454,7 +466,10 @@ ofi_demo() { # name log env...
 echo "===== libfabric measured: demo over ofi verbs (rxeA -> rxeB), 1 MiB, 8 in flight"
 echo "counters before:$(counters)"
 t0=$(cut -d' ' -f1 /proc/uptime)
-ofi_demo "1 MiB, 8 in flight" /tmp/ofi_bw.log NRT_DEMO_MIN_SIZE=1048576 NRT_DEMO_MAX_SIZE=1048576 NRT_DEMO_BYTES_PER_SIZE=33554432 NRT_DEMO_MIN_ITERS=4
+# As the verbs bandwidth rounds (and the final ib_write_bw): packet work on CPU 0, the tool on 1.
+nic_cpu0 1
+ofi_demo "1 MiB, 8 in flight" /tmp/ofi_bw.log NRT_DEMO_MIN_SIZE=1048576 NRT_DEMO_MAX_SIZE=1048576 NRT_DEMO_BYTES_PER_SIZE=33554432 NRT_DEMO_MIN_ITERS=4 NRT_DEMO_CPU=1
+nic_cpu0 0
 echo "counters after: $(counters) ($t0..$(cut -d' ' -f1 /proc/uptime) s)"
 grep -v " INFO: " /tmp/ofi_bw.log | sed -E 's/^ *([0-9]+ (B|KiB|MiB) )/OFIBW \1/'
 echo "===== libfabric measured: demo over ofi verbs (rxeA -> rxeB), 8 bytes, one message at a time"
@@ -482,10 +497,12 @@ fi
 fi
 echo "rdma-vm suite: $passed passed, $failed failed"
 echo "===== perftest (rxeA <-> rxeB), beside the libfabric runs"
-timeout 300 ib_write_bw -d rxeA -i 1 -x $XA -F -s 1048576 -n 64 > /tmp/wbw_srv.log 2>&1 &
+nic_cpu0 1
+taskset -c 1 timeout 300 ib_write_bw -d rxeA -i 1 -x $XA -F -s 1048576 -n 64 > /tmp/wbw_srv.log 2>&1 &
 sleep 2
-timeout 300 ib_write_bw -d rxeB -i 1 -x $XB -F -s 1048576 -n 64 10.9.0.1 > /tmp/wbw.log 2>&1
+taskset -c 1 timeout 300 ib_write_bw -d rxeB -i 1 -x $XB -F -s 1048576 -n 64 10.9.0.1 > /tmp/wbw.log 2>&1
 wait
+nic_cpu0 0
 cat /tmp/wbw.log
 timeout 300 ib_send_lat -d rxeA -i 1 -x $XA -F -s 8 -n 500 > /tmp/lat_srv.log 2>&1 &
 sleep 2
@@ -536,6 +553,7 @@ vrt_mean=$(awk '$1 ~ /^VRT[0-9]$/ && $3 == "B" && $6 + 0 > 0 {print $6}' "$LOG" 
 slat_typ=$(awk '$1 ~ /^SLAT[0-9]$/ && $6 + 0 > 0 && $6 !~ /inf|nan/ {print $6}' "$LOG" | median)
 slat_avg=$(awk '$1 ~ /^SLAT[0-9]$/ && $7 + 0 > 0 && $7 !~ /inf|nan/ {print $7}' "$LOG" | median)
 echo "[rdma-vm] rounds: verbs 1 MiB MB/s $(awk '$1 ~ /^VBW[0-9]$/ && $6 + 0 > 0 {printf "%.1f ", 1048576 / $6}' "$LOG")| ib_write_bw MB/s $(awk '$1 ~ /^WBW[0-9]$/ {printf "%.1f ", $5 * 1.048576}' "$LOG")"
+echo "[rdma-vm] rounds: go-back-N retries during the demo $(awk '$1 ~ /^RETRY[0-9]$/ {printf "%s ", $2}' "$LOG")| during ib_write_bw $(awk '$1 ~ /^RETRY[0-9]$/ {printf "%s ", $3}' "$LOG")"
 echo "[rdma-vm] rounds: verbs 8 B median us $(awk '$1 ~ /^VRTM[0-9]$/ {printf "%s ", $9}' "$LOG")| ib_send_lat typical us $(awk '$1 ~ /^SLAT[0-9]$/ {printf "%s ", $6}' "$LOG")| verbs 8 B mean us $(awk '$1 ~ /^VRT[0-9]$/ {printf "%s ", $6}' "$LOG")| ib_send_lat average us $(awk '$1 ~ /^SLAT[0-9]$/ {printf "%s ", $7}' "$LOG")"
 if [ -n "$vbw" ] && [ -n "$wbw" ]; then
     awk -v v="$vbw" -v w="$wbw" 'BEGIN {printf "[rdma-vm] bandwidth at 1 MiB (medians): nrt-sendrecv verbs %.1f MB/s, ib_write_bw %.1f MB/s, ratio %.2f\n", v, w, v / w}'
