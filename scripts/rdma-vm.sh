@@ -216,6 +216,33 @@ XA=$(gid_v4 rxeA); XB=$(gid_v4 rxeB)
 # during the demo's and ib_write_bw's run.
 nic_cpu0() { for v in vethA vethB; do echo "$1" > /sys/class/net/$v/queues/rx-0/rps_cpus; done; }
 retries() { cat /sys/class/infiniband/rxe[AB]/ports/1/hw_counters/completer_retry_err | awk '{n += $1} END {print n + 0}'; }
+# One perftest pair between rxeA (server) and rxeB (client), the client's report in $2:
+# perftest_pair TOOL LOG SERVER_CPUS CLIENT_CPUS ARGS... (CPUS "" leaves it to the scheduler).
+perftest_pair() {
+    tool=$1; log=$2; scpu=$3; ccpu=$4; shift 4
+    ${scpu:+taskset -c $scpu} timeout 300 $tool -d rxeA -i 1 -x $XA -F "$@" > /tmp/perftest_srv.log 2>&1 &
+    sleep 2
+    ${ccpu:+taskset -c $ccpu} timeout 300 $tool -d rxeB -i 1 -x $XB -F "$@" 10.9.0.1 > $log 2>&1
+    wait
+}
+# The LD_PRELOAD library with the stand-in vendor libnrt.so.1 (t_preload, both ends in one
+# process, the bootstrap on loopback): host and device tensors in four directions, 0 to
+# 32 MiB + 7 bytes at odd offsets, every byte checked; the stand-in's device tensors are staged
+# through host memory. preload_run NAME LOG TRANSPORT_LINE PORT ENV...: the log must show
+# TRANSPORT_LINE and the staging.
+preload_run() {
+    name=$1; log=$2; want=$3; port=$4; shift 4
+    env "$@" LD_LIBRARY_PATH=/preload:$LD_LIBRARY_PATH LD_PRELOAD=/preload/libnrt_async_sendrecv.so \
+        NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=127.0.0.1 NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=$port \
+        NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info timeout 300 /preload/t_preload ours > $log 2>&1
+    rc=$?
+    grep -m3 -E "$want|staged" $log | sed 's/^/    log: /'
+    if [ $rc = 0 ] && grep -q "$want" $log && grep -q "device memory staged through host memory" $log; then
+        echo "PASS $name: host and device tensors in four directions, byte-verified"; passed=$((passed+1))
+    else
+        echo "FAIL $name (rc $rc)"; grep -v " INFO: " $log | tail -15 | sed 's/^/    /'; failed=$((failed+1))
+    fi
+}
 vdemo() { # tag log env...
     tag=$1; log=$2; shift 2
     env NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info "$@" timeout 300 nrt_demo 10.9.0.2 10.9.0.1 > $log 2>&1
@@ -231,10 +258,7 @@ for i in 1 2 3 4 5; do
     vdemo "1 MiB, 8 in flight, round $i" /tmp/vbw.log NRT_DEMO_MIN_SIZE=1048576 NRT_DEMO_MAX_SIZE=1048576 NRT_DEMO_BYTES_PER_SIZE=33554432 NRT_DEMO_MIN_ITERS=4 NRT_DEMO_CPU=1
     r1=$(retries)
     grep -E "^ *1 MiB " /tmp/vbw.log | sed "s/^ */VBW$i /"
-    taskset -c 1 timeout 300 ib_write_bw -d rxeA -i 1 -x $XA -F -s 1048576 -n 64 > /tmp/wbw_srv.log 2>&1 &
-    sleep 2
-    taskset -c 1 timeout 300 ib_write_bw -d rxeB -i 1 -x $XB -F -s 1048576 -n 64 10.9.0.1 > /tmp/wbw.log 2>&1
-    wait
+    perftest_pair ib_write_bw /tmp/wbw.log 1 1 -s 1048576 -n 64
     awk '$1=="1048576"' /tmp/wbw.log | sed "s/^ */WBW$i /"
     echo "RETRY$i $((r1 - r0)) $(( $(retries) - r1 ))"
     nic_cpu0 0
@@ -244,29 +268,14 @@ for i in 1 2 3 4 5; do
         NRT_DEMO_SENDER_NRT_DEMO_CPU=0 NRT_DEMO_RECEIVER_NRT_DEMO_CPU=1
     grep -E "^ *8 B " /tmp/vrt.log | sed "s/^ */VRT$i /"
     grep -E "^demo: 8 B one at a time: median" /tmp/vrt.log | sed "s/^demo: /VRTM$i /"
-    taskset -c 1 timeout 300 ib_send_lat -d rxeA -i 1 -x $XA -F -s 8 -n 500 > /tmp/lat_srv.log 2>&1 &
-    sleep 2
-    taskset -c 0 timeout 300 ib_send_lat -d rxeB -i 1 -x $XB -F -s 8 -n 500 10.9.0.1 > /tmp/lat.log 2>&1
-    wait
+    perftest_pair ib_send_lat /tmp/lat.log 1 0 -s 8 -n 500
     awk '$1=="8" && NF>=5' /tmp/lat.log | sed "s/^ */SLAT$i /"
 done
 
 echo "===== the LD_PRELOAD library over verbs (stand-in vendor libnrt.so.1, t_preload)"
-# Both ends in one process on rxeA (named in the environment; the bootstrap is loopback): host
-# and device tensors in four directions, 0 to 32 MiB + 7 bytes at odd offsets, every byte checked;
-# the stand-in's device tensors are staged through host memory.
+# On rxeA, named in the environment.
 if [ -e /preload/t_preload ]; then
-    env LD_LIBRARY_PATH=/preload:$LD_LIBRARY_PATH LD_PRELOAD=/preload/libnrt_async_sendrecv.so \
-        NEURON_RT_ASYNC_SENDRECV_RDMA_DEVICE=rxeA NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=127.0.0.1 \
-        NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=25500 NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info \
-        timeout 300 /preload/t_preload ours > /tmp/preload.log 2>&1
-    rc=$?
-    grep -m3 -E "transport verbs|staged" /tmp/preload.log | sed 's/^/    log: /'
-    if [ $rc = 0 ] && grep -q "transport verbs on rxeA" /tmp/preload.log && grep -q "device memory staged through host memory" /tmp/preload.log; then
-        echo "PASS LD_PRELOAD library over verbs: host and device tensors in four directions, byte-verified"; passed=$((passed+1))
-    else
-        echo "FAIL LD_PRELOAD library over verbs (rc $rc)"; grep -v " INFO: " /tmp/preload.log | tail -15 | sed 's/^/    /'; failed=$((failed+1))
-    fi
+    preload_run "LD_PRELOAD library over verbs" /tmp/preload.log "transport verbs on rxeA" 25500 NEURON_RT_ASYNC_SENDRECV_RDMA_DEVICE=rxeA
 else
     echo "FAIL no LD_PRELOAD library in the VM (build/lib/libnrt_async_sendrecv.so missing)"; failed=$((failed+1))
 fi
@@ -482,32 +491,16 @@ grep -v " INFO: " /tmp/ofi_rt.log | sed -E 's/^ *([0-9]+ (B|KiB|MiB) )/OFIRT \1/
 # in one process on one rail, rxeA (as the verbs run above); device tensors staged.
 echo "===== the LD_PRELOAD library over libfabric (verbs;ofi_rxm on rxeA, stand-in vendor libnrt.so.1)"
 if [ -e /preload/t_preload ]; then
-    env $ofi_env NEURON_RT_ASYNC_SENDRECV_OFI_RAILS=rxeA LD_LIBRARY_PATH=/preload:$LD_LIBRARY_PATH \
-        LD_PRELOAD=/preload/libnrt_async_sendrecv.so NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=127.0.0.1 \
-        NEURON_RT_ASYNC_SENDRECV_BOOTSTRAP_PORT=25600 NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info \
-        timeout 300 /preload/t_preload ours > /tmp/preload_ofi.log 2>&1
-    rc=$?
-    grep -m3 -E "transport ofi|staged" /tmp/preload_ofi.log | sed 's/^/    log: /'
-    if [ $rc = 0 ] && grep -q "transport ofi verbs;ofi_rxm" /tmp/preload_ofi.log && grep -q "device memory staged through host memory" /tmp/preload_ofi.log; then
-        echo "PASS [ofi verbs] LD_PRELOAD library: host and device tensors in four directions, byte-verified"; passed=$((passed+1))
-    else
-        echo "FAIL [ofi verbs] LD_PRELOAD library (rc $rc)"; grep -v " INFO: " /tmp/preload_ofi.log | tail -15 | sed 's/^/    /'; failed=$((failed+1))
-    fi
+    preload_run "[ofi verbs] LD_PRELOAD library" /tmp/preload_ofi.log "transport ofi verbs;ofi_rxm" 25600 $ofi_env NEURON_RT_ASYNC_SENDRECV_OFI_RAILS=rxeA
 fi
 fi
 echo "rdma-vm suite: $passed passed, $failed failed"
 echo "===== perftest (rxeA <-> rxeB), beside the libfabric runs"
 nic_cpu0 1
-taskset -c 1 timeout 300 ib_write_bw -d rxeA -i 1 -x $XA -F -s 1048576 -n 64 > /tmp/wbw_srv.log 2>&1 &
-sleep 2
-taskset -c 1 timeout 300 ib_write_bw -d rxeB -i 1 -x $XB -F -s 1048576 -n 64 10.9.0.1 > /tmp/wbw.log 2>&1
-wait
+perftest_pair ib_write_bw /tmp/wbw.log 1 1 -s 1048576 -n 64
 nic_cpu0 0
 cat /tmp/wbw.log
-timeout 300 ib_send_lat -d rxeA -i 1 -x $XA -F -s 8 -n 500 > /tmp/lat_srv.log 2>&1 &
-sleep 2
-timeout 300 ib_send_lat -d rxeB -i 1 -x $XB -F -s 8 -n 500 10.9.0.1 > /tmp/lat.log 2>&1
-wait
+perftest_pair ib_send_lat /tmp/lat.log "" "" -s 8 -n 500
 cat /tmp/lat.log
 echo "===== END"
 EOF
