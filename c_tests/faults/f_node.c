@@ -6,51 +6,23 @@
  * "done COUNT" (exit 0) or "status NAME after T s" for the first request that failed (exit 10 +
  * status), with the seconds since that request was posted. */
 #define _GNU_SOURCE
-#include <nrt/nrt.h>
-#include <nrt/nrt_async_sendrecv.h>
+#include "f_common.h"
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define WINDOW 4
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static uint8_t pat(uint64_t msg, size_t i) { return (uint8_t)((i * 131u) ^ (msg * 7919u) ^ (i >> 10)); }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: f_node send|recv LNC PEER_IP PEER_LNC COUNT SIZE\n");
-        return 2;
-    }
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    int sender = strcmp(argv[1], "send") == 0;
-    int lnc = atoi(argv[2]), peer_lnc = atoi(argv[4]);
-    const char *peer = argv[3];
-    long count = atol(argv[5]);
-    size_t size = (size_t)strtoull(argv[6], NULL, 0);
+    struct f_run r;
+    int early = f_start(argc, argv, "f_node", &r);
+    if (early >= 0) return early;
+    const int sender = r.sender;
+    const long count = r.count;
+    const size_t size = r.size;
+    nrt_async_sendrecv_comm_t *c = r.comm;
     NRT_STATUS st;
-    if ((st = nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0")) != NRT_SUCCESS || (st = nrt_async_sendrecv_init(lnc)) != NRT_SUCCESS) {
-        printf("status init %d\n", st);
-        return 10 + (int)st;
-    }
-    nrt_async_sendrecv_comm_t *c = NULL;
-    st = sender ? nrt_async_sendrecv_connect(peer, peer_lnc, lnc, &c) : nrt_async_sendrecv_accept(peer, peer_lnc, lnc, &c);
-    bool done = false;
-    double t0 = now_s();
-    while (st == NRT_SUCCESS && !done) st = nrt_async_sendrecv_test_comm(c, &done);
-    if (st != NRT_SUCCESS) {
-        printf("status setup %d after %.2f s\n", st, now_s() - t0);
-        return 10 + (int)st;
-    }
-    printf("connected\n");
     nrt_tensor_t *t[WINDOW];
     nrt_async_sendrecv_request_t *q[WINDOW];
     double posted[WINDOW];
@@ -74,11 +46,7 @@ int main(int argc, char **argv) {
         }
         int w = (int)(finished % WINDOW);
         size_t got = 0;
-        bool d = false;
-        do {
-            st = nrt_async_sendrecv_test_request(q[w], &d, &got);
-        } while (st == NRT_SUCCESS && !d); /* bounded: the library's request deadline */
-        if (st != NRT_SUCCESS) {
+        if ((st = wait_req(q[w], &got)) != NRT_SUCCESS) {
             printf("status %d after %.2f s (message %ld)\n", st, now_s() - posted[w], msg_of[w]);
             rc = 10 + (int)st;
             break;
@@ -101,7 +69,7 @@ int main(int argc, char **argv) {
         printf("progress %ld\n", finished);
     }
     if (rc == 0) printf("done %ld\n", finished);
-    nrt_async_sendrecv_close(lnc);
+    nrt_async_sendrecv_close(r.lnc);
     nrt_close();
     return rc;
 }

@@ -9,64 +9,27 @@
  * with the sender), then prints "done COUNT". A failure prints "status ..." (exit 10 + status) or
  * "corrupt ..." (exit 4). */
 #define _GNU_SOURCE
-#include <nrt/nrt.h>
-#include <nrt/nrt_async_sendrecv.h>
+#include "f_common.h"
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void fill(uint8_t *p, size_t size, unsigned k) {
     for (size_t i = 0; i < size; i++) p[i] = (uint8_t)((i * 131u) ^ (k * 7919u + 17u) ^ (i >> 10));
 }
 
-/* Waits for one request (bounded: the library's request deadline); 0 or the status. */
-static NRT_STATUS wait_req(nrt_async_sendrecv_request_t *q, size_t *got) {
-    bool d = false;
-    NRT_STATUS st;
-    do {
-        st = nrt_async_sendrecv_test_request(q, &d, got);
-    } while (st == NRT_SUCCESS && !d);
-    return st;
-}
-
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: f_rate send|recv LNC PEER_IP PEER_LNC COUNT SIZE\n");
-        return 2;
-    }
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    int sender = strcmp(argv[1], "send") == 0;
-    int lnc = atoi(argv[2]), peer_lnc = atoi(argv[4]);
-    const char *peer = argv[3];
-    long count = atol(argv[5]);
-    size_t size = (size_t)strtoull(argv[6], NULL, 0);
-    if (size < 16 || count < 1) {
+    if (argc == 7 && (strtoull(argv[6], NULL, 0) < 16 || atol(argv[5]) < 1)) {
         fprintf(stderr, "f_rate: SIZE must be at least 16 and COUNT at least 1\n");
         return 2;
     }
+    struct f_run r;
+    int early = f_start(argc, argv, "f_rate", &r);
+    if (early >= 0) return early;
+    const int sender = r.sender;
+    const long count = r.count;
+    const size_t size = r.size;
+    nrt_async_sendrecv_comm_t *c = r.comm;
     NRT_STATUS st;
-    if ((st = nrt_init(NRT_FRAMEWORK_TYPE_NO_FW, "1.0", "1.0")) != NRT_SUCCESS || (st = nrt_async_sendrecv_init(lnc)) != NRT_SUCCESS) {
-        printf("status init %d\n", st);
-        return 10 + (int)st;
-    }
-    nrt_async_sendrecv_comm_t *c = NULL;
-    st = sender ? nrt_async_sendrecv_connect(peer, peer_lnc, lnc, &c) : nrt_async_sendrecv_accept(peer, peer_lnc, lnc, &c);
-    bool done = false;
-    while (st == NRT_SUCCESS && !done) st = nrt_async_sendrecv_test_comm(c, &done);
-    if (st != NRT_SUCCESS) {
-        printf("status setup %d\n", st);
-        return 10 + (int)st;
-    }
-    printf("connected\n");
     /* Two tensors each side: the sender's hold the two patterns; the receiver's take messages in
      * turn, checked against its own copies of the patterns. */
     nrt_tensor_t *t[2];
@@ -129,7 +92,7 @@ int main(int argc, char **argv) {
         }
         printf("done %ld\n", count);
     }
-    nrt_async_sendrecv_close(lnc);
+    nrt_async_sendrecv_close(r.lnc);
     nrt_close();
     return 0;
 }
