@@ -48,6 +48,21 @@ def next_port_base() -> int:
     raise RuntimeError(f"no free port range from {PORT_START}")
 
 
+def run_pair(recv_cmd: list[str], send_cmd: list[str], timeout: float = 60,
+             env: Optional[dict[str, str]] = None) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    """Runs a receiver process and, beside it, a sender to its end; (sender, receiver), both
+    finished (the receiver killed if it outlives the sender by `timeout`)."""
+    recv = subprocess.Popen(recv_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        send = subprocess.run(send_cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        rout, rerr = recv.communicate(timeout=timeout)
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.communicate()
+    return send, subprocess.CompletedProcess(recv_cmd, recv.returncode, rout, rerr)
+
+
 @pytest.fixture
 def port_base(monkeypatch: pytest.MonkeyPatch) -> int:
     """This test's ports: lnc n listens on base + n, here and in its peer."""

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import next_port_base
+from conftest import next_port_base, run_pair
 from nrt_sendrecv import bench
 
 ROW = re.compile(r"^\s+(\d+(?:\.\d)? (?:B|KiB|MiB|GiB))\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)$")
 
 
+BENCH = [sys.executable, "-m", "nrt_sendrecv.bench"]
+
+
 def run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nrt_sendrecv.bench", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*BENCH, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def check_table(out: str, sizes: list[str], transport: str, memory: str) -> None:
@@ -54,19 +57,11 @@ def test_two_roles_over_tcp_numpy_arrays() -> None:
     base = str(next_port_base())
     common = ["--peer", "127.0.0.1", "--transport", "tcp", "--sizes", "4K,1M", "--iters", "20", "--warmup", "3",
               "--window", "4", "--memory", "numpy", "--port-base", base]
-    recv = subprocess.Popen([sys.executable, "-m", "nrt_sendrecv.bench", "--role", "recv", *common],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        p = run(["--role", "send", *common])
-        rout, rerr = recv.communicate(timeout=60)
-    finally:
-        if recv.poll() is None:
-            recv.kill()
-            recv.communicate()
+    p, r = run_pair(BENCH + ["--role", "recv", *common], BENCH + ["--role", "send", *common], timeout=120)
     assert p.returncode == 0, p.stderr
-    assert recv.returncode == 0, rerr
+    assert r.returncode == 0, r.stderr
     check_table(p.stdout, ["4 KiB", "1 MiB"], "tcp", "numpy")
-    assert rout.strip() == "# receiver: verified every byte of 8 warm-up messages"
+    assert r.stdout.strip() == "# receiver: verified every byte of 8 warm-up messages"
 
 
 def test_bytearrays_bandwidth_only() -> None:
@@ -79,17 +74,10 @@ def test_bytearrays_bandwidth_only() -> None:
 
 def test_mismatched_plans_fail_both_sides() -> None:
     base = str(next_port_base())
-    recv = subprocess.Popen([sys.executable, "-m", "nrt_sendrecv.bench", "--role", "recv", "--sizes", "8", "--port-base", base,
-                             "--transport", "tcp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        p = run(["--role", "send", "--sizes", "16", "--port-base", base, "--transport", "tcp"])
-        _, rerr = recv.communicate(timeout=60)
-    finally:
-        if recv.poll() is None:
-            recv.kill()
-            recv.communicate()
+    p, r = run_pair(BENCH + ["--role", "recv", "--sizes", "8", "--port-base", base, "--transport", "tcp"],
+                    BENCH + ["--role", "send", "--sizes", "16", "--port-base", base, "--transport", "tcp"], timeout=120)
     assert p.returncode == 1 and "different plan" in p.stderr
-    assert recv.returncode == 1 and "different plan" in rerr
+    assert r.returncode == 1 and "different plan" in r.stderr
 
 
 def test_bad_arguments_exit_2() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
+
+from conftest import run_pair
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "python.md"
 
@@ -23,15 +24,8 @@ def test_receiver_and_sender_examples(tmp_path: Path, port_base: int) -> None:
     for name, code in ex.items():
         (tmp_path / name).write_text(code)
     env = dict(os.environ)  # this test's ports (the examples use the default otherwise)
-    recv = subprocess.Popen([sys.executable, str(tmp_path / "receiver.py")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        send = subprocess.run([sys.executable, str(tmp_path / "sender.py")], capture_output=True, text=True, timeout=60, env=env)
-        rout, rerr = recv.communicate(timeout=60)
-    finally:
-        if recv.poll() is None:
-            recv.kill()
-            recv.communicate()
+    send, recv = run_pair([sys.executable, str(tmp_path / "receiver.py")], [sys.executable, str(tmp_path / "sender.py")], env=env)
     assert send.returncode == 0, send.stderr
-    assert recv.returncode == 0, rerr
+    assert recv.returncode == 0, recv.stderr
     assert send.stdout == "sent 4194304 bytes\n"
-    assert rout == "received 4194304 bytes: all correct\n"
+    assert recv.stdout == "received 4194304 bytes: all correct\n"
