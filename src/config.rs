@@ -53,12 +53,11 @@ pub struct Config {
     pub boot_id: bool,
 }
 
-#[cfg(test)]
 impl Config {
-    /// The runtime tests' configuration, which each adjusts (`Config { streams: 2,
-    /// ..Config::loopback(base) }`): TCP on 127.0.0.1 (lnc n on `port_base` + n), no secret, one
-    /// stream, connect within 10 s, requests within 30 s, shared memory may read the peer,
-    /// kernel tags on, libfabric's own choices.
+    /// The configuration of the runtime tests and the fuzz targets (`crate::fuzzing`), which each
+    /// adjusts (`Config { streams: 2, ..Config::loopback(base) }`): TCP on 127.0.0.1 (lnc n on
+    /// `port_base` + n), no secret, one stream, connect within 10 s, requests within 30 s, shared
+    /// memory may read the peer, kernel tags on, libfabric's own choices.
     pub fn loopback(port_base: u16) -> Config {
         Config {
             transport: Transport::Tcp,

@@ -7,7 +7,7 @@
 //! few seconds, and where it holds a secret it must never connect: no input proves it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use nrt_sendrecv::fuzzing::{self as runtime, Config, Frame, HEADER_LEN, NRT_STATUS, Transport, ack};
+use nrt_sendrecv::fuzzing::{self as runtime, Config, Frame, HEADER_LEN, NRT_STATUS, ack};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,17 +23,10 @@ static RUNS: AtomicU64 = AtomicU64::new(0);
 
 fn cfg(secret: bool) -> Config {
     Config {
-        transport: Transport::Tcp,
-        port_base: BASE,
-        listen_addr: Some("127.0.0.1".parse().unwrap()),
         connect_timeout: Duration::from_secs(3),
         request_timeout: Some(Duration::from_secs(5)),
-        streams: 1,
         auth_secret: secret.then(|| b"fuzz".to_vec()),
-        shm_vm_readv: true,
-        boot_id: true,
-        ofi_provider: None,
-        ofi_rails: None,
+        ..Config::loopback(BASE)
     }
 }
 

@@ -5,7 +5,7 @@
 //! real connect/accept pair must still connect.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use nrt_sendrecv::fuzzing::{self as runtime, Config, FLAG_AUTH, Frame, Transport};
+use nrt_sendrecv::fuzzing::{self as runtime, Config, FLAG_AUTH, Frame};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Once;
@@ -18,17 +18,11 @@ static RUNS: AtomicU64 = AtomicU64::new(0);
 
 fn cfg(secret: bool) -> Config {
     Config {
-        transport: Transport::Tcp,
-        port_base: BASE,
-        listen_addr: Some("127.0.0.1".parse().unwrap()),
         connect_timeout: Duration::from_secs(5),
         request_timeout: Some(Duration::from_secs(5)),
         streams: 2,
         auth_secret: secret.then(|| b"fuzz".to_vec()),
-        shm_vm_readv: true,
-        boot_id: true,
-        ofi_provider: None,
-        ofi_rails: None,
+        ..Config::loopback(BASE)
     }
 }
 
