@@ -271,6 +271,15 @@ for i in 1 2 3 4 5; do
     perftest_pair ib_send_lat /tmp/lat.log 1 0 -s 8 -n 500
     awk '$1=="8" && NF>=5' /tmp/lat.log | sed "s/^ */SLAT$i /"
 done
+# The library's advice for Soft-RoCE over veth (verbs/sysfs.rs): logged where the veths' receive
+# is not steered (the round trips), not where it is (the bandwidth runs).
+if grep -q "rxeA is a software device over vethA" /tmp/vrt.log && grep -q "rxeB is a software device over vethB" /tmp/vrt.log \
+   && ! grep -q "is a software device over" /tmp/vbw.log; then
+    echo "PASS advice for Soft-RoCE over veth: logged with the veths' receive unsteered, not with it steered to CPU 0"; passed=$((passed+1))
+else
+    echo "FAIL advice for Soft-RoCE over veth (unsteered: $(grep -c 'is a software device over' /tmp/vrt.log) lines, steered: $(grep -c 'is a software device over' /tmp/vbw.log))"; failed=$((failed+1))
+fi
+grep -m1 "is a software device over" /tmp/vrt.log | sed 's/^/    log: /'
 
 echo "===== the LD_PRELOAD library over verbs (stand-in vendor libnrt.so.1, t_preload)"
 # On rxeA, named in the environment.

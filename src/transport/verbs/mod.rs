@@ -10,6 +10,7 @@
 //! - `proto.rs`: the protocol, plain Rust over the [`proto::Nic`] interface, so that its tests
 //!   run in every build (`fake.rs`: an in-memory queue pair; `tests.rs`);
 //! - `ctrl.rs`: the control records' encoding;
+//! - `sysfs.rs`: what sysfs says about a device's link (advice for Soft-RoCE over veth);
 //! - `qp.rs`, `device.rs`, `mr.rs`, `transport.rs`: libibverbs (feature `verbs`).
 #![cfg_attr(not(feature = "verbs"), allow(dead_code))]
 
@@ -23,6 +24,7 @@ mod mr;
 mod proto;
 #[cfg(feature = "verbs")]
 mod qp;
+mod sysfs;
 #[cfg(test)]
 mod tests;
 #[cfg(feature = "verbs")]
