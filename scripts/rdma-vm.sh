@@ -16,7 +16,7 @@
 # Prints the guest's console; ends with the verbs/perftest and ofi/perftest ratios and
 # "rdma-vm: N passed, M failed".
 # Environment: VM_TIMEOUT (default 1500 s), VM_MEM (4G), VM_SMP (2), RDMA_VM_WORK (build/rdma-vm),
-# RDMA_VM_TESTS (only these test programs).
+# RDMA_VM_TESTS (only these test programs), RDMA_VM_QUICK, RDMA_VM_EXP (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -115,6 +115,9 @@ cp -L --remove-destination /lib/x86_64-linux-gnu/libgcc_s.so.1 "$INITRD_ROOT/usr
 # RDMA_VM_QUICK=1: the C suite, the verbs measurement and the preload run only (no netem, Yama,
 # device-from-environment or libfabric parts): for working on the verbs transport.
 [ -n "${RDMA_VM_QUICK:-}" ] && touch "$INITRD_ROOT/etc/rdma-vm-quick"
+# RDMA_VM_EXP=script: the guest sources it after the network and device set-up, instead of the
+# suite (investigations: it has the guest's tools, the library, nrt_demo and gid_v4).
+[ -n "${RDMA_VM_EXP:-}" ] && cp "$RDMA_VM_EXP" "$INITRD_ROOT/exp.sh"
 printf '127.0.0.1 localhost\n' > "$INITRD_ROOT/etc/hosts"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/tmp:/bin/sh\n' > "$INITRD_ROOT/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$INITRD_ROOT/etc/group"
@@ -155,6 +158,7 @@ ibv_devices
 gid_v4() { for g in /sys/class/infiniband/$1/ports/1/gids/*; do
     case "$(cat $g)" in 0000:0000:0000:0000:0000:ffff:*) basename $g; return;; esac; done; echo 1; }
 ulimit -l unlimited
+if [ -e /exp.sh ]; then . /exp.sh; exit 0; fi
 
 export NEURON_RT_ASYNC_SENDRECV_TRANSPORT=verbs
 export NEURON_RT_ASYNC_SENDRECV_LISTEN_ADDR=0.0.0.0

@@ -1,8 +1,8 @@
 //! The `fi_context2` slab of one rail: the provider holds a slot's address from an operation's
 //! post to its completion, which gives the protocol's `u64` back.
 
-use super::sys;
 use crate::transport::ofi::rail::CqKind;
+use crate::transport::ofi::sys;
 use std::ffi::c_void;
 
 /// Contexts allocated at a time.

@@ -1,8 +1,8 @@
 //! libfabric's errors, its objects' common `struct fid` (and closing them), and the names of its
 //! capability, mode and registration bits (for the logs).
 
-use super::sys;
 use crate::status::{Error, NRT_STATUS};
+use crate::transport::ofi::sys;
 use std::ffi::{CStr, c_char, c_int};
 use std::ptr::null_mut;
 

@@ -1,14 +1,14 @@
-//! Choosing rails: `fi_getinfo`'s offers for a provider, one per domain, and the rails opened on
-//! those that are asked for ([`open_rails`]).
+//! `fi_getinfo`'s offers: the list, the names in one offer, and the offer with device memory that
+//! matches another (for `open_rails`).
 
 use super::fi::{fi_error, text};
-use super::{FabricRail, RailsWanted, sys};
 use crate::status::{Error, Result};
+use crate::transport::ofi::sys;
 use std::ffi::CString;
 use std::ptr::{null, null_mut};
 
 /// A list from `fi_getinfo` (or one `fi_allocinfo`), freed on drop.
-struct InfoList(*mut sys::fi_info);
+pub(super) struct InfoList(pub(super) *mut sys::fi_info);
 
 impl Drop for InfoList {
     fn drop(&mut self) {
@@ -22,7 +22,7 @@ impl Drop for InfoList {
 /// `fi_getinfo` for RDM endpoints with tagged messages (and RMA when `rma`, and device memory,
 /// `FI_HMEM` with `FI_MR_HMEM`, when `hmem`). `Ok(None)`: the provider offers nothing that
 /// matches (`-FI_ENODATA`).
-fn getinfo(provider: Option<&str>, rma: bool, hmem: bool) -> Result<Option<InfoList>> {
+pub(super) fn getinfo(provider: Option<&str>, rma: bool, hmem: bool) -> Result<Option<InfoList>> {
     // SAFETY: plain allocation; checked below.
     let hints = InfoList(unsafe { sys::nrt_fi_allocinfo() });
     if hints.0.is_null() {
@@ -74,7 +74,7 @@ fn getinfo(provider: Option<&str>, rma: bool, hmem: bool) -> Result<Option<InfoL
 ///
 /// # Safety
 /// `i` is an element of a live list from `fi_getinfo`.
-unsafe fn domain_name(i: &sys::fi_info) -> String {
+pub(super) unsafe fn domain_name(i: &sys::fi_info) -> String {
     // SAFETY: the caller's contract: fi_getinfo fills the attributes, names NUL-terminated.
     unsafe { i.domain_attr.as_ref().map(|d| text(d.name)).unwrap_or_default() }
 }
@@ -83,95 +83,9 @@ unsafe fn domain_name(i: &sys::fi_info) -> String {
 ///
 /// # Safety
 /// `i` is an element of a live list from `fi_getinfo`.
-unsafe fn provider_name(i: &sys::fi_info) -> String {
+pub(super) unsafe fn provider_name(i: &sys::fi_info) -> String {
     // SAFETY: the caller's contract.
     unsafe { i.fabric_attr.as_ref().map(|f| text(f.prov_name)).unwrap_or_default() }
-}
-
-/// Opens one rail per domain `rails` asks for, of `provider` ("tcp", "shm", "efa", "verbs" ...;
-/// `None`: libfabric's first choice, which `FI_PROVIDER` narrows). RMA (`FI_RMA`) is asked for
-/// first, and done without where the provider has none. The domains are chosen as if device
-/// memory were not asked for; then, with `hmem` and RMA, each chosen domain that the provider
-/// also offers with `FI_HMEM` (a second `fi_getinfo`) is opened with that offer instead (which
-/// may differ in more than `FI_HMEM`: `shm`'s has no inject size, for one; hence only callers
-/// with device memory ask).
-pub fn open_rails(provider: Option<&str>, rails: RailsWanted, hmem: bool) -> Result<Vec<FabricRail>> {
-    let (list, rma) = match getinfo(provider, true, false)? {
-        Some(l) => (l, true),
-        None => (
-            getinfo(provider, false, false)?.ok_or_else(|| {
-                let env = std::env::var("FI_PROVIDER").map(|v| format!(" (FI_PROVIDER={v})")).unwrap_or_default();
-                Error::failure(format!(
-                    "libfabric offers no RDM endpoint with tagged messages from provider {}{env}",
-                    provider.unwrap_or("(any)")
-                ))
-            })?,
-            false,
-        ),
-    };
-    // One candidate per domain name, in the provider's order (tcp lists a NIC once per address
-    // family and endpoint flavour; the first is taken), all of one provider: libfabric's first
-    // choice when none is named (rails of different providers could not talk to one peer).
-    let mut domains: Vec<(String, *mut sys::fi_info)> = Vec::new();
-    let mut first_provider: Option<String> = None;
-    let mut p = list.0;
-    while !p.is_null() {
-        // SAFETY: p is an element of the list, alive until `list` drops at the end.
-        let i = unsafe { &*p };
-        // SAFETY: as above.
-        let (name, prov) = unsafe { (domain_name(i), provider_name(i)) };
-        let same = *first_provider.get_or_insert_with(|| prov.clone()) == prov;
-        if same && !domains.iter().any(|(n, _)| *n == name) {
-            domains.push((name, p));
-        }
-        p = i.next;
-    }
-    let offered = || domains.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
-    let chosen: Vec<*mut sys::fi_info> = match &rails {
-        RailsWanted::All => domains.iter().map(|(_, p)| *p).collect(),
-        RailsWanted::Count(n) => {
-            if domains.len() < *n {
-                return Err(Error::invalid(format!(
-                    "{n} libfabric rails asked for; the provider offers {} ({})",
-                    domains.len(),
-                    offered()
-                )));
-            }
-            domains.iter().take(*n).map(|(_, p)| *p).collect()
-        }
-        RailsWanted::Domains(names) => names
-            .iter()
-            .map(|want| {
-                domains
-                    .iter()
-                    .find(|(n, _)| n == want)
-                    .map(|(_, p)| *p)
-                    .ok_or_else(|| Error::invalid(format!("libfabric domain {want:?} is not offered (offered: {})", offered())))
-            })
-            .collect::<Result<_>>()?,
-    };
-    if chosen.is_empty() {
-        return Err(Error::invalid("no libfabric rails asked for"));
-    }
-    // Device memory, optional: where it cannot be had, the rails are those chosen above.
-    let hmem_list = if rma && hmem {
-        getinfo(provider, true, true).unwrap_or_else(|e| {
-            crate::log_debug!("libfabric: fi_getinfo with FI_HMEM: {e}; device memory is staged");
-            None
-        })
-    } else {
-        None
-    };
-    let chosen: Vec<*mut sys::fi_info> = match &hmem_list {
-        // SAFETY: elements of `list` and `hmem_list`, alive until the end of this function.
-        Some(h) => chosen.into_iter().map(|p| unsafe { with_hmem(p, h) }).collect(),
-        None => chosen,
-    };
-    chosen
-        .into_iter()
-        // SAFETY: each is an element of `list`, alive during the calls.
-        .map(|p| unsafe { FabricRail::open(p) })
-        .collect()
 }
 
 /// Whether an info's provider offers RMA writes with 4 bytes of CQ data (`Limits::write_data`).
@@ -189,7 +103,7 @@ unsafe fn writes_data(i: &sys::fi_info) -> bool {
 ///
 /// # Safety
 /// `p` and the elements of `hmem` belong to live lists from `fi_getinfo`.
-unsafe fn with_hmem(p: *mut sys::fi_info, hmem: &InfoList) -> *mut sys::fi_info {
+pub(super) unsafe fn with_hmem(p: *mut sys::fi_info, hmem: &InfoList) -> *mut sys::fi_info {
     // SAFETY: the caller's contract.
     let (want_dom, want_prov, want_writes) = unsafe { (domain_name(&*p), provider_name(&*p), writes_data(&*p)) };
     let mut q = hmem.0;

@@ -27,7 +27,7 @@ use super::sys;
 use crate::status::{Error, Result};
 use contexts::Contexts;
 use fi::*;
-pub use info::open_rails;
+use info::{domain_name, getinfo, provider_name, with_hmem};
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void};
 use std::os::fd::RawFd;
@@ -48,6 +48,92 @@ pub enum RailsWanted {
 const BATCH: usize = 32;
 /// `fi_cq_read` calls per `poll` at most (it stops earlier when the queue is empty).
 const MAX_READS: usize = 16;
+
+/// Opens one rail per domain `rails` asks for, of `provider` ("tcp", "shm", "efa", "verbs" ...;
+/// `None`: libfabric's first choice, which `FI_PROVIDER` narrows). RMA (`FI_RMA`) is asked for
+/// first, and done without where the provider has none. The domains are chosen as if device
+/// memory were not asked for; then, with `hmem` and RMA, each chosen domain that the provider
+/// also offers with `FI_HMEM` (a second `fi_getinfo`) is opened with that offer instead (which
+/// may differ in more than `FI_HMEM`: `shm`'s has no inject size, for one; hence only callers
+/// with device memory ask).
+pub fn open_rails(provider: Option<&str>, rails: RailsWanted, hmem: bool) -> Result<Vec<FabricRail>> {
+    let (list, rma) = match getinfo(provider, true, false)? {
+        Some(l) => (l, true),
+        None => (
+            getinfo(provider, false, false)?.ok_or_else(|| {
+                let env = std::env::var("FI_PROVIDER").map(|v| format!(" (FI_PROVIDER={v})")).unwrap_or_default();
+                Error::failure(format!(
+                    "libfabric offers no RDM endpoint with tagged messages from provider {}{env}",
+                    provider.unwrap_or("(any)")
+                ))
+            })?,
+            false,
+        ),
+    };
+    // One candidate per domain name, in the provider's order (tcp lists a NIC once per address
+    // family and endpoint flavour; the first is taken), all of one provider: libfabric's first
+    // choice when none is named (rails of different providers could not talk to one peer).
+    let mut domains: Vec<(String, *mut sys::fi_info)> = Vec::new();
+    let mut first_provider: Option<String> = None;
+    let mut p = list.0;
+    while !p.is_null() {
+        // SAFETY: p is an element of the list, alive until `list` drops at the end.
+        let i = unsafe { &*p };
+        // SAFETY: as above.
+        let (name, prov) = unsafe { (domain_name(i), provider_name(i)) };
+        let same = *first_provider.get_or_insert_with(|| prov.clone()) == prov;
+        if same && !domains.iter().any(|(n, _)| *n == name) {
+            domains.push((name, p));
+        }
+        p = i.next;
+    }
+    let offered = || domains.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+    let chosen: Vec<*mut sys::fi_info> = match &rails {
+        RailsWanted::All => domains.iter().map(|(_, p)| *p).collect(),
+        RailsWanted::Count(n) => {
+            if domains.len() < *n {
+                return Err(Error::invalid(format!(
+                    "{n} libfabric rails asked for; the provider offers {} ({})",
+                    domains.len(),
+                    offered()
+                )));
+            }
+            domains.iter().take(*n).map(|(_, p)| *p).collect()
+        }
+        RailsWanted::Domains(names) => names
+            .iter()
+            .map(|want| {
+                domains
+                    .iter()
+                    .find(|(n, _)| n == want)
+                    .map(|(_, p)| *p)
+                    .ok_or_else(|| Error::invalid(format!("libfabric domain {want:?} is not offered (offered: {})", offered())))
+            })
+            .collect::<Result<_>>()?,
+    };
+    if chosen.is_empty() {
+        return Err(Error::invalid("no libfabric rails asked for"));
+    }
+    // Device memory, optional: where it cannot be had, the rails are those chosen above.
+    let hmem_list = if rma && hmem {
+        getinfo(provider, true, true).unwrap_or_else(|e| {
+            crate::log_debug!("libfabric: fi_getinfo with FI_HMEM: {e}; device memory is staged");
+            None
+        })
+    } else {
+        None
+    };
+    let chosen: Vec<*mut sys::fi_info> = match &hmem_list {
+        // SAFETY: elements of `list` and `hmem_list`, alive until the end of this function.
+        Some(h) => chosen.into_iter().map(|p| unsafe { with_hmem(p, h) }).collect(),
+        None => chosen,
+    };
+    chosen
+        .into_iter()
+        // SAFETY: each is an element of `list`, alive during the calls.
+        .map(|p| unsafe { FabricRail::open(p) })
+        .collect()
+}
 
 /// `NEURON_RT_ASYNC_SENDRECV_OFI_WAIT_FD=1`: completion queues get a file descriptor
 /// (FI_WAIT_FD) that wakes the lnc's progress thread. Off by default: the provider then writes
