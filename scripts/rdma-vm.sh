@@ -537,7 +537,7 @@ set -e
 
 # ---------------------------------------------------------------- 4. results
 LOG=$WORK/serial.log
-line=$(grep -E "^rdma-vm suite: [0-9]+ passed, [0-9]+ failed" "$LOG" | tail -1)
+line=$({ grep -E "^rdma-vm suite: [0-9]+ passed, [0-9]+ failed" "$LOG" || true; } | tail -1)
 p=$(echo "$line" | sed -nE 's/.* ([0-9]+) passed.*/\1/p'); f=$(echo "$line" | sed -nE 's/.* ([0-9]+) failed/\1/p')
 p=${p:-0}; f=${f:-0}
 [ -z "$line" ] && f=$((f + 1)) && echo "[rdma-vm] the suite did not report (qemu rc $QRC)"
