@@ -120,7 +120,9 @@ pub fn device_for_ip(ip: IpAddr) -> Result<Option<Arc<Device>>> {
         max_mr: if max_mr == 0 { u64::MAX } else { max_mr },
         software,
     });
-    if software && let Some(advice) = super::sysfs::reorder_advice(std::path::Path::new("/sys"), &d.name, d.port, d.gid_index) {
+    // Soft-RoCE's (rxe) own go-back-N over UDP; siw runs over TCP, which puts packets in order.
+    let rxe = queried && attr.vendor_id == 0xff_ffff;
+    if rxe && let Some(advice) = super::sysfs::reorder_advice(std::path::Path::new("/sys"), &d.name, d.port, d.gid_index) {
         crate::log_info!("{advice}");
     }
     OPEN.lock().push(d.clone());

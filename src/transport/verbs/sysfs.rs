@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-/// For a software device over a veth-like link (no `device` in sysfs, and linked to another
+/// For a Soft-RoCE (rxe) device over a veth-like link (no `device` in sysfs, and linked to another
 /// interface: `iflink` is not its own `ifindex`; bridges and bonds are their own) whose receive
 /// is not steered (every `rps_cpus` zero): advice, once per device opened. Such a link
 /// hands each packet to the receive queue of the CPU that sent it, and Soft-RoCE sends one queue
