@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0
- * What the two-process fault programs share (f_node.c, f_rate.c): the clock, one request's wait,
- * and the start of a run, "NAME send|recv LNC PEER_IP PEER_LNC COUNT SIZE": the runtime, the lnc
+ * What the fault programs share: the clock (all), one request's wait and the start of a two-process
+ * run (f_node.c, f_rate.c), "NAME send|recv LNC PEER_IP PEER_LNC COUNT SIZE": the runtime, the lnc
  * and the communicator, then "connected" on stdout. */
 #ifndef F_COMMON_H
 #define F_COMMON_H
@@ -11,14 +11,14 @@
 #include <string.h>
 #include <time.h>
 
-static double now_s(void) {
+static inline double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* Polls one request until it is done (bounded: the library's request deadline); its status. */
-static NRT_STATUS wait_req(nrt_async_sendrecv_request_t *q, size_t *got) {
+static inline NRT_STATUS wait_req(nrt_async_sendrecv_request_t *q, size_t *got) {
     bool d = false;
     NRT_STATUS st;
     do {
@@ -38,7 +38,7 @@ struct f_run {
  * bounded by the library's connect deadline). Returns -1 when the run may go on, else the exit
  * status: 2 for bad usage, 10 + status where a step failed ("status init N", or "status setup N
  * after T s", on stdout). */
-static int f_start(int argc, char **argv, const char *name, struct f_run *r) {
+static inline int f_start(int argc, char **argv, const char *name, struct f_run *r) {
     if (argc != 7) {
         fprintf(stderr, "usage: %s send|recv LNC PEER_IP PEER_LNC COUNT SIZE\n", name);
         return 2;

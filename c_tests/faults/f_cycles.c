@@ -3,9 +3,8 @@
  * transfer checked byte by byte, close. Open descriptors and RSS after round 20 (allocator and
  * thread caches warm) must equal / stay within 4 MiB of those after round N. Exit 0 when they do. */
 #define _GNU_SOURCE
+#include "f_common.h"
 #include <dirent.h>
-#include <nrt/nrt.h>
-#include <nrt/nrt_async_sendrecv.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,13 +30,7 @@ static long rss_kib(void) {
     return rss * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int wait_req(nrt_async_sendrecv_request_t *q, size_t *got) {
+static int wait_done(nrt_async_sendrecv_request_t *q, size_t *got) {
     bool d = false;
     NRT_STATUS st;
     double end = now_s() + 30;
@@ -65,7 +58,7 @@ static int round_trip(int round) {
     nrt_async_sendrecv_request_t *rq = NULL, *sq = NULL;
     size_t x = 0, y = 0;
     if (ok) ok = nrt_async_sendrecv_recv_tensor(b, 0, n, r, &rq) == NRT_SUCCESS && nrt_async_sendrecv_send_tensor(a, 0, n, s, &sq) == NRT_SUCCESS;
-    if (ok) ok = wait_req(sq, &x) && wait_req(rq, &y) && x == n && y == n && memcmp(va, vb, n) == 0;
+    if (ok) ok = wait_done(sq, &x) && wait_done(rq, &y) && x == n && y == n && memcmp(va, vb, n) == 0;
     nrt_tensor_free(&a);
     nrt_tensor_free(&b);
     ok = (nrt_async_sendrecv_close(0) == NRT_SUCCESS) & (nrt_async_sendrecv_close(1) == NRT_SUCCESS) & ok;
