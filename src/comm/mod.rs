@@ -9,6 +9,9 @@
 
 pub mod io;
 mod park;
+/// How long a parked communicator's caller must stay away before it goes back (runtime tests).
+#[cfg(test)]
+pub use park::PARK_IDLE_NS;
 pub mod request;
 pub mod slots;
 
@@ -60,6 +63,9 @@ pub struct Comm {
     pub(super) polled_at: AtomicU64,
     /// A caller polls in a tight loop: the progress thread stopped watching the sockets.
     pub(crate) parked: AtomicBool,
+    /// Parked with a transport whose polls may defer control frames (`Transport::defers_control`):
+    /// the progress thread keeps its millisecond tick.
+    pub(super) park_ticks: AtomicBool,
     /// When a caller's test last reported a large request done: (wall ns, that thread's tag,
     /// its CPU ns); `None` once the caller's next post or poll has looked at it.
     pub(super) completed_at: Mutex<Option<(u64, u64, u64)>>,
@@ -92,6 +98,7 @@ impl Comm {
             reqs,
             polled_at: AtomicU64::new(0),
             parked: AtomicBool::new(false),
+            park_ticks: AtomicBool::new(false),
             completed_at: Mutex::new(None),
             completed_look: AtomicBool::new(false),
             works_between: AtomicBool::new(false),
@@ -349,8 +356,11 @@ fn describe(lnc: i32, kind: Kind, peer: IpAddr, peer_lnc: i32, pair_seq: u64) ->
     format!("lnc {lnc} {arrow} {peer} lnc {peer_lnc} ({kind:?} comm #{pair_seq})")
 }
 
-/// The progress thread's tick while a communicator is parked (see `Comm::try_progress`).
+/// The progress thread's shortest sleep: its tick while a communicator is ticking, or parked
+/// with control frames a caller's poll may defer (see `Hub::sleep`).
 pub const PARK_TICK: Duration = Duration::from_millis(1);
+/// The progress thread's longest sleep (nothing to look at before a readiness event).
+pub const TICK: Duration = Duration::from_millis(100);
 
 /// What the communicators of one lnc share with its progress thread: the lnc's epoll (which
 /// wakes that thread), its configuration, and the communicators a caller's poll hands to it.
@@ -369,7 +379,7 @@ pub struct Hub {
     /// When a caller last tested a request of any TCP communicator of this lnc, or helped a
     /// parked one (`sys::clock::mono_ns`): parked communicators go back to the progress thread
     /// once every caller of the lnc has gone quiet (see `Comm::unpark_if_idle`).
-    pub(crate) polled_at: AtomicU64,
+    pub(super) polled_at: AtomicU64,
     /// When a polling caller last moved the bytes of the lnc's quiet parked communicators
     /// (`help_parked`).
     helped_at: AtomicU64,
@@ -399,8 +409,8 @@ impl Hub {
         self.poller.rearm(fd, comm_id, armed, input)
     }
 
-    /// A spinning caller took over `comm`'s sockets: the progress thread checks it every
-    /// millisecond and watches them again when the caller stops.
+    /// A spinning caller took over `comm`'s sockets: the progress thread watches them again
+    /// when the caller stops (it wakes to check when the caller may have, `sleep`).
     pub fn park(&self, comm: Arc<Comm>) {
         // A caller that works between requests parks and hands back once per message.
         self.list_once(&self.parked, comm);
@@ -427,10 +437,31 @@ impl Hub {
         self.poller.wake();
     }
 
-    /// Whether any communicator is parked or ticking (the progress thread then ticks every
-    /// `PARK_TICK`).
-    pub fn fast_ticks(&self) -> bool {
-        !self.parked.lock().is_empty() || !self.ticking.lock().is_empty()
+    /// How long the progress thread may wait for readiness events before its next turn
+    /// (`tend`), between `PARK_TICK` and `TICK`:
+    /// - `PARK_TICK` while a communicator is ticking (its transport has completions no
+    ///   descriptor announces), or parked with control frames its caller's poll may defer, or
+    ///   while deferred Acks wait;
+    /// - else, while communicators are parked, until the earliest moment one of them can be
+    ///   found idle (`Comm::idle_in`): a caller that keeps polling has the thread wake every
+    ///   `PARK_IDLE_NS` rather than every millisecond, each wake a timer interrupt and a context
+    ///   switch taken from the CPUs (on a software RDMA device, the CPUs that move the bytes);
+    /// - else `TICK`.
+    pub fn sleep(&self) -> Duration {
+        if !self.ticking.lock().is_empty() || HAS_DEFERRED.load(Ordering::Acquire) {
+            return PARK_TICK;
+        }
+        let parked = self.parked.lock();
+        if parked.is_empty() {
+            return TICK;
+        }
+        if parked.iter().any(|c| c.park_ticks.load(Ordering::Relaxed)) {
+            return PARK_TICK;
+        }
+        let now = crate::sys::clock::mono_ns();
+        let due = parked.iter().map(|c| c.idle_in(now)).min().unwrap_or(0);
+        // epoll counts whole milliseconds: rounded up, so the turn finds the caller idle.
+        Duration::from_millis(due.div_ceil(1_000_000)).clamp(PARK_TICK, TICK)
     }
 
     /// The progress thread's turn: moves the bytes of the kicked communicators, and watches the

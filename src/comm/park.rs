@@ -90,6 +90,7 @@ impl Comm {
                     // with or without descriptors: the ticks then leave it to its caller.
                     let fds = io.spin_fds();
                     if !fds.is_empty() || io.transport().wants_ticks() {
+                        self.park_ticks.store(io.transport().defers_control(), Ordering::Relaxed);
                         self.parked.store(true, Ordering::Release);
                         for w in fds {
                             let _ = self.hub.rearm(w.fd, self.id, false, w.input);
@@ -173,12 +174,26 @@ impl Comm {
         self.works_between.store(worked, Ordering::Relaxed);
     }
 
+    /// When (ns after `now`) `unpark_if_idle` can first find this parked communicator idle,
+    /// if no caller polls meanwhile: 0 when it can now, or the communicator is no longer ready.
+    pub fn idle_in(&self, now: u64) -> u64 {
+        if self.state.load(Ordering::Acquire) != READY {
+            return 0;
+        }
+        let own = self.polled_at.load(Ordering::Relaxed);
+        let lnc = self.hub.polled_at.load(Ordering::Relaxed);
+        // The first moment `idle` below holds (it compares strictly).
+        let at = (own + PARK_IDLE_NS).max((lnc + PARK_IDLE_NS).min(own + PARK_NEGLECT_NS)) + 1;
+        at.saturating_sub(now)
+    }
+
     /// Progress thread: watches a parked communicator's sockets again when its caller went
     /// quiet (or it failed); true when it did.
     pub fn unpark_if_idle(&self, now: u64) -> bool {
         // Idle: no caller polled it for PARK_IDLE_NS, and either none polled any of the lnc's
         // communicators for as long (one that does moves this one's bytes too,
-        // `Hub::help_parked`) or this one was left for PARK_NEGLECT_NS.
+        // `Hub::help_parked`) or this one was left for PARK_NEGLECT_NS (`idle_in` above
+        // computes when).
         let idle = |now: u64| {
             let own = now.saturating_sub(self.polled_at.load(Ordering::Relaxed));
             let lnc = now.saturating_sub(self.hub.polled_at.load(Ordering::Relaxed));

@@ -25,7 +25,7 @@ pub(crate) use auth::{Transcript, accepting_proof, connecting_proof};
 pub(crate) use kernel::tag as kernel_tag;
 
 use crate::comm::request::Kind;
-use crate::comm::{COMMS, Comm, Hub, PARK_TICK, REQUESTS};
+use crate::comm::{COMMS, Comm, Hub, REQUESTS};
 use crate::config::Config;
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::sys::epoll::Poller;
@@ -41,13 +41,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 const TOKEN_WAKE: u64 = u64::MAX;
 const TOKEN_LISTENER: u64 = u64::MAX - 1;
-/// The progress thread's tick while no communicator is parked.
-const TICK: Duration = Duration::from_millis(100);
-
 #[derive(Default)]
 struct Counters {
     connects: HashMap<(IpAddr, i32), u64>,
@@ -139,8 +135,7 @@ impl Lnc {
     fn run_once(self: &Arc<Self>) -> bool {
         let mut tokens = Vec::with_capacity(128);
         let hub = &*self.hub;
-        let tick = if hub.fast_ticks() { PARK_TICK } else { TICK };
-        if let Err(e) = hub.poller.wait(&mut tokens, tick) {
+        if let Err(e) = hub.poller.wait(&mut tokens, hub.sleep()) {
             crate::log_error!("lnc {}: epoll_wait failed, progress thread stops: {e}", self.id);
             return false;
         }

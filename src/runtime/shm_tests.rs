@@ -611,6 +611,68 @@ fn a_caller_spinning_on_one_communicator_keeps_the_other_parked_ones_of_its_lnc_
     close(b).unwrap();
 }
 
+/// Calls `hub.sleep()` until `ok` accepts it (bounded): while another test's receive holds a
+/// deferred Ack (process wide), the answer is `PARK_TICK`. `between` runs before each try.
+fn sleep_until(hub: &crate::comm::Hub, ok: impl Fn(Duration) -> bool, mut between: impl FnMut(), what: &str) -> Duration {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        between();
+        let d = hub.sleep();
+        if ok(d) {
+            return d;
+        }
+        assert!(Instant::now() < end, "{what}: the progress thread's sleep stayed {d:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn the_progress_thread_sleeps_until_a_parked_communicator_can_go_quiet() {
+    // A caller spinning on a pending send parks its communicator: the lnc's progress thread
+    // needs to look at it only when the caller may have stopped (PARK_IDLE_NS after its last
+    // poll), not every millisecond. A parked TCP receive keeps the millisecond tick (a poll may
+    // leave its Ack deferred). Nothing parked: the long tick.
+    use crate::comm::{PARK_IDLE_NS, PARK_TICK, TICK};
+    let (a, b) = (962, 963);
+    let (s, r) = tcp_pair(26430, a, b);
+    let idle = Duration::from_nanos(PARK_IDLE_NS);
+    sleep_until(&s.hub, |d| d == TICK, || {}, "nothing parked");
+    let (src, dst, data) = loaded(8, 31);
+    let sq = s.post(Kind::Send, src.region(0, 8).unwrap()).unwrap();
+    // Polled until parked (bounded: a poll that finds the progress thread at the communicator
+    // counts for nothing).
+    let end = Instant::now() + Duration::from_secs(5);
+    while !s.parked.load(Ordering::Acquire) {
+        assert!(Instant::now() < end, "polling the send never took its sockets over");
+        assert_eq!(test_request(sq).unwrap(), None, "the send completed with no receive posted");
+    }
+    let d = sleep_until(
+        &s.hub,
+        |d| d > PARK_TICK,
+        || assert_eq!(test_request(sq).unwrap(), None, "the send completed with no receive posted"),
+        "a parked send",
+    );
+    assert!(d <= idle + PARK_TICK, "a parked send's caller just polled: the progress thread sleeps {d:?}, beyond {idle:?}");
+    let rq = r.post(Kind::Recv, dst.region(0, 8).unwrap()).unwrap();
+    // The receive completes at once (the data waited): the receiver's comm parks on a fresh one.
+    finish(rq, sq, &dst, &data, "the first message");
+    let rq = r.post(Kind::Recv, dst.region(0, 8).unwrap()).unwrap();
+    park(&r, rq, "a receive");
+    assert_eq!(r.hub.sleep(), PARK_TICK, "a parked TCP receive");
+    // The send's caller left: its communicator goes back, and the sleep is long again.
+    let end = Instant::now() + Duration::from_secs(5);
+    while s.parked.load(Ordering::Acquire) {
+        assert!(Instant::now() < end, "the send's communicator, left alone, was never handed back");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    sleep_until(&s.hub, |d| d == TICK, || {}, "the send's communicator handed back");
+    let (src, _, data) = loaded(8, 32);
+    let sq = s.post(Kind::Send, src.region(0, 8).unwrap()).unwrap();
+    finish(rq, sq, &dst, &data, "the second message");
+    close(a).unwrap();
+    close(b).unwrap();
+}
+
 #[test]
 fn a_waiting_sender_wakes_a_receiver_that_stopped_polling() {
     // The receiver polls its receive (its stamp is fresh, so the send's doorbell stays

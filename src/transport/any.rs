@@ -77,6 +77,9 @@ impl Transport for AnyTransport {
     fn wants_ticks(&self) -> bool {
         each!(self, t => t.wants_ticks(), false)
     }
+    fn defers_control(&self) -> bool {
+        each!(self, t => t.defers_control(), false)
+    }
     #[inline]
     fn yield_while(&self, wait: Wait) -> bool {
         each!(self, t => t.yield_while(wait), false)

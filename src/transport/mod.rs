@@ -187,6 +187,13 @@ pub trait Transport: Send {
     /// The communicator failed (it drops the transport next, instead of a normal close).
     fn broken(&mut self) {}
 
+    /// A parked caller's poll may leave control frames queued (`poll`'s `defer_control`): the
+    /// lnc's progress thread then ticks every millisecond while the communicator is parked, to
+    /// send them should the caller stop polling.
+    fn defers_control(&self) -> bool {
+        false
+    }
+
     /// The progress thread must poll this transport every tick (it has completions that no
     /// descriptor of `wait_fds` announces: a libfabric provider without wait objects).
     fn wants_ticks(&self) -> bool {

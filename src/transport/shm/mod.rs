@@ -203,6 +203,11 @@ impl Transport for ShmTransport {
         self.ring.is_none()
     }
 
+    /// Without a ring its polls are the link's.
+    fn defers_control(&self) -> bool {
+        self.ring.is_none() && self.link.defers_control()
+    }
+
     /// A large send waits for the receiver's copy (which may use a second thread, sys/copy.rs):
     /// a caller spinning on it gives its CPU away between polls instead of competing with that
     /// copy.

@@ -566,6 +566,11 @@ impl Transport for TcpTransport {
         true
     }
 
+    /// A small receive's Ack waits for the caller's answer (`poll`).
+    fn defers_control(&self) -> bool {
+        self.kind == Kind::Recv
+    }
+
     fn max_message(&self) -> u64 {
         crate::wire::MAX_MESSAGE
     }
