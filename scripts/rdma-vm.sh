@@ -72,6 +72,8 @@ done
 BINS="ip tc rdma ibv_devices ibv_devinfo ib_write_bw ib_send_lat"
 # libfabric's fi_info (libfabric-bin) where installed: the guest lists the verbs provider's domains.
 command -v fi_info >/dev/null && BINS="$BINS fi_info"
+# And fi_pingpong (libfabric-bin too): the libfabric reference for the demo's round trip over it.
+command -v fi_pingpong >/dev/null && BINS="$BINS fi_pingpong"
 LIBS=""
 for b in $BINS; do
     p=$(command -v "$b"); d=/usr/bin; case "$p" in */sbin/*) d=/usr/sbin;; esac
@@ -498,11 +500,26 @@ ofi_demo "1 MiB, 8 in flight" /tmp/ofi_bw.log NRT_DEMO_MIN_SIZE=1048576 NRT_DEMO
 nic_cpu0 0
 echo "counters after: $(counters) ($t0..$(cut -d' ' -f1 /proc/uptime) s)"
 grep -v " INFO: " /tmp/ofi_bw.log | sed -E 's/^ *([0-9]+ (B|KiB|MiB) )/OFIBW \1/'
-echo "===== libfabric measured: demo over ofi verbs (rxeA -> rxeB), 8 bytes, one message at a time"
-t0=$(cut -d' ' -f1 /proc/uptime)
-ofi_demo "8 bytes, one at a time" /tmp/ofi_rt.log NRT_DEMO_MIN_SIZE=8 NRT_DEMO_MAX_SIZE=8 NRT_DEMO_BYTES_PER_SIZE=0 NRT_DEMO_MIN_ITERS=200 NRT_DEMO_WINDOW=1
-echo "($t0..$(cut -d' ' -f1 /proc/uptime) s)"
-grep -v " INFO: " /tmp/ofi_rt.log | sed -E 's/^ *([0-9]+ (B|KiB|MiB) )/OFIRT \1/'
+echo "===== libfabric measured: demo over ofi verbs (rxeA -> rxeB), 8 bytes, one message at a time, beside fi_pingpong"
+# Three pairs: the demo (sender on CPU 0, receiver on CPU 1, as the verbs round trips), then
+# fi_pingpong over the same provider and devices (server on rxeA, CPU 0; client on rxeB, CPU 1;
+# tagged messages, as the demo's), 500 iterations. Rows OFIRT<n> (the demo's 8 B row: its
+# us/message is a mean) and OFIPP<n> (fi_pingpong's row: its usec/xfer is a mean half round trip).
+for i in 1 2 3; do
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    ofi_demo "8 bytes, one at a time, run $i" /tmp/ofi_rt.log NRT_DEMO_MIN_SIZE=8 NRT_DEMO_MAX_SIZE=8 NRT_DEMO_BYTES_PER_SIZE=0 NRT_DEMO_MIN_ITERS=500 NRT_DEMO_WINDOW=1 \
+        NRT_DEMO_SENDER_NRT_DEMO_CPU=0 NRT_DEMO_RECEIVER_NRT_DEMO_CPU=1
+    echo "($t0..$(cut -d' ' -f1 /proc/uptime) s)"
+    grep -v " INFO: " /tmp/ofi_rt.log | sed -E "s/^ *([0-9]+ (B|KiB|MiB) )/OFIRT$i \1/"
+    if command -v fi_pingpong >/dev/null; then
+        FI_UNIVERSE_SIZE=32 taskset -c 0 timeout 60 fi_pingpong -p "verbs;ofi_rxm" -e rdm -m tagged -d rxeA -S 8 -I 500 > /tmp/pp_srv.log 2>&1 &
+        sleep 1
+        FI_UNIVERSE_SIZE=32 taskset -c 1 timeout 60 fi_pingpong -p "verbs;ofi_rxm" -e rdm -m tagged -d rxeB -S 8 -I 500 10.9.0.1 > /tmp/pp.log 2>&1
+        wait
+        awk '$1 == "8" && NF >= 8' /tmp/pp.log | sed "s/^/OFIPP$i /"
+        grep -q "^8 " /tmp/pp.log || { echo "fi_pingpong run $i reported no row:"; tail -3 /tmp/pp.log /tmp/pp_srv.log | sed 's/^/    /'; }
+    fi
+done
 
 # 4. The LD_PRELOAD library over libfabric: t_preload with the stand-in vendor library, both ends
 # in one process on one rail, rxeA (as the verbs run above); device tensors staged.
@@ -589,12 +606,18 @@ wbw_mbs=$(awk '$1=="1048576" {print $4}' "$LOG" | tail -1)
 # against ib_write_bw; 8 bytes one at a time (a round trip per message: the send completes when
 # the receiver's acknowledgement is back) against twice ib_send_lat's typical half round trip.
 ofi_us_mib=$(awk '$1=="OFIBW" && $2=="1" && $3=="MiB" {print $6}' "$LOG" | tail -1)
-ofi_rt_us=$(awk '$1=="OFIRT" && $2=="8" && $3=="B" {print $6}' "$LOG" | tail -1)
+ofi_rt_us=$(awk '$1 ~ /^OFIRT[0-9]$/ && $2=="8" && $3=="B" && $6 + 0 > 0 {print $6}' "$LOG" | median)
+# fi_pingpong over the same provider: the libfabric reference (mean half round trips, x2).
+ofi_pp_us=$(awk '$1 ~ /^OFIPP[0-9]$/ && $8 + 0 > 0 {print $8}' "$LOG" | median)
 # The demo's figure is a mean: ib_send_lat's average beside it too (its typical is a median, and
 # emulation hiccups set the two far apart).
 lat_avg_us=$(awk '$1=="8" && NF>=6 {print $6}' "$LOG" | tail -1)
 if [ -n "$ofi_us_mib" ] && [ -n "$wbw_mbs" ]; then
     awk -v u="$ofi_us_mib" -v w="$wbw_mbs" 'BEGIN {if (u + 0 > 0) printf "[rdma-vm] ofi bandwidth at 1 MiB: nrt-sendrecv ofi %.1f MB/s, ib_write_bw %.1f MB/s, ratio %.2f\n", 1048576/u, w*1.048576, (1048576/u)/(w*1.048576)}'
+fi
+echo "[rdma-vm] rounds: ofi 8 B mean us $(awk '$1 ~ /^OFIRT[0-9]$/ && $2=="8" {printf "%s ", $6}' "$LOG")| fi_pingpong usec/xfer $(awk '$1 ~ /^OFIPP[0-9]$/ {printf "%s ", $8}' "$LOG")"
+if [ -n "$ofi_rt_us" ] && [ -n "$ofi_pp_us" ]; then
+    awk -v o="$ofi_rt_us" -v p="$ofi_pp_us" 'BEGIN {printf "[rdma-vm] ofi round trip against fi_pingpong (verbs;ofi_rxm, rxeA <-> rxeB, medians of 3, means each): nrt-sendrecv ofi 8 B %.1f us, fi_pingpong x2 %.1f us, ratio %.2f\n", o, 2 * p, o / (2 * p)}'
 fi
 if [ -n "$lat_us" ] && [ -n "$ofi_rt_us" ]; then
     awk -v o="$ofi_rt_us" -v l="$lat_us" -v a="${lat_avg_us:-0}" 'BEGIN {if (l + 0 > 0 && l !~ /inf|nan/) {
