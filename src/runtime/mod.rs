@@ -39,7 +39,9 @@ pub fn nrt_init() {
     }
 }
 
-/// `nrt_close`: closes every lnc still open.
+/// `nrt_close`: closes every lnc still open. An lnc closed with communicators never connected or
+/// requests in flight is logged (warn): `nrt_close` itself succeeds, as it is the end of the
+/// runtime and there is nothing a caller could do about it, but the lost transfers are said.
 pub fn nrt_close() {
     let lncs: Vec<Arc<Lnc>> = {
         let mut st = STATE.lock();
@@ -47,8 +49,13 @@ pub fn nrt_close() {
         st.failed_close.clear();
         std::mem::take(&mut st.lncs).into_values().collect()
     };
-    for l in lncs {
-        let _ = teardown(&l);
+    // Every lnc counted before any shuts: shutting one fails its peers' requests on the others.
+    let left: Vec<Unfinished> = lncs.iter().map(|l| unfinished(l)).collect();
+    for (l, left) in lncs.iter().zip(left) {
+        shut(l);
+        if let Err(e) = left.check(l.id) {
+            crate::log_warn!("nrt_close: {e}");
+        }
     }
 }
 
@@ -81,7 +88,33 @@ pub fn init_with(lnc: i32, cfg: Option<Config>) -> Result<()> {
 
 /// Stops the lnc and frees every communicator and request; the error says what was unfinished.
 fn teardown(l: &Arc<Lnc>) -> Result<()> {
-    // Count what is unfinished before shutting (shutting fails every pending request).
+    let left = unfinished(l);
+    shut(l);
+    left.check(l.id)
+}
+
+/// What an lnc leaves unfinished when it closes.
+struct Unfinished {
+    unconnected: usize,
+    in_flight: usize,
+}
+
+impl Unfinished {
+    /// The close's error when something was unfinished.
+    fn check(&self, lnc: i32) -> Result<()> {
+        let Unfinished { unconnected, in_flight } = *self;
+        if unconnected > 0 || in_flight > 0 {
+            return Err(Error::failure(format!(
+                "lnc {lnc}: closed with {unconnected} communicator(s) never connected and {in_flight} request(s) in flight; all freed"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Counts what the lnc would leave unfinished, before it shuts (shutting fails every pending
+/// request).
+fn unfinished(l: &Lnc) -> Unfinished {
     let comms = l.comms();
     // Read what already arrived (a TCP send's Ack is otherwise read only by its test).
     for c in &comms {
@@ -89,10 +122,15 @@ fn teardown(l: &Arc<Lnc>) -> Result<()> {
             c.progress();
         }
     }
-    let unconnected = comms.iter().filter(|c| !c.ever_ready()).count();
-    let in_flight: usize = comms.iter().map(|c| c.reqs.count_where(|r| r.is_pending())).sum();
-    let comms = l.shutdown();
-    for c in &comms {
+    Unfinished {
+        unconnected: comms.iter().filter(|c| !c.ever_ready()).count(),
+        in_flight: comms.iter().map(|c| c.reqs.count_where(|r| r.is_pending())).sum(),
+    }
+}
+
+/// Stops the lnc and frees every communicator and request.
+fn shut(l: &Lnc) {
+    for c in &l.shutdown() {
         // Requests hold their communicator: taken out (and the retired ones kept for reuse
         // dropped), they let it go. (Not under the io lock: a test pinning one of them may be
         // waiting for that lock. `clear` is: posts claim slots under it; none does any more, the
@@ -105,13 +143,6 @@ fn teardown(l: &Arc<Lnc>) -> Result<()> {
         drop(retired);
         COMMS.remove(c.id);
     }
-    if unconnected > 0 || in_flight > 0 {
-        return Err(Error::failure(format!(
-            "lnc {}: closed with {unconnected} communicator(s) never connected and {in_flight} request(s) in flight; all freed",
-            l.id
-        )));
-    }
-    Ok(())
 }
 
 pub fn close(lnc: i32) -> Result<()> {
