@@ -25,10 +25,13 @@ static int occupy(int port) {
 static NRT_STATUS nrt_close_logged(char *buf, size_t len) {
     buf[0] = 0;
     FILE *f = tmpfile();
-    if (!f) return nrt_close();
     fflush(stderr);
-    int saved = dup(2);
-    dup2(fileno(f), 2);
+    int saved = f ? dup(2) : -1;
+    if (saved < 0 || dup2(fileno(f), 2) < 0) {
+        if (saved >= 0) close(saved);
+        if (f) fclose(f);
+        return nrt_close(); /* nothing captured: the caller's check reports it */
+    }
     NRT_STATUS st = nrt_close();
     dup2(saved, 2);
     close(saved);

@@ -16,7 +16,7 @@
 # Prints the guest's console; ends with the verbs/perftest and ofi/perftest ratios and
 # "rdma-vm: N passed, M failed".
 # Environment: VM_TIMEOUT (default 1500 s), VM_MEM (4G), VM_SMP (2), RDMA_VM_WORK (build/rdma-vm),
-# RDMA_VM_TESTS (only these test programs), RDMA_VM_QUICK, RDMA_VM_EXP (see below).
+# RDMA_VM_TESTS (only these test programs), RDMA_VM_QUICK, RDMA_VM_EXP, RDMA_VM_APPEND (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)

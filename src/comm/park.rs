@@ -182,7 +182,8 @@ impl Comm {
         }
         let own = self.polled_at.load(Ordering::Relaxed);
         let lnc = self.hub.polled_at.load(Ordering::Relaxed);
-        // The first moment `idle` below holds (it compares strictly).
+        // The first moment both hold: own + PARK_IDLE_NS passed, and lnc + PARK_IDLE_NS or
+        // own + PARK_NEGLECT_NS passed (strictly).
         let at = (own + PARK_IDLE_NS).max((lnc + PARK_IDLE_NS).min(own + PARK_NEGLECT_NS)) + 1;
         at.saturating_sub(now)
     }
@@ -190,23 +191,16 @@ impl Comm {
     /// Progress thread: watches a parked communicator's sockets again when its caller went
     /// quiet (or it failed); true when it did.
     pub fn unpark_if_idle(&self, now: u64) -> bool {
-        // Idle: no caller polled it for PARK_IDLE_NS, and either none polled any of the lnc's
-        // communicators for as long (one that does moves this one's bytes too,
-        // `Hub::help_parked`) or this one was left for PARK_NEGLECT_NS (`idle_in` above
-        // computes when).
-        let idle = |now: u64| {
-            let own = now.saturating_sub(self.polled_at.load(Ordering::Relaxed));
-            let lnc = now.saturating_sub(self.hub.polled_at.load(Ordering::Relaxed));
-            own > PARK_IDLE_NS && (lnc > PARK_IDLE_NS || own > PARK_NEGLECT_NS)
-        };
-        let ready = self.state.load(Ordering::Acquire) == READY;
-        if !idle(now) && ready {
+        // Idle (`idle_in` is 0): no caller polled it for PARK_IDLE_NS, and either none polled
+        // any of the lnc's communicators for as long (one that does moves this one's bytes too,
+        // `Hub::help_parked`) or this one was left for PARK_NEGLECT_NS; or it is not ready.
+        if self.idle_in(now) > 0 {
             return false;
         }
         // A caller holding the lock is polling right now (one poll can last long: a large
         // message read in one go); it stamps `polled_at` before letting go. Next tick then.
         let Some(mut io) = self.io.try_lock() else { return false };
-        if ready && !idle(crate::sys::clock::mono_ns()) {
+        if self.idle_in(crate::sys::clock::mono_ns()) > 0 {
             return false;
         }
         self.hand_back(&mut io);

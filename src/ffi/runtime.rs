@@ -46,8 +46,7 @@ pub extern "C" fn nrt_init(framework: FrameworkArg, fw_version: *const c_char, f
 
 /// Closes the runtime: every lnc still initialised is closed as by `nrt_async_sendrecv_close`
 /// (what was unfinished is freed all the same: logged at level warn, not returned), so every
-/// communicator and request handle
-/// becomes stale (`NRT_INVALID_HANDLE`). `nrt_init` must be called again before
+/// communicator and request handle becomes stale (`NRT_INVALID_HANDLE`). `nrt_init` must be called again before
 /// `nrt_async_sendrecv_init`; an lnc whose close had failed may be initialised again. Tensors
 /// are not affected.
 ///
