@@ -572,7 +572,13 @@ used=$(grep -c "transport verbs on rxe" "$LOG" || true)
 echo "[rdma-vm] log lines showing the verbs transport in use: $used"
 [ "$used" -gt 0 ] || { echo "[rdma-vm] no test logged the verbs transport"; f=$((f + 1)); }
 # The verbs transport beside perftest, five interleaved rounds (emulation drifts; ten round-trip
-# pairs): the medians.
+# pairs). Each demo run is paired with the perftest run next to it (seconds apart, the same
+# devices and CPUs), and the figure is the median of the pairs' ratios: the emulator's speed
+# changes in spells (the host's load) that slow or speed whole runs of either tool, so each
+# tool's median over its runs depends on how many of its runs fell in slow spells, while a pair
+# whose two runs share a spell gives the same ratio in either, and a pair split by a change of
+# speed gives an outlier the median sets aside (docs/rdma-vm.md, "Figures"). The ratio of the
+# two tools' medians is printed beside it.
 # Bandwidth: the demo's microseconds per 1 MiB message as MB/s, against ib_write_bw's average
 # (perftest's MB are 2^20 bytes). Round trip: the demo's median time per 8-byte message, one at a
 # time (post to completion: the send completes on the receiver's Ack), against twice
@@ -586,17 +592,26 @@ vrt=$(awk '$1 ~ /^VRTM[0-9][ab]$/ && $8 == "median" && $9 + 0 > 0 {print $9}' "$
 vrt_mean=$(awk '$1 ~ /^VRT[0-9][ab]$/ && $3 == "B" && $6 + 0 > 0 {print $6}' "$LOG" | median)
 slat_typ=$(awk '$1 ~ /^SLAT[0-9][ab]$/ && $6 + 0 > 0 && $6 !~ /inf|nan/ {print $6}' "$LOG" | median)
 slat_avg=$(awk '$1 ~ /^SLAT[0-9][ab]$/ && $7 + 0 > 0 && $7 !~ /inf|nan/ {print $7}' "$LOG" | median)
-echo "[rdma-vm] rounds: verbs 1 MiB MB/s $(awk '$1 ~ /^VBW[0-9]$/ && $6 + 0 > 0 {printf "%.1f ", 1048576 / $6}' "$LOG")| ib_write_bw MB/s $(awk '$1 ~ /^WBW[0-9]$/ {printf "%.1f ", $5 * 1.048576}' "$LOG")"
+# The pairs' ratios, in round order: bandwidth by round (VBW<i> / WBW<i>), round trip by pair
+# (VRTM<i><a|b> / 2 x SLAT<i><a|b>); a pair one of whose runs did not report is left out.
+bw_pairs=$(awk '$1 ~ /^VBW[0-9]$/ && $3 == "MiB" && $6 + 0 > 0 {v[substr($1, 4)] = 1048576 / $6}
+    $1 ~ /^WBW[0-9]$/ && $5 + 0 > 0 {w[substr($1, 4)] = $5 * 1.048576}
+    END {for (k in v) if (k in w) printf "%s %.4f\n", k, v[k] / w[k]}' "$LOG" | sort | awk '{print $2}')
+rt_pairs=$(awk '$1 ~ /^VRTM[0-9][ab]$/ && $8 == "median" && $9 + 0 > 0 {o[substr($1, 5)] = $9}
+    $1 ~ /^SLAT[0-9][ab]$/ && $6 + 0 > 0 && $6 !~ /inf|nan/ {t[substr($1, 5)] = 2 * $6}
+    END {for (k in o) if (k in t) printf "%s %.4f\n", k, o[k] / t[k]}' "$LOG" | sort | awk '{print $2}')
+pbw=$(echo "$bw_pairs" | grep . | median); prt=$(echo "$rt_pairs" | grep . | median)
+echo "[rdma-vm] rounds: verbs 1 MiB MB/s $(awk '$1 ~ /^VBW[0-9]$/ && $6 + 0 > 0 {printf "%.1f ", 1048576 / $6}' "$LOG")| ib_write_bw MB/s $(awk '$1 ~ /^WBW[0-9]$/ {printf "%.1f ", $5 * 1.048576}' "$LOG")| ratios $(echo "$bw_pairs" | awk 'NF {printf "%.2f ", $1}')"
 echo "[rdma-vm] rounds: go-back-N retries during the demo $(awk '$1 ~ /^RETRY[0-9]$/ {printf "%s ", $2}' "$LOG")| during ib_write_bw $(awk '$1 ~ /^RETRY[0-9]$/ {printf "%s ", $3}' "$LOG")"
-echo "[rdma-vm] rounds: verbs 8 B median us $(awk '$1 ~ /^VRTM[0-9][ab]$/ {printf "%s ", $9}' "$LOG")| ib_send_lat typical us $(awk '$1 ~ /^SLAT[0-9][ab]$/ {printf "%s ", $6}' "$LOG")| verbs 8 B mean us $(awk '$1 ~ /^VRT[0-9][ab]$/ {printf "%s ", $6}' "$LOG")| ib_send_lat average us $(awk '$1 ~ /^SLAT[0-9][ab]$/ {printf "%s ", $7}' "$LOG")"
-if [ -n "$vbw" ] && [ -n "$wbw" ]; then
-    awk -v v="$vbw" -v w="$wbw" 'BEGIN {printf "[rdma-vm] bandwidth at 1 MiB (medians): nrt-sendrecv verbs %.1f MB/s, ib_write_bw %.1f MB/s, ratio %.2f\n", v, w, v / w}'
+echo "[rdma-vm] rounds: verbs 8 B median us $(awk '$1 ~ /^VRTM[0-9][ab]$/ {printf "%s ", $9}' "$LOG")| ib_send_lat typical us $(awk '$1 ~ /^SLAT[0-9][ab]$/ {printf "%s ", $6}' "$LOG")| ratios $(echo "$rt_pairs" | awk 'NF {printf "%.2f ", $1}')| verbs 8 B mean us $(awk '$1 ~ /^VRT[0-9][ab]$/ {printf "%s ", $6}' "$LOG")| ib_send_lat average us $(awk '$1 ~ /^SLAT[0-9][ab]$/ {printf "%s ", $7}' "$LOG")"
+if [ -n "$vbw" ] && [ -n "$wbw" ] && [ -n "$pbw" ]; then
+    awk -v v="$vbw" -v w="$wbw" -v p="$pbw" -v n="$(echo "$bw_pairs" | grep -c .)" 'BEGIN {printf "[rdma-vm] bandwidth at 1 MiB: median of %d paired ratios %.2f; medians: nrt-sendrecv verbs %.1f MB/s, ib_write_bw %.1f MB/s, ratio %.2f\n", n, p, v, w, v / w}'
 fi
-if [ -n "$vrt" ] && [ -n "$slat_typ" ]; then
-    awk -v o="$vrt" -v t="$slat_typ" -v m="${vrt_mean:-0}" -v a="${slat_avg:-0}" 'BEGIN {printf "[rdma-vm] round trip, 8 B one at a time (medians): nrt-sendrecv verbs %.1f us, ib_send_lat typical x2 %.1f us, ratio %.2f (means: %.1f against average x2 %.1f us: %.2f)\n", o, 2 * t, o / (2 * t), m, 2 * a, (a > 0 ? m / (2 * a) : 0)}'
+if [ -n "$vrt" ] && [ -n "$slat_typ" ] && [ -n "$prt" ]; then
+    awk -v o="$vrt" -v t="$slat_typ" -v p="$prt" -v n="$(echo "$rt_pairs" | grep -c .)" -v m="${vrt_mean:-0}" -v a="${slat_avg:-0}" 'BEGIN {printf "[rdma-vm] round trip, 8 B one at a time: median of %d paired ratios %.2f; medians: nrt-sendrecv verbs %.1f us, ib_send_lat typical x2 %.1f us, ratio %.2f (means: %.1f against average x2 %.1f us: %.2f)\n", n, p, o, 2 * t, o / (2 * t), m, 2 * a, (a > 0 ? m / (2 * a) : 0)}'
 fi
-if [ -n "$vbw" ] && [ -n "$wbw" ] && [ -n "$vrt" ] && [ -n "$slat_typ" ]; then
-    awk -v v="$vbw" -v w="$wbw" -v o="$vrt" -v t="$slat_typ" 'BEGIN {printf "rdma-vm ratios: verbs_bw_vs_ib_write_bw=%.2f verbs_lat8_vs_ib_send_lat=%.2f\n", v / w, o / (2 * t)}'
+if [ -n "$pbw" ] && [ -n "$prt" ]; then
+    awk -v b="$pbw" -v r="$prt" 'BEGIN {printf "rdma-vm ratios: verbs_bw_vs_ib_write_bw=%.2f verbs_lat8_vs_ib_send_lat=%.2f\n", b, r}'
 else
     echo "[rdma-vm] the verbs measurement rounds did not report"; f=$((f + 1))
 fi
