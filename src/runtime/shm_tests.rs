@@ -273,8 +273,8 @@ fn a_caller_that_works_between_large_receives_gets_the_next_one_moved_meanwhile(
     let rq: Vec<u64> = (0..3).map(recv).collect();
     park(&r, rq[0], "spinning caller");
     let sq: Vec<u64> = (0..3).map(send).collect();
-    for k in 0..3 {
-        assert_eq!(wait(rq[k]).unwrap(), len as u64, "spinning, receive {k}");
+    for (k, &q) in rq.iter().enumerate() {
+        assert_eq!(wait(q).unwrap(), len as u64, "spinning, receive {k}");
         assert!(r.parked.load(Ordering::Acquire), "spinning, receive {k}: sockets handed back");
     }
     for (k, q) in sq.into_iter().enumerate() {

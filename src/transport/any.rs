@@ -13,6 +13,10 @@ use super::verbs::VerbsTransport;
 use super::{Completions, Msg, Transport, Wait, WaitFd};
 use crate::status::{Error, Result};
 
+/// A communicator's transport. The variants differ in size (the RDMA ones hold their protocol's
+/// state inline): there is one per communicator, made once and never moved on the data path,
+/// where boxing the large ones would add a pointer to follow on every poll.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyTransport {
     /// Not connected (yet, or any more).
     None,

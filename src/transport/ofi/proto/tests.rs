@@ -578,7 +578,8 @@ fn ready_to_send_paths() {
     use Type::*;
     let big = 3 * S + 5;
     // (length, capacity, receive first, rounds between the posts, sender's, receiver's messages)
-    let cases: [(usize, usize, bool, bool, &[Type], &[Type]); 10] = [
+    type Case = (usize, usize, bool, bool, &'static [Type], &'static [Type]);
+    let cases: [Case; 10] = [
         // A small receive and a large send: both fail, whichever end posts first.
         (big, E, true, true, &[Rts], &[Ack]),
         (big, 16, false, true, &[Rts], &[Ack]),
