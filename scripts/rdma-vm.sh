@@ -168,8 +168,10 @@ export NRT_TEST_IP_A=10.9.0.1 NRT_TEST_IP_B=10.9.0.2 NRT_TEST_NO_IPV6=1 NRT_TEST
 export NEURON_RT_ASYNC_SENDRECV_LOG_LEVEL=info
 passed=0; failed=0; port=20000
 # Writes of at most 1 MiB in the C suite: every longer message goes as several (t_transfer adds a
-# 64 MiB + 3 byte message at odd offsets when this is set).
-export NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_WRITE=1M
+# 64 MiB + 3 byte message at odd offsets when this is set); and registrations of at most 3 MiB:
+# longer memory (that message's tensors on both sides) is registered in parts, which no write
+# crosses (the receiver's clear-to-send comes as one record per part).
+export NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_WRITE=1M NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_REGISTRATION=3M
 for t in /tests/t_*; do
     n=$(basename $t)
     start=$(cut -d' ' -f1 /proc/uptime)
@@ -186,12 +188,18 @@ for t in /tests/t_*; do
     grep -m2 "transport verbs" /tmp/$n.log | sed 's/^/    log: /'
     port=$((port+816))
 done
-unset NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_WRITE
+unset NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_WRITE NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_REGISTRATION
 if [ -e /tmp/t_transfer.log ]; then
     if grep -q "RDMA writes of at most 1048576 bytes" /tmp/t_transfer.log && grep -q "went as several RDMA writes" /tmp/t_transfer.log; then
         echo "PASS t_transfer's 64 MiB + 3 byte message at odd offsets went as several RDMA writes of at most 1 MiB, every byte checked"; passed=$((passed+1))
     else
         echo "FAIL t_transfer's log shows no message that went as several RDMA writes"; failed=$((failed+1))
+    fi
+    { grep -m1 "registrations of at most" /tmp/t_transfer.log; grep -m1 "registered in several parts" /tmp/t_transfer.log; } | sed 's/^/    log: /'
+    if grep -q "registrations of at most 3145728 bytes" /tmp/t_transfer.log && [ "$(grep -c "message(s) registered in several parts" /tmp/t_transfer.log)" -ge 2 ]; then
+        echo "PASS t_transfer's tensors longer than one registration (3 MiB here) were registered in parts on both sides, every byte checked"; passed=$((passed+1))
+    else
+        echo "FAIL t_transfer's log shows no message registered in several parts"; failed=$((failed+1))
     fi
     grep -h "RDMA writes" /tmp/t_transfer.log | sort | uniq -c | sed 's/^/    log: /'
 fi

@@ -8,11 +8,14 @@
 //! ```
 //! | kind   | direction          | a        | b      | rkey | status |
 //! |--------|--------------------|----------|--------|------|--------|
-//! | Cts    | receiver to sender | address  | length | rkey | 0      |
+//! | Cts    | receiver to sender | address  | length | rkey | 0, or 1: more follow |
 //! | Ack    | receiver to sender | size     | 0      | 0    | OK or TOO_LONG |
 //! | Rts    | sender to receiver | length   | 0      | 0    | 0      |
 //! | Refuse | sender to receiver | length   | 0      | 0    | 0      |
 //! | Size   | sender to receiver | length   | writes | 0    | 0      |
+//!
+//! A receive registered in several parts (its memory is longer than one registration may be)
+//! sends one Cts per part, in order, each but the last with status 1.
 //!
 //! `freed` counts (mod 2^32) the receive requests the batch's sender has taken back from the
 //! NIC and posted again since the queue pair started: the peer's credits (`proto.rs`). A batch
@@ -30,8 +33,9 @@ pub const TOO_LONG: u8 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rec {
-    /// The receive for message `seq` waits at `addr`, `len` bytes, writable with `rkey`.
-    Cts { seq: u64, addr: u64, len: u64, rkey: u32 },
+    /// The receive for message `seq` waits at `addr`, `len` bytes, writable with `rkey`; or that
+    /// is one part of it, and `more` parts follow (each the next bytes of the receive).
+    Cts { seq: u64, addr: u64, len: u64, rkey: u32, more: bool },
     /// The verdict on eager message `seq` (or on a request to send that the receive cannot take).
     Ack { seq: u64, status: u8, size: u64 },
     /// Message `seq` of `len` bytes waits for its Cts (a receive that sends none, one of at most
@@ -46,7 +50,7 @@ pub enum Rec {
 impl Rec {
     fn parts(&self) -> (u8, u8, u32, u64, u64, u64) {
         match *self {
-            Rec::Cts { seq, addr, len, rkey } => (1, 0, rkey, seq, addr, len),
+            Rec::Cts { seq, addr, len, rkey, more } => (1, more as u8, rkey, seq, addr, len),
             Rec::Ack { seq, status, size } => (2, status, 0, seq, size, 0),
             Rec::Rts { seq, len } => (3, 0, 0, seq, len, 0),
             Rec::Refuse { seq, len } => (4, 0, 0, seq, len, 0),
@@ -63,7 +67,7 @@ impl Rec {
             return Err(bad());
         }
         let rec = match kind {
-            1 if status == 0 && a.checked_add(b).is_some() => Rec::Cts { seq, addr: a, len: b, rkey },
+            1 if status <= 1 && a.checked_add(b).is_some() => Rec::Cts { seq, addr: a, len: b, rkey, more: status == 1 },
             2 if (status == OK || status == TOO_LONG) && rkey == 0 && b == 0 => Rec::Ack { seq, status, size: a },
             3 if status == 0 && rkey == 0 && b == 0 => Rec::Rts { seq, len: a },
             4 if status == 0 && rkey == 0 && b == 0 => Rec::Refuse { seq, len: a },
@@ -121,7 +125,8 @@ mod tests {
     #[test]
     fn every_record_comes_back_as_it_went() {
         let recs = [
-            Rec::Cts { seq: u64::MAX, addr: 0x7fff_0000_1003, len: (64 << 20) + 3, rkey: 0xdead_beef },
+            Rec::Cts { seq: u64::MAX, addr: 0x7fff_0000_1003, len: (64 << 20) + 3, rkey: 0xdead_beef, more: false },
+            Rec::Cts { seq: 3, addr: 0x1000, len: 1 << 20, rkey: 5, more: true },
             Rec::Ack { seq: 7, status: TOO_LONG, size: 0 },
             Rec::Ack { seq: 8, status: OK, size: 4096 },
             Rec::Rts { seq: 9, len: 1 << 40 },
@@ -157,10 +162,15 @@ mod tests {
             assert!(decode(&b, &mut out).is_err(), "byte {at} = {v}");
         }
         // A Cts whose range wraps, a Size of fewer than two writes.
-        for r in [Rec::Cts { seq: 1, addr: u64::MAX, len: 2, rkey: 1 }, Rec::Size { seq: 1, len: 5, writes: 1 }] {
+        for r in [Rec::Cts { seq: 1, addr: u64::MAX, len: 2, rkey: 1, more: false }, Rec::Size { seq: 1, len: 5, writes: 1 }] {
             let n = encode(&mut buf, 0, &[r]);
             out.clear();
             assert!(decode(&buf[..n], &mut out).is_err(), "{r:?}");
         }
+        // A Cts whose status is neither 0 nor 1.
+        let n = encode(&mut buf, 0, &[Rec::Cts { seq: 1, addr: 64, len: 2, rkey: 1, more: true }]);
+        buf[HEADER + 1] = 2;
+        out.clear();
+        assert!(decode(&buf[..n], &mut out).is_err(), "Cts status 2");
     }
 }

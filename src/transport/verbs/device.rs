@@ -68,6 +68,25 @@ struct Candidate {
     attr: ibv_port_attr,
 }
 
+/// A size in bytes from the environment (suffixes K, M, G), at least 4096; `None` when unset.
+pub fn size_setting(name: &str) -> Result<Option<u64>> {
+    let Some(v) = env(name) else { return Ok(None) };
+    let t = v.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let (num, mult) = match t.as_bytes()[t.len() - 1].to_ascii_uppercase() {
+        b'K' => (&t[..t.len() - 1], 1u64 << 10),
+        b'M' => (&t[..t.len() - 1], 1 << 20),
+        b'G' => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    match num.trim().parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).filter(|&n| n >= 4096) {
+        Some(n) => Ok(Some(n)),
+        None => Err(Error::invalid(format!("{name}={v:?} is not a size of at least 4096 bytes"))),
+    }
+}
+
 /// The device/port/GID whose GID is `ip` (RoCE v2 preferred), or the one the environment names.
 /// `Ok(None)`: no RDMA device serves this address (the caller falls back to TCP or fails).
 pub fn device_for_ip(ip: IpAddr) -> Result<Option<Arc<Device>>> {
@@ -104,7 +123,19 @@ pub fn device_for_ip(ip: IpAddr) -> Result<Option<Arc<Device>>> {
     let mut attr: ibv_device_attr = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let queried = unsafe { ibv_query_device(c.ctx, &mut attr) } == 0;
-    let max_mr = if queried { attr.max_mr_size } else { u64::MAX };
+    let max_mr = if queried && attr.max_mr_size > 0 { attr.max_mr_size } else { u64::MAX };
+    // NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_REGISTRATION lowers it: longer memory is registered in
+    // parts of that size (tests; the VM's devices allow 2^64 - 1).
+    let max_mr = match size_setting("NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_REGISTRATION")? {
+        Some(m) if m < max_mr => {
+            crate::log_info!(
+                "verbs: registrations of at most {m} bytes on {} (NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_REGISTRATION; it allows {max_mr})",
+                c.name
+            );
+            m
+        }
+        _ => max_mr,
+    };
     // The vendor ids the kernel's software drivers report: rxe 0xffffff, siw 0x626d74 ("bmt").
     let software = queried && (attr.vendor_id == 0xff_ffff || attr.vendor_id == 0x62_6d74);
     let d = Arc::new(Device {
@@ -117,7 +148,7 @@ pub fn device_for_ip(ip: IpAddr) -> Result<Option<Arc<Device>>> {
         lid: c.attr.lid,
         mtu: c.attr.active_mtu,
         max_msg: if c.attr.max_msg_sz == 0 { 1 << 30 } else { c.attr.max_msg_sz as u64 },
-        max_mr: if max_mr == 0 { u64::MAX } else { max_mr },
+        max_mr,
         software,
     });
     // Soft-RoCE's (rxe) own go-back-N over UDP; siw runs over TCP, which puts packets in order.

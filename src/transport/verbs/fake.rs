@@ -4,7 +4,7 @@
 //! this never happens), writes need a registration of the peer's that covers them, local
 //! buffers need one of this side's.
 
-use super::proto::{Keys, Nic, Op, RecvWr, SendWr, Wc};
+use super::proto::{Keys, Nic, Op, Part, RecvWr, Reg, SendWr, Wc};
 use crate::status::{Error, Result};
 use crate::tensor::Region;
 use parking_lot::Mutex;
@@ -38,11 +38,15 @@ pub struct FakeNic {
     net: Arc<Mutex<Net>>,
     me: usize,
     max_write: u64,
+    /// The longest registration: a message's memory is registered in parts of this size.
+    max_mr: u64,
 }
 
-pub fn pair(max_write: u64) -> (FakeNic, FakeNic, Arc<Mutex<Net>>) {
+/// A pair whose ends register at most `max_mr[0]` and `max_mr[1]` bytes at once.
+pub fn pair_limits(max_write: u64, max_mr: [u64; 2]) -> (FakeNic, FakeNic, Arc<Mutex<Net>>) {
     let net = Arc::new(Mutex::new(Net { next_key: 1, ..Net::default() }));
-    (FakeNic { net: net.clone(), me: 0, max_write }, FakeNic { net: net.clone(), me: 1, max_write }, net)
+    let end = |me: usize| FakeNic { net: net.clone(), me, max_write, max_mr: max_mr[me] };
+    (end(0), end(1), net)
 }
 
 fn covered(regs: &[(u32, u64, u64)], key: u32, addr: u64, len: u64) -> bool {
@@ -117,13 +121,24 @@ impl FakeNic {
         let key = net.next_key;
         net.next_key += 1;
         net.ends[self.me].regs.push((key, ptr as u64, len as u64));
-        Keys { lkey: key, rkey: key, _hold: Some(Arc::new(())) }
+        Keys { lkey: key, _hold: Some(Arc::new(())) }
     }
 }
 
 impl Nic for FakeNic {
-    fn register(&mut self, region: &Region) -> Result<Keys> {
-        Ok(self.reg(region.ptr(), region.len()))
+    fn register(&mut self, region: &Region) -> Result<Reg> {
+        let (base, len) = (region.ptr() as u64, region.len() as u64);
+        let step = self.max_mr.clamp(1, len.max(1));
+        let mut reg = Reg { parts: Vec::new(), _hold: Vec::new() };
+        let mut at = 0;
+        while at < len {
+            let n = step.min(len - at);
+            let k = self.reg((base + at) as *mut u8, n as usize);
+            reg.parts.push(Part { addr: base + at, len: n, lkey: k.lkey, rkey: k.lkey });
+            reg._hold.extend(k._hold);
+            at += n;
+        }
+        Ok(reg)
     }
 
     fn register_raw(&mut self, ptr: *mut u8, len: usize) -> Result<Keys> {

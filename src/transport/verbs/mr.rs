@@ -1,6 +1,7 @@
-//! Memory registration: tensors we own are registered whole, once, and stay registered until
-//! the tensor's memory is freed (a hook from `tensor::Memory`'s drop); other memory is
-//! registered for one request. The cache is bounded by the number of live tensors.
+//! Memory registration: tensors we own are registered whole (in parts of `Device::max_mr` bytes
+//! where longer), once, and stay registered until the tensor's memory is freed (a hook from
+//! `tensor::Memory`'s drop); other memory is registered for one request. The cache is bounded by
+//! the number of live tensors.
 
 use super::device::Device;
 use crate::status::{Error, NRT_STATUS, Result};
@@ -24,27 +25,9 @@ impl Drop for Mr {
     }
 }
 
-/// What a request holds while its memory must stay registered.
-#[derive(Clone)]
-pub struct Registration(Option<Arc<Mr>>);
-
-impl Registration {
-    pub fn lkey(&self) -> u32 {
-        // SAFETY: the MR stays valid while the Arc lives.
-        self.0.as_ref().map_or(0, |m| unsafe { (*m.0).lkey })
-    }
-    pub fn rkey(&self) -> u32 {
-        // SAFETY: as above.
-        self.0.as_ref().map_or(0, |m| unsafe { (*m.0).rkey })
-    }
-    /// What keeps the registration alive.
-    pub fn hold(self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        self.0.map(|m| m as Arc<dyn std::any::Any + Send + Sync>)
-    }
-}
-
-/// (protection domain, memory base) → the memory's registration.
-type Cache = HashMap<(usize, usize), (Weak<Memory>, Arc<Mr>)>;
+/// (protection domain, memory base) → the memory's registrations (one, or consecutive parts of
+/// `Device::max_mr` bytes where the memory is longer).
+type Cache = HashMap<(usize, usize), (Weak<Memory>, Arc<[Arc<Mr>]>)>;
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 static HOOK: Once = Once::new();
 
@@ -72,6 +55,11 @@ fn reg(dev: &Device, ptr: *mut u8, len: usize) -> Result<Arc<Mr>> {
 }
 
 impl Mr {
+    /// The registered length.
+    pub fn len(&self) -> u64 {
+        // SAFETY: the MR is valid while self lives.
+        unsafe { (*self.0).length as u64 }
+    }
     pub fn lkey(&self) -> u32 {
         // SAFETY: the MR is valid while self lives.
         unsafe { (*self.0).lkey }
@@ -87,26 +75,59 @@ pub fn register_raw(dev: &Device, ptr: *mut u8, len: usize) -> Result<Arc<Mr>> {
     reg(dev, ptr, len)
 }
 
-pub fn register(dev: &Device, region: &Region) -> Result<Registration> {
+/// `len` bytes from `ptr` registered as parts of at most `Device::max_mr` bytes each.
+fn reg_parts(dev: &Device, ptr: *mut u8, len: usize) -> Result<Vec<Arc<Mr>>> {
+    let part = dev.max_mr.min(len as u64).max(1) as usize;
+    (0..len.div_ceil(part))
+        .map(|i| {
+            // SAFETY: i * part < len: within the memory.
+            let p = unsafe { ptr.add(i * part) };
+            reg(dev, p, part.min(len - i * part))
+        })
+        .collect()
+}
+
+/// A region's registration: consecutive parts (address, length, its registration) covering it
+/// from its first byte. Tensors we own are registered whole once (cached); other memory for
+/// this request.
+pub fn register(dev: &Device, region: &Region) -> Result<Vec<(u64, u64, Arc<Mr>)>> {
     if region.is_empty() {
-        return Ok(Registration(None));
+        return Ok(Vec::new());
     }
     if region.staging().is_some() {
         return Err(Error::invalid("device memory without a host address cannot be registered for RDMA"));
     }
     HOOK.call_once(|| crate::tensor::set_free_hook(forget));
-    let Some(mem) = region.memory() else {
-        return Ok(Registration(Some(reg(dev, region.ptr(), region.len())?)));
+    let (base, mrs): (u64, Arc<[Arc<Mr>]>) = match region.memory() {
+        None => (region.ptr() as u64, reg_parts(dev, region.ptr(), region.len())?.into()),
+        Some(mem) => {
+            let key = (dev.pd as usize, mem.base() as usize);
+            let mut g = CACHE.lock();
+            let c = g.get_or_insert_with(HashMap::new);
+            match c.get(&key) {
+                Some((w, mrs)) if w.upgrade().is_some_and(|m| Arc::ptr_eq(&m, mem)) => (mem.base() as u64, mrs.clone()),
+                _ => {
+                    let mrs: Arc<[Arc<Mr>]> = reg_parts(dev, mem.base(), mem.len())?.into();
+                    c.insert(key, (Arc::downgrade(mem), mrs.clone()));
+                    (mem.base() as u64, mrs)
+                }
+            }
+        }
     };
-    let key = (dev.pd as usize, mem.base() as usize);
-    let mut g = CACHE.lock();
-    let c = g.get_or_insert_with(HashMap::new);
-    if let Some((w, mr)) = c.get(&key)
-        && w.upgrade().is_some_and(|m| Arc::ptr_eq(&m, mem))
-    {
-        return Ok(Registration(Some(mr.clone())));
+    // The parts the region overlaps, cut to it.
+    let (start, end) = (region.ptr() as u64, region.ptr() as u64 + region.len() as u64);
+    let mut out = Vec::new();
+    let mut at = base;
+    for m in mrs.iter() {
+        let len = m.len();
+        let (lo, hi) = (at.max(start), (at + len).min(end));
+        if lo < hi {
+            out.push((lo, hi - lo, m.clone()));
+        }
+        at += len;
     }
-    let mr = reg(dev, mem.base(), mem.len())?;
-    c.insert(key, (Arc::downgrade(mem), mr.clone()));
-    Ok(Registration(Some(mr)))
+    if out.iter().map(|p| p.1).sum::<u64>() != region.len() as u64 {
+        return Err(Error::failure(format!("a region of {} bytes is not within its memory's registration", region.len())));
+    }
+    Ok(out)
 }

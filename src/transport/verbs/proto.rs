@@ -12,9 +12,13 @@
 //!   receiver learns completion from its own queue, and the sender's completion of that write
 //!   means the peer's NIC has every byte. A message longer than one write may be (the device's
 //!   `max_msg_sz`, or `NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_WRITE`) goes as several writes, after a
-//!   Size record naming its length. A send that finds no Cts sends Rts (seq, length): the
-//!   receive it pairs with, if it is short (no Cts of its own), answers Ack TOO_LONG. A receive
-//!   shorter than the send it gets a Cts from is refused by the sender (Refuse): both fail.
+//!   Size record naming its length. So does one whose memory, on either side, is registered in
+//!   several parts (longer than one registration may be: `max_mr_size`, or
+//!   `NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_REGISTRATION`): no write crosses a part of either side,
+//!   and the receiver's Cts comes as one record per part. A send that finds no Cts sends Rts
+//!   (seq, length): the receive it pairs with, if it is short (no Cts of its own), answers Ack
+//!   TOO_LONG. A receive shorter than the send it gets a Cts from is refused by the sender
+//!   (Refuse): both fail.
 //! - **Control** (Cts, Ack, Rts, Refuse, Size) travels as SENDs without immediate data, a batch
 //!   of records per SEND (`ctrl.rs`), from the same send slots.
 //! - **Credits**: each side keeps `RECV_DEPTH` receive requests posted; every SEND and every
@@ -58,8 +62,22 @@ const ID_MASK: u64 = (1 << 60) - 1;
 /// A registration's keys; the registration lasts while `hold` lives.
 pub struct Keys {
     pub lkey: u32,
-    pub rkey: u32,
     pub _hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+/// One registration of a message's memory: `len` bytes from `addr`.
+pub struct Part {
+    pub addr: u64,
+    pub len: u64,
+    pub lkey: u32,
+    pub rkey: u32,
+}
+
+/// A message's memory as registered: consecutive parts covering it from its first byte (one,
+/// unless it is longer than one registration may be); they last while `hold` lives.
+pub struct Reg {
+    pub parts: Vec<Part>,
+    pub _hold: Vec<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 pub enum Op {
@@ -106,7 +124,7 @@ pub enum Wc {
 /// The queue pair, as the protocol uses it.
 pub trait Nic: Send {
     /// Registers a message's memory for local access and remote writes.
-    fn register(&mut self, region: &Region) -> Result<Keys>;
+    fn register(&mut self, region: &Region) -> Result<Reg>;
     /// Registers memory of the protocol's own (its buffers), for as long as the keys live.
     fn register_raw(&mut self, ptr: *mut u8, len: usize) -> Result<Keys>;
     fn post_send(&mut self, wr: &SendWr) -> Result<()>;
@@ -123,18 +141,69 @@ pub trait Nic: Send {
 struct SendItem {
     seq: u64,
     m: Msg,
-    keys: Option<Keys>,
+    keys: Option<Reg>,
     /// Rts sent; Size sent; bytes written so far (posted).
     rts: bool,
     size_sent: bool,
     written: u64,
+    /// Where `written` falls: the local part and the receive's part it is in, and the message's
+    /// offset where each begins.
+    at: Cursor,
+}
+
+/// A receive's Cts: its parts (address, length, rkey), and whether the last has come.
+struct CtsItem {
+    seq: u64,
+    parts: Vec<(u64, u64, u32)>,
+    cap: u64,
+    complete: bool,
+}
+
+/// A receive announced in more parts than this is refused (a forged peer's records stay bounded).
+const MAX_CTS_PARTS: usize = 1 << 20;
+
+/// A message's position in its local parts and its receive's parts (`next_piece`).
+#[derive(Clone, Copy, Default)]
+struct Cursor {
+    local: usize,
+    local_at: u64,
+    remote: usize,
+    remote_at: u64,
+}
+
+/// The next write of a message of `len` bytes from offset `off` (`at` where `off` falls, moved
+/// on past the write): its length, at most `w` and within one part on either side; the local
+/// address and lkey, the remote address and rkey.
+fn next_piece(local: &[Part], remote: &[(u64, u64, u32)], len: u64, off: u64, w: u64, at: &mut Cursor) -> (u64, u64, u32, u64, u32) {
+    while at.local + 1 < local.len() && off >= at.local_at + local[at.local].len {
+        at.local_at += local[at.local].len;
+        at.local += 1;
+    }
+    while at.remote + 1 < remote.len() && off >= at.remote_at + remote[at.remote].1 {
+        at.remote_at += remote[at.remote].1;
+        at.remote += 1;
+    }
+    let (l, r) = (&local[at.local], remote[at.remote]);
+    let (in_l, in_r) = (off - at.local_at, off - at.remote_at);
+    let n = (len - off).min(w).min(l.len - in_l).min(r.1 - in_r);
+    (n, l.addr + in_l, l.lkey, r.0 + in_r, r.2)
+}
+
+/// How many writes `next_piece` cuts a message of `len` bytes into.
+fn count_pieces(local: &[Part], remote: &[(u64, u64, u32)], len: u64, w: u64) -> u64 {
+    let (mut at, mut off, mut k) = (Cursor::default(), 0, 0);
+    while off < len {
+        off += next_piece(local, remote, len, off, w, &mut at).0;
+        k += 1;
+    }
+    k
 }
 
 /// A posted receive (its seq, and whether it announced itself with a Cts).
 struct RecvItem {
     seq: u64,
     m: Msg,
-    _keys: Option<Keys>,
+    _keys: Option<Reg>,
     cts: bool,
 }
 
@@ -189,7 +258,7 @@ pub struct Proto<N: Nic> {
     /// Sender: sends in order, the first maybe partly written; Cts that arrived (by seq); the seq
     /// of the next send to go (every one below went or failed).
     waiting: VecDeque<SendItem>,
-    cts: VecDeque<(u64, u64, u64, u32)>,
+    cts: VecDeque<CtsItem>,
     next_issue: u64,
     /// Sender: written sends until their last write completes; eager sends waiting for their Ack
     /// (seq, the message's number, length).
@@ -203,9 +272,11 @@ pub struct Proto<N: Nic> {
     sizes: VecDeque<(u64, u64)>,
     wcs: Vec<Wc>,
     recs: Vec<Rec>,
-    /// Messages that went as several writes, and their writes (the log).
+    /// Messages that went as several writes, and their writes; messages whose memory on this
+    /// side was registered in several parts (the log).
     pub multi_messages: u64,
     pub multi_writes: u64,
+    pub parted: u64,
 }
 
 fn proto_err(what: String) -> Error {
@@ -248,6 +319,7 @@ impl<N: Nic> Proto<N> {
             recs: Vec::new(),
             multi_messages: 0,
             multi_writes: 0,
+            parted: 0,
         };
         for i in 0..RECV_DEPTH {
             p.post_recv(i)?;
@@ -315,7 +387,8 @@ impl<N: Nic> Proto<N> {
         match self.kind {
             Kind::Send => {
                 let keys = if len > EAGER_MAX { Some(self.nic.register(&m.region)?) } else { None };
-                self.waiting.push_back(SendItem { seq, m, keys, rts: false, size_sent: false, written: 0 });
+                self.parted += keys.as_ref().is_some_and(|k| k.parts.len() > 1) as u64;
+                self.waiting.push_back(SendItem { seq, m, keys, rts: false, size_sent: false, written: 0, at: Cursor::default() });
                 self.issue(done)?;
             }
             Kind::Recv => {
@@ -325,7 +398,11 @@ impl<N: Nic> Proto<N> {
                     self.deliver(seq, &m, i, n, done)?;
                 } else if len > EAGER_MAX {
                     let k = self.nic.register(&m.region)?;
-                    self.ctrl_out.push_back(Rec::Cts { seq, addr: m.region.ptr() as u64, len: len as u64, rkey: k.rkey });
+                    let n = k.parts.len();
+                    self.parted += (n > 1) as u64;
+                    for (i, p) in k.parts.iter().enumerate() {
+                        self.ctrl_out.push_back(Rec::Cts { seq, addr: p.addr, len: p.len, rkey: p.rkey, more: i + 1 < n });
+                    }
                     self.recvs.push_back(RecvItem { seq, m, _keys: Some(k), cts: true });
                 } else if let Some((_, sent)) = rts {
                     // The send waits for a Cts that a receive this short never sends.
@@ -343,7 +420,7 @@ impl<N: Nic> Proto<N> {
     /// Cts, an Rts for the first that has none.
     fn issue(&mut self, done: &mut Completions<'_>) -> Result<()> {
         while self.connected {
-            while self.cts.front().is_some_and(|c| c.0 < self.next_issue) {
+            while self.cts.front().is_some_and(|c| c.seq < self.next_issue) {
                 self.cts.pop_front(); // its message went eagerly
             }
             let Some(front) = self.waiting.front_mut() else { break };
@@ -370,7 +447,7 @@ impl<N: Nic> Proto<N> {
                 self.verdicts.push_back((seq, item.m.seq, len));
                 continue;
             }
-            let Some(&(_, addr, cap, rkey)) = self.cts.front().filter(|c| c.0 == seq) else {
+            let Some(cap) = self.cts.front().filter(|c| c.seq == seq && c.complete).map(|c| c.cap) else {
                 if !front.rts {
                     front.rts = true;
                     self.ctrl_out.push_back(Rec::Rts { seq, len });
@@ -387,7 +464,9 @@ impl<N: Nic> Proto<N> {
                 continue;
             }
             let w = self.nic.max_write().max(1);
-            let writes = len.div_ceil(w);
+            let local = &front.keys.as_ref().expect("a message above EAGER_MAX is registered").parts;
+            let remote = &self.cts.front().expect("checked").parts;
+            let writes = if local.len() == 1 && remote.len() == 1 { len.div_ceil(w) } else { count_pieces(local, remote, len, w) };
             if writes > 1 && !front.size_sent {
                 // The Size record goes before the writes (one queue pair keeps their order).
                 front.size_sent = true;
@@ -400,33 +479,40 @@ impl<N: Nic> Proto<N> {
                 }
             }
             let credit = self.credits() >= 2;
-            let front = self.waiting.front().expect("still there");
-            let lkey = front.keys.as_ref().map_or(0, |k| k.lkey);
-            let (base, mut written) = (front.m.region.ptr() as u64, front.written);
+            // Out of their queues while this loop posts (put back unless the message is done).
+            let mut item = self.waiting.pop_front().expect("still there");
+            let c = self.cts.pop_front().expect("checked");
             let mut finished = false;
-            while self.sq.len() < SEND_DEPTH {
-                let n = (len - written).min(w);
-                let last = written + n == len;
-                if last && !credit {
-                    break;
-                }
-                // A piece's id is its own number (ids of requests in the queue differ).
-                self.pieces = self.pieces.wrapping_add(1);
-                let (id, imm) = if last { (seq, Some(seq as u32)) } else { (PIECE_TAG | self.pieces as u64, None) };
-                self.send(id, Op::Write { addr: addr + written, rkey, imm }, base + written, n as u32, lkey, last)?;
-                written += n;
-                if last {
-                    self.sent = self.sent.wrapping_add(1);
-                    finished = true;
-                    break;
+            let mut res = Ok(());
+            {
+                let local = &item.keys.as_ref().expect("registered").parts;
+                while self.sq.len() < SEND_DEPTH {
+                    let (n, laddr, lkey, raddr, rkey) = next_piece(local, &c.parts, len, item.written, w, &mut item.at);
+                    let last = item.written + n == len;
+                    if last && !credit {
+                        break;
+                    }
+                    // A piece's id is its own number (ids of requests in the queue differ).
+                    self.pieces = self.pieces.wrapping_add(1);
+                    let (id, imm) = if last { (seq, Some(seq as u32)) } else { (PIECE_TAG | self.pieces as u64, None) };
+                    if let Err(e) = self.send(id, Op::Write { addr: raddr, rkey, imm }, laddr, n as u32, lkey, last) {
+                        res = Err(e);
+                        break;
+                    }
+                    item.written += n;
+                    if last {
+                        self.sent = self.sent.wrapping_add(1);
+                        finished = true;
+                        break;
+                    }
                 }
             }
-            self.waiting.front_mut().expect("still there").written = written;
             if !finished {
+                self.waiting.push_front(item);
+                self.cts.push_front(c);
+                res?;
                 break;
             }
-            let item = self.waiting.pop_front().expect("front exists");
-            self.cts.pop_front();
             self.next_issue = seq + 1;
             self.in_flight.push_back(item);
             if writes > 1 {
@@ -623,12 +709,30 @@ impl<N: Nic> Proto<N> {
 
     fn on_rec(&mut self, r: Rec, done: &mut Completions<'_>) -> Result<()> {
         match (self.kind, r) {
-            (Kind::Send, Rec::Cts { seq, addr, len, rkey }) => {
-                if seq >= self.next_issue {
-                    if self.cts.back().is_some_and(|c| c.0 >= seq) {
+            (Kind::Send, Rec::Cts { seq, addr, len, rkey, more }) => {
+                if seq < self.next_issue {
+                    return Ok(()); // its message went eagerly
+                }
+                if len == 0 {
+                    return Err(proto_err(format!("clear-to-send for message {seq} with an empty part")));
+                }
+                match self.cts.back_mut() {
+                    // The next part of a receive announced in several.
+                    Some(c) if c.seq == seq && !c.complete => {
+                        if c.parts.len() >= MAX_CTS_PARTS {
+                            return Err(proto_err(format!("clear-to-send for message {seq} in more than {MAX_CTS_PARTS} parts")));
+                        }
+                        c.cap = c
+                            .cap
+                            .checked_add(len)
+                            .ok_or_else(|| proto_err(format!("clear-to-send for message {seq}: length overflows")))?;
+                        c.parts.push((addr, len, rkey));
+                        c.complete = !more;
+                    }
+                    Some(c) if c.seq >= seq || !c.complete => {
                         return Err(proto_err(format!("clear-to-send for message {seq} out of order")));
                     }
-                    self.cts.push_back((seq, addr, len, rkey));
+                    _ => self.cts.push_back(CtsItem { seq, parts: vec![(addr, len, rkey)], cap: len, complete: !more }),
                 }
                 Ok(())
             }

@@ -3,7 +3,7 @@
 
 use super::device::Device;
 use super::mr;
-use super::proto::{Keys, Nic, Op, RecvWr, SendWr, Wc};
+use super::proto::{Keys, Nic, Op, Part, RecvWr, Reg, SendWr, Wc};
 use crate::status::{Error, NRT_STATUS, Result};
 use crate::tensor::Region;
 use rdma_sys::*;
@@ -210,14 +210,17 @@ impl Qp {
 }
 
 impl Nic for Qp {
-    fn register(&mut self, region: &Region) -> Result<Keys> {
-        let r = mr::register(&self.dev, region)?;
-        Ok(Keys { lkey: r.lkey(), rkey: r.rkey(), _hold: r.hold() })
+    fn register(&mut self, region: &Region) -> Result<Reg> {
+        let parts = mr::register(&self.dev, region)?;
+        Ok(Reg {
+            parts: parts.iter().map(|(addr, len, m)| Part { addr: *addr, len: *len, lkey: m.lkey(), rkey: m.rkey() }).collect(),
+            _hold: parts.into_iter().map(|(_, _, m)| m as Arc<dyn std::any::Any + Send + Sync>).collect(),
+        })
     }
 
     fn register_raw(&mut self, ptr: *mut u8, len: usize) -> Result<Keys> {
         let m = mr::register_raw(&self.dev, ptr, len)?;
-        Ok(Keys { lkey: m.lkey(), rkey: m.rkey(), _hold: Some(m) })
+        Ok(Keys { lkey: m.lkey(), _hold: Some(m) })
     }
 
     fn post_send(&mut self, w: &SendWr) -> Result<()> {

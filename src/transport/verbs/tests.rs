@@ -1,7 +1,7 @@
 //! The verbs protocol over the in-memory queue pair (`fake.rs`): every byte, every outcome, the
 //! credits (no SEND ever finds the peer's receive queue empty), in many delivery orders.
 
-use super::fake::{FakeNic, Net, pair};
+use super::fake::{FakeNic, Net, pair_limits};
 use super::proto::{EAGER_MAX, Proto, RECV_DEPTH};
 use crate::tensor::Region;
 use crate::transport::{Completions, Done, Kind, Msg};
@@ -39,7 +39,12 @@ struct Pair {
 
 impl Pair {
     fn new(max_write: u64, seed: u64) -> Pair {
-        let (a, b, net) = pair(max_write);
+        Pair::with_limits(max_write, [u64::MAX; 2], seed)
+    }
+
+    /// The sender registers at most `max_mr[0]` bytes at once, the receiver `max_mr[1]`.
+    fn with_limits(max_write: u64, max_mr: [u64; 2], seed: u64) -> Pair {
+        let (a, b, net) = pair_limits(max_write, max_mr);
         let mut p = Pair {
             s: Proto::new(a, Kind::Send).unwrap(),
             r: Proto::new(b, Kind::Recv).unwrap(),
@@ -135,14 +140,14 @@ impl Pair {
 
 const MIB: usize = 1 << 20;
 
-#[test]
-fn every_size_arrives_whole_in_any_delivery_order() {
-    let sizes = [0, 1, 8, EAGER_MAX - 1, EAGER_MAX, EAGER_MAX + 1, 100_003, MIB, 3 * MIB + 3];
-    for seed in 1..=12u64 {
+/// Each size sent into a receive `extra` bytes longer, both orders of posting, in the delivery
+/// orders of `seeds`, over pairs from `pair`: every message arrives whole.
+fn every_size(sizes: &[usize], extra: usize, seeds: std::ops::RangeInclusive<u64>, pair: impl Fn(u64) -> Pair) {
+    for seed in seeds {
         for receiver_first in [true, false] {
-            let mut p = Pair::new(MIB as u64, seed);
+            let mut p = pair(seed);
             for (k, &len) in sizes.iter().enumerate() {
-                p.buffers(k, len, len);
+                p.buffers(k, len, len + extra);
             }
             for k in 0..sizes.len() {
                 if receiver_first {
@@ -164,6 +169,12 @@ fn every_size_arrives_whole_in_any_delivery_order() {
 }
 
 #[test]
+fn every_size_arrives_whole_in_any_delivery_order() {
+    let sizes = [0, 1, 8, EAGER_MAX - 1, EAGER_MAX, EAGER_MAX + 1, 100_003, MIB, 3 * MIB + 3];
+    every_size(&sizes, 0, 1..=12, |seed| Pair::new(MIB as u64, seed));
+}
+
+#[test]
 fn a_message_longer_than_one_write_goes_as_several() {
     // 64 MiB + 3 bytes at an odd offset with writes of at most 1 MiB: 65 writes (as the VM does).
     let mut p = Pair::new(MIB as u64, 7);
@@ -174,6 +185,50 @@ fn a_message_longer_than_one_write_goes_as_several() {
     p.run_until(1);
     p.check(0, true);
     assert_eq!(p.net.lock().writes, 65);
+}
+
+#[test]
+fn memory_longer_than_one_registration_goes_in_parts_on_either_side() {
+    // 10 MiB + 7 bytes, the sender's memory registered in parts of 3 MiB + 1, the receiver's of
+    // 1 MiB + 3 (at an odd address), writes of at most 2 MiB: no write may cross a part of either
+    // side (the fake NIC records one that does as a violation), and the receiver's Cts comes in
+    // eleven records.
+    let (len, sp, rp, w) = (10 * MIB + 7, 3 * MIB as u64 + 1, MIB as u64 + 3, 2 * MIB as u64);
+    let mut p = Pair::with_limits(w, [sp, rp], 3);
+    p.buffers(0, len, len);
+    p.post_recv(0);
+    p.post_send(0);
+    p.run_until(1);
+    p.check(0, true);
+    // The cuts: every part boundary of either side, and no piece longer than w.
+    let mut cuts: Vec<u64> = (1..).map(|i| i * sp).take_while(|&c| c < len as u64).collect();
+    cuts.extend((1..).map(|i| i * rp).take_while(|&c| c < len as u64));
+    cuts.push(len as u64);
+    cuts.sort_unstable();
+    cuts.dedup();
+    let (mut from, mut want) = (0, 0);
+    for c in cuts {
+        want += (c - from).div_ceil(w);
+        from = c;
+    }
+    assert_eq!(p.net.lock().writes, want, "writes");
+    assert!(want > 10, "parts, not the write limit, cut it ({want} writes)");
+    // Messages on both sides of it still arrive whole: eager, and one within a single part.
+    for (k, n) in [(1, 8), (2, 100_003)] {
+        p.buffers(k, n, n);
+        p.post_send(k);
+        p.post_recv(k);
+    }
+    p.run_until(3);
+    p.check(1, true);
+    p.check(2, true);
+}
+
+#[test]
+fn every_size_arrives_whole_in_parts_in_any_delivery_order() {
+    // Registrations of at most 64 KiB + 3 (sender) and 40 KiB + 3 (receiver), writes of 512 KiB.
+    let sizes = [EAGER_MAX + 1, 100_003, MIB, 3 * MIB + 3];
+    every_size(&sizes, 9, 1..=6, |seed| Pair::with_limits(MIB as u64 / 2, [65_539, 40_963], seed));
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! connection's TCP streams, which carry the queue pair's address at set-up and afterwards only
 //! tell that the peer has gone.
 
-use super::device::Device;
+use super::device::{Device, size_setting};
 use super::proto::{Nic, Proto, RECV_DEPTH, SEND_DEPTH};
 use super::qp::Qp;
 use crate::status::{Error, Result};
@@ -18,32 +18,14 @@ const PAUSE_MIN: usize = 256 << 10;
 const PAUSE: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// The version of the protocol (`proto.rs`), in the QpInfo frame: 2 since control travels on
-/// the queue pair. Both sides must run the same.
-const PROTO_VERSION: u16 = 2;
+/// the queue pair, 3 since a Cts may come in parts. Both sides must run the same.
+const PROTO_VERSION: u16 = 3;
 
 /// `NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_WRITE`: the longest one RDMA write may be, in bytes
 /// (suffixes K, M, G), below the device's `max_msg_sz`. Read once.
 fn max_write_setting() -> Result<Option<u64>> {
-    static V: std::sync::OnceLock<std::result::Result<Option<u64>, String>> = std::sync::OnceLock::new();
-    V.get_or_init(|| {
-        let Ok(v) = std::env::var("NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_WRITE") else { return Ok(None) };
-        let t = v.trim();
-        if t.is_empty() {
-            return Ok(None);
-        }
-        let (num, mult) = match t.as_bytes()[t.len() - 1].to_ascii_uppercase() {
-            b'K' => (&t[..t.len() - 1], 1u64 << 10),
-            b'M' => (&t[..t.len() - 1], 1 << 20),
-            b'G' => (&t[..t.len() - 1], 1 << 30),
-            _ => (t, 1),
-        };
-        match num.trim().parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).filter(|&n| n >= 4096) {
-            Some(n) => Ok(Some(n)),
-            None => Err(format!("NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_WRITE={v:?} is not a size of at least 4096 bytes")),
-        }
-    })
-    .clone()
-    .map_err(Error::invalid)
+    static V: std::sync::OnceLock<std::result::Result<Option<u64>, Error>> = std::sync::OnceLock::new();
+    V.get_or_init(|| size_setting("NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_WRITE")).clone()
 }
 
 /// A communicator's RDMA data path.
@@ -123,6 +105,14 @@ impl VerbsTransport {
 
 impl Drop for VerbsTransport {
     fn drop(&mut self) {
+        if self.proto.parted > 0 {
+            crate::log_info!(
+                "verbs: {} message(s) registered in several parts (longer than one registration may be on {}: {} bytes)",
+                self.proto.parted,
+                self.proto.nic().device(),
+                self.proto.nic().device().max_mr
+            );
+        }
         if self.proto.multi_messages > 0 {
             crate::log_info!(
                 "verbs: {} message(s) went as several RDMA writes ({} writes, at most {} bytes each)",
