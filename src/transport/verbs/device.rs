@@ -97,6 +97,7 @@ pub fn device_for_ip(ip: IpAddr) -> Result<Option<Arc<Device>>> {
         }
         None => None,
     };
+    let max_reg = size_setting("NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_REGISTRATION")?;
     let target = gid_for(ip);
     if target.is_none() && want_dev.is_none() {
         return Ok(None);
@@ -126,7 +127,7 @@ pub fn device_for_ip(ip: IpAddr) -> Result<Option<Arc<Device>>> {
     let max_mr = if queried && attr.max_mr_size > 0 { attr.max_mr_size } else { u64::MAX };
     // NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_REGISTRATION lowers it: longer memory is registered in
     // parts of that size (tests; the VM's devices allow 2^64 - 1).
-    let max_mr = match size_setting("NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_REGISTRATION")? {
+    let max_mr = match max_reg {
         Some(m) if m < max_mr => {
             crate::log_info!(
                 "verbs: registrations of at most {m} bytes on {} (NEURON_RT_ASYNC_SENDRECV_RDMA_MAX_REGISTRATION; it allows {max_mr})",
