@@ -142,9 +142,10 @@ struct SendItem {
     seq: u64,
     m: Msg,
     keys: Option<Reg>,
-    /// Rts sent; Size sent; bytes written so far (posted).
+    /// Rts sent; the writes it goes as, counted once its Cts is complete (0 before; a Size
+    /// record went then if more than one); bytes written so far (posted).
     rts: bool,
-    size_sent: bool,
+    writes: u64,
     written: u64,
     /// Where `written` falls: the local part and the receive's part it is in, and the message's
     /// offset where each begins.
@@ -388,7 +389,7 @@ impl<N: Nic> Proto<N> {
             Kind::Send => {
                 let keys = if len > EAGER_MAX { Some(self.nic.register(&m.region)?) } else { None };
                 self.parted += keys.as_ref().is_some_and(|k| k.parts.len() > 1) as u64;
-                self.waiting.push_back(SendItem { seq, m, keys, rts: false, size_sent: false, written: 0, at: Cursor::default() });
+                self.waiting.push_back(SendItem { seq, m, keys, rts: false, writes: 0, written: 0, at: Cursor::default() });
                 self.issue(done)?;
             }
             Kind::Recv => {
@@ -464,14 +465,17 @@ impl<N: Nic> Proto<N> {
                 continue;
             }
             let w = self.nic.max_write().max(1);
-            let local = &front.keys.as_ref().expect("a message above EAGER_MAX is registered").parts;
-            let remote = &self.cts.front().expect("checked").parts;
-            let writes = if local.len() == 1 && remote.len() == 1 { len.div_ceil(w) } else { count_pieces(local, remote, len, w) };
-            if writes > 1 && !front.size_sent {
-                // The Size record goes before the writes (one queue pair keeps their order).
-                front.size_sent = true;
-                self.ctrl_out.push_back(Rec::Size { seq, len, writes });
+            if front.writes == 0 {
+                let local = &front.keys.as_ref().expect("a message above EAGER_MAX is registered").parts;
+                let remote = &self.cts.front().expect("checked").parts;
+                let writes = if local.len() == 1 && remote.len() == 1 { len.div_ceil(w) } else { count_pieces(local, remote, len, w) };
+                front.writes = writes;
+                if writes > 1 {
+                    // The Size record goes before the writes (one queue pair keeps their order).
+                    self.ctrl_out.push_back(Rec::Size { seq, len, writes });
+                }
             }
+            let writes = front.writes;
             if writes > 1 {
                 self.flush_ctrl()?;
                 if !self.ctrl_out.is_empty() {
